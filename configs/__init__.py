@@ -1,0 +1,1 @@
+"""Hydra configuration tree for toto_robot (groups mirror the code: model, tokenizer, data, task, encoder, policy)."""

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Run the test suite inside .venv. pytest's exit code 5 ("no tests collected") is not a failure
+# of the project, so it is mapped to 0; every other code passes through.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+export MUJOCO_GL=${MUJOCO_GL:-egl}
+export PYOPENGL_PLATFORM=${PYOPENGL_PLATFORM:-egl}
+"$VENV/bin/python" -m pytest tests "$@"
+rc=$?
+if [ "$rc" -eq 5 ]; then
+  echo "pytest collected no tests (exit 5); treating as success"
+  rc=0
+fi
+exit "$rc"

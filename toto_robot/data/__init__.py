@@ -1,0 +1,1 @@
+"""Data: video decoding, clip sampling, token sequences, shards, mixtures and demonstrations."""

@@ -1,0 +1,163 @@
+"""Pre-tokenized token shards on disk: memory-mapped fixed-length sequences plus a JSON index.
+
+Layout of a shard folder::
+
+    index.json            # ShardIndex: seq_len, dtype, vocab_size, tokenizer hash, list of shards
+    <name>.bin            # raw little-endian uint16 (or uint32) array of shape [num_sequences, seq_len]
+
+Each ``.bin`` is written atomically and only then added to ``index.json`` (also atomic), so a
+killed tokenize job leaves a consistent folder and resumes by skipping every shard already
+listed (``ShardWriter.has``). Token ids in a sequence are model ids: tokenizer codes offset by
+``NUM_SPECIAL_TOKENS`` with start/end markers (see ``toto_robot.constants``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from toto_robot.utils.io import atomic_save_json, atomic_write
+
+INDEX_NAME = "index.json"
+FORMAT_VERSION = 1
+
+
+class ShardError(ValueError):
+    """A shard folder is missing, corrupt, or does not match the tokenizer/model reading it."""
+
+
+@dataclass
+class ShardInfo:
+    file: str
+    num_sequences: int
+    source: str  # dataset name used by the mixture sampler, e.g. "sim_video" or "images"
+    kind: str  # "video" or "image"
+
+
+@dataclass
+class ShardIndex:
+    seq_len: int
+    vocab_size: int  # model vocabulary: tokenizer codes + NUM_SPECIAL_TOKENS
+    tokenizer: dict  # {"name": ..., "hash": ...}: which tokenizer made the ids
+    dtype: str = "uint16"
+    shards: list[ShardInfo] = field(default_factory=list)
+    format_version: int = FORMAT_VERSION
+
+    @classmethod
+    def load(cls, root: Path) -> "ShardIndex":
+        path = Path(root) / INDEX_NAME
+        if not path.is_file():
+            raise ShardError(f"{root} is not a token shard folder: no {INDEX_NAME}")
+        try:
+            d = json.loads(path.read_text())
+            d["shards"] = [ShardInfo(**s) for s in d.get("shards", [])]
+            index = cls(**d)
+        except (json.JSONDecodeError, TypeError, KeyError) as e:
+            raise ShardError(f"{path}: unreadable shard index ({e})") from e
+        if index.format_version != FORMAT_VERSION:
+            raise ShardError(f"{path}: format_version {index.format_version} != {FORMAT_VERSION}")
+        return index
+
+    def save(self, root: Path) -> None:
+        atomic_save_json(asdict(self), Path(root) / INDEX_NAME)
+
+
+def dtype_for_vocab(vocab_size: int) -> str:
+    return "uint16" if vocab_size <= np.iinfo(np.uint16).max + 1 else "uint32"
+
+
+class ShardWriter:
+    """Write named shards into a folder; resumable (``has(name)``) and consistent after a crash."""
+
+    def __init__(self, root: str | Path, seq_len: int, vocab_size: int, tokenizer: dict):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        if (self.root / INDEX_NAME).exists():
+            self.index = ShardIndex.load(self.root)
+            for key, want in (("seq_len", seq_len), ("vocab_size", vocab_size)):
+                if getattr(self.index, key) != want:
+                    raise ShardError(f"{self.root}: existing shards have {key}={getattr(self.index, key)}, this job writes {key}={want}")
+            if self.index.tokenizer.get("hash") != tokenizer.get("hash"):
+                raise ShardError(
+                    f"{self.root}: existing shards were made by tokenizer {self.index.tokenizer}, this job uses {tokenizer}; "
+                    "write to a new folder"
+                )
+        else:
+            self.index = ShardIndex(seq_len=seq_len, vocab_size=vocab_size, tokenizer=tokenizer, dtype=dtype_for_vocab(vocab_size))
+            self.index.save(self.root)
+
+    def has(self, name: str) -> bool:
+        return any(s.file == f"{name}.bin" for s in self.index.shards)
+
+    def write(self, name: str, sequences: np.ndarray, source: str, kind: str) -> None:
+        seqs = np.asarray(sequences)
+        if seqs.ndim != 2 or seqs.shape[1] != self.index.seq_len:
+            raise ShardError(f"shard {name}: sequences must be [N, {self.index.seq_len}], got {seqs.shape}")
+        if seqs.size and (seqs.min() < 0 or seqs.max() >= self.index.vocab_size):
+            raise ShardError(f"shard {name}: token ids outside [0, {self.index.vocab_size}) (min {seqs.min()}, max {seqs.max()})")
+        with atomic_write(self.root / f"{name}.bin") as f:
+            f.write(np.ascontiguousarray(seqs.astype(self.index.dtype)).tobytes())
+        self.index.shards = [s for s in self.index.shards if s.file != f"{name}.bin"]
+        self.index.shards.append(ShardInfo(file=f"{name}.bin", num_sequences=int(seqs.shape[0]), source=source, kind=kind))
+        self.index.save(self.root)
+
+
+class ShardDataset(torch.utils.data.Dataset):
+    """All sequences of a shard folder, memory-mapped. ``ds[i]`` -> LongTensor [seq_len]."""
+
+    def __init__(self, root: str | Path, expect_vocab_size: int | None = None, expect_tokenizer_hash: str | None = None):
+        self.root = Path(root)
+        self.index = ShardIndex.load(self.root)
+        if expect_vocab_size is not None and expect_vocab_size != self.index.vocab_size:
+            raise ShardError(
+                f"vocab mismatch: shards in {self.root} use vocab_size={self.index.vocab_size} "
+                f"(tokenizer {self.index.tokenizer.get('name')}), the model expects {expect_vocab_size}"
+            )
+        if expect_tokenizer_hash is not None and expect_tokenizer_hash != self.index.tokenizer.get("hash"):
+            raise ShardError(f"tokenizer mismatch: shards made by {self.index.tokenizer}, expected hash {expect_tokenizer_hash}")
+        self.arrays: list[np.memmap] = []
+        self.sources: list[str] = []
+        self.kinds: list[str] = []
+        L = self.index.seq_len
+        itemsize = np.dtype(self.index.dtype).itemsize
+        for s in self.index.shards:
+            path = self.root / s.file
+            if not path.is_file():
+                raise ShardError(f"shard listed in index is missing: {path}")
+            if path.stat().st_size != s.num_sequences * L * itemsize:
+                raise ShardError(f"corrupt shard {path}: {path.stat().st_size} bytes, expected {s.num_sequences}x{L}x{itemsize}")
+            self.arrays.append(np.memmap(path, dtype=self.index.dtype, mode="r", shape=(s.num_sequences, L)))
+            self.sources.append(s.source)
+            self.kinds.append(s.kind)
+        self.offsets = np.cumsum([0] + [a.shape[0] for a in self.arrays])
+
+    @property
+    def seq_len(self) -> int:
+        return self.index.seq_len
+
+    @property
+    def vocab_size(self) -> int:
+        return self.index.vocab_size
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def locate(self, i: int) -> tuple[int, int]:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        shard = int(np.searchsorted(self.offsets, i, side="right") - 1)
+        return shard, i - int(self.offsets[shard])
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        shard, row = self.locate(int(i))
+        return torch.from_numpy(self.arrays[shard][row].astype(np.int64))
+
+    def indices_by_source(self) -> dict[str, np.ndarray]:
+        """source name -> global indices of its sequences (for the mixture sampler)."""
+        out: dict[str, list[np.ndarray]] = {}
+        for k, src in enumerate(self.sources):
+            out.setdefault(src, []).append(np.arange(self.offsets[k], self.offsets[k + 1]))
+        return {k: np.concatenate(v) for k, v in out.items()}

@@ -1,0 +1,1 @@
+"""Frozen visual encoders behind one interface: Toto, MAE/MVP ViTs and a random-init control."""

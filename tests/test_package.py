@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+TOTO_ROBOT = Path(sys.executable).parent / "toto-robot"  # the venv's console script
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
 
@@ -115,7 +116,7 @@ def test_bad_config_key_is_rejected_with_its_name():
 def test_cli_help_lists_every_command():
     from toto_robot import cli
 
-    out = subprocess.run([shutil.which("toto-robot") or "toto-robot", "--help"], capture_output=True, text=True, check=True)
+    out = subprocess.run([str(TOTO_ROBOT), "--help"], capture_output=True, text=True, check=True)
     assert "usage: toto-robot" in out.stdout
     for name, (module, _desc) in cli.COMMANDS.items():
         assert name in out.stdout
@@ -124,7 +125,7 @@ def test_cli_help_lists_every_command():
 
 
 def test_cli_rejects_unknown_command():
-    out = subprocess.run([shutil.which("toto-robot") or "toto-robot", "no-such-command"], capture_output=True, text=True)
+    out = subprocess.run([str(TOTO_ROBOT), "no-such-command"], capture_output=True, text=True)
     assert out.returncode == 2
     assert "unknown command 'no-such-command'" in out.stderr
 

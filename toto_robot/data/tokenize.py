@@ -1,0 +1,176 @@
+"""Turn video/image datasets into token shards: parallel over worker processes, resumable.
+
+Each work unit (one video file, one chunk of images, one batch of synthetic videos) becomes one
+named shard; its random crops come from a generator seeded by (seed, unit name), so a killed job
+that resumes writes bit-identical shards and skips every unit already listed in the index.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing as mp
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from toto_robot.constants import NUM_SPECIAL_TOKENS
+from toto_robot.data.clips import pack_images, sample_clip
+from toto_robot.data.sequence import codes_to_sequence, seq_len
+from toto_robot.data.shards import ShardWriter
+from toto_robot.data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoDecodeError, list_media, read_image, read_video
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DatasetSpec:
+    name: str  # shard source name (the mixture sampler's key)
+    kind: str  # "video" | "image" | "synthetic" | "bundled_images"
+    path: str = ""  # folder or file for video/image
+    clips_per_video: int = 4
+    count: int = 0  # synthetic: number of videos; images: max images (0 = all)
+
+
+@dataclass
+class ShardJobConfig:
+    tokenizer_dir: str
+    datasets: list[DatasetSpec]
+    out_dir: str
+    resolution: int = 64
+    num_frames: int = 16
+    stride: int = 4
+    workers: int = 2
+    seed: int = 0
+    images_per_shard: int = 256
+
+
+@dataclass
+class _Unit:
+    name: str
+    source: str
+    kind: str  # "video" | "image" (sequence start token)
+    payload: dict = field(default_factory=dict)
+
+
+def _rng(seed: int, name: str) -> np.random.Generator:
+    return np.random.default_rng([seed, int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)])
+
+
+def plan_units(cfg: ShardJobConfig) -> list[_Unit]:
+    units = []
+    for ds in cfg.datasets:
+        if ds.kind == "video":
+            files = list_media(ds.path, VIDEO_SUFFIXES)
+            if not files:
+                raise FileNotFoundError(f"dataset {ds.name!r}: no videos under {ds.path}")
+            units += [_Unit(f"{ds.name}-{i:05d}", ds.name, "video", {"file": str(f), "clips": ds.clips_per_video}) for i, f in enumerate(files)]
+        elif ds.kind == "image":
+            files = list_media(ds.path, IMAGE_SUFFIXES)[: ds.count or None]
+            if not files:
+                raise FileNotFoundError(f"dataset {ds.name!r}: no images under {ds.path}")
+            for i in range(0, len(files), cfg.images_per_shard):
+                units.append(_Unit(f"{ds.name}-{i // cfg.images_per_shard:05d}", ds.name, "image", {"files": [str(f) for f in files[i:i + cfg.images_per_shard]]}))
+        elif ds.kind == "bundled_images":
+            units.append(_Unit(f"{ds.name}-00000", ds.name, "image", {"bundled": True, "count": ds.count or 64}))
+        elif ds.kind == "synthetic":
+            per = 16
+            for i in range(0, max(ds.count, 1), per):
+                units.append(_Unit(f"{ds.name}-{i // per:05d}", ds.name, "video", {"synthetic": min(per, ds.count - i), "clips": ds.clips_per_video}))
+        else:
+            raise ValueError(f"dataset {ds.name!r}: unknown kind {ds.kind!r} (video, image, synthetic, bundled_images)")
+    return units
+
+
+_TOKENIZER = None
+
+
+def _init_worker(tokenizer_dir: str) -> None:
+    global _TOKENIZER
+    from toto_robot.tokenizers import load_tokenizer
+
+    torch.set_num_threads(1)
+    _TOKENIZER = load_tokenizer(tokenizer_dir)
+
+
+def _clips_for(unit: _Unit, cfg: ShardJobConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    p, T, R = unit.payload, cfg.num_frames, cfg.resolution
+    if "file" in p:
+        video = read_video(p["file"])
+        return [sample_clip(video, R, T, cfg.stride, rng) for _ in range(p["clips"])]
+    if "synthetic" in p:
+        from toto_robot.data.synthetic import moving_shapes
+
+        clips = []
+        for _ in range(p["synthetic"]):
+            frames, _, _ = moving_shapes((T - 1) * cfg.stride + 1, R, int(rng.integers(1, 4)), rng)
+            clips += [sample_clip(frames, R, T, cfg.stride, rng) for _ in range(p["clips"])]
+        return clips
+    if p.get("bundled"):
+        from toto_robot.data.synthetic import bundled_images
+
+        images = bundled_images()
+        if not images:
+            return []
+        picks = [images[i] for i in rng.integers(0, len(images), p["count"] - p["count"] % T or T)]
+    else:
+        picks = []
+        for f in p["files"]:
+            try:
+                picks.append(read_image(f))
+            except VideoDecodeError as e:
+                log.warning("skipping image: %s", e)
+        picks = picks[: len(picks) - len(picks) % T]
+    return [pack_images(picks[i:i + T], R, rng) for i in range(0, len(picks), T)]
+
+
+def _work(args) -> tuple[str, np.ndarray | None, str, str, str]:
+    unit, cfg = args
+    try:
+        clips = _clips_for(unit, cfg, _rng(cfg.seed, unit.name))
+    except VideoDecodeError as e:
+        return unit.name, None, unit.source, unit.kind, str(e)
+    tok = _TOKENIZER
+    seqs = [codes_to_sequence(tok.encode(torch.from_numpy(c)), unit.kind, tok.vocab_size) for c in clips]
+    L = seq_len(cfg.num_frames, cfg.resolution // tok.downsample, cfg.resolution // tok.downsample)
+    return unit.name, np.stack(seqs) if seqs else np.zeros((0, L), np.int64), unit.source, unit.kind, ""
+
+
+def write_shards(cfg: ShardJobConfig) -> Path:
+    from toto_robot.tokenizers import load_tokenizer
+
+    tok = load_tokenizer(cfg.tokenizer_dir)
+    if not tok.is_discrete:
+        raise ValueError("token shards hold discrete ids; continuous patch tokens are computed on the fly")
+    if cfg.resolution % tok.downsample:
+        raise ValueError(f"resolution {cfg.resolution} is not divisible by the tokenizer's downsampling factor {tok.downsample}")
+    hw = cfg.resolution // tok.downsample
+    writer = ShardWriter(cfg.out_dir, seq_len(cfg.num_frames, hw, hw), tok.vocab_size + NUM_SPECIAL_TOKENS,
+                         {"name": tok.kind, "hash": tok.hash(), "path": str(Path(cfg.tokenizer_dir).resolve()),
+                          "num_frames": cfg.num_frames, "tokens_per_frame": hw * hw, "resolution": cfg.resolution})
+    todo = [u for u in plan_units(cfg) if not writer.has(u.name)]
+    bar = tqdm(total=len(todo), desc="tokenize", unit="shard")
+    jobs = [(u, cfg) for u in todo]
+    if cfg.workers > 1 and len(todo) > 1:
+        ctx = mp.get_context("fork")
+        with ctx.Pool(cfg.workers, initializer=_init_worker, initargs=(cfg.tokenizer_dir,)) as pool:
+            for result in pool.imap_unordered(_work, jobs):
+                _store(writer, result)
+                bar.update()
+    else:
+        _init_worker(cfg.tokenizer_dir)
+        for job in jobs:
+            _store(writer, _work(job))
+            bar.update()
+    bar.close()
+    return Path(cfg.out_dir)
+
+
+def _store(writer: ShardWriter, result) -> None:
+    name, seqs, source, kind, error = result
+    if error:
+        log.warning("skipping %s: %s", name, error)
+        return
+    writer.write(name, seqs, source, kind)

@@ -1,0 +1,273 @@
+"""Pre-train Toto by next-token prediction on token shards.
+
+AdamW (betas 0.9/0.95, no decay on norms/biases), linear warm-up then cosine, gradient clipping,
+a global batch counted in tokens and reached by gradient accumulation, bf16 autocast on CUDA,
+DDP/FSDP2 under torchrun. Every ``checkpoint_every`` steps ``<run>/checkpoint/`` is replaced
+atomically (weights + optimizer + sampler + RNG + step); ``resume=True`` continues from it
+step for step. Logs loss, lr, tokens/s and MFU to CSV and TensorBoard; writes a loss-curve PNG
+and, at the end, ``<run>/final/`` (a pretrained dir with the tokenizer) and per-frame losses.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from toto_robot.data.mixture import MixtureSampler
+from toto_robot.data.sequence import model_io
+from toto_robot.data.shards import ShardDataset
+from toto_robot.model import Toto, TotoConfig
+from toto_robot.pretrain import distributed as D
+from toto_robot.pretrain.schedule import lr_at
+from toto_robot.utils.io import CheckpointError, atomic_save_json, atomic_write, load_pretrained, save_pretrained
+
+log = logging.getLogger(__name__)
+PEAK_FLOPS = {"cuda": 989e12}  # H100 dense bf16; MFU is reported on CUDA only
+
+
+@dataclass
+class PretrainConfig:
+    shards: str
+    out_dir: str
+    model: str = "toto_tiny"
+    model_overrides: dict = field(default_factory=dict)
+    init_from: str = ""  # a pretrained dir to start from (e.g. resolution fine-tune with a new rope_base)
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    warmup_steps: int = 2000
+    max_steps: int = 10_000
+    batch_tokens: int = 1_000_000  # global batch, in tokens
+    micro_batch: int = 8  # sequences per forward pass per process
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    mixture: dict = field(default_factory=dict)  # source -> weight; empty = uniform over sources
+    log_every: int = 10
+    checkpoint_every: int = 500
+    eval_sequences: int = 16
+    resume: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    parallel: str = "ddp"  # ddp | fsdp (used when launched by torchrun with WORLD_SIZE > 1)
+    compile: bool = False
+
+
+def build_model(cfg: PretrainConfig, ds: ShardDataset) -> Toto:
+    tok = ds.index.tokenizer
+    overrides = dict(cfg.model_overrides)
+    overrides.setdefault("vocab_size", ds.vocab_size)
+    overrides.setdefault("block_size", ds.seq_len - 1)
+    if "tokens_per_frame" in tok:
+        overrides.setdefault("tokens_per_frame", tok["tokens_per_frame"])
+    if cfg.init_from:
+        model = Toto.from_pretrained(cfg.init_from, **overrides)
+    else:
+        model = Toto(TotoConfig.from_name(cfg.model, **overrides))
+    if model.config.vocab_size != ds.vocab_size:
+        raise ValueError(f"vocab mismatch: shards in {cfg.shards} hold {ds.vocab_size} ids, the model has {model.config.vocab_size}")
+    if ds.seq_len - 1 > model.config.block_size:
+        raise ValueError(f"sequence of {ds.seq_len - 1} positions exceeds the model's context of {model.config.block_size}")
+    return model
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(), "python": random.getstate()[1]}
+
+
+def pretrain(cfg: PretrainConfig) -> Path:
+    info = D.init_distributed(cfg.device)
+    out = Path(cfg.out_dir)
+    ckpt = out / "checkpoint"
+    torch.manual_seed(cfg.seed + info.rank)
+    ds = ShardDataset(cfg.shards)
+    model = build_model(cfg, ds).to(cfg.device)
+    n_params = model.num_params()
+    seq = ds.seq_len - 1
+    accum = max(1, round(cfg.batch_tokens / (cfg.micro_batch * seq * info.world_size)))
+    tokens_per_step = accum * cfg.micro_batch * seq * info.world_size
+    opt = model.configure_optimizer(cfg.lr, cfg.weight_decay)
+    sampler = MixtureSampler(ds.indices_by_source(), cfg.mixture or None, seed=cfg.seed * 1000 + info.rank)
+    step, history = 0, []
+    if cfg.resume:
+        if (ckpt / "trainer_state.pt").is_file():
+            step, history = _load_checkpoint(ckpt, model, opt, sampler, info)
+            log.info("resumed from %s at step %d", ckpt, step)
+        else:
+            log.warning("resume=true but no checkpoint in %s: starting from scratch", ckpt)
+    elif (ckpt / "trainer_state.pt").is_file():
+        raise CheckpointError(f"{ckpt} already holds a checkpoint; pass resume=true to continue it or choose a new out_dir")
+    wrapped = D.wrap_model(model, cfg.parallel, info, cfg.device)
+    fwd = torch.compile(wrapped) if cfg.compile else wrapped
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.device.startswith("cuda") else torch.autocast("cpu", enabled=False)
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_save_json({**asdict(cfg), "model_config": model.config.to_dict(), "params": n_params, "tokens_per_step": tokens_per_step,
+                          "grad_accum": accum, "world_size": info.world_size}, out / "pretrain_config.json")
+    tb = _tensorboard(out) if info.is_main else None
+    flops_per_token = 6 * n_params + 12 * model.config.n_layer * model.config.n_embd * seq
+    bar = tqdm(total=cfg.max_steps, initial=step, desc="pretrain", unit="step", disable=not info.is_main)
+    t0 = time.perf_counter()
+    while step < cfg.max_steps:
+        lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        total = 0.0
+        for micro in range(accum):
+            batch = torch.stack([ds[int(i)] for i in sampler.sample(cfg.micro_batch)]).to(cfg.device)
+            x, y = model_io(batch)
+            sync = micro == accum - 1 or not hasattr(wrapped, "no_sync")
+            ctx = wrapped.no_sync() if not sync else _null()
+            with ctx, autocast:
+                loss = fwd(x, targets=y).loss / accum
+            loss.backward()
+            total += loss.item()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        step += 1
+        total = D.all_reduce_mean(total, info)
+        dt = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        row = {"step": step, "loss": total, "lr": lr, "grad_norm": float(norm), "tokens_per_s": tokens_per_step / dt,
+               "mfu": flops_per_token * tokens_per_step / dt / PEAK_FLOPS["cuda"] if cfg.device.startswith("cuda") else float("nan")}
+        history.append(row)
+        if info.is_main:
+            bar.update()
+            if step % cfg.log_every == 0 or step == cfg.max_steps:
+                bar.set_postfix(loss=f"{total:.3f}", lr=f"{lr:.1e}", tok_s=f"{row['tokens_per_s']:.0f}")
+                for k in ("loss", "lr", "tokens_per_s", "grad_norm"):
+                    tb.add_scalar(f"train/{k}", row[k], step)
+        if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
+            _save_checkpoint(ckpt, model, wrapped, opt, sampler, step, history, info)
+    bar.close()
+    if info.is_main:
+        _write_logs(out, history)
+        evaluation = per_frame_loss(model, ds, cfg.eval_sequences, cfg.device)
+        atomic_save_json({"final_loss": history[-1]["loss"] if history else None, "unigram_entropy": unigram_entropy(ds), **evaluation,
+                          "params": n_params, "steps": step}, out / "metrics.json")
+        _write_final(out / "final", model, wrapped, ds, info)
+        tb.close()
+    elif info.world_size > 1:
+        D.full_model_state(wrapped)  # FSDP gathers are collective: every rank takes part
+    if info.world_size > 1:
+        torch.distributed.barrier()
+    return out
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _tensorboard(out: Path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def _save_checkpoint(ckpt: Path, model, wrapped, opt, sampler, step, history, info: D.DistInfo) -> None:
+    model_sd = D.full_model_state(wrapped)
+    optim_sd = D.full_optim_state(wrapped, opt)
+    if not info.is_main:
+        return
+    state = {"step": step, "optimizer": optim_sd, "sampler": sampler.state_dict(), "rng": _rng_state(), "history": history}
+    tmp = ckpt.with_name(ckpt.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_pretrained(tmp, {k: v for k, v in model_sd.items() if k != "head.weight" or not model.config.tie_embeddings}, model.config.to_dict())
+    with atomic_write(tmp / "trainer_state.pt") as f:
+        torch.save(state, f)
+    old = ckpt.with_name(ckpt.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if ckpt.exists():
+        ckpt.rename(old)
+    tmp.rename(ckpt)  # the swap is two renames; a crash between them leaves checkpoint.old, which resume uses
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_checkpoint(ckpt: Path, model, opt, sampler, info) -> tuple[int, list]:
+    try:
+        sd, _ = load_pretrained(ckpt)
+        state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False)
+    except CheckpointError:
+        raise
+    except Exception as e:
+        raise CheckpointError(f"corrupt trainer state in {ckpt}: {e}") from e
+    model.load_weights(sd, source=str(ckpt))
+    opt.load_state_dict(state["optimizer"])
+    sampler.load_state_dict(state["sampler"])
+    torch.set_rng_state(state["rng"]["torch"])
+    return int(state["step"]), list(state["history"])
+
+
+def unigram_entropy(ds: ShardDataset, max_sequences: int = 512) -> float:
+    """Entropy (nats) of the token distribution: the loss of a model that ignores context."""
+    n = min(len(ds), max_sequences)
+    ids = torch.cat([ds[i][1:] for i in range(n)])
+    p = torch.bincount(ids, minlength=ds.vocab_size).double()
+    p = p[p > 0] / p.sum()
+    return float(-(p * p.log()).sum())
+
+
+@torch.no_grad()
+def per_frame_loss(model: Toto, ds: ShardDataset, n: int, device: str) -> dict:
+    """Mean next-token loss per frame position (paper Fig. 10: frame 0 is hardest)."""
+    model.eval()
+    hw = ds.index.tokenizer.get("tokens_per_frame") or model.config.tokens_per_frame
+    T = (ds.seq_len - 2) // hw
+    losses = []
+    for i in range(min(n, len(ds))):
+        x, y = model_io(ds[i][None].to(device))
+        losses.append(model.per_position_loss(x, y)[0, : T * hw].view(T, hw).mean(1).cpu())
+    model.train()
+    if not losses:
+        return {}
+    per_frame = torch.stack(losses).mean(0).tolist()
+    return {"per_frame_loss": per_frame, "eval_loss": float(np.mean(per_frame))}
+
+
+def _write_logs(out: Path, history: list[dict]) -> None:
+    if not history:
+        return
+    with atomic_write(out / "metrics.csv", "w") as f:
+        w = csv.DictWriter(f, fieldnames=list(history[0]))
+        w.writeheader()
+        w.writerows(history)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in history], [r["loss"] for r in history])
+    ax.set_xlabel("step")
+    ax.set_ylabel("next-token loss (nats)")
+    ax.set_title("Toto pre-training loss")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_write(out / "loss_curve.png") as f:
+        fig.savefig(f, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _write_final(final: Path, model: Toto, wrapped, ds: ShardDataset, info) -> None:
+    model.save_pretrained(final)
+    tok_path = ds.index.tokenizer.get("path")
+    if tok_path and Path(tok_path).is_dir():
+        dst = final / "tokenizer"
+        tmp = final / ".tokenizer.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(tok_path, tmp)
+        shutil.rmtree(dst, ignore_errors=True)
+        tmp.rename(dst)
+    atomic_save_json({"tokenizer": ds.index.tokenizer, "seq_len": ds.seq_len}, final / "data.json")

@@ -1,1 +1,26 @@
-"""sim_envs"""
+"""MuJoCo manipulation suite (gymnasium): Franka and Kuka arms, pick and cabinet tasks, pixels.
+
+    import gymnasium as gym, toto_robot.sim_envs
+    env = gym.make("TotoRobot/FrankaPick-v0", image_size=128)
+"""
+from gymnasium.envs.registration import register, registry
+
+TASK_IDS = {
+    "franka_pick": ("TotoRobot/FrankaPick-v0", "franka", "pick"),
+    "franka_cabinet": ("TotoRobot/FrankaCabinet-v0", "franka", "cabinet"),
+    "kuka_pick": ("TotoRobot/KukaPick-v0", "kuka", "pick"),
+    "kuka_cabinet": ("TotoRobot/KukaCabinet-v0", "kuka", "cabinet"),
+}
+
+for _key, (_id, _robot, _task) in TASK_IDS.items():
+    if _id not in registry:
+        register(id=_id, entry_point="toto_robot.sim_envs.base_env:ManipulationEnv", kwargs={"robot": _robot, "task": _task})
+
+
+def make_env(task: str, **kwargs):
+    """``make_env("franka_pick", image_size=64)`` -> the unwrapped-by-nothing gymnasium env (with TimeLimit)."""
+    import gymnasium as gym
+
+    if task not in TASK_IDS:
+        raise ValueError(f"unknown task {task!r}; known: {sorted(TASK_IDS)}")
+    return gym.make(TASK_IDS[task][0], **kwargs)

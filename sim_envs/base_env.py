@@ -1,0 +1,200 @@
+"""One gymnasium env for every robot x task (robosuite-style robot / arena / task split).
+
+Observation: ``{"image": uint8 [S, S, 3], "state": float32 [19]}`` (+ ``"wrist_image"``), state =
+arm joint positions (7), velocities (7), finger positions (2), gripper site position (3).
+Action (``control="ee_delta"``): ``Box(-1, 1, (4,))`` = end-effector delta xyz (x ``max_delta``
+metres) + gripper (-1 open, +1 closed), tracked by damped-least-squares IK on joint position
+servos; ``control="joint_delta"``: ``Box(-1, 1, (8,))`` = 7 joint deltas (x ``max_joint_delta``) +
+gripper. ``info["success"]`` is the task's sparse success flag; the reward is dense.
+"""
+from __future__ import annotations
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium import spaces
+
+from toto_robot.sim_envs.arena import Randomization, build_arena, randomize_visuals, visual_defaults
+from toto_robot.sim_envs.robots import GRIPPER_PREFIX, PREFIX, ROBOTS, build_robot_spec
+from toto_robot.sim_envs.tasks import TASKS
+
+CONTROL_DT = 0.05  # 20 Hz control
+WORKSPACE_LOW = np.array([0.3, -0.35, 0.41])
+WORKSPACE_HIGH = np.array([0.8, 0.35, 0.9])
+
+
+class ManipulationEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": int(1 / CONTROL_DT)}
+
+    def __init__(self, robot: str = "franka", task: str = "pick", image_size: int = 128, camera: str = "agentview",
+                 wrist_camera: bool = False, control: str = "ee_delta", max_steps: int | None = None,
+                 randomization: Randomization | dict | None = None, render_mode: str | None = "rgb_array",
+                 max_delta: float = 0.03, max_joint_delta: float = 0.05):
+        if robot not in ROBOTS:
+            raise ValueError(f"unknown robot {robot!r}; known: {sorted(ROBOTS)}")
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; known: {sorted(TASKS)}")
+        if control not in ("ee_delta", "joint_delta"):
+            raise ValueError(f"control must be ee_delta or joint_delta, got {control!r}")
+        self.robot, self.task = ROBOTS[robot], TASKS[task]()
+        self.image_size, self.camera, self.wrist_camera, self.control = image_size, camera, wrist_camera, control
+        self.max_steps = max_steps or self.task.max_steps
+        self.randomization = Randomization(**randomization) if isinstance(randomization, dict) else (randomization or Randomization())
+        self.render_mode, self.max_delta, self.max_joint_delta = render_mode, max_delta, max_joint_delta
+
+        spec = build_arena()
+        robot_spec = build_robot_spec(self.robot)
+        robot_spec.body(f"{GRIPPER_PREFIX}eef").add_camera(name="wrist", pos=[0, 0, -0.16], quat=[0, 1, 0, 0], fovy=75) if wrist_camera else None
+        spec.worldbody.add_frame(pos=[0, 0, 0.4]).attach_body(robot_spec.body("base"), PREFIX, "")
+        self.task.build(spec)
+        self.model = spec.compile()
+        self.data = mujoco.MjData(self.model)
+        self.n_substeps = int(round(CONTROL_DT / self.model.opt.timestep))
+        m = self.model
+        self.arm_joints = np.array([m.joint(PREFIX + j).id for j in self.robot.joints])
+        self.arm_qadr = m.jnt_qposadr[self.arm_joints]
+        self.arm_dadr = m.jnt_dofadr[self.arm_joints]
+        self.arm_act = np.array([m.actuator(f"{PREFIX}servo_{j}").id for j in self.robot.joints])
+        fingers = [f"{PREFIX}{GRIPPER_PREFIX}finger_joint1", f"{PREFIX}{GRIPPER_PREFIX}finger_joint2"]
+        self.finger_qadr = m.jnt_qposadr[[m.joint(f).id for f in fingers]]
+        self.finger_act = np.array([m.actuator(f"{PREFIX}{GRIPPER_PREFIX}gripper_finger_joint{i}").id for i in (1, 2)])
+        self.site = m.site(f"{PREFIX}{GRIPPER_PREFIX}grip_site").id
+        self.visual_base = visual_defaults(m)
+        self._renderer: mujoco.Renderer | None = None
+        # Render the robots' collision meshes (group 0) instead of their high-poly visual meshes
+        # (group 1): 5x faster with a software rasteriser, and sites stay hidden.
+        self._scene_option = mujoco.MjvOption()
+        self._scene_option.geomgroup[1] = 0
+        self._scene_option.sitegroup[:] = 0
+
+        img = spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
+        obs = {"image": img, "state": spaces.Box(-np.inf, np.inf, (19,), np.float32)}
+        if wrist_camera:
+            obs["wrist_image"] = img
+        self.observation_space = spaces.Dict(obs)
+        self.action_space = spaces.Box(-1.0, 1.0, (4 if control == "ee_delta" else 8,), np.float32)
+        self._home()
+        self.steps = 0
+
+    # ---- robot helpers ----
+    def _home(self) -> None:
+        mujoco.mj_resetData(self.model, self.data)
+        self.data.qpos[self.arm_qadr] = self.robot.home
+        self.data.ctrl[self.arm_act] = self.robot.home
+        self._set_gripper(-1.0)
+        mujoco.mj_forward(self.model, self.data)
+        self.target_pos = self.grip_pos()
+        self.target_quat = np.empty(4)
+        mujoco.mju_mat2Quat(self.target_quat, self.data.site_xmat[self.site])
+
+    def grip_pos(self) -> np.ndarray:
+        return self.data.site_xpos[self.site].copy()
+
+    def gripper_width(self) -> float:
+        return float(self.data.qpos[self.finger_qadr[0]] - self.data.qpos[self.finger_qadr[1]])
+
+    def _set_gripper(self, g: float) -> None:
+        opening = 0.04 * (1 - np.clip(g, -1, 1)) / 2  # -1 open (0.04), +1 closed (0)
+        self.data.ctrl[self.finger_act] = [opening, -opening]
+
+    def _ik(self, target_pos: np.ndarray, iters: int = 3) -> np.ndarray:
+        """Joint targets reaching ``target_pos`` with the initial gripper orientation (damped least squares)."""
+        m, d = self.model, self.data
+        q = d.qpos.copy()
+        jacp, jacr = np.zeros((3, m.nv)), np.zeros((3, m.nv))
+        scratch = mujoco.MjData(m) if not hasattr(self, "_scratch") else self._scratch
+        self._scratch = scratch
+        scratch.qpos[:] = q
+        for _ in range(iters):
+            mujoco.mj_kinematics(m, scratch)
+            mujoco.mj_comPos(m, scratch)
+            err_p = target_pos - scratch.site_xpos[self.site]
+            cur = np.empty(4)
+            mujoco.mju_mat2Quat(cur, scratch.site_xmat[self.site])
+            neg, dq_rot = np.empty(4), np.empty(3)
+            mujoco.mju_negQuat(neg, cur)
+            err_q = np.empty(4)
+            mujoco.mju_mulQuat(err_q, self.target_quat, neg)
+            mujoco.mju_quat2Vel(dq_rot, err_q, 1.0)
+            mujoco.mj_jacSite(m, scratch, jacp, jacr, self.site)
+            J = np.vstack([jacp, jacr])[:, self.arm_dadr]  # (6, 7)
+            e = np.concatenate([err_p, 0.5 * dq_rot])
+            dq = J.T @ np.linalg.solve(J @ J.T + 1e-4 * np.eye(6), e)
+            scratch.qpos[self.arm_qadr] += dq
+        lo, hi = m.jnt_range[self.arm_joints].T
+        return np.clip(scratch.qpos[self.arm_qadr], lo, hi)
+
+    # ---- gym API ----
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._home()
+        randomize_visuals(self.model, self.visual_base, self.randomization, self.np_random)
+        self.task.reset(self, self.np_random)
+        mujoco.mj_forward(self.model, self.data)
+        for _ in range(10):  # let objects settle
+            mujoco.mj_step(self.model, self.data)
+        self.steps = 0
+        return self._obs(), {"success": False, "label": self.task.label(self)}
+
+    def step(self, action):
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != self.action_space.shape:
+            raise ValueError(f"action must have shape {self.action_space.shape}, got {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"action contains NaN/inf: {a}")
+        a = np.clip(a, -1, 1)
+        if self.control == "ee_delta":
+            # the target is relative to where the gripper is now (no hidden wind-up state: Markov for policies)
+            self.target_pos = np.clip(self.grip_pos() + a[:3] * self.max_delta, WORKSPACE_LOW, WORKSPACE_HIGH)
+            self.data.ctrl[self.arm_act] = self._ik(self.target_pos)
+        else:
+            lo, hi = self.model.jnt_range[self.arm_joints].T
+            self.data.ctrl[self.arm_act] = np.clip(self.data.qpos[self.arm_qadr] + a[:7] * self.max_joint_delta, lo, hi)
+        self._set_gripper(a[-1])
+        for _ in range(self.n_substeps):
+            mujoco.mj_step(self.model, self.data)
+        self.steps += 1
+        if hasattr(self.task, "after_step"):
+            self.task.after_step(self)
+        success = bool(self.task.success(self))
+        reward = self.task.reward(self)
+        truncated = self.steps >= self.max_steps
+        return self._obs(), reward, success, truncated, {"success": success, "label": self.task.label(self)}
+
+    def _state(self) -> np.ndarray:
+        d = self.data
+        return np.concatenate([d.qpos[self.arm_qadr], d.qvel[self.arm_dadr], d.qpos[self.finger_qadr], self.grip_pos()]).astype(np.float32)
+
+    def _render_camera(self, camera: str) -> np.ndarray:
+        if self._renderer is None:
+            self._renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
+        self._renderer.update_scene(self.data, camera=camera, scene_option=self._scene_option)
+        return self._renderer.render().copy()
+
+    def _obs(self) -> dict:
+        obs = {"image": self._render_camera(self.camera), "state": self._state()}
+        if self.wrist_camera:
+            obs["wrist_image"] = self._render_camera("wrist")
+        return obs
+
+    def render(self):
+        return self._render_camera(self.camera)
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    # ---- state contract (robomimic style) ----
+    def get_state(self) -> dict:
+        return {"qpos": self.data.qpos.copy(), "qvel": self.data.qvel.copy(), "ctrl": self.data.ctrl.copy(), "target_pos": self.target_pos.copy(),
+                "steps": self.steps, "model": {k: v.copy() for k, v in (("body_pos", self.model.body_pos), ("geom_size", self.model.geom_size),
+                                                                          ("geom_rgba", self.model.geom_rgba), ("geom_rbound", self.model.geom_rbound))}}
+
+    def reset_to(self, state: dict) -> dict:
+        for k, v in state["model"].items():
+            getattr(self.model, k)[:] = v
+        self.data.qpos[:], self.data.qvel[:], self.data.ctrl[:] = state["qpos"], state["qvel"], state["ctrl"]
+        self.target_pos, self.steps = state["target_pos"].copy(), state["steps"]
+        mujoco.mj_forward(self.model, self.data)
+        return self._obs()

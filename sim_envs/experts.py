@@ -1,0 +1,90 @@
+"""Scripted experts with privileged state (object poses): demonstrations and pre-training videos.
+
+Each expert is a small phase machine over end-effector targets; ``act`` returns an action in the
+env's ``ee_delta`` space. ``noise`` adds exploration noise (diverse videos, DART-style demos).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from toto_robot.sim_envs.tasks import CabinetTask, PickTask
+
+
+def _toward(env, target: np.ndarray, gripper: float, gain: float = 1.0) -> np.ndarray:
+    delta = (target - env.grip_pos()) / env.max_delta * gain
+    return np.concatenate([np.clip(delta, -1, 1), [gripper]]).astype(np.float32)
+
+
+class PickExpert:
+    def __init__(self, env, noise: float = 0.0, rng: np.random.Generator | None = None):
+        self.env, self.noise, self.rng = env, noise, rng or np.random.default_rng(0)
+        self.reset()
+
+    def reset(self):
+        self.phase, self.count = "above", 0
+
+    def act(self, obs=None) -> np.ndarray:
+        env, task = self.env, self.env.task
+        cube = task.cube_pos(env)
+        grip = env.grip_pos()
+        if self.phase == "above":
+            a = _toward(env, cube + [0, 0, 0.08], -1)
+            if np.linalg.norm((grip - cube)[:2]) < 0.012 and abs(grip[2] - cube[2] - 0.08) < 0.03:
+                self.phase = "descend"
+        elif self.phase == "descend":
+            a = _toward(env, cube + [0, 0, -0.005], -1)
+            if grip[2] - cube[2] < 0.008:
+                self.phase = "close"
+        elif self.phase == "close":
+            a = _toward(env, cube + [0, 0, -0.005], 1)
+            self.count += 1
+            if self.count >= 5:
+                self.phase = "lift"
+        else:
+            a = _toward(env, np.array([cube[0], cube[1], 0.62]), 1)
+            a[:2] = 0
+        if self.noise and self.phase in ("above", "lift"):
+            a[:3] = np.clip(a[:3] + self.rng.normal(0, self.noise, 3), -1, 1)
+        return a
+
+
+class CabinetExpert:
+    def __init__(self, env, noise: float = 0.0, rng: np.random.Generator | None = None):
+        self.env, self.noise, self.rng = env, noise, rng or np.random.default_rng(0)
+        self.reset()
+
+    def reset(self):
+        self.phase = "rise"
+
+    def act(self, obs=None) -> np.ndarray:
+        env, task = self.env, self.env.task
+        hook = task.hook_pos(env)
+        grip = env.grip_pos()
+        if self.phase == "rise":  # clear the handle bar before moving over it
+            a = _toward(env, np.array([grip[0], grip[1], hook[2] + 0.1]), 1)
+            if grip[2] > hook[2] + 0.06:
+                self.phase = "above"
+        elif self.phase == "above":
+            a = _toward(env, hook + [0, 0, 0.1], 1)
+            if np.linalg.norm((grip - hook)[:2]) < 0.012 and abs(grip[2] - hook[2] - 0.1) < 0.03:
+                self.phase = "descend"
+        elif self.phase == "descend":
+            a = _toward(env, hook + [0, 0, -0.02], 1)
+            if grip[2] - hook[2] < 0.0:
+                self.phase = "pull"
+        else:
+            a = _toward(env, hook + [-0.1, 0, -0.02], 1)
+            a[0] = min(a[0], -0.5)
+        if self.noise and self.phase in ("rise", "above"):
+            a[:3] = np.clip(a[:3] + self.rng.normal(0, self.noise, 3), -1, 1)
+        return a
+
+
+def make_expert(env, noise: float = 0.0, rng: np.random.Generator | None = None):
+    """The scripted expert of ``env``'s task (``env`` may be wrapped)."""
+    base = env.unwrapped
+    if isinstance(base.task, PickTask):
+        return PickExpert(base, noise, rng)
+    if isinstance(base.task, CabinetTask):
+        return CabinetExpert(base, noise, rng)
+    raise ValueError(f"no scripted expert for task {type(base.task).__name__}")

@@ -1,0 +1,150 @@
+"""Tasks: what is on the table, the shaped reward and the success test. The env does the rest."""
+from __future__ import annotations
+
+import mujoco
+import numpy as np
+
+from toto_robot.sim_envs.arena import TABLE_HEIGHT
+
+COLORS = np.array([[0.85, 0.2, 0.2], [0.2, 0.7, 0.3], [0.2, 0.4, 0.9], [0.95, 0.8, 0.2], [0.6, 0.25, 0.75]])
+
+
+class Task:
+    name = ""
+    max_steps = 80
+
+    def build(self, spec: mujoco.MjSpec) -> None:
+        """Add this task's objects to the world."""
+
+    def reset(self, env, rng: np.random.Generator) -> None:
+        """Randomize object pose/size/colour in ``env.model``/``env.data`` (after the robot is homed)."""
+
+    def reward(self, env) -> float:
+        return 0.0
+
+    def success(self, env) -> bool:
+        return False
+
+    def label(self, env) -> int:
+        """A discrete label of what the scene shows (used by probes)."""
+        return 0
+
+
+class PickTask(Task):
+    """A cube on the table; success = lifted ``lift_height`` above the table for ``hold_steps`` steps."""
+
+    name = "pick"
+    max_steps = 60
+
+    def __init__(self, lift_height: float = 0.08, hold_steps: int = 3):
+        self.lift_height, self.hold_steps = lift_height, hold_steps
+        self.held = 0
+        self.color = 0
+
+    def build(self, spec):
+        cube = spec.worldbody.add_body(name="cube", pos=[0.55, 0, TABLE_HEIGHT + 0.025])
+        cube.add_freejoint(name="cube_joint")
+        cube.add_geom(name="cube_geom", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.022] * 3, rgba=[0.85, 0.2, 0.2, 1],
+                      friction=[2.0, 0.01, 0.001], mass=0.05, condim=4)
+
+    def reset(self, env, rng):
+        m, d = env.model, env.data
+        gid = m.geom("cube_geom").id
+        half = rng.uniform(0.018, 0.024)
+        m.geom_size[gid] = half
+        m.geom_rbound[gid] = half * np.sqrt(3)
+        self.color = int(rng.integers(len(COLORS)))
+        m.geom_rgba[gid, :3] = COLORS[self.color]
+        x, y, yaw = rng.uniform(0.45, 0.62), rng.uniform(-0.15, 0.15), rng.uniform(-np.pi / 4, np.pi / 4)
+        adr = m.jnt_qposadr[m.joint("cube_joint").id]
+        d.qpos[adr:adr + 7] = [x, y, TABLE_HEIGHT + half + 0.001, np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
+        self.held = 0
+
+    def cube_pos(self, env) -> np.ndarray:
+        return env.data.body("cube").xpos.copy()
+
+    def cube_height(self, env) -> float:
+        half = env.model.geom_size[env.model.geom("cube_geom").id][0]
+        return float(self.cube_pos(env)[2] - half - TABLE_HEIGHT)
+
+    def reward(self, env):
+        dist = np.linalg.norm(env.grip_pos() - self.cube_pos(env))
+        reach = 1 - np.tanh(10 * dist)
+        lift = np.clip(self.cube_height(env) / self.lift_height, 0, 1)
+        return float(reach + 2 * lift * (dist < 0.05) + 5 * self.success(env))
+
+    def after_step(self, env):
+        self.held = self.held + 1 if self.cube_height(env) > self.lift_height else 0
+
+    def success(self, env):
+        return self.held >= self.hold_steps
+
+    def label(self, env):
+        return self.color
+
+
+class CabinetTask(Task):
+    """A cabinet with a drawer facing the robot; success = drawer pulled open beyond ``open_distance``."""
+
+    name = "cabinet"
+    max_steps = 70
+    HANDLE_OFFSET = 0.09  # handle bar sits this far in front of the drawer face
+
+    def __init__(self, open_distance: float = 0.12):
+        self.open_distance = open_distance
+        self.color = 0
+
+    def build(self, spec):
+        G = mujoco.mjtGeom.mjGEOM_BOX
+        cab = spec.worldbody.add_body(name="cabinet", pos=[0.78, 0, TABLE_HEIGHT])
+        wood = [0.45, 0.3, 0.2, 1]
+        w, h, dpt = 0.16, 0.1, 0.14  # half width (y), half height, half depth (x)
+        cab.add_geom(name="cab_top", type=G, size=[dpt, w, 0.01], pos=[0, 0, 2 * h + 0.01], rgba=wood)
+        cab.add_geom(name="cab_bottom", type=G, size=[dpt, w, 0.01], pos=[0, 0, 0.01], rgba=wood)
+        cab.add_geom(name="cab_left", type=G, size=[dpt, 0.01, h], pos=[0, w - 0.01, h + 0.01], rgba=wood)
+        cab.add_geom(name="cab_right", type=G, size=[dpt, 0.01, h], pos=[0, -w + 0.01, h + 0.01], rgba=wood)
+        cab.add_geom(name="cab_back", type=G, size=[0.01, w, h], pos=[dpt - 0.01, 0, h + 0.01], rgba=wood)
+        drawer = cab.add_body(name="drawer", pos=[0, 0, 0.03])
+        drawer.add_joint(name="drawer_slide", type=mujoco.mjtJoint.mjJNT_SLIDE, axis=[-1, 0, 0], range=[0, 0.22], damping=2.0, limited=True)
+        face = [0.8, 0.75, 0.6, 1]
+        drawer.add_geom(name="drawer_face", type=G, size=[0.01, w - 0.025, h - 0.03], pos=[-dpt + 0.01, 0, h - 0.02], rgba=face, mass=0.3)
+        drawer.add_geom(name="drawer_bottom", type=G, size=[dpt - 0.03, w - 0.03, 0.005], pos=[0, 0, 0.005], rgba=face, mass=0.2)
+        drawer.add_geom(name="drawer_lside", type=G, size=[dpt - 0.03, 0.005, 0.05], pos=[0, w - 0.035, 0.05], rgba=face, mass=0.05)
+        drawer.add_geom(name="drawer_rside", type=G, size=[dpt - 0.03, 0.005, 0.05], pos=[0, -w + 0.035, 0.05], rgba=face, mass=0.05)
+        hx = -dpt - self.HANDLE_OFFSET
+        metal = [0.75, 0.75, 0.8, 1]
+        drawer.add_geom(name="handle_bar", type=mujoco.mjtGeom.mjGEOM_CAPSULE, fromto=[hx, -0.14, h + 0.02, hx, 0.14, h + 0.02], size=[0.01, 0, 0],
+                        rgba=metal, mass=0.05)
+        for side, y in (("l", 0.13), ("r", -0.13)):  # wide enough for a gripper between the posts
+            drawer.add_geom(name=f"handle_post_{side}", type=G, size=[self.HANDLE_OFFSET / 2, 0.008, 0.008], pos=[hx + self.HANDLE_OFFSET / 2, y, h + 0.02],
+                            rgba=metal, mass=0.02)
+        drawer.add_site(name="handle_site", pos=[hx, 0, h + 0.02], size=[0.01, 0, 0])
+
+    def reset(self, env, rng):
+        m = env.model
+        m.body_pos[m.body("cabinet").id] = [rng.uniform(0.76, 0.82), rng.uniform(-0.1, 0.1), TABLE_HEIGHT]
+        self.color = int(rng.integers(len(COLORS)))
+        m.geom_rgba[m.geom("drawer_face").id, :3] = COLORS[self.color]
+
+    def opening(self, env) -> float:
+        return float(env.data.joint("drawer_slide").qpos[0])
+
+    def handle_pos(self, env) -> np.ndarray:
+        return env.data.site("handle_site").xpos.copy()
+
+    def hook_pos(self, env) -> np.ndarray:
+        """Point between the handle bar and the drawer face, where a closed gripper can pull."""
+        return self.handle_pos(env) + np.array([self.HANDLE_OFFSET / 2, 0, 0])
+
+    def reward(self, env):
+        reach = 1 - np.tanh(10 * np.linalg.norm(env.grip_pos() - self.hook_pos(env)))
+        return float(reach + 5 * self.opening(env) / self.open_distance + 5 * self.success(env))
+
+    def success(self, env):
+        return self.opening(env) > self.open_distance
+
+    def label(self, env):
+        return self.color
+
+
+TASKS = {"pick": PickTask, "cabinet": CabinetTask}

@@ -12,11 +12,16 @@ and normalisation happen inside the encoder.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from toto_robot.utils.io import CheckpointError, atomic_save_json, report_key_mismatch, save_pretrained
+
+ENCODER_CONFIG = "encoder.json"
 
 
 class FrameFormatError(ValueError):
@@ -103,19 +108,25 @@ def build_pool(kind: str, dim: int) -> nn.Module:
 
 
 class Encoder(nn.Module, ABC):
-    """Frozen backbone + trainable pooling. Subclasses set ``token_dim``/``input_size`` and implement
-    ``_tokens(x)`` on preprocessed float input [B, 3, S, S] -> [B, N, token_dim]."""
+    """Frozen backbone + trainable pooling.
 
-    name: str = "encoder"
+    Subclasses set ``token_dim``, ``num_layers`` and ``layer`` (the block whose output is the
+    feature, 1-based; 0 = embeddings), implement ``layer_tokens`` and ``spec`` (a JSON dict from
+    which ``from_spec`` rebuilds the architecture without any file), and call ``_init_pool()``
+    at the end of ``__init__``.
+    """
+
+    kind: str = "encoder"
     token_dim: int
-    input_size: int
+    num_layers: int
+    layer: int
 
-    def __init__(self, pooling: str = "attention"):
+    def __init__(self, name: str, pooling: str = "attention"):
         super().__init__()
-        self.pooling = pooling
+        self.name, self.pooling = name, pooling
 
     def _init_pool(self) -> None:
-        """Call at the end of a subclass ``__init__``: freezes the backbone, builds the trainable pool."""
+        """Freeze the backbone and build the trainable pool."""
         for p in self.parameters():
             p.requires_grad_(False)
         self.pool = build_pool(self.pooling, self.token_dim)
@@ -126,7 +137,7 @@ class Encoder(nn.Module, ABC):
 
     @property
     def device(self) -> torch.device:
-        return next(self.buffers(), next(self.parameters())).device
+        return next(self.pool.parameters(), next(self.parameters())).device
 
     def backbone_parameters(self):
         return (p for n, p in self.named_parameters() if not n.startswith("pool."))
@@ -138,21 +149,60 @@ class Encoder(nn.Module, ABC):
         return self
 
     @abstractmethod
-    def _tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """float [B, 3, S, S] in [0, 1] -> per-token features [B, N, token_dim]."""
+    def layer_tokens(self, frames: torch.Tensor, layers: list[int]) -> dict[int, torch.Tensor]:
+        """Validated uint8 frames [B,H,W,3] or [B,T,H,W,3] -> {layer: frozen tokens [B, N, token_dim]} from one pass."""
+
+    @abstractmethod
+    def spec(self) -> dict:
+        """Everything ``from_spec`` needs to rebuild this architecture (JSON-serialisable)."""
+
+    @classmethod
+    @abstractmethod
+    def from_spec(cls, name: str, spec: dict, pooling: str) -> "Encoder":
+        ...
+
+    def hidden_states(self, frames, layers: list[int] | None = None) -> dict[int, torch.Tensor]:
+        """Frozen tokens of several layers (default: all) for probing: {layer: [B, N, token_dim]}."""
+        layers = list(range(1, self.num_layers + 1)) if layers is None else list(layers)
+        bad = [l for l in layers if not 0 <= l <= self.num_layers]
+        if bad:
+            raise ValueError(f"{self.name}: layers {bad} outside 0..{self.num_layers}")
+        with torch.no_grad():
+            return self.layer_tokens(as_frames(frames), layers)
 
     def encode_tokens(self, frames) -> torch.Tensor:
-        """uint8 [B,H,W,3] or [B,T,H,W,3] -> frozen token features [B, N, token_dim] (video: tokens of all frames)."""
-        frames = as_frames(frames)
-        video = frames.ndim == 5
-        B = frames.shape[0]
-        flat = frames.flatten(0, 1) if video else frames  # (B*T, H, W, 3)
-        x = to_model_input(flat, self.input_size, self.device)
-        with torch.no_grad():
-            tok = self._tokens(x)  # (B*T, N, C)
-        if video:
-            tok = tok.reshape(B, -1, tok.shape[-1])  # (B, T*N, C)
-        return tok
+        """uint8 [B,H,W,3] or [B,T,H,W,3] -> frozen token features [B, N, token_dim] at ``self.layer``."""
+        return self.hidden_states(frames, [self.layer])[self.layer]
 
     def forward(self, frames) -> torch.Tensor:
-        return self.pool(self.encode_tokens(frames))
+        return self.pool(self.encode_tokens(frames))  # (B, feature_dim)
+
+    # ---- persistence: config + weights (backbone and pool) in one folder ----
+    def save_pretrained(self, directory: str | Path) -> Path:
+        sd, tied, seen = {}, {}, {}
+        for k, v in self.state_dict().items():
+            key = (v.data_ptr(), tuple(v.shape), v.dtype)
+            if v.numel() and key in seen:  # tied weights: safetensors stores shared storage once
+                tied[k] = seen[key]
+                continue
+            seen[key] = k
+            sd[k] = v.detach().contiguous()
+        config = {"encoder": self.kind, "name": self.name, "pooling": self.pooling, "layer": self.layer,
+                  "spec": self.spec(), "tied": tied}
+        save_pretrained(directory, sd, config)
+        atomic_save_json(config, Path(directory) / ENCODER_CONFIG)
+        return Path(directory)
+
+    def load_state(self, sd: dict[str, torch.Tensor], tied: dict[str, str], source: str) -> None:
+        sd = dict(sd)
+        for k, src in tied.items():
+            if src in sd:
+                sd[k] = sd[src]
+        own = self.state_dict()
+        missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+        if missing or unexpected:
+            raise CheckpointError(report_key_mismatch(missing, unexpected, source))
+        bad = [f"{k}: {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if sd[k].shape != v.shape]
+        if bad:
+            raise CheckpointError(f"{source}: tensor shapes do not match the encoder: {'; '.join(bad[:5])}")
+        self.load_state_dict(sd)

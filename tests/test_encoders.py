@@ -1,0 +1,148 @@
+"""Frozen encoders: Toto features at a chosen layer, MAE/MVP checkpoints in their own key layout, persistence."""
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+
+from helpers import tiny_toto_run
+from toto_robot.encoders import FrameFormatError, build_encoder, load_encoder
+from toto_robot.encoders.vit import VIT_CONFIGS, ViTConfig, Attention, sincos_pos_embed
+from toto_robot.model.toto import Toto
+from toto_robot.tokenizers import load_tokenizer
+from toto_robot.utils.io import CheckpointError
+
+
+def frames(*shape, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (*shape, 3), dtype=np.uint8)
+
+
+def test_toto_encoder_reads_half_depth_tokens_of_the_pretrained_model(tmp_path):
+    final = tiny_toto_run(tmp_path)
+    enc = build_encoder("toto", checkpoint=str(final), pooling="average")
+    assert enc.layer == 2 and enc.feature_dim == 32
+    x = frames(3, 48, 48)  # resized to the tokenizer's 32 px inside
+    tokens = enc.encode_tokens(x)
+    assert tokens.shape == (3, 16, 32)
+    # reference: tokenizer -> ids -> model hidden state at layer 2, computed by hand
+    model, tok = Toto.from_pretrained(final), load_tokenizer(final / "tokenizer")
+    small = torch.nn.functional.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255, size=(32, 32),
+                                            mode="bilinear", antialias=True)
+    u8 = (small * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    ids = torch.cat([torch.ones(3, 1, dtype=torch.long), tok.encode(u8).reshape(3, -1) + 4], dim=1)
+    ref = model(ids, return_layers=[2]).hidden[2][:, 1:]
+    torch.testing.assert_close(tokens, ref)
+    torch.testing.assert_close(enc(x), ref.mean(1))
+    clip = enc.encode_tokens(frames(2, 3, 32, 32))  # a 3-frame clip
+    assert clip.shape == (2, 48, 32)
+    with pytest.raises(ValueError, match="context"):
+        enc.encode_tokens(frames(1, 5, 32, 32))
+
+
+def test_only_the_pool_trains_and_save_load_roundtrip(tmp_path):
+    enc = build_encoder("toto", checkpoint=str(tiny_toto_run(tmp_path)), layer=3)
+    trainable = {n for n, p in enc.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("pool.") for n in trainable)
+    x = frames(4, 32, 32)
+    enc(x).sum().backward()
+    assert all(p.grad is not None for n, p in enc.named_parameters() if n.startswith("pool."))
+    with torch.no_grad():
+        enc.pool.query.add_(1.0)  # a "trained" pool must survive the round trip
+    enc.train()
+    assert not enc.model.training and enc.pool.training
+    enc.save_pretrained(tmp_path / "saved")
+    again = load_encoder(tmp_path / "saved")
+    assert again.layer == 3 and again.name == "toto"
+    torch.testing.assert_close(enc.eval()(x), again.eval()(x))
+
+
+def test_toto_encoder_errors_name_the_problem(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        build_encoder("toto", checkpoint=str(tmp_path / "nope"))
+    with pytest.raises(CheckpointError, match="checkpoint="):
+        build_encoder("toto_tiny")
+    final = tiny_toto_run(tmp_path)
+    with pytest.raises(CheckpointError, match="not toto_base"):
+        build_encoder("toto_base", checkpoint=str(final))
+    enc = build_encoder("toto", checkpoint=str(final))
+    with pytest.raises(FrameFormatError, match="channels"):
+        enc(np.zeros((1, 3, 32, 32), np.uint8))
+    with pytest.raises(FrameFormatError, match="uint8"):
+        enc(np.zeros((1, 32, 32, 3), np.float32))
+    big = tiny_toto_run(tmp_path / "b", vocab=128)
+    from toto_robot.encoders.toto import TotoEncoder
+    with pytest.raises(CheckpointError, match="mismatched tokenizer"):
+        TotoEncoder("x", Toto.from_pretrained(final), load_tokenizer(big / "tokenizer"), 32)
+
+
+def test_random_control_has_the_same_architecture_and_different_features(tmp_path):
+    final = tiny_toto_run(tmp_path)
+    pre, rnd = build_encoder("toto", checkpoint=str(final), pooling="average"), build_encoder("random", like=str(final), pooling="average")
+    x = frames(2, 32, 32)
+    assert pre(x).shape == rnd(x).shape
+    assert not torch.allclose(pre(x), rnd(x))
+    assert build_encoder("random")(frames(2, 64, 64)).shape == (2, 192)
+
+
+def mae_checkpoint(cfg: ViTConfig, grid: int | None = None) -> dict:
+    """A state dict in the official MAE pre-training checkpoint layout ({"model": ...} with a decoder)."""
+    torch.manual_seed(1)
+    C, g = cfg.embed_dim, grid or cfg.img_size // cfg.patch_size
+    sd = {"cls_token": torch.randn(1, 1, C), "pos_embed": sincos_pos_embed(C, g), "mask_token": torch.randn(1, 1, 16),
+          "patch_embed.proj.weight": torch.randn(C, 3, cfg.patch_size, cfg.patch_size) * 0.02, "patch_embed.proj.bias": torch.randn(C),
+          "norm.weight": torch.rand(C) + 0.5, "norm.bias": torch.randn(C), "decoder_embed.weight": torch.randn(16, C),
+          "decoder_pred.weight": torch.randn(3 * cfg.patch_size**2, 16)}
+    for i in range(cfg.depth):
+        p, H = f"blocks.{i}.", int(C * cfg.mlp_ratio)
+        for n in ("norm1", "norm2"):
+            sd[p + n + ".weight"], sd[p + n + ".bias"] = torch.rand(C) + 0.5, torch.randn(C) * 0.1
+        for n, shape in (("attn.qkv", (3 * C, C)), ("attn.proj", (C, C)), ("mlp.fc1", (H, C)), ("mlp.fc2", (C, H))):
+            sd[p + n + ".weight"], sd[p + n + ".bias"] = torch.randn(shape) * 0.05, torch.randn(shape[0]) * 0.01
+    return {"model": sd, "epoch": 799}
+
+
+def test_mae_checkpoint_loads_in_its_own_layout(tmp_path):
+    cfg = ViTConfig(**VIT_CONFIGS["mae_tiny"])
+    ckpt = mae_checkpoint(cfg)
+    torch.save(ckpt, tmp_path / "mae.pth")
+    enc = build_encoder("mae_tiny", checkpoint=str(tmp_path / "mae.pth"), pooling="average")
+    for k, v in enc.backbone.state_dict().items():
+        torch.testing.assert_close(v, ckpt["model"][k])
+    out = enc(frames(2, 64, 64))
+    assert out.shape == (2, 192) and torch.isfinite(out).all()
+    assert enc.encode_tokens(frames(2, 64, 64)).shape == (2, 64, 192)
+    # a 224-px-grid checkpoint loads into the 64-px encoder with its position grid resized
+    torch.save(mae_checkpoint(cfg, grid=14), tmp_path / "mae224.pth")
+    enc2 = build_encoder("mae_tiny", checkpoint=str(tmp_path / "mae224.pth"))
+    assert enc2.backbone.pos_embed.shape == (1, 65, 192)
+
+
+def test_vit_checkpoint_errors_name_the_problem(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        build_encoder("mvp_vit_b", checkpoint=str(tmp_path / "missing.pth"))
+    cfg = ViTConfig(**VIT_CONFIGS["mae_tiny"])
+    sd = mae_checkpoint(cfg)["model"]
+    del sd["blocks.0.attn.qkv.weight"]
+    torch.save(sd, tmp_path / "broken.pth")
+    with pytest.raises(CheckpointError, match="blocks.0.attn.qkv.weight"):
+        build_encoder("mae_tiny", checkpoint=str(tmp_path / "broken.pth"))
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="cannot read"):
+        build_encoder("mae_tiny", checkpoint=str(tmp_path / "junk.pth"))
+
+
+def test_vit_attention_matches_torch_multihead_attention():
+    cfg = ViTConfig(embed_dim=48, num_heads=4)
+    ours, ref = Attention(cfg), nn.MultiheadAttention(48, 4, batch_first=True)
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(ours.qkv.weight), ref.in_proj_bias.copy_(ours.qkv.bias)
+        ref.out_proj.weight.copy_(ours.proj.weight), ref.out_proj.bias.copy_(ours.proj.bias)
+    x = torch.randn(2, 10, 48)
+    torch.testing.assert_close(ours(x), ref(x, x, x, need_weights=False)[0], atol=1e-5, rtol=1e-5)
+
+
+def test_every_vit_name_builds_with_the_published_width():
+    widths = {"mae_vit_b": 768, "mae_vit_l": 1024, "mvp_vit_s": 384, "mvp_vit_b": 768, "mvp_vit_l": 1024}
+    for name, width in widths.items():
+        assert VIT_CONFIGS[name]["embed_dim"] == width
+    enc = build_encoder("mvp_vit_s", pooling="average")
+    assert sum(p.numel() for p in enc.backbone.parameters()) == pytest.approx(21.7e6, rel=0.03)

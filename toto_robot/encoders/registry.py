@@ -1,0 +1,54 @@
+"""Build any encoder by name, and reload a saved one, behind the one ``Encoder`` interface.
+
+    build_encoder("toto_base", checkpoint="runs/pretrain/<run>/final", layer=6, pooling="attention")
+    build_encoder("mvp_vit_b", checkpoint="~/weights/mvp_vit_b.pth")
+    build_encoder("random", like="runs/pretrain/<run>/final")   # same architecture, untrained
+    build_encoder("random")                                        # untrained mae_tiny-shaped ViT
+    enc.save_pretrained("out/encoder"); enc = load_encoder("out/encoder")
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from toto_robot.encoders.base import ENCODER_CONFIG, Encoder
+from toto_robot.encoders.toto import TotoEncoder, build_random_toto_encoder, build_toto_encoder
+from toto_robot.encoders.vit import VIT_CONFIGS, ViTEncoder, build_vit_encoder
+from toto_robot.model.toto import CONFIGS as TOTO_SIZES
+from toto_robot.utils.io import CheckpointError, load_pretrained
+
+ENCODER_KINDS: dict[str, type[Encoder]] = {"toto": TotoEncoder, "vit": ViTEncoder}
+ENCODER_NAMES = ["toto", *TOTO_SIZES, "random", *VIT_CONFIGS]
+
+
+def build_encoder(name: str, checkpoint: str | None = None, layer: int | None = None, pooling: str = "attention",
+                  like: str | None = None, seed: int = 0, **kwargs) -> Encoder:
+    if name == "toto" or name in TOTO_SIZES:
+        return build_toto_encoder(name, checkpoint, layer=layer, pooling=pooling, **kwargs)
+    if name in VIT_CONFIGS:
+        return build_vit_encoder(name, checkpoint, layer=layer, pooling=pooling, **kwargs)
+    if name == "random":
+        if like:
+            return build_random_toto_encoder(like, layer=layer, pooling=pooling, seed=seed)
+        torch.manual_seed(seed)
+        enc = build_vit_encoder("mae_tiny", None, layer=layer, pooling=pooling, **kwargs)
+        enc.name = "random"
+        return enc
+    raise KeyError(f"unknown encoder {name!r}; known: {', '.join(ENCODER_NAMES)}")
+
+
+def load_encoder(directory: str | Path, map_location: str = "cpu") -> Encoder:
+    """Rebuild an encoder written by ``Encoder.save_pretrained`` (architecture, frozen weights and pool)."""
+    directory = Path(directory)
+    sd, _ = load_pretrained(directory, map_location)
+    if not (directory / ENCODER_CONFIG).is_file():
+        raise CheckpointError(f"{directory} has no {ENCODER_CONFIG}: not a saved encoder")
+    cfg = json.loads((directory / ENCODER_CONFIG).read_text())
+    kind = cfg.get("encoder")
+    if kind not in ENCODER_KINDS:
+        raise CheckpointError(f"{directory}: unknown encoder kind {kind!r} (known: {', '.join(ENCODER_KINDS)})")
+    enc = ENCODER_KINDS[kind].from_spec(cfg["name"], cfg["spec"], cfg["pooling"], layer=cfg["layer"])
+    enc.load_state(sd, cfg.get("tied", {}), str(directory))
+    return enc.to(map_location)

@@ -1,0 +1,125 @@
+"""Toto as a frozen encoder (paper Sec. 3.5): tokenize the frames, run the decoder up to an
+intermediate layer (about half depth is best), pool the token features.
+
+    enc = build_encoder("toto_tiny", checkpoint="runs/pretrain/.../final")  # holds tokenizer/ and data.json
+    feats = enc(frames)  # uint8 [B,H,W,3] (one frame) or [B,T,H,W,3] (a clip) -> [B, n_embd]
+
+A single image is read as a one-frame video (video start token, then its raster-scan tokens);
+a clip is read as its frames in order, exactly as in pre-training. Frames are centre-cropped
+and resized to the tokenizer's pre-training resolution.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from toto_robot.constants import NUM_SPECIAL_TOKENS
+from toto_robot.data.sequence import START
+from toto_robot.encoders.base import Encoder, to_model_input
+from toto_robot.model.toto import Toto, TotoConfig
+from toto_robot.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
+from toto_robot.utils.io import CheckpointError
+
+
+class TotoEncoder(Encoder):
+    kind = "toto"
+
+    def __init__(self, name: str, model: Toto, tokenizer: Tokenizer, resolution: int, layer: int | None = None,
+                 pooling: str = "attention", start: str = "video"):
+        super().__init__(name, pooling)
+        cfg = model.config
+        if tokenizer.is_discrete and cfg.vocab_size < tokenizer.vocab_size + NUM_SPECIAL_TOKENS:
+            raise CheckpointError(f"{name}: tokenizer has {tokenizer.vocab_size} codes but the model's vocabulary is "
+                                  f"{cfg.vocab_size} (needs {tokenizer.vocab_size + NUM_SPECIAL_TOKENS}): mismatched tokenizer")
+        if resolution % tokenizer.downsample:
+            raise ValueError(f"resolution {resolution} is not a multiple of the tokenizer's downsampling {tokenizer.downsample}")
+        self.model, self.tokenizer = model.eval(), tokenizer.eval()
+        self.resolution, self.start = resolution, start
+        self.tokens_per_frame = (resolution // tokenizer.downsample) ** 2
+        self.token_dim, self.num_layers = cfg.n_embd, cfg.n_layer
+        self.layer = max(1, cfg.n_layer // 2) if layer is None else int(layer)
+        if not 1 <= self.layer <= cfg.n_layer:
+            raise ValueError(f"{name}: layer {self.layer} outside 1..{cfg.n_layer}")
+        self._init_pool()
+
+    @property
+    def max_frames(self) -> int:
+        return (self.model.config.block_size - 1) // self.tokens_per_frame
+
+    def layer_tokens(self, frames, layers):
+        video = frames if frames.ndim == 5 else frames[:, None]  # (B, T, H, W, 3)
+        B, T = video.shape[:2]
+        if T > self.max_frames:
+            raise ValueError(f"{self.name}: a clip of {T} frames needs {T * self.tokens_per_frame + 1} positions; "
+                             f"the model's context holds {self.max_frames} frames")
+        x = to_model_input(video.flatten(0, 1), self.resolution, self.device)  # (B*T, 3, R, R) in [0, 1]
+        u8 = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1)  # back to uint8 (B*T, R, R, 3), as the tokenizer saw it
+        codes = self.tokenizer.encode(u8)  # (B*T, h, w) ids, or (B*T, h, w, D) patches
+        if self.tokenizer.is_discrete:
+            body = codes.reshape(B, -1).long() + NUM_SPECIAL_TOKENS  # (B, T*h*w)
+            start = torch.full((B, 1), START[self.start], dtype=torch.long, device=body.device)
+            idx = torch.cat([start, body], dim=1).to(self.device)  # (B, 1 + T*h*w)
+        else:
+            body = codes.reshape(B, -1, codes.shape[-1]).float()  # (B, T*h*w, D)
+            idx = torch.cat([body, torch.zeros_like(body[:, :1])], dim=1).to(self.device)  # the model shifts right
+        hidden = self.model.features(idx, list(layers))
+        return {l: h[:, 1:] for l, h in hidden.items()}  # position i has read tokens <= i: (B, T*h*w, C)
+
+    def spec(self):
+        return {"model": self.model.config.to_dict(), "tokenizer": {"tokenizer": self.tokenizer.kind, **self.tokenizer.config()},
+                "resolution": self.resolution, "start": self.start}
+
+    @classmethod
+    def from_spec(cls, name, spec, pooling, layer=None):
+        tok_cfg = dict(spec["tokenizer"])
+        tokenizer = build_tokenizer(tok_cfg.pop("tokenizer"), **tok_cfg)
+        model = Toto(TotoConfig.from_dict(spec["model"]))
+        return cls(name, model, tokenizer, spec["resolution"], layer=layer, pooling=pooling, start=spec.get("start", "video"))
+
+
+def read_pretrained_run(checkpoint: str | Path) -> tuple[Toto, Tokenizer, int]:
+    """A pre-training ``final/`` dir (or the run dir holding it) -> (model, tokenizer, resolution)."""
+    path = Path(checkpoint).expanduser()
+    if (path / "final").is_dir() and not (path / "tokenizer").is_dir():
+        path = path / "final"
+    if not path.is_dir():
+        raise CheckpointError(f"Toto checkpoint not found: {path} (give the pre-training run's final/ directory)")
+    if not (path / "tokenizer").is_dir():
+        raise CheckpointError(f"{path} has no tokenizer/ folder: a Toto encoder needs the tokenizer it was pre-trained with")
+    model = Toto.from_pretrained(path)
+    tokenizer = load_tokenizer(path / "tokenizer")
+    data = json.loads((path / "data.json").read_text()) if (path / "data.json").is_file() else {}
+    resolution = int(data.get("tokenizer", {}).get("resolution") or 0)
+    if not resolution:
+        side = int(round(model.config.tokens_per_frame ** 0.5))
+        resolution = side * tokenizer.downsample
+    return model, tokenizer, resolution
+
+
+def build_toto_encoder(name: str, checkpoint: str | None = None, layer: int | None = None, pooling: str = "attention",
+                       start: str = "video") -> TotoEncoder:
+    """``toto_tiny`` ... ``toto_1b`` (the checkpoint must be that size) or ``toto`` (any size) from a pre-trained run."""
+    if not checkpoint:
+        raise CheckpointError(f"encoder {name!r} needs checkpoint=<pre-training final/ dir>; "
+                              f"use 'random' for an untrained control")
+    model, tokenizer, resolution = read_pretrained_run(checkpoint)
+    if name != "toto":
+        want = TotoConfig.from_name(name)
+        got = model.config
+        if (want.n_embd, want.n_layer, want.n_head) != (got.n_embd, got.n_layer, got.n_head):
+            raise CheckpointError(f"{checkpoint} holds a {got.n_embd}/{got.n_layer}/{got.n_head} model, not {name} "
+                                  f"({want.n_embd}/{want.n_layer}/{want.n_head}); use name 'toto' for any size")
+    return TotoEncoder(name, model, tokenizer, resolution, layer=layer, pooling=pooling, start=start)
+
+
+def build_random_toto_encoder(like: str, layer: int | None = None, pooling: str = "attention", seed: int = 0) -> TotoEncoder:
+    """The random-init control: same tokenizer and architecture as the run ``like``, transformer re-initialised."""
+    model, tokenizer, resolution = read_pretrained_run(like)
+    torch.manual_seed(seed)
+    fresh = Toto(model.config)
+    return TotoEncoder("random", fresh, tokenizer, resolution, layer=layer, pooling=pooling)
+
+
+__all__ = ["TotoEncoder", "build_toto_encoder", "build_random_toto_encoder", "read_pretrained_run"]

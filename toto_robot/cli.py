@@ -14,6 +14,7 @@ import sys
 # subcommand -> (module in toto_robot.train with a hydra ``main``, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("toto_robot.train.collect", "scripted-expert demonstrations and videos from the MuJoCo tasks"),
+    "probe": ("toto_robot.train.probe", "layer sweep of a frozen encoder with attention and average probes"),
     "pretrain": ("toto_robot.train.pretrain", "next-token pre-training of Toto on token shards (torchrun for multi-GPU)"),
 }
 

@@ -1,0 +1,92 @@
+"""Labelled probing sets built from what the project generates (no downloads).
+
+* ``sim``: frames of a MuJoCo task after a few random arm motions; the label is the object's
+  position on the table in a 3 x 3 grid (``target="position"``, spatial information a policy
+  needs) or its colour (``target="colour"``). The arm pose is a nuisance the probe must ignore.
+* ``shapes_motion``: short clips of one moving shape; the label is its direction of motion
+  (4 diagonal classes), which a single frame cannot tell: a probe for video features.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from toto_robot.data.synthetic import moving_shapes
+
+
+@dataclass
+class ProbeData:
+    name: str
+    x_train: np.ndarray  # uint8 [N, H, W, 3] images or [N, T, H, W, 3] clips
+    y_train: np.ndarray  # int64 [N]
+    x_val: np.ndarray
+    y_val: np.ndarray
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def chance(self) -> float:
+        """Accuracy of always predicting the majority class of the training labels, on the validation set."""
+        major = np.bincount(self.y_train, minlength=self.num_classes).argmax()
+        return float((self.y_val == major).mean())
+
+
+def _split(name, x, y, n_train, classes):
+    return ProbeData(name, x[:n_train], y[:n_train], x[n_train:], y[n_train:], classes)
+
+
+def sim_probe_data(task: str = "franka_pick", target: str = "position", n_train: int = 300, n_val: int = 100,
+                   image_size: int = 64, seed: int = 0) -> ProbeData:
+    from toto_robot.sim_envs import make_env
+    from toto_robot.sim_envs.tasks import COLORS
+    from toto_robot.sim_envs.tasks import PickTask
+
+    if target not in ("position", "colour"):
+        raise ValueError(f"sim probe target must be 'position' or 'colour', got {target!r}")
+    env = make_env(task, image_size=image_size, randomization={"lighting": True, "colors": False, "camera_jitter": 0.005})
+    base = env.unwrapped
+    if target == "position" and not isinstance(base.task, PickTask):
+        raise ValueError(f"target 'position' needs a pick task (an object on the table), got {task!r}")
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for i in tqdm(range(n_train + n_val), desc=f"probe data {task}/{target}", unit="img", leave=False):
+        obs, _ = env.reset(seed=seed * 100_003 + i)
+        for _ in range(int(rng.integers(0, 6))):
+            obs, *_ = env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+        xs.append(obs["image"])
+        if target == "colour":
+            ys.append(base.task.label(base))
+        else:
+            x, y = base.task.cube_pos(base)[:2]
+            bx = int(np.clip((x - 0.45) / (0.62 - 0.45) * 3, 0, 2))
+            by = int(np.clip((y + 0.15) / 0.30 * 3, 0, 2))
+            ys.append(3 * bx + by)
+    env.close()
+    classes = [f"x{i // 3}y{i % 3}" for i in range(9)] if target == "position" else [f"colour{i}" for i in range(len(COLORS))]
+    return _split(f"{task}_{target}", np.stack(xs), np.asarray(ys, np.int64), n_train, classes)
+
+
+def shapes_motion_data(n_train: int = 300, n_val: int = 100, num_frames: int = 4, size: int = 32, seed: int = 0) -> ProbeData:
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    while len(xs) < n_train + n_val:
+        frames, masks, _ = moving_shapes(num_frames, size, num_objects=1, rng=rng)
+        yx = [np.argwhere(m > 0).mean(0) for m in masks[:2]]
+        dy, dx = yx[1] - yx[0]
+        if min(abs(dy), abs(dx)) < 0.3:  # too slow along one axis to have a clear direction
+            continue
+        xs.append(frames)
+        ys.append(2 * int(dy > 0) + int(dx > 0))
+    return _split("shapes_motion", np.stack(xs), np.asarray(ys, np.int64), n_train, ["up-left", "up-right", "down-left", "down-right"])
+
+
+def build_probe_data(dataset: str, **kwargs) -> ProbeData:
+    if dataset == "sim":
+        return sim_probe_data(**kwargs)
+    if dataset == "shapes_motion":
+        return shapes_motion_data(**kwargs)
+    raise ValueError(f"unknown probe dataset {dataset!r}; known: sim, shapes_motion")

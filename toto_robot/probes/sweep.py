@@ -1,0 +1,89 @@
+"""Layer sweep: probe every layer of a frozen encoder (one feature pass), table + plot.
+
+    rows = layer_sweep(encoder, data, out_dir="runs/probe/x")   # writes layer_sweep.csv/.png, result.json
+
+The paper's finding (Sec. 4.3) is that the best layer of a decoder-only model sits near the
+middle of the stack; ``result.json`` records the best layer so an encoder can be built at it.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from toto_robot.encoders.base import Encoder
+from toto_robot.probes.datasets import ProbeData
+from toto_robot.probes.probe import train_probe
+from toto_robot.utils.io import atomic_save_json, atomic_write
+
+
+@torch.no_grad()
+def extract_tokens(encoder: Encoder, x: np.ndarray, layers: list[int], batch_size: int = 32, desc: str = "features") -> dict[int, torch.Tensor]:
+    """uint8 images/clips [N, ...] -> {layer: float16 tokens [N, L, C]} (one forward per batch for all layers)."""
+    encoder.eval()
+    out: dict[int, list[torch.Tensor]] = {l: [] for l in layers}
+    for i in tqdm(range(0, len(x), batch_size), desc=desc, unit="batch", leave=False):
+        hidden = encoder.hidden_states(x[i:i + batch_size], layers)
+        for l in layers:
+            out[l].append(hidden[l].to("cpu", torch.float16))
+    return {l: torch.cat(v) for l, v in out.items()}
+
+
+def layer_sweep(encoder: Encoder, data: ProbeData, layers: list[int] | None = None, poolings=("attention", "average"),
+                epochs: int = 60, lr: float = 1e-2, batch_size: int = 64, seed: int = 0, out_dir: str | Path | None = None) -> list[dict]:
+    layers = list(range(1, encoder.num_layers + 1)) if layers is None else list(layers)
+    tr = extract_tokens(encoder, data.x_train, layers, desc=f"{encoder.name} train features")
+    va = extract_tokens(encoder, data.x_val, layers, desc=f"{encoder.name} val features")
+    ytr, yva = torch.from_numpy(data.y_train), torch.from_numpy(data.y_val)
+    rows = []
+    for pooling in poolings:
+        for l in tqdm(layers, desc=f"probe {pooling}", unit="layer", leave=False):
+            res = train_probe(tr[l], ytr, va[l], yva, data.num_classes, pooling=pooling, epochs=epochs, lr=lr,
+                              batch_size=batch_size, seed=seed)
+            rows.append({"encoder": encoder.name, "dataset": data.name, "layer": l, "depth": l / encoder.num_layers,
+                         "pooling": pooling, "train_acc": res.train_acc, "val_acc": res.val_acc})
+    if out_dir is not None:
+        write_sweep(rows, Path(out_dir), chance=data.chance())
+    return rows
+
+
+def best_row(rows: list[dict], pooling: str | None = None) -> dict:
+    rows = [r for r in rows if pooling is None or r["pooling"] == pooling]
+    return max(rows, key=lambda r: (r["val_acc"], -abs(r["depth"] - 0.5)))
+
+
+def write_sweep(rows: list[dict], out: Path, chance: float | None = None) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / "layer_sweep.csv", "w") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    best = {p: best_row(rows, p) for p in sorted({r["pooling"] for r in rows})}
+    atomic_save_json({"best": best, "chance": chance}, out / "result.json")
+    plot_sweep(rows, out / "layer_sweep.png", chance)
+
+
+def plot_sweep(rows: list[dict], path: Path, chance: float | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
+    for (enc, pooling) in sorted({(r["encoder"], r["pooling"]) for r in rows}):
+        pts = sorted((r["depth"], r["val_acc"]) for r in rows if r["encoder"] == enc and r["pooling"] == pooling)
+        ax.plot(*zip(*pts), marker="o", label=f"{enc} / {pooling}")
+    if chance is not None:
+        ax.axhline(chance, color="grey", ls=":", label="majority class")
+    ax.set_xlabel("relative depth of probed layer")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title(f"probe by layer: {rows[0]['dataset']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)

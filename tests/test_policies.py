@@ -1,0 +1,77 @@
+"""Policies on frozen encoders: BC learns the expert's drawer-opening from pixels, PPO runs and reloads,
+the comparison harness gives every encoder the same budget, and evaluation intervals are right."""
+import json
+
+import numpy as np
+import pytest
+
+from toto_robot.encoders.base import FrameFormatError
+from toto_robot.policies import load_policy, wilson_interval
+from toto_robot.policies.bc import BCConfig, train_bc
+from toto_robot.policies.compare import CompareConfig, compare
+from toto_robot.policies.evaluate import evaluate_policy
+from toto_robot.sim_envs.collect import CollectConfig, collect
+
+pytestmark = pytest.mark.xdist_group("policies")  # one worker collects the shared demonstrations once
+
+
+@pytest.fixture(scope="module")
+def cabinet_demos(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demos") / "franka_cabinet"
+    collect(CollectConfig(task="franka_cabinet", episodes=30, out_dir=str(out), image_size=64, noise=0.1, videos=False))
+    return out
+
+
+def test_wilson_interval_matches_reference_values():
+    assert wilson_interval(0, 10) == pytest.approx((0.0, 0.27754), abs=1e-4)
+    assert wilson_interval(5, 10) == pytest.approx((0.23659, 0.76341), abs=1e-4)
+    assert wilson_interval(20, 20) == pytest.approx((0.83887, 1.0), abs=1e-4)
+
+
+def test_bc_on_frozen_encoder_opens_the_drawer_and_reloads(cabinet_demos, tmp_path):
+    policy_dir = train_bc(BCConfig(demos=str(cabinet_demos), out_dir=str(tmp_path / "bc"), encoder={"name": "random", "pooling": "average"},
+                                   epochs=25, lr=3e-3))
+    rows = (tmp_path / "bc" / "metrics.csv").read_text().splitlines()[1:]
+    first, last = (float(r.split(",")[1]) for r in (rows[0], rows[-1]))
+    assert last < 0.5 * first
+    assert (tmp_path / "bc" / "loss_curve.png").is_file()
+    policy = load_policy(policy_dir)
+    result = evaluate_policy(policy, "franka_cabinet", episodes=6, progress=False)
+    assert result["successes"] >= 4, result  # measured 9/10 with 60 demos; random actions never open it
+    obs = {"image": np.zeros((64, 64, 3), np.uint8), "state": np.zeros(19, np.float32)}
+    again = load_policy(policy_dir)
+    np.testing.assert_array_equal(policy.act(obs), again.act(obs))
+    with pytest.raises(FrameFormatError, match="state"):
+        policy.act({"image": obs["image"], "state": np.zeros(7, np.float32)})
+    with pytest.raises(FrameFormatError, match="uint8"):
+        policy.act({"image": obs["image"].astype(np.float32), "state": obs["state"]})
+
+
+def test_ppo_trains_on_frozen_features_and_reloads(tmp_path):
+    from toto_robot.policies.ppo import PPOConfig, train_ppo
+
+    policy_dir = train_ppo(PPOConfig(task="franka_cabinet", out_dir=str(tmp_path / "ppo"), image_size=32, total_timesteps=256, n_steps=128,
+                                     batch_size=64, n_epochs=1, eval_episodes=1, net_arch=(32, 32)))
+    result = json.loads((tmp_path / "ppo" / "result.json").read_text())
+    assert result["eval"]["episodes"] == 1 and result["timesteps"] == 256
+    assert (tmp_path / "ppo" / "learning_curve.png").is_file()
+    policy = load_policy(policy_dir)
+    a = policy.act({"image": np.zeros((32, 32, 3), np.uint8), "state": np.zeros(19, np.float32)})
+    assert a.shape == (4,) and np.all(np.abs(a) <= 1)
+
+
+def test_compare_gives_every_encoder_the_same_budget_and_resumes(cabinet_demos, tmp_path):
+    cfg = CompareConfig(tasks=["franka_cabinet"], encoders={"avg": {"name": "random", "pooling": "average"},
+                                                            "attn": {"name": "random", "pooling": "attention"}},
+                        demos={"franka_cabinet": str(cabinet_demos)}, out_dir=str(tmp_path / "cmp"), seeds=[0], eval_episodes=2,
+                        bc={"epochs": 2, "max_episodes": 6})
+    out = compare(cfg)
+    table = (out / "summary.md").read_text()
+    assert "| avg |" in table and "| attn |" in table
+    for label in ("avg", "attn"):
+        bc = json.loads((out / "runs/franka_cabinet" / label / "seed0/bc_config.json").read_text())
+        assert bc["epochs"] == 2 and bc["max_episodes"] == 6
+    assert (out / "success.png").is_file() and (out / "learning_curves.png").is_file()
+    stamp = (out / "runs/franka_cabinet/avg/seed0/eval.json").stat().st_mtime_ns
+    compare(cfg)
+    assert (out / "runs/franka_cabinet/avg/seed0/eval.json").stat().st_mtime_ns == stamp

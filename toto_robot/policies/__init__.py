@@ -1,0 +1,5 @@
+"""Policies on frozen encoders: behaviour cloning, PPO, evaluation and encoder comparison."""
+from toto_robot.policies.evaluate import evaluate_policy, wilson_interval
+from toto_robot.policies.policy import Policy, PolicyHead, load_policy
+
+__all__ = ["Policy", "PolicyHead", "load_policy", "evaluate_policy", "wilson_interval"]

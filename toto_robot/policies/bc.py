@@ -1,0 +1,163 @@
+"""Behaviour cloning on a frozen encoder: cache the frozen tokens of every demo frame once, then train
+the encoder's pool and an MLP head on (tokens, state) -> expert action.
+
+    from toto_robot.policies.bc import BCConfig, train_bc
+    policy_dir = train_bc(BCConfig(demos="runs/demos/franka_pick", encoder={"name": "random"}, out_dir="runs/bc/x"))
+
+Works the same on simulator demonstrations and on episodes recorded from ROS (same format).
+Writes ``policy/`` (see ``policy.py``), ``metrics.csv`` (per-epoch losses and, with
+``eval_every``, success), ``loss_curve.png``, ``bc_config.json`` and ``result.json``.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from toto_robot.constants import ACTION, OBS_IMAGE, OBS_STATE
+from toto_robot.data.demos import DemoDataset, DemoFormatError
+from toto_robot.encoders import build_encoder, load_encoder
+from toto_robot.policies.policy import Policy
+from toto_robot.probes.sweep import extract_tokens
+from toto_robot.utils.io import atomic_save_json, atomic_write
+
+
+@dataclass
+class BCConfig:
+    demos: str
+    out_dir: str
+    encoder: dict = field(default_factory=lambda: {"name": "random"})  # build_encoder kwargs, or {"dir": saved encoder}
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    hidden: int = 256
+    use_state: bool = True
+    val_fraction: float = 0.1  # whole episodes held out
+    max_episodes: int | None = None
+    eval_every: int = 0  # epochs between success evaluations in the sim task (0 = only at the end if eval_episodes)
+    eval_episodes: int = 0
+    seed: int = 0
+    device: str = "cpu"
+
+
+def encoder_from_spec(spec: dict):
+    spec = {k: v for k, v in dict(spec).items() if v is not None}
+    if "dir" in spec:
+        return load_encoder(spec["dir"])
+    if "name" not in spec:
+        raise ValueError(f"encoder spec needs 'name' (or 'dir' of a saved encoder), got {sorted(spec)}")
+    return build_encoder(spec.pop("name"), **spec)
+
+
+def load_demo_arrays(root: str | Path, max_episodes: int | None = None):
+    ds = DemoDataset(root)
+    if len(ds) == 0:
+        raise DemoFormatError(f"{root}: no episodes to learn from")
+    eps = [ds[i] for i in range(min(len(ds), max_episodes or len(ds)))]
+    return ds.meta, eps
+
+
+def train_bc(cfg: BCConfig) -> Path:
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_save_json(asdict(cfg), out / "bc_config.json")
+    torch.manual_seed(cfg.seed)
+    meta, eps = load_demo_arrays(cfg.demos, cfg.max_episodes)
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(len(eps))
+    n_val = min(len(eps) - 1, max(1, round(cfg.val_fraction * len(eps)))) if len(eps) > 1 and cfg.val_fraction > 0 else 0
+    val_ids, train_ids = set(order[:n_val].tolist()), order[n_val:]
+
+    def stack(ids, key):
+        return np.concatenate([eps[i][key] for i in ids]) if len(ids) else np.zeros((0,))
+
+    encoder = encoder_from_spec(cfg.encoder).to(cfg.device)
+    tokens = {}
+    for split, ids in (("train", list(train_ids)), ("val", sorted(val_ids))):
+        if ids:
+            tokens[split] = (extract_tokens(encoder, stack(ids, OBS_IMAGE), [encoder.layer], desc=f"{encoder.name} {split} features")[encoder.layer],
+                             torch.from_numpy(stack(ids, OBS_STATE)).float(), torch.from_numpy(stack(ids, ACTION)).float())
+    tr_tok, tr_state, tr_act = tokens["train"]
+    if tr_act.shape[1] != meta.action_dim:
+        raise DemoFormatError(f"actions have {tr_act.shape[1]} dims, meta.json says {meta.action_dim}")
+    mean, std = tr_state.mean(0), tr_state.std(0).clamp_min(1e-3)
+    policy = Policy(encoder, meta.state_dim, meta.action_dim, cfg.hidden, cfg.use_state, mean, std,
+                    meta={"task": meta.task, "image_size": int(meta.image_size[0]), "action_space": meta.action_space,
+                          "binary_gripper": meta.action_space in ("ee_delta", "joint_delta"), "demos": str(cfg.demos)}).to(cfg.device)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = cfg.epochs * math.ceil(len(tr_act) / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, steps), pct_start=0.1)
+    g = torch.Generator().manual_seed(cfg.seed)
+    history = []
+    bar = tqdm(range(1, cfg.epochs + 1), desc=f"bc {encoder.name}", unit="epoch")
+    for epoch in bar:
+        policy.train()
+        perm, total = torch.randperm(len(tr_act), generator=g), 0.0
+        for i in range(0, len(perm), cfg.batch_size):
+            idx = perm[i:i + cfg.batch_size]
+            pred = policy.forward_tokens(tr_tok[idx].to(cfg.device), tr_state[idx].to(cfg.device))
+            loss = F.mse_loss(pred, tr_act[idx].to(cfg.device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        row = {"epoch": epoch, "train_loss": total / len(tr_act), "val_loss": _val_loss(policy, tokens.get("val"), cfg.device)}
+        if cfg.eval_episodes and ((cfg.eval_every and epoch % cfg.eval_every == 0) or epoch == cfg.epochs):
+            from toto_robot.policies.evaluate import evaluate_policy
+
+            row["success_rate"] = evaluate_policy(policy, meta.task, cfg.eval_episodes, seed=cfg.seed, progress=False)["success_rate"]
+        history.append(row)
+        bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}" if row["val_loss"] == row["val_loss"] else "-")
+    policy.save_pretrained(out / "policy")
+    _write_metrics(history, out)
+    atomic_save_json({"final": history[-1], "train_frames": len(tr_act), "episodes": len(eps), "encoder": encoder.name,
+                      "layer": encoder.layer, "task": meta.task}, out / "result.json")
+    return out / "policy"
+
+
+@torch.no_grad()
+def _val_loss(policy: Policy, val, device) -> float:
+    if val is None:
+        return float("nan")
+    policy.eval()
+    tok, state, act = val
+    losses = [F.mse_loss(policy.forward_tokens(tok[i:i + 256].to(device), state[i:i + 256].to(device)), act[i:i + 256].to(device),
+                         reduction="sum").item() for i in range(0, len(act), 256)]
+    return sum(losses) / (len(act) * act.shape[1])
+
+
+def _write_metrics(history: list[dict], out: Path) -> None:
+    keys = sorted({k for r in history for k in r}, key=["epoch", "train_loss", "val_loss", "success_rate"].index)
+    with atomic_write(out / "metrics.csv", "w") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(history)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
+    ep = [r["epoch"] for r in history]
+    ax.plot(ep, [r["train_loss"] for r in history], label="train")
+    if any(r["val_loss"] == r["val_loss"] for r in history):
+        ax.plot(ep, [r["val_loss"] for r in history], label="held-out episodes")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("action MSE")
+    ax.set_title("behaviour cloning")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_write(out / "loss_curve.png") as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)

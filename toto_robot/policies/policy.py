@@ -1,0 +1,140 @@
+"""A visuomotor policy on a frozen encoder: ``act(obs) -> action``; one folder holds everything.
+
+    policy = load_policy("runs/bc/<run>/policy")
+    action = policy.act({"image": uint8 [H, W, 3], "state": float32 [S]})   # float32 [A] in [-1, 1]
+
+Folder layout: ``policy.json`` (kind, dims, state normalisation), ``encoder/`` (the frozen encoder
+with its trained pool, see ``Encoder.save_pretrained``), ``head.safetensors`` (the MLP), or for
+PPO ``model.zip`` (a stable-baselines3 PPO whose feature extractor reads ``encoder/``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from toto_robot.constants import OBS_IMAGE, OBS_STATE
+from toto_robot.encoders import Encoder, load_encoder
+from toto_robot.encoders.base import FrameFormatError
+from toto_robot.utils.io import CheckpointError, atomic_save_json, atomic_save_tensors
+
+POLICY_CONFIG = "policy.json"
+HEAD_WEIGHTS = "head.safetensors"
+
+
+class PolicyHead(nn.Module):
+    """[features, normalised state] -> MLP -> tanh action in [-1, 1]."""
+
+    def __init__(self, feature_dim: int, state_dim: int, action_dim: int, hidden: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(feature_dim + state_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
+                                 nn.Linear(hidden, action_dim))
+
+    def forward(self, features: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
+        x = features if state is None else torch.cat([features, state], dim=-1)  # (B, F + S)
+        return torch.tanh(self.net(x))  # (B, A)
+
+
+class Policy(nn.Module):
+    kind = "bc"
+
+    def __init__(self, encoder: Encoder, state_dim: int, action_dim: int, hidden: int = 256, use_state: bool = True,
+                 state_mean=None, state_std=None, meta: dict | None = None):
+        super().__init__()
+        self.encoder = encoder
+        self.use_state, self.state_dim, self.action_dim, self.hidden = use_state, state_dim, action_dim, hidden
+        self.head = PolicyHead(encoder.feature_dim, state_dim if use_state else 0, action_dim, hidden)
+        self.register_buffer("state_mean", torch.as_tensor(np.zeros(state_dim) if state_mean is None else state_mean, dtype=torch.float32))
+        self.register_buffer("state_std", torch.as_tensor(np.ones(state_dim) if state_std is None else state_std, dtype=torch.float32))
+        self.meta = dict(meta or {})
+
+    def forward_tokens(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Cached frozen tokens [B, N, C] + raw state [B, S] -> actions [B, A] (the BC training path)."""
+        feats = self.encoder.pool(tokens.float())
+        s = ((state - self.state_mean) / self.state_std) if self.use_state else None
+        return self.head(feats, s)
+
+    def forward(self, frames, state: torch.Tensor) -> torch.Tensor:
+        return self.forward_tokens(self.encoder.encode_tokens(frames), state)
+
+    @torch.no_grad()
+    def act(self, obs: dict) -> np.ndarray:
+        image, state = _check_obs(obs, self.state_dim)
+        self.eval()
+        a = self.forward(image[None], torch.from_numpy(state)[None].to(self.state_mean.device))[0].cpu().numpy()
+        if self.meta.get("binary_gripper"):  # regression averages open/close near the switch; commit to one
+            a[-1] = 1.0 if a[-1] > 0 else -1.0
+        return a.astype(np.float32)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        d = Path(directory)
+        self.encoder.save_pretrained(d / "encoder")
+        atomic_save_tensors({k: v.detach().contiguous() for k, v in self.head.state_dict().items()}
+                            | {"state_mean": self.state_mean, "state_std": self.state_std}, d / HEAD_WEIGHTS)
+        atomic_save_json({"kind": self.kind, "state_dim": self.state_dim, "action_dim": self.action_dim, "hidden": self.hidden,
+                          "use_state": self.use_state, "encoder": self.encoder.name, **self.meta}, d / POLICY_CONFIG)
+        return d
+
+
+def _check_obs(obs: dict, state_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(obs, dict) or OBS_IMAGE not in obs or OBS_STATE not in obs:
+        raise FrameFormatError(f"policy observation must be a dict with {OBS_IMAGE!r} and {OBS_STATE!r}, got {type(obs).__name__}"
+                               + (f" with keys {sorted(obs)}" if isinstance(obs, dict) else ""))
+    image = np.asarray(obs[OBS_IMAGE])
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+        raise FrameFormatError(f"observation image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
+    state = np.asarray(obs[OBS_STATE], dtype=np.float32).reshape(-1)
+    if state.shape[0] != state_dim:
+        raise FrameFormatError(f"observation state has {state.shape[0]} values, the policy was trained with {state_dim}")
+    return image, state
+
+
+class PPOPolicy:
+    """A stable-baselines3 PPO saved by ``toto_robot.policies.ppo``, behind the same ``act``."""
+
+    kind = "ppo"
+
+    def __init__(self, directory: Path, meta: dict, device: str = "cpu"):
+        from stable_baselines3 import PPO
+
+        self.meta, self.state_dim, self.action_dim = meta, meta["state_dim"], meta["action_dim"]
+        self.model = PPO.load(directory / "model.zip", device=device, custom_objects={"policy_kwargs": _ppo_policy_kwargs(directory, meta)})
+
+    def act(self, obs: dict) -> np.ndarray:
+        image, state = _check_obs(obs, self.state_dim)
+        action, _ = self.model.predict({OBS_IMAGE: image, OBS_STATE: state}, deterministic=True)
+        return np.asarray(action, np.float32)
+
+
+def _ppo_policy_kwargs(directory: Path, meta: dict) -> dict:
+    """Point the saved extractor at this folder's encoder (the run may have been moved or copied)."""
+    from toto_robot.policies.ppo import FrozenEncoderExtractor
+
+    arch = list(meta.get("net_arch", [256, 256]))
+    return {"features_extractor_class": FrozenEncoderExtractor, "features_extractor_kwargs": {"encoder_dir": str(directory / "encoder")},
+            "net_arch": {"pi": arch, "vf": arch}}
+
+
+def load_policy(directory: str | Path, device: str = "cpu"):
+    d = Path(directory)
+    if not (d / POLICY_CONFIG).is_file():
+        raise CheckpointError(f"{d} is not a policy folder: no {POLICY_CONFIG}")
+    meta = json.loads((d / POLICY_CONFIG).read_text())
+    if meta.get("kind") == "ppo":
+        return PPOPolicy(d, meta, device)
+    if meta.get("kind") != "bc":
+        raise CheckpointError(f"{d}: unknown policy kind {meta.get('kind')!r}")
+    from safetensors.torch import load_file
+
+    if not (d / HEAD_WEIGHTS).is_file():
+        raise CheckpointError(f"{d} is missing {HEAD_WEIGHTS}")
+    encoder = load_encoder(d / "encoder", map_location=device)
+    sd = load_file(str(d / HEAD_WEIGHTS), device=device)
+    extra = {k: v for k, v in meta.items() if k not in ("kind", "state_dim", "action_dim", "hidden", "use_state", "encoder")}
+    policy = Policy(encoder, meta["state_dim"], meta["action_dim"], meta["hidden"], meta["use_state"],
+                    sd.pop("state_mean"), sd.pop("state_std"), meta=extra)
+    policy.head.load_state_dict(sd)
+    return policy.to(device).eval()

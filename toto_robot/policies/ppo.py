@@ -1,0 +1,147 @@
+"""PPO (stable-baselines3) on frozen encoder features plus proprioception.
+
+The frozen encoder sits inside SB3's feature extractor: the backbone never trains, its pool
+trains with the actor-critic. Observations are the env's ``{"image", "state"}`` dict; SB3
+hands the image over channels-first in [0, 1], which the extractor turns back into the uint8
+channels-last frames every encoder takes.
+
+    from toto_robot.policies.ppo import PPOConfig, train_ppo
+    train_ppo(PPOConfig(task="franka_cabinet", encoder={"name": "random"}, total_timesteps=50_000, out_dir="runs/ppo/x"))
+
+Writes ``policy/`` (``model.zip`` + ``encoder/`` + ``policy.json``, loadable with ``load_policy``),
+``monitor.csv`` (per-episode return/success), ``learning_curve.png`` and ``result.json``.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn as nn
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+
+from toto_robot.constants import OBS_IMAGE, OBS_STATE
+from toto_robot.encoders import load_encoder
+from toto_robot.utils.io import atomic_save_json, atomic_write
+
+
+class FrozenEncoderExtractor(BaseFeaturesExtractor):
+    """{"image", "state"} -> [encoder features (pooled frozen tokens), state]."""
+
+    def __init__(self, observation_space: gym.spaces.Dict, encoder_dir: str):
+        encoder = load_encoder(encoder_dir)
+        state_dim = observation_space[OBS_STATE].shape[0]
+        super().__init__(observation_space, features_dim=encoder.feature_dim + state_dim)
+        self.encoder = encoder
+        self.state_norm = nn.LayerNorm(state_dim)
+
+    def forward(self, obs: dict) -> torch.Tensor:
+        img = obs[OBS_IMAGE]
+        if img.shape[1] == 3 and img.shape[-1] != 3:  # SB3's VecTransposeImage made it channels-first
+            img = img.permute(0, 2, 3, 1)
+        if img.dtype != torch.uint8:
+            scale = 255.0 if float(img.max()) <= 1.0 + 1e-6 else 1.0
+            img = (img * scale).round().clamp(0, 255).to(torch.uint8)
+        feats = self.encoder.pool(self.encoder.encode_tokens(img).float())  # (B, F)
+        return torch.cat([feats, self.state_norm(obs[OBS_STATE].float())], dim=-1)
+
+
+@dataclass
+class PPOConfig:
+    task: str = "franka_cabinet"
+    out_dir: str = "runs/ppo"
+    encoder: dict = field(default_factory=lambda: {"name": "random"})
+    image_size: int = 64
+    total_timesteps: int = 20_000
+    n_steps: int = 512
+    batch_size: int = 128
+    n_epochs: int = 4
+    learning_rate: float = 3e-4
+    gamma: float = 0.98
+    ent_coef: float = 0.0
+    seed: int = 0
+    device: str = "cpu"
+    eval_episodes: int = 10
+    net_arch: tuple[int, ...] = (256, 256)
+
+
+def train_ppo(cfg: PPOConfig) -> Path:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.monitor import Monitor
+
+    from toto_robot.policies.bc import encoder_from_spec
+    from toto_robot.policies.evaluate import evaluate_policy
+    from toto_robot.policies.policy import POLICY_CONFIG, load_policy
+    from toto_robot.sim_envs import make_env
+
+    out = Path(cfg.out_dir)
+    policy_dir = out / "policy"
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_save_json(asdict(cfg), out / "ppo_config.json")
+    torch.manual_seed(cfg.seed)
+    encoder = encoder_from_spec(cfg.encoder)
+    encoder.save_pretrained(policy_dir / "encoder")
+    env = Monitor(make_env(cfg.task, image_size=cfg.image_size), filename=str(out / "monitor"), info_keywords=("success",))
+    kwargs = {"features_extractor_class": FrozenEncoderExtractor, "features_extractor_kwargs": {"encoder_dir": str(policy_dir / "encoder")},
+              "net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)}}
+    model = PPO("MultiInputPolicy", env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate,
+                gamma=cfg.gamma, ent_coef=cfg.ent_coef, seed=cfg.seed, device=cfg.device, policy_kwargs=kwargs, verbose=0)
+    model.learn(total_timesteps=cfg.total_timesteps, progress_bar=True)
+    model.save(policy_dir / "model.zip")
+    model.policy.features_extractor.encoder.save_pretrained(policy_dir / "encoder")  # with the trained pool
+    atomic_save_json({"kind": "ppo", "task": cfg.task, "image_size": cfg.image_size, "state_dim": env.observation_space[OBS_STATE].shape[0],
+                      "action_dim": env.action_space.shape[0], "encoder": encoder.name,
+                      "net_arch": list(cfg.net_arch)}, policy_dir / POLICY_CONFIG)
+    env.close()
+    curve = read_monitor(out / "monitor.monitor.csv")
+    plot_learning_curve(curve, out / "learning_curve.png", cfg.task, encoder.name)
+    result = {"timesteps": cfg.total_timesteps, "episodes": len(curve), "final_train_success": _tail_mean(curve, "success"),
+              "final_train_return": _tail_mean(curve, "r")}
+    if cfg.eval_episodes:
+        result["eval"] = evaluate_policy(load_policy(policy_dir), cfg.task, cfg.eval_episodes, seed=cfg.seed, image_size=cfg.image_size)
+    atomic_save_json(result, out / "result.json")
+    return policy_dir
+
+
+def read_monitor(path: Path) -> list[dict]:
+    """SB3 Monitor CSV (first line is a JSON comment) -> rows with r (return), l (length), t, success, timesteps."""
+    with open(path) as f:
+        f.readline()
+        rows = [{"r": float(r["r"]), "l": int(r["l"]), "success": float(r.get("success") in ("True", "1", "1.0"))} for r in csv.DictReader(f)]
+    steps = np.cumsum([r["l"] for r in rows])
+    for r, s in zip(rows, steps):
+        r["timesteps"] = int(s)
+    return rows
+
+
+def _tail_mean(rows, key, n=20) -> float:
+    return float(np.mean([r[key] for r in rows[-n:]])) if rows else float("nan")
+
+
+def plot_learning_curve(rows: list[dict], path: Path, task: str, encoder: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
+    if rows:
+        t = [r["timesteps"] for r in rows]
+        k = max(1, len(rows) // 10)
+        smooth = np.convolve([r["r"] for r in rows], np.ones(k) / k, mode="valid")
+        ax.plot(t[k - 1:], smooth, label="episode return")
+        ax2 = ax.twinx()
+        succ = np.convolve([r["success"] for r in rows], np.ones(k) / k, mode="valid")
+        ax2.plot(t[k - 1:], succ, color="tab:green", label="success (moving avg)")
+        ax2.set_ylim(0, 1.05)
+        ax2.set_ylabel("success")
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("return")
+    ax.set_title(f"PPO {task} / {encoder}")
+    fig.tight_layout()
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)

@@ -86,6 +86,10 @@ setup(
     entry_points={
         "console_scripts": [
             "toto-robot = toto_robot.cli:main",
+            "toto_encoder_node = toto_robot.ros_nodes.encoder_node:main",
+            "toto_policy_node = toto_robot.ros_nodes.policy_node:main",
+            "toto_demo_recorder = toto_robot.ros_nodes.demo_recorder_node:main",
+            "toto_sim_camera = toto_robot.ros_nodes.sim_camera_node:main",
         ],
     },
 )

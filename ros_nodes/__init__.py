@@ -1,1 +1,1 @@
-"""ros_nodes"""
+"""ROS 2 nodes (rclpy): encoder, policy, demonstration recorder, MuJoCo camera bridge."""

@@ -31,7 +31,8 @@ class FrameFormatError(ValueError):
 def as_frames(frames, *, allow_video: bool = True) -> torch.Tensor:
     """Validate raw frames and return a uint8 tensor [B,H,W,3] or [B,T,H,W,3] (numpy accepted)."""
     if isinstance(frames, np.ndarray):
-        frames = torch.from_numpy(np.ascontiguousarray(frames))
+        frames = np.ascontiguousarray(frames)
+        frames = torch.from_numpy(frames if frames.flags.writeable else frames.copy())  # ROS buffers are read-only
     if not isinstance(frames, torch.Tensor):
         raise FrameFormatError(f"frames must be a uint8 numpy array or torch tensor, got {type(frames).__name__}")
     if frames.dtype != torch.uint8:

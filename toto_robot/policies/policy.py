@@ -61,13 +61,19 @@ class Policy(nn.Module):
         return self.forward_tokens(self.encoder.encode_tokens(frames), state)
 
     @torch.no_grad()
-    def act(self, obs: dict) -> np.ndarray:
+    def act_with_features(self, obs: dict) -> tuple[np.ndarray, np.ndarray]:
+        """-> (action float32 [A], pooled encoder features float32 [F]) from one encoder pass."""
         image, state = _check_obs(obs, self.state_dim)
         self.eval()
-        a = self.forward(image[None], torch.from_numpy(state)[None].to(self.state_mean.device))[0].cpu().numpy()
+        feats = self.encoder(image[None])  # (1, F)
+        s = torch.from_numpy(state)[None].to(self.state_mean.device)
+        a = self.head(feats, (s - self.state_mean) / self.state_std if self.use_state else None)[0].cpu().numpy()
         if self.meta.get("binary_gripper"):  # regression averages open/close near the switch; commit to one
             a[-1] = 1.0 if a[-1] > 0 else -1.0
-        return a.astype(np.float32)
+        return a.astype(np.float32), feats[0].cpu().numpy().astype(np.float32)
+
+    def act(self, obs: dict) -> np.ndarray:
+        return self.act_with_features(obs)[0]
 
     def save_pretrained(self, directory: str | Path) -> Path:
         d = Path(directory)

@@ -1,0 +1,136 @@
+"""``toto_demo_recorder``: record (image, state, action) episodes from topics into the demo format.
+
+    ros2 run toto_robot toto_demo_recorder --ros-args -p output_dir:=demos/real_pick -p task:=real_pick
+    ros2 service call /toto_demo_recorder/start std_srvs/srv/Trigger
+    ros2 service call /toto_demo_recorder/stop std_srvs/srv/SetBool "{data: true}"   # data = success
+
+Each camera frame becomes one step: the frame, the latest state, and the action commanded
+before the next frame (teleoperation or an expert publishing on ``action_topic``). ``stop``
+writes the episode atomically (one ``.npz``), so a crash loses at most the episode in progress.
+With ``episode_done_topic`` set (std_msgs/Bool, data = success), episodes end and the next one
+starts on that signal: the simulator bridge publishes it.
+Behaviour cloning reads the folder as it reads simulator demonstrations:
+``toto-robot train-policy policy=bc demos=<output_dir>``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from std_msgs.msg import Bool, Float32MultiArray
+from std_srvs.srv import SetBool, Trigger
+
+from toto_robot.data.demos import DemoMeta, DemoWriter
+from toto_robot.encoders.base import to_model_input
+from toto_robot.ros.convert import ImageEncodingError, image_msg_to_array, multiarray_to_array
+from toto_robot.ros_nodes.common import declare, spin
+
+DEFAULTS = {
+    "output_dir": "",
+    "task": "ros_task",
+    "image_topic": "camera/image_raw",
+    "state_topic": "robot/state",
+    "action_topic": "toto/action",
+    "episode_done_topic": "",  # e.g. sim/episode_done: auto start/stop
+    "image_size": 0,  # > 0: centre-crop and resize frames to this square size before storing
+    "fps": 10.0,
+    "action_space": "ee_delta",  # what the action vector means (ee_delta = [dx, dy, dz, gripper] in [-1, 1])
+    "autostart": False,
+    "qos_depth": 10,
+}
+
+
+class DemoRecorderNode(Node):
+    def __init__(self, **node_kwargs):
+        super().__init__("toto_demo_recorder", **node_kwargs)
+        self.p = p = declare(self, DEFAULTS)
+        if not p["output_dir"]:
+            raise ValueError("toto_demo_recorder needs the parameter output_dir")
+        self.writer: DemoWriter | None = None
+        self.state: np.ndarray | None = None
+        self.action: np.ndarray | None = None
+        self.recording = bool(p["autostart"])
+        self.steps: list[dict] = []
+        self.pending: dict | None = None
+        self.episodes_written = 0
+        self.create_subscription(Image, p["image_topic"], self.on_image, p["qos_depth"])
+        self.create_subscription(Float32MultiArray, p["state_topic"], lambda m: setattr(self, "state", multiarray_to_array(m)), p["qos_depth"])
+        self.create_subscription(Float32MultiArray, p["action_topic"], lambda m: setattr(self, "action", multiarray_to_array(m)), p["qos_depth"])
+        if p["episode_done_topic"]:
+            self.create_subscription(Bool, p["episode_done_topic"], self.on_episode_done, p["qos_depth"])
+        self.create_service(Trigger, "~/start", self.on_start)
+        self.create_service(SetBool, "~/stop", self.on_stop)
+        self.get_logger().info(f"recording to {p['output_dir']} ({'recording' if self.recording else 'call ~/start'})")
+
+    # ---- data ----
+    def on_image(self, msg: Image) -> None:
+        if not self.recording:
+            return
+        try:
+            img = image_msg_to_array(msg)
+        except ImageEncodingError as e:
+            self.get_logger().error(f"dropping frame: {e}", throttle_duration_sec=5.0)
+            return
+        if self.p["image_size"] > 0:
+            import torch
+
+            x = to_model_input(torch.from_numpy(img)[None], self.p["image_size"])
+            img = (x[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+        self._close_pending()
+        if self.state is None:
+            self.get_logger().warn(f"no state on {self.p['state_topic']} yet; frame skipped", throttle_duration_sec=5.0)
+            return
+        self.pending = {"image": img, "state": self.state.copy()}
+
+    def _close_pending(self) -> None:
+        """The pending frame's action is the last command issued before the next frame (or the stop)."""
+        if self.pending is not None and self.action is not None:
+            self.steps.append({**self.pending, "action": self.action.copy()})
+        self.pending = None
+
+    # ---- episodes ----
+    def on_start(self, request, response):
+        self.steps, self.pending, self.recording = [], None, True
+        response.success, response.message = True, f"recording episode {self.episodes_written}"
+        return response
+
+    def on_stop(self, request, response):
+        path = self.end_episode(bool(request.data))
+        response.success = path is not None
+        response.message = f"wrote {path}" if path else "no steps recorded; nothing written"
+        return response
+
+    def on_episode_done(self, msg: Bool) -> None:
+        if self.recording:
+            self.end_episode(bool(msg.data))
+            self.steps, self.pending, self.recording = [], None, True  # the next episode starts at once
+
+    def end_episode(self, success: bool):
+        self._close_pending()
+        self.recording = False
+        steps, self.steps = self.steps, []
+        if not steps:
+            return None
+        image = np.stack([s["image"] for s in steps])
+        state = np.stack([s["state"] for s in steps])
+        action = np.stack([s["action"] for s in steps])
+        if self.writer is None:
+            meta = DemoMeta(source="ros", task=self.p["task"], image_size=tuple(image.shape[1:3]), state_dim=state.shape[1],
+                            action_dim=action.shape[1], fps=float(self.p["fps"]), action_space=self.p["action_space"])
+            self.writer = DemoWriter(self.p["output_dir"], meta)
+        path = self.writer.write_episode(image, state, action, success=success)
+        self.episodes_written += 1
+        self.get_logger().info(f"episode {self.episodes_written}: {len(steps)} steps, success={success} -> {path}")
+        return path
+
+    def close(self) -> None:
+        if self.recording and (self.steps or self.pending):
+            self.end_episode(False)
+
+
+def main(args=None):
+    spin(DemoRecorderNode, args)
+
+
+if __name__ == "__main__":
+    main()

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-policy": ("toto_robot.train.train_policy", "behaviour cloning or PPO on a frozen encoder"),
     "evaluate": ("toto_robot.train.evaluate", "success rate of a saved policy in a MuJoCo task"),
     "compare": ("toto_robot.train.compare", "compare encoders with BC on the same tasks, seeds and budget"),
+    "tokenize": ("toto_robot.train.tokenize", "train a visual tokenizer (dVAE, VQ, patches) and write token shards"),
     "pretrain": ("toto_robot.train.pretrain", "next-token pre-training of Toto on token shards (torchrun for multi-GPU)"),
 }
 

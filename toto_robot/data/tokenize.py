@@ -174,3 +174,26 @@ def _store(writer: ShardWriter, result) -> None:
         log.warning("skipping %s: %s", name, error)
         return
     writer.write(name, seqs, source, kind)
+
+
+def training_frames(cfg: ShardJobConfig, max_frames: int = 4096) -> np.ndarray:
+    """Frames for training a tokenizer, sampled from the same datasets and crops the shards use:
+    uint8 [N, R, R, 3] with N <= max_frames (a corrupt video is logged and skipped)."""
+    rng = np.random.default_rng(cfg.seed)
+    frames: list[np.ndarray] = []
+    units = plan_units(cfg)
+    for i in rng.permutation(len(units)):
+        unit = units[i]
+        try:
+            clips = _clips_for(unit, cfg, _rng(cfg.seed, unit.name))
+        except VideoDecodeError as e:
+            log.warning("skipping %s: %s", unit.name, e)
+            continue
+        for clip in clips:
+            frames.extend(clip)
+        if len(frames) >= 2 * max_frames:
+            break
+    if not frames:
+        raise ValueError("no frames found in the configured datasets")
+    stack = np.stack(frames)
+    return stack[rng.permutation(len(stack))[:max_frames]]

@@ -1,0 +1,54 @@
+"""`toto-robot tokenize`: train a visual tokenizer and/or write pre-tokenized shards (hydra entry point).
+
+    toto-robot tokenize data=synthetic tokenizer=dvae_tiny train.steps=500
+    toto-robot tokenize stage=shards tokenizer_dir=runs/tokenize/<run>/tokenizer data=sim_videos data.datasets.0.path=<videos>
+    # load the official DALL-E weights instead of training: see docs/DESIGN.md ("DALL-E weights")
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from toto_robot.data.tokenize import DatasetSpec, ShardJobConfig, training_frames, write_shards
+from toto_robot.tokenizers.training import TokenizerTrainConfig, train_tokenizer
+from toto_robot.utils.io import atomic_write
+
+
+def shard_config(cfg: DictConfig, tokenizer_dir: str) -> ShardJobConfig:
+    datasets = [DatasetSpec(**d) for d in OmegaConf.to_container(cfg.data.datasets, resolve=True)]
+    return ShardJobConfig(tokenizer_dir=tokenizer_dir, datasets=datasets, out_dir=str(Path(cfg.out_dir) / "shards"),
+                          **OmegaConf.to_container(cfg.shards, resolve=True))
+
+
+def run(cfg: DictConfig) -> Path:
+    if cfg.stage not in ("train", "shards", "all"):
+        raise ValueError(f"stage must be train, shards or all, got {cfg.stage!r}")
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / "config.yaml", "w") as f:
+        f.write(OmegaConf.to_yaml(cfg, resolve=True))
+    tokenizer_dir = cfg.tokenizer_dir or str(out / "tokenizer")
+    if cfg.stage in ("train", "all"):
+        t = OmegaConf.to_container(cfg.train, resolve=True)
+        frames = training_frames(shard_config(cfg, tokenizer_dir), max_frames=t.pop("max_frames"))
+        train_tokenizer(TokenizerTrainConfig(kind=cfg.tokenizer.kind, params=OmegaConf.to_container(cfg.tokenizer.params, resolve=True),
+                                             out_dir=tokenizer_dir, **t), frames)
+        metrics = json.loads((Path(tokenizer_dir) / "metrics.json").read_text())
+        print(f"tokenizer: {tokenizer_dir} (held-out PSNR {metrics.get('psnr_heldout_db', float('nan')):.2f} dB)")
+    if cfg.stage in ("shards", "all"):
+        shards = write_shards(shard_config(cfg, tokenizer_dir))
+        print(f"shards: {shards}")
+        return shards
+    return Path(tokenizer_dir)
+
+
+@hydra.main(config_path="pkg://toto_robot.configs", config_name="tokenize", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("toto_robot.train.evaluate", "success rate of a saved policy in a MuJoCo task"),
     "compare": ("toto_robot.train.compare", "compare encoders with BC on the same tasks, seeds and budget"),
     "tokenize": ("toto_robot.train.tokenize", "train a visual tokenizer (dVAE, VQ, patches) and write token shards"),
+    "demo": ("toto_robot.train.demo", "the whole pipeline on simulated robot videos, ending in a report"),
     "pretrain": ("toto_robot.train.pretrain", "next-token pre-training of Toto on token shards (torchrun for multi-GPU)"),
 }
 

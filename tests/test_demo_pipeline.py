@@ -1,0 +1,27 @@
+"""`toto-robot demo fast=true`: every stage runs, the report has each section and its figures, and a
+second run reuses the cache."""
+import json
+
+import pytest
+
+from toto_robot.demo.pipeline import DemoConfig, run_demo
+
+
+@pytest.mark.slow
+def test_fast_demo_runs_end_to_end_then_reuses_its_cache(tmp_path):
+    cfg = DemoConfig(out_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"), fast=True)
+    html = run_demo(cfg)
+    md = (tmp_path / "out" / "report.md").read_text()
+    for title in ("Simulated robot videos", "Tokenizer", "pre-training", "Probing", "Behaviour cloning"):
+        assert title in md
+    figures = sorted(p.name for p in (tmp_path / "out" / "figures").iterdir())
+    assert {"tokenizer_recon.png", "pretrain_loss.png", "probe_layer_sweep.png", "bc_success.png", "bc_learning_curves.png"} <= set(figures)
+    assert html.read_text().count("data:image/png;base64") >= 5  # self-contained page
+    pre = next((tmp_path / "cache").glob("pretrain-*"))
+    metrics = json.loads((pre / "result.json").read_text())["result"]
+    assert metrics["steps"] == 4 and metrics["eval_loss"] > 0
+    assert (pre / "run" / "final" / "tokenizer").is_dir()
+
+    run_demo(DemoConfig(out_dir=str(tmp_path / "out2"), cache_dir=str(tmp_path / "cache"), fast=True))
+    table = (tmp_path / "out2" / "report.md").read_text().split("## 1.")[0]
+    assert table.count("| yes |") == 7  # every stage came from the cache

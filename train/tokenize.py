@@ -2,7 +2,8 @@
 
     toto-robot tokenize data=synthetic tokenizer=dvae_tiny train.steps=500
     toto-robot tokenize stage=shards tokenizer_dir=runs/tokenize/<run>/tokenizer data=sim_videos data.datasets.0.path=<videos>
-    # load the official DALL-E weights instead of training: see docs/DESIGN.md ("DALL-E weights")
+    # the official DALL-E dVAE instead of training (files converted once, see README "Pretrained weights"):
+    toto-robot tokenize tokenizer=dvae_8k dalle_encoder=~/w/dalle_encoder.pt dalle_decoder=~/w/dalle_decoder.pt data=...
 """
 from __future__ import annotations
 
@@ -31,7 +32,16 @@ def run(cfg: DictConfig) -> Path:
     with atomic_write(out / "config.yaml", "w") as f:
         f.write(OmegaConf.to_yaml(cfg, resolve=True))
     tokenizer_dir = cfg.tokenizer_dir or str(out / "tokenizer")
-    if cfg.stage in ("train", "all"):
+    if cfg.dalle_encoder and cfg.stage in ("train", "all"):
+        from toto_robot.tokenizers import build_tokenizer, load_dalle_weights
+
+        if cfg.tokenizer.kind != "dvae":
+            raise ValueError(f"dalle_encoder/dalle_decoder need tokenizer=dvae_8k, not a {cfg.tokenizer.kind!r} tokenizer")
+        tok = build_tokenizer("dvae", **OmegaConf.to_container(cfg.tokenizer.params, resolve=True))
+        load_dalle_weights(tok, cfg.dalle_encoder, cfg.dalle_decoder or None)
+        tok.save_pretrained(tokenizer_dir)
+        print(f"tokenizer: {tokenizer_dir} (official DALL-E weights)")
+    elif cfg.stage in ("train", "all"):
         t = OmegaConf.to_container(cfg.train, resolve=True)
         frames = training_frames(shard_config(cfg, tokenizer_dir), max_frames=t.pop("max_frames"))
         train_tokenizer(TokenizerTrainConfig(kind=cfg.tokenizer.kind, params=OmegaConf.to_container(cfg.tokenizer.params, resolve=True),

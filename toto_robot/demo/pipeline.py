@@ -39,8 +39,8 @@ class DemoConfig:
     tokenizer: dict = field(default_factory=lambda: {"kind": "vq", "params": {"vocab_size": 512, "width": 32, "code_dim": 16, "downsample": 8}})
     tokenizer_steps: int = 600
     num_frames: int = 8
-    pretrain_steps: int = 500
-    batch_tokens: int = 8192
+    pretrain_steps: int = 300
+    batch_tokens: int = 4096
     probe_train: int = 300
     probe_val: int = 150
     bc_task: str = "franka_cabinet"

@@ -25,6 +25,7 @@ from toto_robot.data.demos import DemoDataset, DemoFormatError
 from toto_robot.encoders import build_encoder, load_encoder
 from toto_robot.policies.policy import Policy
 from toto_robot.probes.sweep import extract_tokens
+from toto_robot.utils.plots import pyplot, save_figure
 from toto_robot.utils.io import atomic_save_json, atomic_write
 
 
@@ -141,10 +142,7 @@ def _write_metrics(history: list[dict], out: Path) -> None:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
         w.writerows(history)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
     ep = [r["epoch"] for r in history]
@@ -157,7 +155,4 @@ def _write_metrics(history: list[dict], out: Path) -> None:
     ax.set_title("behaviour cloning")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    with atomic_write(out / "loss_curve.png") as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
+    save_figure(fig, out / "loss_curve.png")

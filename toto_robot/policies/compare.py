@@ -24,6 +24,7 @@ import numpy as np
 from toto_robot.policies.bc import BCConfig, train_bc
 from toto_robot.policies.evaluate import evaluate_policy, wilson_interval
 from toto_robot.policies.policy import load_policy
+from toto_robot.utils.plots import pyplot, save_figure
 from toto_robot.utils.io import atomic_save_json, atomic_write
 
 
@@ -107,17 +108,8 @@ def _write_csv(rows: list[dict], path: Path) -> None:
         w.writerows(rows)
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_success(summary: list[dict], path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     tasks = sorted({r["task"] for r in summary})
     encs = list(dict.fromkeys(r["encoder"] for r in summary))
     width = 0.8 / max(1, len(encs))
@@ -138,14 +130,11 @@ def plot_success(summary: list[dict], path: Path) -> None:
     ax.set_ylabel("success rate")
     ax.set_title("behaviour cloning on frozen encoders")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_learning_curves(out: Path, cfg: CompareConfig, path: Path) -> None:
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(cfg.tasks), figsize=(4.2 * len(cfg.tasks), 3.3), dpi=120, squeeze=False)
     for ax, task in zip(axes[0], cfg.tasks):
         for label in cfg.encoders:
@@ -165,7 +154,4 @@ def plot_learning_curves(out: Path, cfg: CompareConfig, path: Path) -> None:
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
+    save_figure(fig, path)

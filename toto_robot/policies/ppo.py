@@ -25,7 +25,8 @@ from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 from toto_robot.constants import OBS_IMAGE, OBS_STATE
 from toto_robot.encoders import load_encoder
-from toto_robot.utils.io import atomic_save_json, atomic_write
+from toto_robot.utils.plots import pyplot, save_figure
+from toto_robot.utils.io import atomic_save_json
 
 
 class FrozenEncoderExtractor(BaseFeaturesExtractor):
@@ -122,10 +123,7 @@ def _tail_mean(rows, key, n=20) -> float:
 
 
 def plot_learning_curve(rows: list[dict], path: Path, task: str, encoder: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
     if rows:
@@ -141,7 +139,4 @@ def plot_learning_curve(rows: list[dict], path: Path, task: str, encoder: str) -
     ax.set_xlabel("environment steps")
     ax.set_ylabel("return")
     ax.set_title(f"PPO {task} / {encoder}")
-    fig.tight_layout()
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
+    save_figure(fig, path)

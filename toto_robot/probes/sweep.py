@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from toto_robot.encoders.base import Encoder
 from toto_robot.probes.datasets import ProbeData
 from toto_robot.probes.probe import train_probe
+from toto_robot.utils.plots import pyplot, save_figure
 from toto_robot.utils.io import atomic_save_json, atomic_write
 
 
@@ -67,10 +68,7 @@ def write_sweep(rows: list[dict], out: Path, chance: float | None = None) -> Non
 
 
 def plot_sweep(rows: list[dict], path: Path, chance: float | None = None) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
     for (enc, pooling) in sorted({(r["encoder"], r["pooling"]) for r in rows}):
@@ -83,7 +81,4 @@ def plot_sweep(rows: list[dict], path: Path, chance: float | None = None) -> Non
     ax.set_title(f"probe by layer: {rows[0]['dataset']}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
+    save_figure(fig, path)

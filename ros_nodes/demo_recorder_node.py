@@ -23,13 +23,14 @@ from std_srvs.srv import SetBool, Trigger
 from toto_robot.data.demos import DemoMeta, DemoWriter
 from toto_robot.encoders.base import to_model_input
 from toto_robot.ros.convert import ImageEncodingError, image_msg_to_array, multiarray_to_array
-from toto_robot.ros_nodes.common import declare, spin
+from toto_robot.ros_nodes.common import declare, spin, state_from_msg, state_msg_class
 
 DEFAULTS = {
     "output_dir": "",
     "task": "ros_task",
     "image_topic": "camera/image_raw",
     "state_topic": "robot/state",
+    "state_msg_type": "array",  # array (std_msgs/Float32MultiArray) | joint_state (sensor_msgs/JointState)
     "action_topic": "toto/action",
     "episode_done_topic": "",  # e.g. sim/episode_done: auto start/stop
     "image_size": 0,  # > 0: centre-crop and resize frames to this square size before storing
@@ -54,7 +55,7 @@ class DemoRecorderNode(Node):
         self.pending: dict | None = None
         self.episodes_written = 0
         self.create_subscription(Image, p["image_topic"], self.on_image, p["qos_depth"])
-        self.create_subscription(Float32MultiArray, p["state_topic"], lambda m: setattr(self, "state", multiarray_to_array(m)), p["qos_depth"])
+        self.create_subscription(state_msg_class(p["state_msg_type"]), p["state_topic"], self.on_state, p["qos_depth"])
         self.create_subscription(Float32MultiArray, p["action_topic"], lambda m: setattr(self, "action", multiarray_to_array(m)), p["qos_depth"])
         if p["episode_done_topic"]:
             self.create_subscription(Bool, p["episode_done_topic"], self.on_episode_done, p["qos_depth"])
@@ -63,6 +64,12 @@ class DemoRecorderNode(Node):
         self.get_logger().info(f"recording to {p['output_dir']} ({'recording' if self.recording else 'call ~/start'})")
 
     # ---- data ----
+    def on_state(self, msg) -> None:
+        try:
+            self.state = state_from_msg(msg)
+        except ValueError as e:
+            self.get_logger().error(f"dropping state: {e}", throttle_duration_sec=5.0)
+
     def on_image(self, msg: Image) -> None:
         if not self.recording:
             return

@@ -87,7 +87,9 @@ def test_sim_expert_over_ros_is_recorded_then_cloned_then_driven_by_the_policy_n
     from toto_robot.policies import load_policy
     from toto_robot.policies.bc import BCConfig, train_bc
     from toto_robot.ros_nodes.demo_recorder_node import DemoRecorderNode
-    from toto_robot.ros_nodes.policy_node import PolicyNode
+    from std_srvs.srv import SetBool
+
+    from toto_robot.ros_nodes.policy_node import PolicyNode, gate_action
     from toto_robot.ros_nodes.sim_camera_node import SimCameraNode
 
     ctx, add, spin_until = ros
@@ -106,7 +108,8 @@ def test_sim_expert_over_ros_is_recorded_then_cloned_then_driven_by_the_policy_n
     policy_dir = train_bc(BCConfig(demos=str(tmp_path / "demos"), out_dir=str(tmp_path / "bc"), encoder={"name": "random", "pooling": "average"},
                                    epochs=3, val_fraction=0.0))
     policy = load_policy(policy_dir)
-    node = add(PolicyNode(context=ctx, parameter_overrides=[P("policy_dir", value=str(policy_dir))]))
+    node = add(PolicyNode(context=ctx, parameter_overrides=[P("policy_dir", value=str(policy_dir)), P("rate_hz", value=20.0),
+                                                            P("stale_timeout_s", value=0.3)]))
     peer = add(rclpy.create_node("peer2", context=ctx))
     actions = []
     peer.create_subscription(Float32MultiArray, "toto/action", lambda m: actions.append(np.asarray(m.data, np.float32)), 10)
@@ -119,8 +122,53 @@ def test_sim_expert_over_ros_is_recorded_then_cloned_then_driven_by_the_policy_n
         return actions
 
     assert spin_until(send, timeout=30)
-    np.testing.assert_allclose(actions[0], policy.act(obs), atol=1e-5)
-    assert node.actions >= 1
+    np.testing.assert_allclose(actions[0], gate_action(policy.act(obs), 1.0), atol=1e-5)
+    assert np.linalg.norm(actions[0][:-1]) <= 1.0 + 1e-6
+
+    # the camera stops: within stale_timeout_s the node stops acting
+    spin_until(lambda: False, timeout=1.0)
+    assert node.stale
+    n = len(actions)
+    spin_until(lambda: False, timeout=1.0)
+    assert len(actions) == n
+    # disabled by service: fresh frames, no actions
+    client = peer.create_client(SetBool, "/toto_policy/enable")
+    assert client.wait_for_service(timeout_sec=10)
+    future = client.call_async(SetBool.Request(data=False))
+    assert spin_until(future.done, timeout=10) and not node.enabled
+    n = len(actions)
+    spin_until(lambda: (send(), False)[1], timeout=1.0)
+    assert len(actions) == n
+    # a NaN joint reading is refused and the last good state is kept
+    good = node.state.copy()
+    state_pub.publish(array_to_multiarray(np.full(19, np.nan, np.float32)))
+    spin_until(lambda: False, timeout=0.5)
+    np.testing.assert_array_equal(node.state, good)
+
+
+def test_encoder_node_reads_compressed_images(ros, tmp_path):
+    import io
+
+    from PIL import Image as PILImage
+    from sensor_msgs.msg import CompressedImage
+
+    from toto_robot.encoders import build_encoder
+    from toto_robot.ros_nodes.encoder_node import EncoderNode
+
+    ctx, add, spin_until = ros
+    enc = build_encoder("random", pooling="average")
+    enc.save_pretrained(tmp_path / "enc")
+    add(EncoderNode(context=ctx, parameter_overrides=[Parameter("encoder_dir", value=str(tmp_path / "enc")), Parameter("compressed", value=True)]))
+    peer = add(rclpy.create_node("peer3", context=ctx))
+    got = []
+    peer.create_subscription(Float32MultiArray, "toto/features", lambda m: got.append(np.asarray(m.data, np.float32)), 10)
+    pub = peer.create_publisher(CompressedImage, "camera/image_raw", 10)
+    img = np.random.default_rng(2).integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    PILImage.fromarray(img).save(buf, format="PNG")
+    msg = CompressedImage(format="png", data=buf.getvalue())
+    assert spin_until(lambda: (pub.publish(msg), got)[-1], timeout=30)
+    np.testing.assert_allclose(got[0], enc(img[None])[0].detach().numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_params_files_match_the_nodes_declared_parameters_and_launch_files_use_real_executables():

@@ -72,3 +72,17 @@ def array_to_multiarray(x) -> "Float32MultiArray":  # noqa: F821
 
 def multiarray_to_array(msg) -> np.ndarray:
     return np.asarray(msg.data, dtype=np.float32)
+
+
+def compressed_msg_to_array(msg) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg/png) -> uint8 [H, W, 3] RGB."""
+    import io
+
+    from PIL import Image as PILImage, UnidentifiedImageError
+
+    try:
+        img = PILImage.open(io.BytesIO(bytes(msg.data)))
+        img.load()
+    except (UnidentifiedImageError, OSError) as e:
+        raise ImageEncodingError(f"cannot decode compressed image (format {msg.format!r}): {e}") from e
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)

@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 
 from helpers import tiny_toto_run
-from toto_robot.encoders import FrameFormatError, build_encoder, load_encoder
+from toto_robot.encoders import Encoder, FrameFormatError, build_encoder, load_encoder
 from toto_robot.encoders.vit import VIT_CONFIGS, ViTConfig, Attention, sincos_pos_embed
 from toto_robot.model.toto import Toto
 from toto_robot.tokenizers import load_tokenizer
@@ -51,6 +51,7 @@ def test_only_the_pool_trains_and_save_load_roundtrip(tmp_path):
     assert not enc.model.training and enc.pool.training
     enc.save_pretrained(tmp_path / "saved")
     again = load_encoder(tmp_path / "saved")
+    assert type(Encoder.from_pretrained(tmp_path / "saved")) is type(again) and again.input_size == 32
     assert again.layer == 3 and again.name == "toto"
     torch.testing.assert_close(enc.eval()(x), again.eval()(x))
 

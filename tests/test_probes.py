@@ -49,3 +49,46 @@ def test_layer_sweep_over_a_toto_encoder_writes_csv_png_and_best_layer(tmp_path)
     best = json.loads((tmp_path / "sweep" / "result.json").read_text())["best"]
     assert set(best) == {"attention", "average"} and 1 <= best["attention"]["layer"] <= 3
     assert (tmp_path / "sweep" / "layer_sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_label_propagation_with_perfect_features_recovers_the_masks_and_random_features_do_not():
+    from toto_robot.probes.label_propagation import jaccard, segment, shapes_videos, soft_labels
+
+    frames, masks = shapes_videos(n=1, num_frames=6, size=32, seed=3)[0]
+    k = int(masks.max())
+    # "perfect" tokens: each token's feature is its true label distribution (plus noise)
+    g = torch.Generator().manual_seed(0)
+    perfect = torch.stack([soft_labels(m, k + 1, 16).T for m in masks]) + 0.01 * torch.randn(6, 256, k + 1, generator=g)
+    pred = segment(perfect, masks[0], k, 32)
+    j_good = np.mean([jaccard(pred[t], masks[t], k) for t in range(1, 6)])
+    noise = torch.randn(6, 256, 16, generator=g)
+    pred = segment(noise, masks[0], k, 32)
+    j_bad = np.mean([jaccard(pred[t], masks[t], k) for t in range(1, 6)])
+    assert j_good > 0.8 and j_good > j_bad + 0.3
+
+
+def test_label_propagation_sweep_over_an_encoder(tmp_path):
+    from toto_robot.probes.label_propagation import propagation_sweep, shapes_videos
+
+    enc = build_encoder("toto", checkpoint=str(tiny_toto_run(tmp_path, n_layer=2)))
+    rows = propagation_sweep(enc, shapes_videos(n=2, num_frames=3, size=32), out_dir=tmp_path / "lp")
+    assert [r["layer"] for r in rows] == [1, 2] and all(0 <= r["J"] <= 1 for r in rows)
+    assert (tmp_path / "lp" / "label_propagation.png").is_file()
+
+
+def test_image_folder_dataset_splits_per_class_and_skips_broken_files(tmp_path):
+    from PIL import Image
+
+    from toto_robot.probes import image_folder_data
+
+    for c, colour in enumerate([(200, 30, 30), (30, 30, 200)]):
+        d = tmp_path / f"class{c}"
+        d.mkdir()
+        for i in range(5):
+            Image.fromarray(np.full((40, 50, 3), colour, np.uint8)).save(d / f"{i}.png")
+    (tmp_path / "class0" / "broken.jpg").write_bytes(b"not an image")
+    data = image_folder_data(str(tmp_path), image_size=32, val_fraction=0.2)
+    assert data.classes == ["class0", "class1"]
+    assert data.x_train.shape == (8, 32, 32, 3) and data.x_val.shape == (2, 32, 32, 3)
+    assert sorted(data.y_val.tolist()) == [0, 1]
+    assert data.x_train[data.y_train == 1][..., 2].mean() > 150  # the blue class is blue

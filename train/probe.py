@@ -27,6 +27,13 @@ def main(cfg: DictConfig) -> None:
     with atomic_write(out / "config.yaml", "w") as f:
         f.write(OmegaConf.to_yaml(cfg, resolve=True))
     encoder = encoder_from_config(cfg.encoder).to(cfg.device)
+    if cfg.probe.dataset == "label_propagation":
+        from toto_robot.probes.label_propagation import propagation_sweep, shapes_videos
+
+        rows = propagation_sweep(encoder, shapes_videos(**cfg.probe.kwargs), cfg.layers, out_dir=out)
+        best = max(rows, key=lambda r: r["J"])
+        print(f"{encoder.name}: best layer {best['layer']}/{encoder.num_layers} J {best['J']:.3f}; {out / 'label_propagation.png'}")
+        return
     data = build_probe_data(cfg.probe.dataset, **cfg.probe.kwargs)
     rows = layer_sweep(encoder, data, layers=cfg.layers, poolings=tuple(cfg.poolings), epochs=cfg.epochs, lr=cfg.lr,
                        batch_size=cfg.batch_size, seed=cfg.seed, out_dir=out)

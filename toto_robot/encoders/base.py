@@ -136,6 +136,20 @@ class Encoder(nn.Module, ABC):
     def feature_dim(self) -> int:
         return self.token_dim
 
+    @staticmethod
+    def from_config(name: str, **kwargs) -> "Encoder":
+        """``Encoder.from_config("toto_base", checkpoint=..., layer=6)``: same as ``build_encoder``."""
+        from toto_robot.encoders.registry import build_encoder
+
+        return build_encoder(name, **kwargs)
+
+    @staticmethod
+    def from_pretrained(directory: str | Path, map_location: str = "cpu") -> "Encoder":
+        """Reload a folder written by ``save_pretrained``: same as ``load_encoder``."""
+        from toto_robot.encoders.registry import load_encoder
+
+        return load_encoder(directory, map_location)
+
     @property
     def device(self) -> torch.device:
         return next(self.pool.parameters(), next(self.parameters())).device

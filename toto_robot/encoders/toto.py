@@ -37,6 +37,7 @@ class TotoEncoder(Encoder):
             raise ValueError(f"resolution {resolution} is not a multiple of the tokenizer's downsampling {tokenizer.downsample}")
         self.model, self.tokenizer = model.eval(), tokenizer.eval()
         self.resolution, self.start = resolution, start
+        self.input_size = resolution  # frames are centre-cropped and resized to this before tokenizing
         self.tokens_per_frame = (resolution // tokenizer.downsample) ** 2
         self.token_dim, self.num_layers = cfg.n_embd, cfg.n_layer
         self.layer = max(1, cfg.n_layer // 2) if layer is None else int(layer)

@@ -3,6 +3,7 @@
 * ``sim``: frames of a MuJoCo task after a few random arm motions; the label is the object's
   position on the table in a 3 x 3 grid (``target="position"``, spatial information a policy
   needs) or its colour (``target="colour"``). The arm pose is a nuisance the probe must ignore.
+* ``image_folder``: your own labelled images in torchvision's ImageFolder layout (``root/<class>/*.jpg``).
 * ``shapes_motion``: short clips of one moving shape; the label is its direction of motion
   (4 diagonal classes), which a single frame cannot tell: a probe for video features.
 """
@@ -89,4 +90,46 @@ def build_probe_data(dataset: str, **kwargs) -> ProbeData:
         return sim_probe_data(**kwargs)
     if dataset == "shapes_motion":
         return shapes_motion_data(**kwargs)
-    raise ValueError(f"unknown probe dataset {dataset!r}; known: sim, shapes_motion")
+    if dataset == "image_folder":
+        return image_folder_data(**kwargs)
+    raise ValueError(f"unknown probe dataset {dataset!r}; known: sim, shapes_motion, image_folder")
+
+
+def image_folder_data(root: str, image_size: int = 64, val_fraction: float = 0.2, max_per_class: int | None = None,
+                      seed: int = 0) -> ProbeData:
+    """A torchvision ``ImageFolder`` layout (``root/<class>/*.png|jpg``) -> ProbeData: images centre-cropped and
+    resized to ``image_size``, a stratified train/val split. Unreadable images are logged and skipped."""
+    import logging
+    from pathlib import Path
+
+    import torch
+
+    from toto_robot.data.video import IMAGE_SUFFIXES, VideoDecodeError, read_image
+    from toto_robot.encoders.base import to_model_input
+
+    log = logging.getLogger(__name__)
+    classes = sorted(p.name for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []
+    if len(classes) < 2:
+        raise ValueError(f"{root}: an image-folder dataset needs at least two class folders, found {classes}")
+    rng = np.random.default_rng(seed)
+    tr_x, tr_y, va_x, va_y = [], [], [], []
+    for c, name in enumerate(classes):
+        files = sorted(p for p in (Path(root) / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)[:max_per_class]
+        imgs = []
+        for f in files:
+            try:
+                img = read_image(f)
+            except VideoDecodeError as e:
+                log.warning("skipping %s", e)
+                continue
+            x = to_model_input(torch.from_numpy(img)[None], image_size)
+            imgs.append((x[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+        if len(imgs) < 2:
+            raise ValueError(f"{root}/{name}: fewer than two readable images")
+        order = rng.permutation(len(imgs))
+        n_val = max(1, int(round(val_fraction * len(imgs))))
+        va_x += [imgs[i] for i in order[:n_val]]
+        va_y += [c] * n_val
+        tr_x += [imgs[i] for i in order[n_val:]]
+        tr_y += [c] * (len(imgs) - n_val)
+    return ProbeData(Path(root).name, np.stack(tr_x), np.asarray(tr_y, np.int64), np.stack(va_x), np.asarray(va_y, np.int64), classes)

@@ -31,6 +31,8 @@ def test_wilson_interval_matches_reference_values():
 def test_bc_on_frozen_encoder_opens_the_drawer_and_reloads(cabinet_demos, tmp_path):
     policy_dir = train_bc(BCConfig(demos=str(cabinet_demos), out_dir=str(tmp_path / "bc"), encoder={"name": "random", "pooling": "average"},
                                    epochs=25, lr=3e-3))
+    result = json.loads((tmp_path / "bc" / "result.json").read_text())
+    assert 1 <= result["best_epoch"] <= 25
     rows = (tmp_path / "bc" / "metrics.csv").read_text().splitlines()[1:]
     first, last = (float(r.split(",")[1]) for r in (rows[0], rows[-1]))
     assert last < 0.5 * first
@@ -57,6 +59,16 @@ def test_ppo_trains_on_frozen_features_and_reloads(tmp_path):
     assert (tmp_path / "ppo" / "learning_curve.png").is_file()
     policy = load_policy(policy_dir)
     a = policy.act({"image": np.zeros((32, 32, 3), np.uint8), "state": np.zeros(19, np.float32)})
+    # frozen means frozen: the backbone after PPO equals the untrained random encoder it started from
+    import torch
+
+    from toto_robot.encoders import build_encoder, load_encoder
+
+    before, after = build_encoder("random"), load_encoder(policy_dir / "encoder")
+    after_sd = after.state_dict()
+    for k, v in before.state_dict().items():
+        if not k.startswith("pool."):
+            torch.testing.assert_close(after_sd[k], v, rtol=0, atol=0)
     assert a.shape == (4,) and np.all(np.abs(a) <= 1)
 
 

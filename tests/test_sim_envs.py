@@ -95,3 +95,14 @@ def test_collect_writes_demos_and_videos_and_resumes(tmp_path):
     video = read_video(tmp_path / "a" / "videos" / "episode_000002.mp4")
     assert video.shape[0] == len(a[2]["image"]) + 1 and video.shape[1:3] == (32, 32)
     assert (tmp_path / "a" / "preview.mp4").is_file()
+
+
+def test_vectorized_envs_step_in_lockstep():
+    import gymnasium as gym
+
+    envs = gym.make_vec("TotoRobot/FrankaCabinet-v0", num_envs=2, vectorization_mode="sync", image_size=32)
+    obs, _ = envs.reset(seed=[0, 1])
+    assert obs["image"].shape == (2, 32, 32, 3) and obs["state"].shape == (2, 19)
+    obs, r, term, trunc, info = envs.step(np.zeros((2, 4), np.float32))
+    assert r.shape == (2,) and not np.array_equal(obs["image"][0], obs["image"][1])
+    envs.close()

@@ -258,6 +258,9 @@ def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float) -> Pa
                        f"[{100 * float(x['ci_low']):.0f}, {100 * float(x['ci_high']):.0f}]", f"{float(x['val_loss']):.4f}"] for x in rows]))
     s.figures.append((keep(by["compare"].dir / "success.png", "bc_success.png"), "success rate (95% Wilson interval)"))
     s.figures.append((keep(by["compare"].dir / "learning_curves.png", "bc_learning_curves.png"), "BC learning curves"))
+    for label in ("toto", "random-init"):
+        video = by["compare"].dir / "runs" / cfg.bc_task / label / f"seed{cfg.seeds[0]}" / "rollouts.mp4"
+        s.figures.append((keep(video, f"rollouts_{label}.mp4"), f"{label}: first evaluation rollouts"))
 
     md, html = r.write()
     return html

@@ -11,6 +11,7 @@ Writes ``policy/`` (see ``policy.py``), ``metrics.csv`` (per-epoch losses and, w
 from __future__ import annotations
 
 import csv
+import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ from toto_robot.probes.sweep import extract_tokens
 from toto_robot.utils.plots import pyplot, save_figure
 from toto_robot.utils.io import atomic_save_json, atomic_write
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class BCConfig:
@@ -44,6 +47,8 @@ class BCConfig:
     max_episodes: int | None = None
     eval_every: int = 0  # epochs between success evaluations in the sim task (0 = only at the end if eval_episodes)
     eval_episodes: int = 0
+    patience: int = 0  # > 0: stop when the held-out loss has not improved for this many epochs
+    keep_best: bool = True  # save the epoch with the lowest held-out loss (needs val_fraction > 0)
     seed: int = 0
     device: str = "cpu"
 
@@ -98,6 +103,7 @@ def train_bc(cfg: BCConfig) -> Path:
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(1, steps), pct_start=0.1)
     g = torch.Generator().manual_seed(cfg.seed)
     history = []
+    best = (float("inf"), 0, None)  # (held-out loss, epoch, state)
     bar = tqdm(range(1, cfg.epochs + 1), desc=f"bc {encoder.name}", unit="epoch")
     for epoch in bar:
         policy.train()
@@ -118,9 +124,16 @@ def train_bc(cfg: BCConfig) -> Path:
             row["success_rate"] = evaluate_policy(policy, meta.task, cfg.eval_episodes, seed=cfg.seed, progress=False)["success_rate"]
         history.append(row)
         bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}" if row["val_loss"] == row["val_loss"] else "-")
+        if row["val_loss"] < best[0]:
+            best = (row["val_loss"], epoch, {k: v.detach().clone() for k, v in policy.state_dict().items()})
+        elif cfg.patience and epoch - best[1] >= cfg.patience:
+            log.info("early stop at epoch %d: held-out loss last improved at epoch %d", epoch, best[1])
+            break
+    if cfg.keep_best and best[2] is not None:
+        policy.load_state_dict(best[2])
     policy.save_pretrained(out / "policy")
     _write_metrics(history, out)
-    atomic_save_json({"final": history[-1], "train_frames": len(tr_act), "episodes": len(eps), "encoder": encoder.name,
+    atomic_save_json({"final": history[-1], "best_epoch": best[1], "train_frames": len(tr_act), "episodes": len(eps), "encoder": encoder.name,
                       "layer": encoder.layer, "task": meta.task}, out / "result.json")
     return out / "policy"
 

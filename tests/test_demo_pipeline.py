@@ -15,7 +15,7 @@ def test_fast_demo_runs_end_to_end_then_reuses_its_cache(tmp_path):
     for title in ("Simulated robot videos", "Tokenizer", "pre-training", "Probing", "Behaviour cloning"):
         assert title in md
     figures = sorted(p.name for p in (tmp_path / "out" / "figures").iterdir())
-    assert {"tokenizer_recon.png", "pretrain_loss.png", "probe_layer_sweep.png", "bc_success.png", "bc_learning_curves.png"} <= set(figures)
+    assert {"tokenizer_recon.png", "pretrain_loss.png", "probe_layer_sweep.png", "mae_loss.png", "bc_success.png", "bc_learning_curves.png"} <= set(figures)
     assert html.read_text().count("data:image/png;base64") >= 5  # self-contained page
     pre = next((tmp_path / "cache").glob("pretrain-*"))
     metrics = json.loads((pre / "result.json").read_text())["result"]
@@ -24,4 +24,4 @@ def test_fast_demo_runs_end_to_end_then_reuses_its_cache(tmp_path):
 
     run_demo(DemoConfig(out_dir=str(tmp_path / "out2"), cache_dir=str(tmp_path / "cache"), fast=True))
     table = (tmp_path / "out2" / "report.md").read_text().split("## 1.")[0]
-    assert table.count("| yes |") == 7  # every stage came from the cache
+    assert table.count("| yes |") == 8  # every stage came from the cache

@@ -147,3 +147,22 @@ def test_every_vit_name_builds_with_the_published_width():
         assert VIT_CONFIGS[name]["embed_dim"] == width
     enc = build_encoder("mvp_vit_s", pooling="average")
     assert sum(p.numel() for p in enc.backbone.parameters()) == pytest.approx(21.7e6, rel=0.03)
+
+
+def test_mae_pretraining_lowers_the_masked_loss_and_its_checkpoint_loads_as_an_encoder(tmp_path):
+    import json
+
+    from toto_robot.data.synthetic import moving_shapes
+    from toto_robot.mae import MAEPretrainConfig, pretrain_mae
+
+    frames = np.concatenate([moving_shapes(16, 32, 2, np.random.default_rng(i))[0] for i in range(8)])
+    out = pretrain_mae(MAEPretrainConfig(out_dir=str(tmp_path), steps=40, batch_size=16, lr=2e-3, warmup_steps=4, holdout=16), frames, img_size=32)
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["final_loss"] < 0.8 * m["first_loss"]
+    enc = build_encoder("mae_tiny", checkpoint=str(out / "mae_vit.safetensors"), img_size=32)
+    from safetensors.torch import load_file
+
+    sd = load_file(str(out / "mae_vit.safetensors"))
+    assert any(k.startswith("decoder_") for k in sd)  # the official layout, decoder included
+    torch.testing.assert_close(enc.backbone.blocks[0].attn.qkv.weight, sd["blocks.0.attn.qkv.weight"])
+    assert enc(frames[:2]).shape == (2, 192)

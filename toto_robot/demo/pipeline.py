@@ -7,7 +7,8 @@ and an interrupted run continues):
 2. ``tokenizer``  a VQ tokenizer trained on frames of those videos (+ bundled images)
 3. ``shards``     the videos (stride-4 clips) and packed images tokenized into memory-mapped shards
 4. ``pretrain``   Toto-tiny trained by next-token prediction on the shards
-5. ``probe``      layer sweep (attention vs average pooling) of Toto and its random-init control
+   ``mae``        the baseline: a tiny MAE trained on the same frames for the same number of steps
+5. ``probe``      layer sweep (attention vs average pooling) of Toto, MAE and Toto's random-init control
 6. ``demos``      scripted-expert demonstrations for behaviour cloning
 7. ``compare``    BC on each frozen encoder (same demos, seeds, budget), evaluated in simulation
 
@@ -141,8 +142,30 @@ def run_demo(cfg: DemoConfig) -> Path:
     stages.append(st_pre)
     final = st_pre.dir / "run" / "final"
 
+    # 4b. MAE baseline: same frames, about the same training compute ----------------------
+    mae_cfg = {"upstream": str(st_videos.dir), "steps": cfg.pretrain_steps, "batch_size": mae_cfg_batch(cfg), "image_size": cfg.image_size}
+
+    def mae_stage(d: Path) -> dict:
+        from toto_robot.data.tokenize import DatasetSpec, ShardJobConfig, training_frames
+        from toto_robot.mae import MAEPretrainConfig, pretrain_mae
+
+        specs = [DatasetSpec(**x) for x in datasets]
+        frames = training_frames(ShardJobConfig(tokenizer_dir="", datasets=specs, out_dir="", **shard_kw), max_frames=8192)
+        vit = "mae_tiny"
+        from toto_robot.encoders.vit import VIT_CONFIGS
+
+        overrides = {} if VIT_CONFIGS[vit]["img_size"] == cfg.image_size else {"img_size": cfg.image_size}
+        out = pretrain_mae(MAEPretrainConfig(out_dir=str(d), vit=vit, steps=cfg.pretrain_steps, batch_size=mae_cfg["batch_size"],
+                                             holdout=16 if cfg.fast else 128, device=cfg.device), frames, **overrides)
+        return json.loads((out / "metrics.json").read_text())
+
+    st_mae = cache.run("mae", mae_cfg, mae_stage)
+    stages.append(st_mae)
+    mae_ckpt = str(st_mae.dir / "mae_vit.safetensors")
+    mae_kw = {} if cfg.image_size == 64 else {"img_size": cfg.image_size}
+
     # 5. probe ----------------------------------------------------------------------------
-    probe_cfg = {"upstream": str(st_pre.dir), "n_train": cfg.probe_train, "n_val": cfg.probe_val, "image_size": cfg.image_size}
+    probe_cfg = {"upstream": [str(st_pre.dir), str(st_mae.dir)], "n_train": cfg.probe_train, "n_val": cfg.probe_val, "image_size": cfg.image_size}
 
     def probe(d: Path) -> dict:
         from toto_robot.encoders import build_encoder
@@ -151,11 +174,13 @@ def run_demo(cfg: DemoConfig) -> Path:
 
         data = sim_probe_data("franka_pick", "position", cfg.probe_train, cfg.probe_val, cfg.image_size, seed=7)
         rows = []
-        for enc in (build_encoder("toto", checkpoint=str(final)), build_encoder("random", like=str(final))):
-            enc.name = "toto" if enc.name == "toto" else "random-init toto"
+        encoders = {"toto": build_encoder("toto", checkpoint=str(final)), "random-init": build_encoder("random", like=str(final)),
+                    "mae": build_encoder("mae_tiny", checkpoint=mae_ckpt, **mae_kw)}
+        for label, enc in encoders.items():
+            enc.name = label
             rows += layer_sweep(enc, data, epochs=3 if cfg.fast else 60)
         write_sweep(rows, d, chance=data.chance())
-        best = {f"{e}/{p}": best_row([r for r in rows if r["encoder"] == e], p) for e in ("toto", "random-init toto") for p in ("attention", "average")}
+        best = {f"{e}/{p}": best_row([r for r in rows if r["encoder"] == e], p) for e in encoders for p in ("attention", "average")}
         return {"best": best, "chance": data.chance(), "rows": rows}
 
     st_probe = cache.run("probe", probe_cfg, probe)
@@ -175,9 +200,11 @@ def run_demo(cfg: DemoConfig) -> Path:
 
     # 7. compare --------------------------------------------------------------------------
     best_layer = st_probe.result["best"]["toto/attention"]["layer"]
+    mae_layer = st_probe.result["best"]["mae/attention"]["layer"]
     encoders = {"toto": {"name": "toto", "checkpoint": str(final), "layer": best_layer, "pooling": "attention"},
+                "mae": {"name": "mae_tiny", "checkpoint": mae_ckpt, "layer": mae_layer, "pooling": "attention", **mae_kw},
                 "random-init": {"name": "random", "like": str(final), "layer": best_layer, "pooling": "attention"}}
-    cmp_cfg = {"upstream": [str(st_pre.dir), str(st_demos.dir)], "encoders": encoders, "seeds": cfg.seeds, "episodes": cfg.eval_episodes,
+    cmp_cfg = {"upstream": [str(st_pre.dir), str(st_mae.dir), str(st_demos.dir)], "encoders": encoders, "seeds": cfg.seeds, "episodes": cfg.eval_episodes,
                "epochs": cfg.bc_epochs}
 
     def compare_stage(d: Path) -> dict:
@@ -196,6 +223,10 @@ def run_demo(cfg: DemoConfig) -> Path:
     report = write_report(cfg, out, stages, time.perf_counter() - t_start)
     log.info("demo report: %s", report)
     return report
+
+
+def mae_cfg_batch(cfg: DemoConfig) -> int:
+    return 8 if cfg.fast else 64
 
 
 def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float) -> Path:
@@ -241,6 +272,12 @@ def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float) -> Pa
     run = by["pretrain"].dir / "run"
     s.figures.append((keep(run / "loss_curve.png", "pretrain_loss.png"), "pre-training loss"))
 
+    mm = by["mae"].result
+    s.text.append(f"Baseline: a tiny MAE (ViT, {mm['params'] / 1e6:.1f}M params, 75% masking) trained on the same frames for the same "
+                  f"number of steps ({mm['steps']}, batch {mae_cfg_batch(cfg)}): masked-patch loss {mm['first_loss']:.3f} -> "
+                  f"{mm['final_loss']:.3f} (held-out {mm['heldout_loss']:.3f}).")
+    s.figures.append((keep(by["mae"].dir / "loss_curve.png", "mae_loss.png"), "MAE pre-training loss (baseline)"))
+
     s = r.section("5. Probing the frozen encoder")
     best, chance = by["probe"].result["best"], by["probe"].result["chance"]
     s.text.append("Task: where is the cube (3 x 3 grid on the table) from one camera frame, with the arm in random poses. "
@@ -258,7 +295,7 @@ def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float) -> Pa
                        f"[{100 * float(x['ci_low']):.0f}, {100 * float(x['ci_high']):.0f}]", f"{float(x['val_loss']):.4f}"] for x in rows]))
     s.figures.append((keep(by["compare"].dir / "success.png", "bc_success.png"), "success rate (95% Wilson interval)"))
     s.figures.append((keep(by["compare"].dir / "learning_curves.png", "bc_learning_curves.png"), "BC learning curves"))
-    for label in ("toto", "random-init"):
+    for label in ("toto", "mae", "random-init"):
         video = by["compare"].dir / "runs" / cfg.bc_task / label / f"seed{cfg.seeds[0]}" / "rollouts.mp4"
         s.figures.append((keep(video, f"rollouts_{label}.mp4"), f"{label}: first evaluation rollouts"))
 

@@ -36,7 +36,8 @@ class DemoConfig:
     fast: bool = False
     image_size: int = 64
     video_tasks: list[str] = field(default_factory=lambda: ["franka_pick", "franka_cabinet", "kuka_pick", "kuka_cabinet"])
-    video_episodes: int = 25  # per task
+    video_episodes: int = 25  # scripted-expert episodes per task
+    random_episodes: int = 5  # random-action episodes per task
     tokenizer: dict = field(default_factory=lambda: {"kind": "vq", "params": {"vocab_size": 512, "width": 32, "code_dim": 16, "downsample": 8}})
     tokenizer_steps: int = 600
     num_frames: int = 8
@@ -54,7 +55,7 @@ class DemoConfig:
     def shrink(self) -> "DemoConfig":
         """The same pipeline at smoke-test size (about a minute on 2 cores)."""
         return DemoConfig(out_dir=self.out_dir, cache_dir=self.cache_dir, fast=True, image_size=32,
-                          video_tasks=["franka_cabinet"], video_episodes=3, tokenizer={**self.tokenizer, "params": {**self.tokenizer["params"], "vocab_size": 64}},
+                          video_tasks=["franka_cabinet"], video_episodes=3, random_episodes=1, tokenizer={**self.tokenizer, "params": {**self.tokenizer["params"], "vocab_size": 64}},
                           tokenizer_steps=5, num_frames=2, pretrain_steps=4, batch_tokens=256, probe_train=24, probe_val=12,
                           bc_task=self.bc_task, bc_episodes=4, bc_epochs=2, seeds=[0], eval_episodes=1, device=self.device)
 
@@ -72,20 +73,27 @@ def run_demo(cfg: DemoConfig) -> Path:
     stages = []
 
     # 1. videos ---------------------------------------------------------------------------
-    vid_cfg = {"tasks": cfg.video_tasks, "episodes": cfg.video_episodes, "image_size": cfg.image_size, "noise": 0.2}
+    vid_cfg = {"tasks": cfg.video_tasks, "episodes": cfg.video_episodes, "random_episodes": cfg.random_episodes, "image_size": cfg.image_size,
+               "noise": 0.2}
 
     def videos(d: Path) -> dict:
         from toto_robot.sim_envs.collect import CollectConfig, collect
 
         rates = {}
-        for task in cfg.video_tasks:
+        for task in cfg.video_tasks:  # scripted experts with exploration noise, domain-randomized
             ds = collect(CollectConfig(task=task, episodes=cfg.video_episodes, out_dir=str(d / task), image_size=cfg.image_size, noise=0.2, seed=1000))
             rates[task] = json.loads((ds / "summary.json").read_text())["success_rate"]
-        return {"expert_success": rates, "videos": sum(len(list((d / t / "videos").glob("*.mp4"))) for t in cfg.video_tasks)}
+            if cfg.random_episodes:  # plus random exploration: the arm wandering, nothing solved
+                collect(CollectConfig(task=task, episodes=cfg.random_episodes, out_dir=str(d / "random" / task), image_size=cfg.image_size,
+                                      mode="random", seed=5000, preview_episodes=0))
+        return {"expert_success": rates, "videos": len(list(d.glob("**/videos/*.mp4")))}
 
     st_videos = cache.run("videos", vid_cfg, videos)
     stages.append(st_videos)
     datasets = [{"name": f"sim_{t}", "kind": "video", "path": str(st_videos.dir / t / "videos"), "clips_per_video": 4} for t in cfg.video_tasks]
+    if cfg.random_episodes:
+        datasets += [{"name": f"random_{t}", "kind": "video", "path": str(st_videos.dir / "random" / t / "videos"), "clips_per_video": 4}
+                     for t in cfg.video_tasks]
     datasets.append({"name": "images", "kind": "bundled_images", "count": 32 if cfg.fast else 64})
 
     # 2. tokenizer ------------------------------------------------------------------------
@@ -165,14 +173,14 @@ def run_demo(cfg: DemoConfig) -> Path:
     mae_kw = {} if cfg.image_size == 64 else {"img_size": cfg.image_size}
 
     # 5. probe ----------------------------------------------------------------------------
-    probe_cfg = {"upstream": [str(st_pre.dir), str(st_mae.dir)], "n_train": cfg.probe_train, "n_val": cfg.probe_val, "image_size": cfg.image_size}
+    probe_cfg = {"upstream": [str(st_pre.dir), str(st_mae.dir)], "task": cfg.bc_task, "n_train": cfg.probe_train, "n_val": cfg.probe_val, "image_size": cfg.image_size}
 
     def probe(d: Path) -> dict:
         from toto_robot.encoders import build_encoder
         from toto_robot.probes import best_row, layer_sweep, sim_probe_data
         from toto_robot.probes.sweep import write_sweep
 
-        data = sim_probe_data("franka_pick", "position", cfg.probe_train, cfg.probe_val, cfg.image_size, seed=7)
+        data = sim_probe_data(cfg.bc_task, "position", cfg.probe_train, cfg.probe_val, cfg.image_size, seed=7)
         rows = []
         encoders = {"toto": build_encoder("toto", checkpoint=str(final)), "random-init": build_encoder("random", like=str(final)),
                     "mae": build_encoder("mae_tiny", checkpoint=mae_ckpt, **mae_kw)}
@@ -252,7 +260,8 @@ def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float) -> Pa
 
     s = r.section("1. Simulated robot videos")
     rates = by["videos"].result["expert_success"]
-    s.text.append(f"{by['videos'].result['videos']} scripted-expert episodes at {cfg.image_size} px, rendered to H.264. "
+    s.text.append(f"{by['videos'].result['videos']} episodes at {cfg.image_size} px ({cfg.video_episodes} scripted-expert and "
+                  f"{cfg.random_episodes} random-action per task, lighting/colour/camera randomized), rendered to H.264. "
                   "Expert success: " + ", ".join(f"{t} {100 * v:.0f}%" for t, v in rates.items()) + ".")
     for t in cfg.video_tasks:
         s.figures.append((keep(by["videos"].dir / t / "preview.mp4", f"{t}_preview.mp4"), f"{t}: first episodes"))
@@ -280,7 +289,8 @@ def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float) -> Pa
 
     s = r.section("5. Probing the frozen encoder")
     best, chance = by["probe"].result["best"], by["probe"].result["chance"]
-    s.text.append("Task: where is the cube (3 x 3 grid on the table) from one camera frame, with the arm in random poses. "
+    s.text.append(f"Task: where is the {'cube' if 'pick' in cfg.bc_task else 'cabinet'} of {cfg.bc_task} (3 x 3 grid over its reset range) "
+                  "from one camera frame, with the arm in random poses. "
                   f"Majority-class accuracy {100 * chance:.0f}%.")
     s.tables.append((["encoder / pooling", "best layer", "val accuracy"],
                      [[k, f"{v['layer']}", f"{100 * v['val_acc']:.1f}%"] for k, v in best.items()]))

@@ -1,8 +1,9 @@
 """Labelled probing sets built from what the project generates (no downloads).
 
 * ``sim``: frames of a MuJoCo task after a few random arm motions; the label is the object's
-  position on the table in a 3 x 3 grid (``target="position"``, spatial information a policy
-  needs) or its colour (``target="colour"``). The arm pose is a nuisance the probe must ignore.
+  (cube's, or cabinet's) position on the table in a 3 x 3 grid over its reset range
+  (``target="position"``, spatial information a policy needs) or its colour (``target="colour"``).
+  The arm pose is a nuisance the probe must ignore.
 * ``image_folder``: your own labelled images in torchvision's ImageFolder layout (``root/<class>/*.jpg``).
 * ``shapes_motion``: short clips of one moving shape; the label is its direction of motion
   (4 diagonal classes), which a single frame cannot tell: a probe for video features.
@@ -50,8 +51,11 @@ def sim_probe_data(task: str = "franka_pick", target: str = "position", n_train:
         raise ValueError(f"sim probe target must be 'position' or 'colour', got {target!r}")
     env = make_env(task, image_size=image_size, randomization={"lighting": True, "colors": False, "camera_jitter": 0.005})
     base = env.unwrapped
-    if target == "position" and not isinstance(base.task, PickTask):
-        raise ValueError(f"target 'position' needs a pick task (an object on the table), got {task!r}")
+    # position target: the object's (cube's or cabinet's) table position in a 3 x 3 grid over its reset range
+    if isinstance(base.task, PickTask):
+        where, (x0, x1), (y0, y1) = (lambda: base.task.cube_pos(base)), (0.45, 0.62), (-0.15, 0.15)
+    else:
+        where, (x0, x1), (y0, y1) = (lambda: base.data.body("cabinet").xpos.copy()), (0.76, 0.82), (-0.1, 0.1)
     rng = np.random.default_rng(seed)
     xs, ys = [], []
     for i in tqdm(range(n_train + n_val), desc=f"probe data {task}/{target}", unit="img", leave=False):
@@ -62,9 +66,9 @@ def sim_probe_data(task: str = "franka_pick", target: str = "position", n_train:
         if target == "colour":
             ys.append(base.task.label(base))
         else:
-            x, y = base.task.cube_pos(base)[:2]
-            bx = int(np.clip((x - 0.45) / (0.62 - 0.45) * 3, 0, 2))
-            by = int(np.clip((y + 0.15) / 0.30 * 3, 0, 2))
+            x, y = where()[:2]
+            bx = int(np.clip((x - x0) / (x1 - x0) * 3, 0, 2))
+            by = int(np.clip((y - y0) / (y1 - y0) * 3, 0, 2))
             ys.append(3 * bx + by)
     env.close()
     classes = [f"x{i // 3}y{i % 3}" for i in range(9)] if target == "position" else [f"colour{i}" for i in range(len(COLORS))]

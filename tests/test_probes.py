@@ -92,3 +92,12 @@ def test_image_folder_dataset_splits_per_class_and_skips_broken_files(tmp_path):
     assert data.x_train.shape == (8, 32, 32, 3) and data.x_val.shape == (2, 32, 32, 3)
     assert sorted(data.y_val.tolist()) == [0, 1]
     assert data.x_train[data.y_train == 1][..., 2].mean() > 150  # the blue class is blue
+
+
+def test_sim_position_labels_cover_the_grid_for_pick_and_cabinet():
+    from toto_robot.probes import sim_probe_data
+
+    for task in ("kuka_pick", "franka_cabinet"):
+        data = sim_probe_data(task, "position", n_train=30, n_val=10, image_size=32, seed=1)
+        assert data.x_train.shape == (30, 32, 32, 3) and data.num_classes == 9
+        assert len(np.unique(np.concatenate([data.y_train, data.y_val]))) >= 4  # spread over the grid, not one bin

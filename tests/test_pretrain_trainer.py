@@ -101,3 +101,44 @@ def test_torchrun_ddp_with_gloo_two_processes(tmp_path):
     assert cfg["world_size"] == 2 and cfg["grad_accum"] == 1  # 2 ranks x 4 sequences x 65 tokens = 520
     assert len(_losses(tmp_path / "run")) == 6
     Toto.from_pretrained(tmp_path / "run" / "final")
+
+
+def test_power_law_fit_recovers_known_exponent_and_param_count_matches_the_model():
+    from toto_robot.model.toto import Toto, TotoConfig
+    from toto_robot.pretrain.scaling import fit_power_law, non_embedding_params
+
+    c = np.array([1e9, 1e10, 1e11, 1e12])
+    a, b = fit_power_law(c, 7.0 * c**-0.05)
+    assert a == pytest.approx(7.0, rel=1e-6) and b == pytest.approx(-0.05, rel=1e-6)
+    model = Toto(TotoConfig(n_layer=3, n_head=2, n_embd=64, mlp_hidden=256, block_size=65, vocab_size=68, tokens_per_frame=16))
+    assert non_embedding_params(64, 3) == model.num_params(non_embedding=True)
+
+
+@pytest.mark.slow
+def test_scaling_sweep_trains_each_width_and_writes_the_fit(tmp_path):
+    from toto_robot.pretrain.scaling import ScalingConfig, scaling_sweep
+
+    fit = scaling_sweep(ScalingConfig(shards=str(make_shards(tmp_path / "shards")), out_dir=str(tmp_path / "sc"), widths=[32, 64], n_layer=1,
+                                      steps=6, batch_tokens=4 * 65, micro_batch=4))
+    assert [r["width"] for r in fit["runs"]] == [32, 64] and fit["runs"][1]["compute"] > fit["runs"][0]["compute"]
+    assert np.isfinite(fit["a"]) and np.isfinite(fit["b"])
+    assert (tmp_path / "sc" / "scaling.png").is_file() and (tmp_path / "sc" / "scaling.csv").is_file()
+
+
+def test_resolution_fine_tune_continues_a_model_at_4x_tokens_per_frame_with_a_new_rope_base(tmp_path):
+    base = pretrain(cfg_for(tmp_path, max_steps=4, checkpoint_every=4))
+    big_hw = 4 * HW  # 16x16 -> 32x32 tokens in the paper; 4x4 -> 8x8 here
+    rng = np.random.default_rng(1)
+    seqs = [np.concatenate([[1], rng.integers(0, V, T * big_hw) + 4, [2]]) for _ in range(16)]
+    w = ShardWriter(tmp_path / "big", T * big_hw + 2, V + 4, {"name": "test", "hash": "h", "tokens_per_frame": big_hw})
+    w.write("clips", np.stack(seqs), "sim", "video")
+    ft = pretrain(cfg_for(tmp_path, shards=str(tmp_path / "big"), out_dir=str(tmp_path / "ft"), init_from=str(base / "final"),
+                          model_overrides={"n_layer": 2, "rope_base": 50000.0}, max_steps=2, checkpoint_every=2))
+    old, new = Toto.from_pretrained(base / "final"), Toto.from_pretrained(ft / "final")
+    assert new.config.block_size == T * big_hw + 1 and new.config.rope_base == 50000.0 and new.config.tokens_per_frame == big_hw
+    assert old.config.block_size == T * HW + 1
+    # started from the base weights: after two small steps the embeddings are still close to them
+    torch.manual_seed(5)
+    fresh = Toto(new.config)
+    moved = (new.tok_emb.weight - old.tok_emb.weight).abs().mean()
+    assert moved < 0.5 * (fresh.tok_emb.weight - old.tok_emb.weight).abs().mean()

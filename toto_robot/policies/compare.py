@@ -113,7 +113,7 @@ def plot_success(summary: list[dict], path: Path) -> None:
     tasks = sorted({r["task"] for r in summary})
     encs = list(dict.fromkeys(r["encoder"] for r in summary))
     width = 0.8 / max(1, len(encs))
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(tasks), 3.4), dpi=120)
+    fig, ax = plt.subplots(figsize=(3.0 + 1.6 * len(tasks), 3.4), dpi=120)
     cell = {(r["task"], r["encoder"]): r for r in summary}
     for j, e in enumerate(encs):
         xs, ys, err = [], [], [[], []]
@@ -128,7 +128,7 @@ def plot_success(summary: list[dict], path: Path) -> None:
     ax.set_xticks(range(len(tasks)), tasks, fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("success rate")
-    ax.set_title("behaviour cloning on frozen encoders")
+    ax.set_title("BC on frozen encoders")
     ax.legend(fontsize=7)
     save_figure(fig, path)
 

@@ -39,6 +39,12 @@ class FrozenEncoderExtractor(BaseFeaturesExtractor):
         self.encoder = encoder
         self.state_norm = nn.LayerNorm(state_dim)
 
+    def apply(self, fn):
+        """SB3 re-initialises the whole feature extractor (orthogonal init) when it builds the policy;
+        the frozen encoder must keep its pretrained weights, so only the state normaliser is touched."""
+        self.state_norm.apply(fn)
+        return self
+
     def forward(self, obs: dict) -> torch.Tensor:
         img = obs[OBS_IMAGE]
         if img.shape[1] == 3 and img.shape[-1] != 3:  # SB3's VecTransposeImage made it channels-first

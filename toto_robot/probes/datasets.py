@@ -126,7 +126,7 @@ def image_folder_data(root: str, image_size: int = 64, val_fraction: float = 0.2
             except VideoDecodeError as e:
                 log.warning("skipping %s", e)
                 continue
-            x = to_model_input(torch.from_numpy(img)[None], image_size)
+            x = to_model_input(torch.from_numpy(np.array(img))[None], image_size)
             imgs.append((x[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
         if len(imgs) < 2:
             raise ValueError(f"{root}/{name}: fewer than two readable images")

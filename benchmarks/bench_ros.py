@@ -44,6 +44,7 @@ def main() -> None:
     ap.add_argument("--hz", type=float, default=30)
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--encoder-dir", default="")
+    ap.add_argument("--threads", type=int, default=1, help="the node's torch_threads parameter (0 = torch default)")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp()
     enc_dir = args.encoder_dir or str(Path(tmp) / "enc")
@@ -55,7 +56,8 @@ def main() -> None:
         direct = timeit(lambda: enc(frame[None]), repeat=20, warmup=3)
 
     rclpy.init()
-    node = EncoderNode(parameter_overrides=[Parameter("encoder_dir", value=enc_dir), Parameter("report_every_s", value=1e6)])
+    node = EncoderNode(parameter_overrides=[Parameter("encoder_dir", value=enc_dir), Parameter("report_every_s", value=1e6),
+                                        Parameter("torch_threads", value=args.threads)])
     peer = rclpy.create_node("bench_camera")
     sent: dict[int, float] = {}
     latencies = []

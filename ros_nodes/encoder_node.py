@@ -34,6 +34,7 @@ DEFAULTS = {
     "features_topic": "toto/features",
     "device": "cpu",
     "report_every_s": 10.0,
+    "torch_threads": 1,  # intra-op threads for inference; 1 leaves cores to DDS and the executor (0 = torch default)
 }
 
 
@@ -41,6 +42,8 @@ class EncoderNode(Node):
     def __init__(self, **node_kwargs):
         super().__init__("toto_encoder", **node_kwargs)
         self.p = p = declare(self, DEFAULTS)
+        if p["torch_threads"] > 0:
+            torch.set_num_threads(p["torch_threads"])
         if p["encoder_dir"]:
             self.encoder = load_encoder(p["encoder_dir"], map_location=p["device"])
         else:

@@ -48,6 +48,18 @@ def state_msg_class(kind: str):
     raise ValueError(f"state_msg_type must be 'array' (std_msgs/Float32MultiArray) or 'joint_state' (sensor_msgs/JointState), got {kind!r}")
 
 
+class StateSubscriber:
+    """Mixin for nodes that keep the latest robot state: ``self.state`` (None until a valid message)."""
+
+    state: np.ndarray | None = None
+
+    def on_state(self, msg) -> None:
+        try:
+            self.state = state_from_msg(msg)
+        except ValueError as e:
+            self.get_logger().error(f"dropping state: {e}", throttle_duration_sec=5.0)
+
+
 class LatestWorker:
     """Runs ``handler(item)`` on a background thread for the newest submitted item only, so a slow
     model never blocks the executor and never works through a backlog. Keeps latency/rate stats."""

@@ -23,7 +23,7 @@ from std_srvs.srv import SetBool, Trigger
 from toto_robot.data.demos import DemoMeta, DemoWriter
 from toto_robot.encoders.base import to_model_input
 from toto_robot.ros.convert import ImageEncodingError, image_msg_to_array, multiarray_to_array
-from toto_robot.ros_nodes.common import declare, spin, state_from_msg, state_msg_class
+from toto_robot.ros_nodes.common import StateSubscriber, declare, spin, state_msg_class
 
 DEFAULTS = {
     "output_dir": "",
@@ -41,7 +41,7 @@ DEFAULTS = {
 }
 
 
-class DemoRecorderNode(Node):
+class DemoRecorderNode(StateSubscriber, Node):
     def __init__(self, **node_kwargs):
         super().__init__("toto_demo_recorder", **node_kwargs)
         self.p = p = declare(self, DEFAULTS)
@@ -64,12 +64,6 @@ class DemoRecorderNode(Node):
         self.get_logger().info(f"recording to {p['output_dir']} ({'recording' if self.recording else 'call ~/start'})")
 
     # ---- data ----
-    def on_state(self, msg) -> None:
-        try:
-            self.state = state_from_msg(msg)
-        except ValueError as e:
-            self.get_logger().error(f"dropping state: {e}", throttle_duration_sec=5.0)
-
     def on_image(self, msg: Image) -> None:
         if not self.recording:
             return

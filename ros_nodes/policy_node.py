@@ -26,7 +26,7 @@ from std_srvs.srv import SetBool
 from toto_robot.encoders.base import FrameFormatError
 from toto_robot.policies import load_policy
 from toto_robot.ros.convert import ImageEncodingError, array_to_multiarray, image_msg_to_array
-from toto_robot.ros_nodes.common import declare, sensor_qos, spin, state_from_msg, state_msg_class
+from toto_robot.ros_nodes.common import StateSubscriber, declare, sensor_qos, spin, state_msg_class
 
 DEFAULTS = {
     "policy_dir": "",
@@ -52,7 +52,7 @@ def gate_action(action: np.ndarray, max_norm: float) -> np.ndarray:
     return a
 
 
-class PolicyNode(Node):
+class PolicyNode(StateSubscriber, Node):
     def __init__(self, **node_kwargs):
         super().__init__("toto_policy", **node_kwargs)
         self.p = p = declare(self, DEFAULTS)
@@ -73,12 +73,6 @@ class PolicyNode(Node):
         self.create_timer(1.0 / p["rate_hz"], self.tick)
         self.get_logger().info(f"policy {p['policy_dir']} ({self.policy.meta.get('task', '?')}): "
                                f"{p['image_topic']} + {p['state_topic']} -> {p['action_topic']} at {p['rate_hz']} Hz")
-
-    def on_state(self, msg) -> None:
-        try:
-            self.state = state_from_msg(msg)
-        except ValueError as e:
-            self.get_logger().error(f"dropping state: {e}", throttle_duration_sec=5.0)
 
     def on_image(self, msg: Image) -> None:
         try:

@@ -8,7 +8,6 @@ Writes ``mae_vit.safetensors`` (MAE checkpoint layout), ``metrics.csv``, ``loss_
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from tqdm.auto import tqdm
 from toto_robot.encoders.vit import VIT_CONFIGS, ViTConfig
 from toto_robot.mae.model import MAE, MAEConfig
 from toto_robot.pretrain.schedule import lr_at
-from toto_robot.utils.io import atomic_save_json, atomic_save_tensors, atomic_write
+from toto_robot.utils.io import atomic_save_json, atomic_save_tensors, atomic_write_csv
 from toto_robot.utils.plots import pyplot, save_figure
 
 
@@ -83,10 +82,7 @@ def pretrain_mae(cfg: MAEPretrainConfig, frames: np.ndarray, **vit_overrides) ->
         torch.manual_seed(cfg.seed + 1)
         held_loss = float(np.mean([model(batch(held[i:i + 64]))[0].item() for i in range(0, len(held), 64)]))
     atomic_save_tensors(model.checkpoint_state_dict(), out / "mae_vit.safetensors")
-    with atomic_write(out / "metrics.csv", "w") as f:
-        w = csv.DictWriter(f, fieldnames=["step", "loss", "lr"])
-        w.writeheader()
-        w.writerows(rows)
+    atomic_write_csv(rows, out / "metrics.csv", ["step", "loss", "lr"])
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
     ax.plot([r["step"] for r in rows], [r["loss"] for r in rows])

@@ -12,7 +12,7 @@ next patch (normalized-pixel MSE, the paper's patch-patch ablation).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import NamedTuple
 

@@ -10,7 +10,6 @@ Writes ``policy/`` (see ``policy.py``), ``metrics.csv`` (per-epoch losses and, w
 """
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -27,7 +26,7 @@ from toto_robot.encoders import build_encoder, load_encoder
 from toto_robot.policies.policy import Policy
 from toto_robot.probes.sweep import extract_tokens
 from toto_robot.utils.plots import pyplot, save_figure
-from toto_robot.utils.io import atomic_save_json, atomic_write
+from toto_robot.utils.io import atomic_save_json, atomic_write_csv
 
 log = logging.getLogger(__name__)
 
@@ -151,10 +150,7 @@ def _val_loss(policy: Policy, val, device) -> float:
 
 def _write_metrics(history: list[dict], out: Path) -> None:
     keys = sorted({k for r in history for k in r}, key=["epoch", "train_loss", "val_loss", "success_rate"].index)
-    with atomic_write(out / "metrics.csv", "w") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        w.writerows(history)
+    atomic_write_csv(history, out / "metrics.csv", keys)
     plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)

@@ -25,7 +25,7 @@ from toto_robot.policies.bc import BCConfig, train_bc
 from toto_robot.policies.evaluate import evaluate_policy, wilson_interval
 from toto_robot.policies.policy import load_policy
 from toto_robot.utils.plots import pyplot, save_figure
-from toto_robot.utils.io import atomic_save_json, atomic_write
+from toto_robot.utils.io import atomic_save_json, atomic_write, atomic_write_csv
 
 
 @dataclass
@@ -102,10 +102,7 @@ def markdown_table(summary: list[dict]) -> str:
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:
-    with atomic_write(path, "w") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    atomic_write_csv(rows, path)
 
 
 def plot_success(summary: list[dict], path: Path) -> None:

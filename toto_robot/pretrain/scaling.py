@@ -7,7 +7,6 @@ compute C = 6 * N * D (N non-embedding parameters, D training tokens).
 """
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from toto_robot.pretrain.trainer import PretrainConfig, pretrain
-from toto_robot.utils.io import atomic_save_json, atomic_write
+from toto_robot.utils.io import atomic_save_json, atomic_write_csv
 from toto_robot.utils.plots import pyplot, save_figure
 
 
@@ -60,10 +59,7 @@ def scaling_sweep(cfg: ScalingConfig) -> dict:
         tokens = metrics["steps"] * json.loads((run / "pretrain_config.json").read_text())["tokens_per_step"]
         rows.append({"width": width, "params": n, "tokens": tokens, "compute": 6.0 * n * tokens, "eval_loss": metrics["eval_loss"]})
     a, b = fit_power_law(np.array([r["compute"] for r in rows]), np.array([r["eval_loss"] for r in rows]))
-    with atomic_write(out / "scaling.csv", "w") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    atomic_write_csv(rows, out / "scaling.csv")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.6), dpi=120)
     c = np.array([r["compute"] for r in rows])

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import random
 import shutil
 import time

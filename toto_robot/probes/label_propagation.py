@@ -78,10 +78,9 @@ def propagation_j(encoder: Encoder, videos: list[tuple[np.ndarray, np.ndarray]],
 
 def propagation_sweep(encoder: Encoder, videos, layers: list[int] | None = None, out_dir=None, **kw) -> list[dict]:
     """J of label propagation at each layer; with ``out_dir`` writes ``label_propagation.csv`` and ``.png``."""
-    import csv
     from pathlib import Path
 
-    from toto_robot.utils.io import atomic_write
+    from toto_robot.utils.io import atomic_write_csv
     from toto_robot.utils.plots import pyplot, save_figure
 
     layers = list(range(1, encoder.num_layers + 1)) if layers is None else list(layers)
@@ -89,10 +88,7 @@ def propagation_sweep(encoder: Encoder, videos, layers: list[int] | None = None,
             for l in layers]
     if out_dir is not None:
         out = Path(out_dir)
-        with atomic_write(out / "label_propagation.csv", "w") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
+        atomic_write_csv(rows, out / "label_propagation.csv")
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
         ax.plot([r["depth"] for r in rows], [r["J"] for r in rows], marker="o", label=encoder.name)

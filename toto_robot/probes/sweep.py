@@ -7,7 +7,6 @@ middle of the stack; ``result.json`` records the best layer so an encoder can be
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from toto_robot.encoders.base import Encoder
 from toto_robot.probes.datasets import ProbeData
 from toto_robot.probes.probe import train_probe
 from toto_robot.utils.plots import pyplot, save_figure
-from toto_robot.utils.io import atomic_save_json, atomic_write
+from toto_robot.utils.io import atomic_save_json, atomic_write_csv
 
 
 @torch.no_grad()
@@ -58,10 +57,7 @@ def best_row(rows: list[dict], pooling: str | None = None) -> dict:
 
 def write_sweep(rows: list[dict], out: Path, chance: float | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / "layer_sweep.csv", "w") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    atomic_write_csv(rows, out / "layer_sweep.csv")
     best = {p: best_row(rows, p) for p in sorted({r["pooling"] for r in rows})}
     atomic_save_json({"best": best, "chance": chance}, out / "result.json")
     plot_sweep(rows, out / "layer_sweep.png", chance)

@@ -60,7 +60,7 @@ def array_to_image_msg(img: np.ndarray, encoding: str = "rgb8", stamp=None, fram
     return msg
 
 
-def array_to_multiarray(x) -> "Float32MultiArray":  # noqa: F821
+def array_to_multiarray(x):
     from std_msgs.msg import Float32MultiArray, MultiArrayDimension
 
     x = np.asarray(x, dtype=np.float32).reshape(-1)

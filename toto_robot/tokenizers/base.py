@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from toto_robot.utils.io import CheckpointError, load_pretrained, report_key_mismatch, save_pretrained
+from toto_robot.utils.io import CheckpointError, report_key_mismatch, save_pretrained
 
 
 class TokenizerInputError(ValueError):

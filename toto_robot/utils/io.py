@@ -98,3 +98,13 @@ def report_key_mismatch(missing: list[str], unexpected: list[str], source: str) 
     if unexpected:
         lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected[:20])}{' ...' if len(unexpected) > 20 else ''}")
     return "\n".join(lines)
+
+
+def atomic_write_csv(rows: list[dict], path: str | os.PathLike, fieldnames: list[str] | None = None) -> None:
+    """A table of dicts as CSV with a header row, written atomically."""
+    import csv
+
+    with atomic_write(path, "w") as f:
+        w = csv.DictWriter(f, fieldnames=fieldnames or list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)

@@ -43,7 +43,7 @@ def compare(cfg: CompareConfig) -> Path:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_save_json(asdict(cfg), out / "compare_config.json")
-    missing = [t for t in cfg.tasks if t not in cfg.demos]
+    missing = [t for t in cfg.tasks if not cfg.demos.get(t)]
     if missing:
         raise ValueError(f"no demonstrations given for tasks {missing}")
     rows = []

@@ -44,10 +44,15 @@ class ManipulationEnv(gym.Env):
 
         spec = build_arena()
         robot_spec = build_robot_spec(self.robot)
-        robot_spec.body(f"{GRIPPER_PREFIX}eef").add_camera(name="wrist", pos=[0, 0, -0.16], quat=[0, 1, 0, 0], fovy=75) if wrist_camera else None
+        if wrist_camera or camera == "wrist":  # a camera on the hand looking down the fingers
+            robot_spec.body(f"{GRIPPER_PREFIX}eef").add_camera(name="wrist", pos=[0, 0, -0.16], quat=[0, 1, 0, 0], fovy=75)
         spec.worldbody.add_frame(pos=[0, 0, 0.4]).attach_body(robot_spec.body("base"), PREFIX, "")
         self.task.build(spec)
         self.model = spec.compile()
+        cameras = [mujoco.mj_id2name(self.model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(self.model.ncam)]
+        self.camera = PREFIX + "wrist" if camera == "wrist" else camera  # robot cameras carry the robot's prefix
+        if self.camera not in cameras:
+            raise ValueError(f"unknown camera {camera!r}; this scene has {', '.join(['wrist'] + [c for c in cameras if not c.endswith('wrist')])}")
         self.data = mujoco.MjData(self.model)
         self.n_substeps = int(round(CONTROL_DT / self.model.opt.timestep))
         m = self.model
@@ -174,7 +179,7 @@ class ManipulationEnv(gym.Env):
     def _obs(self) -> dict:
         obs = {"image": self._render_camera(self.camera), "state": self._state()}
         if self.wrist_camera:
-            obs["wrist_image"] = self._render_camera("wrist")
+            obs["wrist_image"] = self._render_camera(PREFIX + "wrist")
         return obs
 
     def render(self):

@@ -37,6 +37,7 @@ class CollectConfig:
     episodes: int = 20
     out_dir: str = "runs/demos/franka_pick"
     image_size: int = 64
+    camera: str = "agentview"  # agentview | sideview | wrist
     mode: str = "expert"  # expert | random
     noise: float = 0.1  # expert exploration noise (in action units), more diverse videos
     seed: int = 0
@@ -81,11 +82,11 @@ def collect(cfg: CollectConfig) -> Path:
     if cfg.mode not in ("expert", "random"):
         raise ValueError(f"collect mode must be 'expert' or 'random', got {cfg.mode!r}")
     out = Path(cfg.out_dir)
-    env = make_env(cfg.task, image_size=cfg.image_size, randomization=cfg.randomization)
+    env = make_env(cfg.task, image_size=cfg.image_size, camera=cfg.camera, randomization=cfg.randomization)
     base = env.unwrapped
     meta = DemoMeta(source="sim", task=cfg.task, image_size=(cfg.image_size, cfg.image_size),
                     state_dim=env.observation_space["state"].shape[0], action_dim=env.action_space.shape[0],
-                    fps=1.0 / CONTROL_DT, action_space=base.control, extra={"mode": cfg.mode, "noise": cfg.noise})
+                    fps=1.0 / CONTROL_DT, action_space=base.control, extra={"mode": cfg.mode, "noise": cfg.noise, "camera": cfg.camera})
     writer = DemoWriter(out, meta)
     atomic_save_json(asdict(cfg), out / "collect_config.json")
     state_path = out / "collect_state.json"

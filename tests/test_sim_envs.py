@@ -106,3 +106,16 @@ def test_vectorized_envs_step_in_lockstep():
     obs, r, term, trunc, info = envs.step(np.zeros((2, 4), np.float32))
     assert r.shape == (2,) and not np.array_equal(obs["image"][0], obs["image"][1])
     envs.close()
+
+
+def test_wrist_and_side_cameras_render_their_own_views_and_bad_names_are_refused():
+    env = make_env("franka_pick", image_size=32, wrist_camera=True)
+    obs, _ = env.reset(seed=0)
+    assert obs["wrist_image"].shape == (32, 32, 3) and obs["wrist_image"].std() > 5
+    assert not np.array_equal(obs["wrist_image"], obs["image"])
+    side, _ = make_env("franka_pick", image_size=32, camera="sideview").reset(seed=0)
+    wrist, _ = make_env("franka_pick", image_size=32, camera="wrist").reset(seed=0)
+    np.testing.assert_array_equal(wrist["image"], obs["wrist_image"])
+    assert not np.array_equal(side["image"], obs["image"])
+    with pytest.raises(ValueError, match="unknown camera 'top'"):
+        make_env("franka_pick", camera="top")

@@ -12,7 +12,7 @@ from toto_robot.sim_envs.collect import CollectConfig, collect
 
 def to_config(cfg: DictConfig) -> CollectConfig:
     c = OmegaConf.to_container(cfg.collect, resolve=True)
-    return CollectConfig(task=cfg.task.name, image_size=cfg.task.image_size, out_dir=str(cfg.out_dir), **c)
+    return CollectConfig(task=cfg.task.name, image_size=cfg.task.image_size, camera=cfg.task.camera, out_dir=str(cfg.out_dir), **c)
 
 
 @hydra.main(config_path="pkg://toto_robot.configs", config_name="collect", version_base="1.3")

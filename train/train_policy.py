@@ -33,7 +33,7 @@ def run(cfg: DictConfig) -> Path:
         from toto_robot.policies.ppo import PPOConfig, train_ppo
 
         p["net_arch"] = tuple(p["net_arch"])
-        return train_ppo(PPOConfig(task=cfg.task.name, image_size=cfg.task.image_size, out_dir=str(out), encoder=encoder_spec(cfg),
+        return train_ppo(PPOConfig(task=cfg.task.name, image_size=cfg.task.image_size, camera=cfg.task.camera, out_dir=str(out), encoder=encoder_spec(cfg),
                                    seed=cfg.seed, device=cfg.device, **p))
     raise ValueError(f"unknown policy kind {cfg.policy.kind!r}: expected bc or ppo")
 

@@ -95,7 +95,8 @@ def train_bc(cfg: BCConfig) -> Path:
     mean, std = tr_state.mean(0), tr_state.std(0).clamp_min(1e-3)
     policy = Policy(encoder, meta.state_dim, meta.action_dim, cfg.hidden, cfg.use_state, mean, std,
                     meta={"task": meta.task, "image_size": int(meta.image_size[0]), "action_space": meta.action_space,
-                          "binary_gripper": meta.action_space in ("ee_delta", "joint_delta"), "demos": str(cfg.demos)}).to(cfg.device)
+                          "binary_gripper": meta.action_space in ("ee_delta", "joint_delta"), "demos": str(cfg.demos),
+                          "camera": meta.extra.get("camera", "agentview")}).to(cfg.device)
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * math.ceil(len(tr_act) / cfg.batch_size)

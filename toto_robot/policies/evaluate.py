@@ -33,7 +33,8 @@ def evaluate_policy(policy, task: str, episodes: int = 20, seed: int = 0, image_
     act = policy.act if hasattr(policy, "act") else policy
     if image_size is None:
         image_size = int(getattr(policy, "meta", {}).get("image_size", 64))
-    env = make_env(task, image_size=image_size, randomization=randomization)
+    camera = getattr(policy, "meta", {}).get("camera", "agentview")  # the view the policy was trained on
+    env = make_env(task, image_size=image_size, camera=camera, randomization=randomization)
     successes, returns, lengths, frames = 0, [], [], []
     for ep in tqdm(range(episodes), desc=f"eval {task}", unit="ep", leave=False, disable=not progress):
         obs, _ = env.reset(seed=EVAL_SEED_OFFSET + seed * 1000 + ep)

@@ -62,6 +62,7 @@ class PPOConfig:
     out_dir: str = "runs/ppo"
     encoder: dict = field(default_factory=lambda: {"name": "random"})
     image_size: int = 64
+    camera: str = "agentview"
     total_timesteps: int = 20_000
     n_steps: int = 512
     batch_size: int = 128
@@ -91,7 +92,7 @@ def train_ppo(cfg: PPOConfig) -> Path:
     torch.manual_seed(cfg.seed)
     encoder = encoder_from_spec(cfg.encoder)
     encoder.save_pretrained(policy_dir / "encoder")
-    env = Monitor(make_env(cfg.task, image_size=cfg.image_size), filename=str(out / "monitor"), info_keywords=("success",))
+    env = Monitor(make_env(cfg.task, image_size=cfg.image_size, camera=cfg.camera), filename=str(out / "monitor"), info_keywords=("success",))
     kwargs = {"features_extractor_class": FrozenEncoderExtractor, "features_extractor_kwargs": {"encoder_dir": str(policy_dir / "encoder")},
               "net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)}}
     model = PPO("MultiInputPolicy", env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate,
@@ -99,7 +100,7 @@ def train_ppo(cfg: PPOConfig) -> Path:
     model.learn(total_timesteps=cfg.total_timesteps, progress_bar=True)
     model.save(policy_dir / "model.zip")
     model.policy.features_extractor.encoder.save_pretrained(policy_dir / "encoder")  # with the trained pool
-    atomic_save_json({"kind": "ppo", "task": cfg.task, "image_size": cfg.image_size, "state_dim": env.observation_space[OBS_STATE].shape[0],
+    atomic_save_json({"kind": "ppo", "task": cfg.task, "image_size": cfg.image_size, "camera": cfg.camera, "state_dim": env.observation_space[OBS_STATE].shape[0],
                       "action_dim": env.action_space.shape[0], "encoder": encoder.name,
                       "net_arch": list(cfg.net_arch)}, policy_dir / POLICY_CONFIG)
     env.close()

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from toto_robot.utils.io import CheckpointError, atomic_save_json, report_key_mismatch, save_pretrained
+from toto_robot.utils.io import atomic_save_json, check_state_dict, save_pretrained
 
 ENCODER_CONFIG = "encoder.json"
 
@@ -213,11 +213,5 @@ class Encoder(nn.Module, ABC):
         for k, src in tied.items():
             if src in sd:
                 sd[k] = sd[src]
-        own = self.state_dict()
-        missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-        if missing or unexpected:
-            raise CheckpointError(report_key_mismatch(missing, unexpected, source))
-        bad = [f"{k}: {tuple(sd[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if sd[k].shape != v.shape]
-        if bad:
-            raise CheckpointError(f"{source}: tensor shapes do not match the encoder: {'; '.join(bad[:5])}")
+        check_state_dict(self.state_dict(), sd, source, what="encoder")
         self.load_state_dict(sd)

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from toto_robot.encoders.base import Encoder, to_model_input
-from toto_robot.utils.io import CheckpointError, report_key_mismatch
+from toto_robot.utils.io import CheckpointError, check_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -228,14 +228,7 @@ class ViTEncoder(Encoder):
         sd = load_vit_state_dict(path)
         if "pos_embed" in sd:
             sd["pos_embed"] = resample_pos_embed(sd["pos_embed"], self.backbone.grid)
-        own = self.backbone.state_dict()
-        missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-        if missing or unexpected:
-            raise CheckpointError(report_key_mismatch(missing, unexpected, str(path)))
-        for k, v in own.items():
-            if sd[k].shape != v.shape:
-                raise CheckpointError(f"{path}: {k} has shape {tuple(sd[k].shape)} but {self.name} expects {tuple(v.shape)} "
-                                      f"(a checkpoint of another ViT size?)")
+        check_state_dict(self.backbone.state_dict(), sd, str(path), what=self.name, hint=" (a checkpoint of another ViT size?)")
         self.backbone.load_state_dict(sd)
         return self
 

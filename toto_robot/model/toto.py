@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from toto_robot.utils.io import CheckpointError, load_pretrained, report_key_mismatch, save_pretrained
+from toto_robot.utils.io import CheckpointError, check_state_dict, load_pretrained, save_pretrained
 
 ARCH = "toto"
 
@@ -318,15 +318,9 @@ class Toto(nn.Module):
         return model
 
     def load_weights(self, sd: dict[str, torch.Tensor], source: str) -> None:
-        expected = set(self.state_dict())
+        own = self.state_dict()
         if self.config.tie_embeddings and not self.config.input_dim:
-            expected.discard("head.weight")
+            own.pop("head.weight")
             sd = {k: v for k, v in sd.items() if k != "head.weight"}
-        missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
-        if missing or unexpected:
-            raise CheckpointError(report_key_mismatch(missing, unexpected, source))
-        for k, v in sd.items():
-            want = self.state_dict()[k].shape
-            if v.shape != want:
-                raise CheckpointError(f"{source}: {k} has shape {tuple(v.shape)}, model expects {tuple(want)}")
+        check_state_dict(own, sd, source)
         self.load_state_dict(sd, strict=False)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from toto_robot.utils.io import CheckpointError, report_key_mismatch, save_pretrained
+from toto_robot.utils.io import check_state_dict, save_pretrained
 
 
 class TokenizerInputError(ValueError):
@@ -105,11 +105,5 @@ class Tokenizer(nn.Module):
         return save_pretrained(directory, self.state_dict(), {"tokenizer": self.kind, **self.config()})
 
     def load_weights(self, sd: dict, source: str) -> None:
-        own = self.state_dict()
-        missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-        if missing or unexpected:
-            raise CheckpointError(report_key_mismatch(missing, unexpected, source))
-        for k, v in sd.items():
-            if v.shape != own[k].shape:
-                raise CheckpointError(f"{source}: {k} has shape {tuple(v.shape)}, tokenizer expects {tuple(own[k].shape)}")
+        check_state_dict(self.state_dict(), sd, source, what="tokenizer")
         self.load_state_dict(sd)

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from toto_robot.tokenizers.base import Tokenizer
-from toto_robot.utils.io import CheckpointError
+from toto_robot.utils.io import CheckpointError, check_state_dict
 
 LOGIT_LAPLACE_EPS = 0.1
 
@@ -184,14 +184,7 @@ def load_dalle_weights(tok: DVAETokenizer, encoder_path: str | Path | None = Non
         if isinstance(sd, nn.Module):
             sd = sd.state_dict()
         module = getattr(tok, part)
-        own = module.state_dict()
-        missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
-        if missing or unexpected:
-            from toto_robot.utils.io import report_key_mismatch
-
-            raise CheckpointError(report_key_mismatch(missing, unexpected, str(path)))
-        bad = [k for k in own if own[k].shape != sd[k].shape]
-        if bad:
-            raise CheckpointError(f"{path}: shape mismatch for {bad[:5]} (vocab or width differ from the tokenizer config)")
+        check_state_dict(module.state_dict(), sd, str(path), what=f"DALL-E {part}",
+                         hint=" (vocab or width differ from the tokenizer config)")
         module.load_state_dict(sd)
     return tok

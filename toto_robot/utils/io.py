@@ -90,6 +90,17 @@ def load_pretrained(directory: str | os.PathLike, map_location: str = "cpu") -> 
     return state, cfg
 
 
+def check_state_dict(own: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], source: str, what: str = "model", hint: str = "") -> None:
+    """Raise ``CheckpointError`` unless ``sd`` has exactly ``own``'s keys with the same shapes: the message
+    names missing/unexpected keys, or the first tensors whose shapes differ (``hint`` says why that may be)."""
+    missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(report_key_mismatch(missing, unexpected, source))
+    bad = [f"{k} has shape {tuple(sd[k].shape)}, {what} expects {tuple(v.shape)}" for k, v in own.items() if sd[k].shape != v.shape]
+    if bad:
+        raise CheckpointError(f"{source}: {'; '.join(bad[:5])}{hint}")
+
+
 def report_key_mismatch(missing: list[str], unexpected: list[str], source: str) -> str:
     """One readable message naming the keys that did not line up (MAE ``main_linprobe`` style)."""
     lines = [f"state dict from {source} does not match the model:"]

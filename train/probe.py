@@ -10,14 +10,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from toto_robot.encoders import build_encoder
+from toto_robot.encoders import encoder_from_spec
 from toto_robot.probes import best_row, build_probe_data, layer_sweep
 from toto_robot.utils.io import atomic_write
-
-
-def encoder_from_config(enc_cfg: DictConfig):
-    kw = {k: v for k, v in OmegaConf.to_container(enc_cfg, resolve=True).items() if v is not None}
-    return build_encoder(kw.pop("name"), **kw)
 
 
 @hydra.main(config_path="pkg://toto_robot.configs", config_name="probe", version_base="1.3")
@@ -26,7 +21,7 @@ def main(cfg: DictConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "config.yaml", "w") as f:
         f.write(OmegaConf.to_yaml(cfg, resolve=True))
-    encoder = encoder_from_config(cfg.encoder).to(cfg.device)
+    encoder = encoder_from_spec(OmegaConf.to_container(cfg.encoder, resolve=True)).to(cfg.device)
     if cfg.probe.dataset == "label_propagation":
         from toto_robot.probes.label_propagation import propagation_sweep, shapes_videos
 

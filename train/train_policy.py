@@ -13,10 +13,6 @@ from omegaconf import DictConfig, OmegaConf
 from toto_robot.utils.io import atomic_write
 
 
-def encoder_spec(cfg: DictConfig) -> dict:
-    return {k: v for k, v in OmegaConf.to_container(cfg.encoder, resolve=True).items() if v is not None}
-
-
 def run(cfg: DictConfig) -> Path:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -28,12 +24,12 @@ def run(cfg: DictConfig) -> Path:
 
         if not cfg.demos:
             raise ValueError("policy=bc needs demos=<demonstration folder> (toto-robot collect, or the ROS demo recorder)")
-        return train_bc(BCConfig(demos=str(cfg.demos), out_dir=str(out), encoder=encoder_spec(cfg), seed=cfg.seed, device=cfg.device, **p))
+        return train_bc(BCConfig(demos=str(cfg.demos), out_dir=str(out), encoder=OmegaConf.to_container(cfg.encoder, resolve=True), seed=cfg.seed, device=cfg.device, **p))
     if cfg.policy.kind == "ppo":
         from toto_robot.policies.ppo import PPOConfig, train_ppo
 
         p["net_arch"] = tuple(p["net_arch"])
-        return train_ppo(PPOConfig(task=cfg.task.name, image_size=cfg.task.image_size, camera=cfg.task.camera, out_dir=str(out), encoder=encoder_spec(cfg),
+        return train_ppo(PPOConfig(task=cfg.task.name, image_size=cfg.task.image_size, camera=cfg.task.camera, out_dir=str(out), encoder=OmegaConf.to_container(cfg.encoder, resolve=True),
                                    seed=cfg.seed, device=cfg.device, **p))
     raise ValueError(f"unknown policy kind {cfg.policy.kind!r}: expected bc or ppo")
 

@@ -52,3 +52,14 @@ def load_encoder(directory: str | Path, map_location: str = "cpu") -> Encoder:
     enc = ENCODER_KINDS[kind].from_spec(cfg["name"], cfg["spec"], cfg["pooling"], layer=cfg["layer"])
     enc.load_state(sd, cfg.get("tied", {}), str(directory))
     return enc.to(map_location)
+
+
+def encoder_from_spec(spec: dict) -> Encoder:
+    """A config's encoder entry -> encoder: ``{"dir": saved}`` reloads, otherwise ``build_encoder(**spec)``;
+    keys set to None (unset config options) are left to the defaults."""
+    spec = {k: v for k, v in dict(spec).items() if v is not None}
+    if "dir" in spec:
+        return load_encoder(spec["dir"])
+    if "name" not in spec:
+        raise ValueError(f"encoder spec needs 'name' (or 'dir' of a saved encoder), got {sorted(spec)}")
+    return build_encoder(spec.pop("name"), **spec)

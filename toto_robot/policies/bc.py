@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from toto_robot.constants import ACTION, OBS_IMAGE, OBS_STATE
 from toto_robot.data.demos import DemoDataset, DemoFormatError
-from toto_robot.encoders import build_encoder, load_encoder
+from toto_robot.encoders import encoder_from_spec
 from toto_robot.policies.policy import Policy
 from toto_robot.probes.sweep import extract_tokens
 from toto_robot.utils.plots import pyplot, save_figure
@@ -50,15 +50,6 @@ class BCConfig:
     keep_best: bool = True  # save the epoch with the lowest held-out loss (needs val_fraction > 0)
     seed: int = 0
     device: str = "cpu"
-
-
-def encoder_from_spec(spec: dict):
-    spec = {k: v for k, v in dict(spec).items() if v is not None}
-    if "dir" in spec:
-        return load_encoder(spec["dir"])
-    if "name" not in spec:
-        raise ValueError(f"encoder spec needs 'name' (or 'dir' of a saved encoder), got {sorted(spec)}")
-    return build_encoder(spec.pop("name"), **spec)
 
 
 def load_demo_arrays(root: str | Path, max_episodes: int | None = None):

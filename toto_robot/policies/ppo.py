@@ -24,7 +24,7 @@ import torch.nn as nn
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
 
 from toto_robot.constants import OBS_IMAGE, OBS_STATE
-from toto_robot.encoders import load_encoder
+from toto_robot.encoders import encoder_from_spec, load_encoder
 from toto_robot.utils.plots import pyplot, save_figure
 from toto_robot.utils.io import atomic_save_json
 
@@ -80,7 +80,6 @@ def train_ppo(cfg: PPOConfig) -> Path:
     from stable_baselines3 import PPO
     from stable_baselines3.common.monitor import Monitor
 
-    from toto_robot.policies.bc import encoder_from_spec
     from toto_robot.policies.evaluate import evaluate_policy
     from toto_robot.policies.policy import POLICY_CONFIG, load_policy
     from toto_robot.sim_envs import make_env

@@ -15,13 +15,14 @@ Behaviour cloning reads the folder as it reads simulator demonstrations:
 from __future__ import annotations
 
 import numpy as np
+import torch
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Bool, Float32MultiArray
 from std_srvs.srv import SetBool, Trigger
 
 from toto_robot.data.demos import DemoMeta, DemoWriter
-from toto_robot.encoders.base import to_model_input
+from toto_robot.encoders.base import resize_frames_u8
 from toto_robot.ros.convert import ImageEncodingError, image_msg_to_array, multiarray_to_array
 from toto_robot.ros_nodes.common import StateSubscriber, declare, spin, state_msg_class
 
@@ -73,10 +74,7 @@ class DemoRecorderNode(StateSubscriber, Node):
             self.get_logger().error(f"dropping frame: {e}", throttle_duration_sec=5.0)
             return
         if self.p["image_size"] > 0:
-            import torch
-
-            x = to_model_input(torch.from_numpy(img)[None], self.p["image_size"])
-            img = (x[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+            img = resize_frames_u8(torch.from_numpy(img)[None], self.p["image_size"])[0].numpy()
         self._close_pending()
         if self.state is None:
             self.get_logger().warn(f"no state on {self.p['state_topic']} yet; frame skipped", throttle_duration_sec=5.0)

@@ -61,5 +61,5 @@ def frames_to_ids(tokenizer, frames, kind: str = "video") -> torch.Tensor:
     B, T = frames.shape[:2]
     codes = tokenizer.encode(frames.reshape(B * T, *frames.shape[2:]))  # (B*T, h, w)
     body = codes.reshape(B, -1) + NUM_SPECIAL_TOKENS
-    start = torch.full((B, 1), START[kind], dtype=torch.long)
+    start = torch.full((B, 1), START[kind], dtype=torch.long, device=body.device)
     return torch.cat([start, body.long()], dim=1)

@@ -61,6 +61,13 @@ def to_model_input(frames_u8: torch.Tensor, size: int, device: torch.device | st
     return x
 
 
+def resize_frames_u8(frames_u8: torch.Tensor, size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 [B,H,W,3] -> uint8 [B,size,size,3]: ``to_model_input``'s crop and resize, kept as 8-bit frames
+    (what tokenizers and stored demonstrations take)."""
+    x = to_model_input(frames_u8, size, device)  # (B, 3, size, size) in [0, 1]
+    return (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
 class AveragePool(nn.Module):
     """Mean over tokens: [B, N, C] -> [B, C]."""
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from toto_robot.constants import NUM_SPECIAL_TOKENS
-from toto_robot.data.sequence import START
-from toto_robot.encoders.base import Encoder, to_model_input
+from toto_robot.data.sequence import frames_to_ids
+from toto_robot.encoders.base import Encoder, resize_frames_u8
 from toto_robot.model.toto import Toto, TotoConfig
 from toto_robot.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
 from toto_robot.utils.io import CheckpointError
@@ -55,14 +55,11 @@ class TotoEncoder(Encoder):
         if T > self.max_frames:
             raise ValueError(f"{self.name}: a clip of {T} frames needs {T * self.tokens_per_frame + 1} positions; "
                              f"the model's context holds {self.max_frames} frames")
-        x = to_model_input(video.flatten(0, 1), self.resolution, self.device)  # (B*T, 3, R, R) in [0, 1]
-        u8 = (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1)  # back to uint8 (B*T, R, R, 3), as the tokenizer saw it
-        codes = self.tokenizer.encode(u8)  # (B*T, h, w) ids, or (B*T, h, w, D) patches
-        if self.tokenizer.is_discrete:
-            body = codes.reshape(B, -1).long() + NUM_SPECIAL_TOKENS  # (B, T*h*w)
-            start = torch.full((B, 1), START[self.start], dtype=torch.long, device=body.device)
-            idx = torch.cat([start, body], dim=1).to(self.device)  # (B, 1 + T*h*w)
+        u8 = resize_frames_u8(video.flatten(0, 1), self.resolution, self.device)  # (B*T, R, R, 3), as the tokenizer saw it
+        if self.tokenizer.is_discrete:  # the pre-training layout: start token, then raster-scan ids of each frame
+            idx = frames_to_ids(self.tokenizer, u8.reshape(B, T, *u8.shape[1:]), self.start).to(self.device)  # (B, 1 + T*h*w)
         else:
+            codes = self.tokenizer.encode(u8)  # (B*T, h, w, D) patches
             body = codes.reshape(B, -1, codes.shape[-1]).float()  # (B, T*h*w, D)
             idx = torch.cat([body, torch.zeros_like(body[:, :1])], dim=1).to(self.device)  # the model shifts right
         hidden = self.model.features(idx, list(layers))

@@ -109,7 +109,7 @@ def image_folder_data(root: str, image_size: int = 64, val_fraction: float = 0.2
     import torch
 
     from toto_robot.data.video import IMAGE_SUFFIXES, VideoDecodeError, read_image
-    from toto_robot.encoders.base import to_model_input
+    from toto_robot.encoders.base import resize_frames_u8
 
     log = logging.getLogger(__name__)
     classes = sorted(p.name for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []
@@ -126,8 +126,7 @@ def image_folder_data(root: str, image_size: int = 64, val_fraction: float = 0.2
             except VideoDecodeError as e:
                 log.warning("skipping %s", e)
                 continue
-            x = to_model_input(torch.from_numpy(np.array(img))[None], image_size)
-            imgs.append((x[0] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+            imgs.append(resize_frames_u8(torch.from_numpy(np.array(img))[None], image_size)[0].numpy())
         if len(imgs) < 2:
             raise ValueError(f"{root}/{name}: fewer than two readable images")
         order = rng.permutation(len(imgs))

@@ -94,7 +94,6 @@ def collect(cfg: CollectConfig) -> Path:
     done = writer.next_index()
     attempt = state["next_seed_offset"]
     max_attempts = cfg.episodes * (cfg.max_attempts_factor if cfg.only_success else 1)
-    rng = np.random.default_rng(cfg.seed)
     preview, start, successes = [], done, 0
     bar = tqdm(total=cfg.episodes, initial=done, desc=f"collect {cfg.task}", unit="ep")
     while done < cfg.episodes:

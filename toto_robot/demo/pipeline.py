@@ -100,12 +100,16 @@ def run_demo(cfg: DemoConfig) -> Path:
     shard_kw = {"resolution": cfg.image_size, "num_frames": cfg.num_frames, "stride": 4, "workers": 1 if cfg.fast else 2, "seed": 0}
     tok_cfg = {"upstream": str(st_videos.dir), "tokenizer": cfg.tokenizer, "steps": cfg.tokenizer_steps, "datasets": datasets}
 
+    def shard_job(tokenizer_dir: str = "", out_dir: str = ""):
+        from toto_robot.data.tokenize import DatasetSpec, ShardJobConfig
+
+        return ShardJobConfig(tokenizer_dir=tokenizer_dir, datasets=[DatasetSpec(**x) for x in datasets], out_dir=out_dir, **shard_kw)
+
     def tokenizer(d: Path) -> dict:
-        from toto_robot.data.tokenize import DatasetSpec, ShardJobConfig, training_frames
+        from toto_robot.data.tokenize import training_frames
         from toto_robot.tokenizers.training import TokenizerTrainConfig, train_tokenizer
 
-        specs = [DatasetSpec(**x) for x in datasets]
-        frames = training_frames(ShardJobConfig(tokenizer_dir="", datasets=specs, out_dir="", **shard_kw), max_frames=4096)
+        frames = training_frames(shard_job(), max_frames=4096)
         tdir = train_tokenizer(TokenizerTrainConfig(kind=cfg.tokenizer["kind"], params=cfg.tokenizer["params"], steps=cfg.tokenizer_steps,
                                                     batch_size=8 if cfg.fast else 32, lr=2e-3, out_dir=str(d / "tokenizer"), device=cfg.device), frames)
         return json.loads((Path(tdir) / "metrics.json").read_text())
@@ -118,10 +122,9 @@ def run_demo(cfg: DemoConfig) -> Path:
 
     def shards(d: Path) -> dict:
         from toto_robot.data.shards import ShardDataset
-        from toto_robot.data.tokenize import DatasetSpec, ShardJobConfig, write_shards
+        from toto_robot.data.tokenize import write_shards
 
-        write_shards(ShardJobConfig(tokenizer_dir=str(st_tok.dir / "tokenizer"), datasets=[DatasetSpec(**x) for x in datasets],
-                                    out_dir=str(d / "shards"), **shard_kw))
+        write_shards(shard_job(str(st_tok.dir / "tokenizer"), str(d / "shards")))
         ds = ShardDataset(d / "shards")
         return {"sequences": len(ds), "seq_len": ds.seq_len, "tokens": len(ds) * ds.seq_len}
 
@@ -151,26 +154,23 @@ def run_demo(cfg: DemoConfig) -> Path:
     final = st_pre.dir / "run" / "final"
 
     # 4b. MAE baseline: same frames, about the same training compute ----------------------
-    mae_cfg = {"upstream": str(st_videos.dir), "steps": cfg.pretrain_steps, "batch_size": mae_cfg_batch(cfg), "image_size": cfg.image_size}
+    from toto_robot.encoders.vit import VIT_CONFIGS
+
+    mae_cfg = {"upstream": str(st_videos.dir), "steps": cfg.pretrain_steps, "batch_size": 8 if cfg.fast else 64, "image_size": cfg.image_size}
+    mae_kw = {} if VIT_CONFIGS["mae_tiny"]["img_size"] == cfg.image_size else {"img_size": cfg.image_size}  # ViT input = frame size
 
     def mae_stage(d: Path) -> dict:
-        from toto_robot.data.tokenize import DatasetSpec, ShardJobConfig, training_frames
+        from toto_robot.data.tokenize import training_frames
         from toto_robot.mae import MAEPretrainConfig, pretrain_mae
 
-        specs = [DatasetSpec(**x) for x in datasets]
-        frames = training_frames(ShardJobConfig(tokenizer_dir="", datasets=specs, out_dir="", **shard_kw), max_frames=8192)
-        vit = "mae_tiny"
-        from toto_robot.encoders.vit import VIT_CONFIGS
-
-        overrides = {} if VIT_CONFIGS[vit]["img_size"] == cfg.image_size else {"img_size": cfg.image_size}
-        out = pretrain_mae(MAEPretrainConfig(out_dir=str(d), vit=vit, steps=cfg.pretrain_steps, batch_size=mae_cfg["batch_size"],
-                                             holdout=16 if cfg.fast else 128, device=cfg.device), frames, **overrides)
+        out = pretrain_mae(MAEPretrainConfig(out_dir=str(d), vit="mae_tiny", steps=cfg.pretrain_steps, batch_size=mae_cfg["batch_size"],
+                                             holdout=16 if cfg.fast else 128, device=cfg.device),
+                           training_frames(shard_job(), max_frames=8192), **mae_kw)
         return json.loads((out / "metrics.json").read_text())
 
     st_mae = cache.run("mae", mae_cfg, mae_stage)
     stages.append(st_mae)
     mae_ckpt = str(st_mae.dir / "mae_vit.safetensors")
-    mae_kw = {} if cfg.image_size == 64 else {"img_size": cfg.image_size}
 
     # 5. probe ----------------------------------------------------------------------------
     probe_cfg = {"upstream": [str(st_pre.dir), str(st_mae.dir)], "task": cfg.bc_task, "n_train": cfg.probe_train, "n_val": cfg.probe_val, "image_size": cfg.image_size}
@@ -233,10 +233,6 @@ def run_demo(cfg: DemoConfig) -> Path:
     return report
 
 
-def mae_cfg_batch(cfg: DemoConfig) -> int:
-    return 8 if cfg.fast else 64
-
-
 def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float) -> Path:
     """The report's figures are copied next to it, so the run folder stands alone without the cache."""
     import shutil
@@ -284,8 +280,9 @@ def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float) -> Pa
     s.figures.append((keep(run / "loss_curve.png", "pretrain_loss.png"), "pre-training loss"))
 
     mm = by["mae"].result
+    mae_batch = json.loads((by["mae"].dir / "mae_config.json").read_text())["batch_size"]
     s.text.append(f"Baseline: a tiny MAE (ViT, {mm['params'] / 1e6:.1f}M params, 75% masking) trained on the same frames for the same "
-                  f"number of steps ({mm['steps']}, batch {mae_cfg_batch(cfg)}): masked-patch loss {mm['first_loss']:.3f} -> "
+                  f"number of steps ({mm['steps']}, batch {mae_batch}): masked-patch loss {mm['first_loss']:.3f} -> "
                   f"{mm['final_loss']:.3f} (held-out {mm['heldout_loss']:.3f}).")
     s.figures.append((keep(by["mae"].dir / "loss_curve.png", "mae_loss.png"), "MAE pre-training loss (baseline)"))
 

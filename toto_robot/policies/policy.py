@@ -51,11 +51,13 @@ class Policy(nn.Module):
         self.register_buffer("state_std", torch.as_tensor(np.ones(state_dim) if state_std is None else state_std, dtype=torch.float32))
         self.meta = dict(meta or {})
 
+    def act_from_features(self, feats: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Pooled features [B, F] + raw state [B, S] -> actions [B, A] (state normalised here)."""
+        return self.head(feats, ((state - self.state_mean) / self.state_std) if self.use_state else None)
+
     def forward_tokens(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """Cached frozen tokens [B, N, C] + raw state [B, S] -> actions [B, A] (the BC training path)."""
-        feats = self.encoder.pool(tokens.float())
-        s = ((state - self.state_mean) / self.state_std) if self.use_state else None
-        return self.head(feats, s)
+        return self.act_from_features(self.encoder.pool(tokens.float()), state)
 
     def forward(self, frames, state: torch.Tensor) -> torch.Tensor:
         return self.forward_tokens(self.encoder.encode_tokens(frames), state)
@@ -66,8 +68,7 @@ class Policy(nn.Module):
         image, state = _check_obs(obs, self.state_dim)
         self.eval()
         feats = self.encoder(image[None])  # (1, F)
-        s = torch.from_numpy(state)[None].to(self.state_mean.device)
-        a = self.head(feats, (s - self.state_mean) / self.state_std if self.use_state else None)[0].cpu().numpy()
+        a = self.act_from_features(feats, torch.from_numpy(state)[None].to(self.state_mean.device))[0].cpu().numpy()
         if self.meta.get("binary_gripper"):  # regression averages open/close near the switch; commit to one
             a[-1] = 1.0 if a[-1] > 0 else -1.0
         return a.astype(np.float32), feats[0].cpu().numpy().astype(np.float32)

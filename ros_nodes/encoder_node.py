@@ -18,7 +18,7 @@ from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Float32MultiArray, Header
 
-from toto_robot.encoders import build_encoder, load_encoder
+from toto_robot.encoders import encoder_from_spec
 from toto_robot.encoders.base import FrameFormatError
 from toto_robot.ros.convert import ImageEncodingError, array_to_multiarray, compressed_msg_to_array, image_msg_to_array
 from toto_robot.ros_nodes.common import LatestWorker, declare, sensor_qos, spin
@@ -44,16 +44,9 @@ class EncoderNode(Node):
         self.p = p = declare(self, DEFAULTS)
         if p["torch_threads"] > 0:
             torch.set_num_threads(p["torch_threads"])
-        if p["encoder_dir"]:
-            self.encoder = load_encoder(p["encoder_dir"], map_location=p["device"])
-        else:
-            kw = {"pooling": p["pooling"]}
-            if p["checkpoint"]:
-                kw["checkpoint"] = p["checkpoint"]
-            if p["layer"] >= 0:
-                kw["layer"] = p["layer"]
-            self.encoder = build_encoder(p["encoder_name"], **kw).to(p["device"])
-        self.encoder.eval()
+        # ROS parameters cannot be null: "" and -1 mean "not set"
+        self.encoder = encoder_from_spec({"dir": p["encoder_dir"] or None, "name": p["encoder_name"], "checkpoint": p["checkpoint"] or None,
+                                          "layer": p["layer"] if p["layer"] >= 0 else None, "pooling": p["pooling"]}).to(p["device"]).eval()
         self.pub = self.create_publisher(Float32MultiArray, p["features_topic"], 10)
         self.header_pub = self.create_publisher(Header, p["features_topic"] + "/header", 10)
         msg_type = CompressedImage if p["compressed"] else Image

@@ -61,9 +61,9 @@ def compare(cfg: CompareConfig) -> Path:
                 rows.append({"task": task, "encoder": label, "seed": seed, "success_rate": ev["success_rate"], "successes": ev["successes"],
                              "episodes": ev["episodes"], "ci_low": ev["ci_low"], "ci_high": ev["ci_high"], "mean_return": ev["mean_return"],
                              "val_loss": bc["final"]["val_loss"], "layer": bc["layer"]})
-    _write_csv(rows, out / "results.csv")
+    atomic_write_csv(rows, out / "results.csv")
     summary = summarize(rows)
-    _write_csv(summary, out / "summary.csv")
+    atomic_write_csv(summary, out / "summary.csv")
     with atomic_write(out / "summary.md", "w") as f:
         f.write(markdown_table(summary))
     plot_success(summary, out / "success.png")
@@ -100,9 +100,6 @@ def markdown_table(summary: list[dict]) -> str:
     lines.append(f"\nSuccess over {n} seed(s) x evaluation episodes, 95% Wilson interval in brackets.\n")
     return "\n".join(lines)
 
-
-def _write_csv(rows: list[dict], path: Path) -> None:
-    atomic_write_csv(rows, path)
 
 
 def plot_success(summary: list[dict], path: Path) -> None:

@@ -3,7 +3,16 @@
     import gymnasium as gym, toto_robot.sim_envs
     env = gym.make("TotoRobot/FrankaPick-v0", image_size=128)
 """
+import os
+import sys
+
 from gymnasium.envs.registration import register, registry
+
+# Headless machines (no X display): MuJoCo renders offscreen through EGL unless the user chose a
+# backend (MUJOCO_GL=osmesa|glfw|egl). Must happen before the first ``import mujoco``.
+if sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and "MUJOCO_GL" not in os.environ:
+    os.environ["MUJOCO_GL"] = "egl"
+    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 TASK_IDS = {
     "franka_pick": ("TotoRobot/FrankaPick-v0", "franka", "pick"),

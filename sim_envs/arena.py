@@ -39,7 +39,19 @@ def build_arena() -> mujoco.MjSpec:
     # front camera looking back at the robot over the table (the policy's view)
     world.add_camera(name="agentview", pos=[1.35, 0.0, 1.15], xyaxes=[0, 1, 0, -0.55, 0, 0.83], fovy=50)
     world.add_camera(name="sideview", pos=[0.55, -1.1, 1.0], xyaxes=[1, 0, 0, 0, 0.5, 0.87], fovy=55)
+    # close, angled view of the pick area: a 4 cm cube is ~5 px at 64 px (agentview: ~3 px), and the
+    # angle shows the gripper-cube offset along both table axes (a frontal view hides depth)
+    world.add_camera(name="workspace", pos=[0.95, -0.45, 1.0], xyaxes=look_at([0.95, -0.45, 1.0], [0.53, 0.0, 0.45]), fovy=45)
     return spec
+
+
+def look_at(pos, target) -> list[float]:
+    """MuJoCo camera ``xyaxes`` for a camera at ``pos`` looking at ``target`` with the world z up."""
+    forward = np.asarray(target, float) - np.asarray(pos, float)
+    forward /= np.linalg.norm(forward)
+    x = np.cross(forward, [0.0, 0.0, 1.0])
+    x /= np.linalg.norm(x)
+    return [*x, *np.cross(x, forward)]
 
 
 def randomize_visuals(model: mujoco.MjModel, base: dict, rnd: Randomization, rng: np.random.Generator) -> None:

@@ -119,3 +119,36 @@ def test_wrist_and_side_cameras_render_their_own_views_and_bad_names_are_refused
     assert not np.array_equal(side["image"], obs["image"])
     with pytest.raises(ValueError, match="unknown camera 'top'"):
         make_env("franka_pick", camera="top")
+
+
+def test_workspace_camera_shows_the_cube_larger_than_agentview():
+    import mujoco
+
+    env = make_env("franka_pick", image_size=64).unwrapped
+    env.reset(seed=0)
+    cube = env.model.geom("cube_geom").id
+    renderer = mujoco.Renderer(env.model, 64, 64)
+    renderer.enable_segmentation_rendering()
+    pixels = {}
+    for cam in ("agentview", "workspace"):
+        renderer.update_scene(env.data, camera=cam)
+        seg = renderer.render()  # (H, W, 2): object id, object type
+        pixels[cam] = int(((seg[..., 0] == cube) & (seg[..., 1] == mujoco.mjtObj.mjOBJ_GEOM)).sum())
+    renderer.close()
+    assert pixels["agentview"] > 0 and pixels["workspace"] >= 2 * pixels["agentview"], pixels
+    obs, _ = make_env("franka_pick", image_size=32, camera="workspace").reset(seed=0)
+    assert obs["image"].shape == (32, 32, 3)
+
+
+def test_rendering_works_headless_without_any_gl_setting():
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("MUJOCO_GL", "PYOPENGL_PLATFORM", "DISPLAY")}
+    code = ("from toto_robot.sim_envs import make_env; import os; "
+            "o, _ = make_env('franka_pick', image_size=32).reset(seed=0); print(os.environ['MUJOCO_GL'], float(o['image'].std()))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    backend, std = out.stdout.split()
+    assert backend == "egl" and float(std) > 5

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from helpers import tiny_toto_run
 from toto_robot.encoders import Encoder, FrameFormatError, build_encoder, load_encoder
@@ -166,3 +167,55 @@ def test_mae_pretraining_lowers_the_masked_loss_and_its_checkpoint_loads_as_an_e
     assert any(k.startswith("decoder_") for k in sd)  # the official layout, decoder included
     torch.testing.assert_close(enc.backbone.blocks[0].attn.qkv.weight, sd["blocks.0.attn.qkv.weight"])
     assert enc(frames[:2]).shape == (2, 192)
+
+
+def _where_task(n: int, grid: int = 6, dim: int = 32, seed: int = 0):
+    """Tokens of an empty grid with one 'object' token (the same content wherever it is); target = its (row, col)."""
+    background, obj = torch.randn(2, dim, generator=torch.Generator().manual_seed(0))  # the same scene for every seed
+    g = torch.Generator().manual_seed(1 + seed)
+    cells = torch.randint(0, grid * grid, (n,), generator=g)
+    tokens = background.repeat(n, grid * grid, 1) + 0.05 * torch.randn(n, grid * grid, dim, generator=g)
+    tokens[torch.arange(n), cells] += obj
+    return tokens, torch.stack([cells // grid, cells % grid], 1).float() / (grid - 1)
+
+
+@pytest.mark.parametrize("pooling", ["attention", "spatial_attention"])
+def test_spatial_attention_pooling_reads_where_an_object_is(pooling):
+    from toto_robot.encoders.base import build_pool
+
+    torch.manual_seed(0)
+    x, y = _where_task(512)
+    xv, yv = _where_task(256, seed=1)
+    pool = build_pool(pooling, 32)
+    head = nn.Linear(32, 2)
+    opt = torch.optim.Adam([*pool.parameters(), *head.parameters()], lr=3e-3)
+    for _ in range(300):
+        loss = F.mse_loss(head(pool(x)), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        val = F.mse_loss(head(pool(xv)), yv).item()
+    baseline = yv.var(0).sum().item() / 2  # predicting the mean
+    if pooling == "spatial_attention":
+        assert val < 0.1 * baseline, (val, baseline)
+    else:  # content-only pooling cannot tell one cell from another
+        assert val > 0.7 * baseline, (val, baseline)
+
+
+def test_spatial_attention_codes_repeat_per_frame_and_need_whole_frames(tmp_path):
+    from toto_robot.encoders.base import build_pool
+
+    pool = build_pool("spatial_attention", 16, grid=4)
+    codes = pool.position_codes(3 * 16, torch.device("cpu"))
+    torch.testing.assert_close(codes[:16], codes[32:])
+    assert not torch.equal(codes[0], codes[5])
+    with pytest.raises(ValueError, match="not whole frames of a 4 x 4"):
+        pool(torch.randn(2, 17, 16))
+    enc = build_encoder("toto", checkpoint=str(tiny_toto_run(tmp_path)), pooling="spatial_attention")
+    assert enc.pool.grid == enc.token_grid == 4
+    x = frames(2, 32, 32)
+    enc.save_pretrained(tmp_path / "saved")
+    torch.testing.assert_close(enc.eval()(x), load_encoder(tmp_path / "saved").eval()(x))
+    vit = build_encoder("mae_tiny", pooling="spatial_attention")
+    assert vit.pool.grid == 8 and vit(frames(1, 64, 64)).shape == (1, 192)

@@ -11,6 +11,8 @@ and normalisation happen inside the encoder.
 """
 from __future__ import annotations
 
+import math
+
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -79,27 +81,57 @@ class AveragePool(nn.Module):
         return tokens.mean(dim=1)
 
 
+def sincos_2d(dim: int, grid: int) -> torch.Tensor:
+    """MAE's fixed 2-D sin-cos position code of each cell of a ``grid x grid`` raster: [grid*grid, dim]."""
+    def one_axis(d, pos):
+        omega = 1.0 / 10000 ** (torch.arange(d // 2, dtype=torch.float64) / (d / 2.0))
+        out = pos.reshape(-1, 1).double() * omega[None]  # (M, d/2)
+        return torch.cat([out.sin(), out.cos()], dim=1)
+
+    gh, gw = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    return torch.cat([one_axis(dim // 2, gw), one_axis(dim // 2, gh)], dim=1).float()  # (grid*grid, dim)
+
+
 class AttentionPool(nn.Module):
     """One learned query cross-attends to the tokens (Toto Sec. 3.5): softmax(q W_k^T x) W_v x.
 
     Multi-head; a LayerNorm on the input tokens keeps the frozen features' scale from
     dominating the learning rate. [B, N, C] -> [B, C].
+
+    ``positions=True`` (pooling ``spatial_attention``): a fixed 2-D sin-cos code of each token's cell
+    on the frame's ``grid x grid`` token raster is added to the keys and values, so the pooled vector
+    says *where* the attended tokens are, not only what they are. Control needs the where; a RoPE
+    decoder encodes only relative positions, so its tokens carry little of it. Video tokens (T frames
+    in raster order) get the same code per frame. ``grid=None`` reads it from N (a square).
     """
 
-    def __init__(self, dim: int, num_heads: int = 8):
+    def __init__(self, dim: int, num_heads: int = 8, positions: bool = False, grid: int | None = None):
         super().__init__()
         while dim % num_heads:
             num_heads //= 2
-        self.dim, self.num_heads = dim, num_heads
+        self.dim, self.num_heads, self.positions, self.grid = dim, num_heads, positions, grid
         self.norm = nn.LayerNorm(dim)
         self.query = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.k = nn.Linear(dim, dim)
         self.v = nn.Linear(dim, dim)
+        self._codes: dict[tuple[int, str], torch.Tensor] = {}
+
+    def position_codes(self, n: int, device: torch.device) -> torch.Tensor:
+        """[n, dim] codes for n tokens: whole frames of the token grid."""
+        g = self.grid or math.isqrt(n)
+        if not g or n % (g * g):
+            raise ValueError(f"spatial_attention pooling: {n} tokens are not whole frames of a {g} x {g} token grid")
+        key = (n, str(device))
+        if key not in self._codes:
+            self._codes[key] = sincos_2d(self.dim, g).repeat(n // (g * g), 1).to(device)
+        return self._codes[key]
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         B, N, C = tokens.shape
         h = self.num_heads
         x = self.norm(tokens)
+        if self.positions:
+            x = x + self.position_codes(N, x.device)  # (B, N, C) + (N, C)
         q = self.query.expand(B, -1, -1).reshape(B, 1, h, C // h).transpose(1, 2)  # (B, h, 1, hs)
         k = self.k(x).reshape(B, N, h, C // h).transpose(1, 2)  # (B, h, N, hs)
         v = self.v(x).reshape(B, N, h, C // h).transpose(1, 2)  # (B, h, N, hs)
@@ -107,12 +139,17 @@ class AttentionPool(nn.Module):
         return out.transpose(1, 2).reshape(B, C)
 
 
-def build_pool(kind: str, dim: int) -> nn.Module:
+POOLINGS = ("attention", "average", "spatial_attention")
+
+
+def build_pool(kind: str, dim: int, grid: int | None = None) -> nn.Module:
     if kind == "attention":
         return AttentionPool(dim)
+    if kind == "spatial_attention":
+        return AttentionPool(dim, positions=True, grid=grid)
     if kind == "average":
         return AveragePool(dim)
-    raise ValueError(f"unknown pooling {kind!r}: expected 'attention' or 'average'")
+    raise ValueError(f"unknown pooling {kind!r}: expected one of {', '.join(POOLINGS)}")
 
 
 class Encoder(nn.Module, ABC):
@@ -125,6 +162,7 @@ class Encoder(nn.Module, ABC):
     """
 
     kind: str = "encoder"
+    token_grid: int | None = None  # tokens of one frame form a token_grid x token_grid raster
     token_dim: int
     num_layers: int
     layer: int
@@ -137,7 +175,7 @@ class Encoder(nn.Module, ABC):
         """Freeze the backbone and build the trainable pool."""
         for p in self.parameters():
             p.requires_grad_(False)
-        self.pool = build_pool(self.pooling, self.token_dim)
+        self.pool = build_pool(self.pooling, self.token_dim, grid=self.token_grid)
 
     @property
     def feature_dim(self) -> int:

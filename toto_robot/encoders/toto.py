@@ -38,7 +38,8 @@ class TotoEncoder(Encoder):
         self.model, self.tokenizer = model.eval(), tokenizer.eval()
         self.resolution, self.start = resolution, start
         self.input_size = resolution  # frames are centre-cropped and resized to this before tokenizing
-        self.tokens_per_frame = (resolution // tokenizer.downsample) ** 2
+        self.token_grid = resolution // tokenizer.downsample
+        self.tokens_per_frame = self.token_grid ** 2
         self.token_dim, self.num_layers = cfg.n_embd, cfg.n_layer
         self.layer = max(1, cfg.n_layer // 2) if layer is None else int(layer)
         if not 1 <= self.layer <= cfg.n_layer:

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from toto_robot.encoders.base import Encoder, to_model_input
+from toto_robot.encoders.base import Encoder, sincos_2d, to_model_input
 from toto_robot.utils.io import CheckpointError, check_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -101,14 +101,7 @@ class Block(nn.Module):
 
 def sincos_pos_embed(dim: int, grid: int) -> torch.Tensor:
     """MAE's fixed 2D sin-cos position embedding with a zero cls slot: [1, 1 + grid*grid, dim]."""
-    def one_axis(d, pos):
-        omega = 1.0 / 10000 ** (torch.arange(d // 2, dtype=torch.float64) / (d / 2.0))
-        out = pos.reshape(-1, 1).double() * omega[None]  # (M, d/2)
-        return torch.cat([out.sin(), out.cos()], dim=1)
-
-    gh, gw = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
-    emb = torch.cat([one_axis(dim // 2, gw), one_axis(dim // 2, gh)], dim=1)  # (grid*grid, dim)
-    return torch.cat([torch.zeros(1, dim, dtype=torch.float64), emb]).float()[None]
+    return torch.cat([torch.zeros(1, dim), sincos_2d(dim, grid)])[None]
 
 
 class ViT(nn.Module):
@@ -207,6 +200,7 @@ class ViTEncoder(Encoder):
             raise ValueError(f"{name}: layer {self.layer} outside 1..{config.depth}")
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.token_grid = self.backbone.grid
         self._init_pool()
 
     def layer_tokens(self, frames, layers):

@@ -84,6 +84,32 @@ def test_compare_gives_every_encoder_the_same_budget_and_resumes(cabinet_demos, 
         bc = json.loads((out / "runs/franka_cabinet" / label / "seed0/bc_config.json").read_text())
         assert bc["epochs"] == 2 and bc["max_episodes"] == 6
     assert (out / "success.png").is_file() and (out / "learning_curves.png").is_file()
+    assert len(list((out / "token_cache").glob("tokens-*.safetensors"))) == 1  # two poolings of one frozen backbone: one feature pass
     stamp = (out / "runs/franka_cabinet/avg/seed0/eval.json").stat().st_mtime_ns
     compare(cfg)
     assert (out / "runs/franka_cabinet/avg/seed0/eval.json").stat().st_mtime_ns == stamp
+
+
+def test_bc_reuses_cached_frozen_tokens_only_for_the_same_backbone(cabinet_demos, tmp_path, monkeypatch):
+    import toto_robot.policies.bc as bc
+
+    cache = tmp_path / "tokens"
+
+    def run(name, **encoder):
+        train_bc(BCConfig(demos=str(cabinet_demos), out_dir=str(tmp_path / name), encoder={"name": "random", **encoder}, epochs=2,
+                          max_episodes=4, token_cache=str(cache)))
+        return json.loads((tmp_path / name / "result.json").read_text())["final"]
+
+    first = run("a", pooling="average")
+    assert len(list(cache.glob("*.safetensors"))) == 1
+
+    def no_encoder(*args, **kwargs):
+        raise AssertionError("cached tokens should have been reused")
+
+    real = bc.extract_tokens
+    monkeypatch.setattr(bc, "extract_tokens", no_encoder)
+    assert run("b", pooling="average") == first  # same backbone and seed: identical run from the cache
+    run("c", pooling="attention")  # another pooling of the same frozen backbone: still no feature pass
+    monkeypatch.setattr(bc, "extract_tokens", real)
+    run("d", pooling="average", seed=1)  # another random init is another backbone
+    assert len(list(cache.glob("*.safetensors"))) == 2

@@ -6,7 +6,6 @@ Each stage runs in ``<root>/<name>-<hash of its config>/``; when its function re
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -15,16 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from toto_robot.utils.io import atomic_save_json
+from toto_robot.utils.io import atomic_save_json, config_hash
 
 log = logging.getLogger(__name__)
 RESULT_NAME = "result.json"
-
-
-def config_hash(config: Any) -> str:
-    """Stable short hash of a JSON-able config (dict key order does not matter)."""
-    blob = json.dumps(config, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:10]
 
 
 @dataclass

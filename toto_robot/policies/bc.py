@@ -10,6 +10,7 @@ Writes ``policy/`` (see ``policy.py``), ``metrics.csv`` (per-epoch losses and, w
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from toto_robot.constants import ACTION, OBS_IMAGE, OBS_STATE
@@ -26,7 +28,7 @@ from toto_robot.encoders import encoder_from_spec
 from toto_robot.policies.policy import Policy
 from toto_robot.probes.sweep import extract_tokens
 from toto_robot.utils.plots import pyplot, save_figure
-from toto_robot.utils.io import atomic_save_json, atomic_write_csv
+from toto_robot.utils.io import atomic_save_json, atomic_save_tensors, atomic_write_csv, config_hash
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class BCConfig:
     eval_episodes: int = 0
     patience: int = 0  # > 0: stop when the held-out loss has not improved for this many epochs
     keep_best: bool = True  # save the epoch with the lowest held-out loss (needs val_fraction > 0)
+    token_cache: str | None = None  # folder of frozen demo tokens shared by runs with the same demos and backbone (any pooling or seed)
     seed: int = 0
     device: str = "cpu"
 
@@ -75,11 +78,12 @@ def train_bc(cfg: BCConfig) -> Path:
         return np.concatenate([eps[i][key] for i in ids]) if len(ids) else np.zeros((0,))
 
     encoder = encoder_from_spec(cfg.encoder).to(cfg.device)
+    per_episode = demo_tokens(encoder, eps, cfg)
     tokens = {}
     for split, ids in (("train", list(train_ids)), ("val", sorted(val_ids))):
         if ids:
-            tokens[split] = (extract_tokens(encoder, stack(ids, OBS_IMAGE), [encoder.layer], desc=f"{encoder.name} {split} features")[encoder.layer],
-                             torch.from_numpy(stack(ids, OBS_STATE)).float(), torch.from_numpy(stack(ids, ACTION)).float())
+            tokens[split] = (torch.cat([per_episode[i] for i in ids]), torch.from_numpy(stack(ids, OBS_STATE)).float(),
+                             torch.from_numpy(stack(ids, ACTION)).float())
     tr_tok, tr_state, tr_act = tokens["train"]
     if tr_act.shape[1] != meta.action_dim:
         raise DemoFormatError(f"actions have {tr_act.shape[1]} dims, meta.json says {meta.action_dim}")
@@ -127,6 +131,29 @@ def train_bc(cfg: BCConfig) -> Path:
     atomic_save_json({"final": history[-1], "best_epoch": best[1], "train_frames": len(tr_act), "episodes": len(eps), "encoder": encoder.name,
                       "layer": encoder.layer, "task": meta.task}, out / "result.json")
     return out / "policy"
+
+
+def demo_tokens(encoder, eps: list[dict], cfg: BCConfig) -> list[torch.Tensor]:
+    """Frozen tokens of every demo frame, per episode: [T_i, N, C] float16. The backbone is frozen, so
+    with ``cfg.token_cache`` they are computed once per (demos, backbone, layer) and reused by later
+    runs whatever their pooling or seed (a comparison's 2nd..kth run skips the encoder entirely)."""
+    lengths = [len(ep[OBS_IMAGE]) for ep in eps]
+    path = None
+    if cfg.token_cache:
+        spec = {k: v for k, v in cfg.encoder.items() if k != "pooling"}
+        weights = hashlib.sha256(b"".join(p.detach().flatten()[:256].cpu().numpy().tobytes() for p in encoder.backbone_parameters()))
+        key = config_hash({"demos": str(Path(cfg.demos).resolve()), "lengths": lengths, "encoder": spec, "layer": encoder.layer,
+                           "backbone": encoder.spec(), "weights": weights.hexdigest()})
+        path = Path(cfg.token_cache) / f"tokens-{encoder.name}-{key}.safetensors"
+        if path.is_file():
+            log.info("frozen demo tokens from %s", path)
+            return list(load_file(str(path))["tokens"].split(lengths))
+    images = np.concatenate([ep[OBS_IMAGE] for ep in eps])
+    tokens = extract_tokens(encoder, images, [encoder.layer], desc=f"{encoder.name} demo features")[encoder.layer]  # (F, N, C)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_save_tensors({"tokens": tokens.contiguous()}, path)
+    return list(tokens.split(lengths))
 
 
 @torch.no_grad()

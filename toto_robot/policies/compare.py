@@ -53,7 +53,8 @@ def compare(cfg: CompareConfig) -> Path:
                 run = out / "runs" / task / label / f"seed{seed}"
                 done = run / "eval.json"
                 if not done.is_file():
-                    policy_dir = train_bc(BCConfig(demos=cfg.demos[task], out_dir=str(run), encoder=dict(spec), seed=seed, **cfg.bc))
+                    bc = {"token_cache": str(out / "token_cache"), **cfg.bc}  # frozen tokens shared across seeds and poolings
+                    policy_dir = train_bc(BCConfig(demos=cfg.demos[task], out_dir=str(run), encoder=dict(spec), seed=seed, **bc))
                     ev = evaluate_policy(load_policy(policy_dir), task, cfg.eval_episodes, seed=seed, video_path=run / "rollouts.mp4")
                     atomic_save_json(ev, done)
                 ev = json.loads(done.read_text())

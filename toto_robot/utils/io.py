@@ -8,6 +8,7 @@ the new one, never half of one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -40,6 +41,12 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[Any]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def config_hash(config: Any) -> str:
+    """Stable short hash of a JSON-able config (dict key order does not matter)."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:10]
 
 
 def atomic_save_json(obj: Any, path: str | os.PathLike) -> None:

@@ -14,6 +14,7 @@ Writes ``policy/`` (``model.zip`` + ``encoder/`` + ``policy.json``, loadable wit
 from __future__ import annotations
 
 import csv
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -64,7 +65,9 @@ class PPOConfig:
     image_size: int = 64
     camera: str = "agentview"
     total_timesteps: int = 20_000
-    n_steps: int = 512
+    n_envs: int = 4  # parallel envs: the encoder sees n_envs frames per forward
+    vec_env: str = "dummy"  # dummy (one process) | subproc (one process per env)
+    n_steps: int = 512  # per env: a rollout holds n_steps * n_envs transitions
     batch_size: int = 128
     n_epochs: int = 4
     learning_rate: float = 3e-4
@@ -78,12 +81,17 @@ class PPOConfig:
 
 def train_ppo(cfg: PPOConfig) -> Path:
     from stable_baselines3 import PPO
-    from stable_baselines3.common.monitor import Monitor
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
     from toto_robot.policies.evaluate import evaluate_policy
     from toto_robot.policies.policy import POLICY_CONFIG, load_policy
-    from toto_robot.sim_envs import make_env
+    from toto_robot.sim_envs import TASK_IDS
 
+    if cfg.vec_env not in ("dummy", "subproc"):
+        raise ValueError(f"vec_env must be 'dummy' or 'subproc', got {cfg.vec_env!r}")
+    if cfg.task not in TASK_IDS:
+        raise ValueError(f"unknown task {cfg.task!r}; known: {sorted(TASK_IDS)}")
     out = Path(cfg.out_dir)
     policy_dir = out / "policy"
     out.mkdir(parents=True, exist_ok=True)
@@ -91,7 +99,13 @@ def train_ppo(cfg: PPOConfig) -> Path:
     torch.manual_seed(cfg.seed)
     encoder = encoder_from_spec(cfg.encoder)
     encoder.save_pretrained(policy_dir / "encoder")
-    env = Monitor(make_env(cfg.task, image_size=cfg.image_size, camera=cfg.camera), filename=str(out / "monitor"), info_keywords=("success",))
+    monitor_dir = out / "monitor"
+    if monitor_dir.exists():  # a fresh run: episodes of an earlier attempt would join the curve
+        shutil.rmtree(monitor_dir)
+    env = make_vec_env(TASK_IDS[cfg.task][0], n_envs=cfg.n_envs, seed=cfg.seed, monitor_dir=str(monitor_dir),
+                       env_kwargs={"image_size": cfg.image_size, "camera": cfg.camera}, monitor_kwargs={"info_keywords": ("success",)},
+                       vec_env_cls=SubprocVecEnv if cfg.vec_env == "subproc" else DummyVecEnv,
+                       vec_env_kwargs={"start_method": "spawn"} if cfg.vec_env == "subproc" else None)
     kwargs = {"features_extractor_class": FrozenEncoderExtractor, "features_extractor_kwargs": {"encoder_dir": str(policy_dir / "encoder")},
               "net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)}}
     model = PPO("MultiInputPolicy", env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate,
@@ -103,7 +117,7 @@ def train_ppo(cfg: PPOConfig) -> Path:
                       "action_dim": env.action_space.shape[0], "encoder": encoder.name,
                       "net_arch": list(cfg.net_arch)}, policy_dir / POLICY_CONFIG)
     env.close()
-    curve = read_monitor(out / "monitor.monitor.csv")
+    curve = read_monitor(monitor_dir)
     plot_learning_curve(curve, out / "learning_curve.png", cfg.task, encoder.name)
     result = {"timesteps": cfg.total_timesteps, "episodes": len(curve), "final_train_success": _tail_mean(curve, "success"),
               "final_train_return": _tail_mean(curve, "r")}
@@ -113,11 +127,16 @@ def train_ppo(cfg: PPOConfig) -> Path:
     return policy_dir
 
 
-def read_monitor(path: Path) -> list[dict]:
-    """SB3 Monitor CSV (first line is a JSON comment) -> rows with r (return), l (length), t, success, timesteps."""
-    with open(path) as f:
-        f.readline()
-        rows = [{"r": float(r["r"]), "l": int(r["l"]), "success": float(r.get("success") in ("True", "1", "1.0"))} for r in csv.DictReader(f)]
+def read_monitor(monitor_dir: Path) -> list[dict]:
+    """SB3 Monitor CSVs of all envs (first line of each is a JSON comment), merged in the order the
+    episodes ended -> rows with r (return), l (length), t, success, timesteps (all envs together)."""
+    rows = []
+    for path in sorted(Path(monitor_dir).glob("*.monitor.csv")):
+        with open(path) as f:
+            f.readline()
+            rows += [{"r": float(r["r"]), "l": int(r["l"]), "t": float(r["t"]), "success": float(r.get("success") in ("True", "1", "1.0"))}
+                     for r in csv.DictReader(f)]
+    rows.sort(key=lambda r: r["t"])
     steps = np.cumsum([r["l"] for r in rows])
     for r, s in zip(rows, steps):
         r["timesteps"] = int(s)

@@ -25,3 +25,16 @@ def test_fast_demo_runs_end_to_end_then_reuses_its_cache(tmp_path):
     run_demo(DemoConfig(out_dir=str(tmp_path / "out2"), cache_dir=str(tmp_path / "cache"), fast=True))
     table = (tmp_path / "out2" / "report.md").read_text().split("## 1.")[0]
     assert table.count("| yes |") == 8  # every stage came from the cache
+
+
+@pytest.mark.slow
+def test_fast_demo_on_another_camera_compares_every_pooling(tmp_path):
+    cfg = DemoConfig(out_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"), fast=True, bc_task="franka_pick", camera="workspace",
+                     poolings=["attention", "spatial_attention"])
+    run_demo(cfg)
+    md = (tmp_path / "out" / "report.md").read_text()
+    for label in ("| toto |", "| toto+spatial_attention |", "| random-init+spatial_attention |", "| mae+spatial_attention |"):
+        assert label in md
+    assert "toto/spatial_attention" in md  # the probe sweeps the extra pooling too
+    meta = json.loads(next((tmp_path / "cache").glob("demos-*/demos/meta.json")).read_text())
+    assert meta["extra"]["camera"] == "workspace" and meta["task"] == "franka_pick"

@@ -35,6 +35,7 @@ class DemoConfig:
     cache_dir: str = "runs/demo-cache"
     fast: bool = False
     image_size: int = 64
+    camera: str = "agentview"  # the view of videos, probe images and demonstrations (the policy's camera)
     video_tasks: list[str] = field(default_factory=lambda: ["franka_pick", "franka_cabinet", "kuka_pick", "kuka_cabinet"])
     video_episodes: int = 25  # scripted-expert episodes per task
     random_episodes: int = 5  # random-action episodes per task
@@ -48,6 +49,7 @@ class DemoConfig:
     bc_task: str = "franka_cabinet"
     bc_episodes: int = 60
     bc_epochs: int = 40
+    poolings: list[str] = field(default_factory=lambda: ["attention"])  # BC compares every encoder with each (and the probe adds them)
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     eval_episodes: int = 20
     device: str = "cpu"
@@ -57,7 +59,7 @@ class DemoConfig:
         return DemoConfig(out_dir=self.out_dir, cache_dir=self.cache_dir, fast=True, image_size=32,
                           video_tasks=["franka_cabinet"], video_episodes=3, random_episodes=1, tokenizer={**self.tokenizer, "params": {**self.tokenizer["params"], "vocab_size": 64}},
                           tokenizer_steps=5, num_frames=2, pretrain_steps=4, batch_tokens=256, probe_train=24, probe_val=12,
-                          bc_task=self.bc_task, bc_episodes=4, bc_epochs=2, seeds=[0], eval_episodes=1, device=self.device)
+                          bc_task=self.bc_task, camera=self.camera, poolings=self.poolings, bc_episodes=4, bc_epochs=2, seeds=[0], eval_episodes=1, device=self.device)
 
 
 def run_demo(cfg: DemoConfig) -> Path:
@@ -73,19 +75,21 @@ def run_demo(cfg: DemoConfig) -> Path:
     stages = []
 
     # 1. videos ---------------------------------------------------------------------------
+    view = {} if cfg.camera == "agentview" else {"camera": cfg.camera}  # (keeps cache keys of agentview runs)
     vid_cfg = {"tasks": cfg.video_tasks, "episodes": cfg.video_episodes, "random_episodes": cfg.random_episodes, "image_size": cfg.image_size,
-               "noise": 0.2}
+               "noise": 0.2, **view}
 
     def videos(d: Path) -> dict:
         from toto_robot.sim_envs.collect import CollectConfig, collect
 
         rates = {}
         for task in cfg.video_tasks:  # scripted experts with exploration noise, domain-randomized
-            ds = collect(CollectConfig(task=task, episodes=cfg.video_episodes, out_dir=str(d / task), image_size=cfg.image_size, noise=0.2, seed=1000))
+            ds = collect(CollectConfig(task=task, episodes=cfg.video_episodes, out_dir=str(d / task), image_size=cfg.image_size, noise=0.2, seed=1000,
+                                       camera=cfg.camera))
             rates[task] = json.loads((ds / "summary.json").read_text())["success_rate"]
             if cfg.random_episodes:  # plus random exploration: the arm wandering, nothing solved
                 collect(CollectConfig(task=task, episodes=cfg.random_episodes, out_dir=str(d / "random" / task), image_size=cfg.image_size,
-                                      mode="random", seed=5000, preview_episodes=0))
+                                      mode="random", seed=5000, preview_episodes=0, camera=cfg.camera))
         return {"expert_success": rates, "videos": len(list(d.glob("**/videos/*.mp4")))}
 
     st_videos = cache.run("videos", vid_cfg, videos)
@@ -173,34 +177,39 @@ def run_demo(cfg: DemoConfig) -> Path:
     mae_ckpt = str(st_mae.dir / "mae_vit.safetensors")
 
     # 5. probe ----------------------------------------------------------------------------
-    probe_cfg = {"upstream": [str(st_pre.dir), str(st_mae.dir)], "task": cfg.bc_task, "n_train": cfg.probe_train, "n_val": cfg.probe_val, "image_size": cfg.image_size}
+    probe_cfg = {"upstream": [str(st_pre.dir), str(st_mae.dir)], "task": cfg.bc_task, "n_train": cfg.probe_train, "n_val": cfg.probe_val, "image_size": cfg.image_size,
+                 **view}
+    probe_poolings = ["attention", "average"] + [p for p in cfg.poolings if p not in ("attention", "average")]
+    if len(probe_poolings) > 2:
+        probe_cfg["poolings"] = probe_poolings
 
     def probe(d: Path) -> dict:
         from toto_robot.encoders import build_encoder
         from toto_robot.probes import best_row, layer_sweep, sim_probe_data
         from toto_robot.probes.sweep import write_sweep
 
-        data = sim_probe_data(cfg.bc_task, "position", cfg.probe_train, cfg.probe_val, cfg.image_size, seed=7)
+        data = sim_probe_data(cfg.bc_task, "position", cfg.probe_train, cfg.probe_val, cfg.image_size, seed=7, camera=cfg.camera)
         rows = []
         encoders = {"toto": build_encoder("toto", checkpoint=str(final)), "random-init": build_encoder("random", like=str(final)),
                     "mae": build_encoder("mae_tiny", checkpoint=mae_ckpt, **mae_kw)}
         for label, enc in encoders.items():
             enc.name = label
-            rows += layer_sweep(enc, data, epochs=3 if cfg.fast else 60)
+            rows += layer_sweep(enc, data, poolings=probe_poolings, epochs=3 if cfg.fast else 60)
         write_sweep(rows, d, chance=data.chance())
-        best = {f"{e}/{p}": best_row([r for r in rows if r["encoder"] == e], p) for e in encoders for p in ("attention", "average")}
+        best = {f"{e}/{p}": best_row([r for r in rows if r["encoder"] == e], p) for e in encoders for p in probe_poolings}
         return {"best": best, "chance": data.chance(), "rows": rows}
 
     st_probe = cache.run("probe", probe_cfg, probe)
     stages.append(st_probe)
 
     # 6. demonstrations -------------------------------------------------------------------
-    demo_cfg = {"task": cfg.bc_task, "episodes": cfg.bc_episodes, "image_size": cfg.image_size}
+    demo_cfg = {"task": cfg.bc_task, "episodes": cfg.bc_episodes, "image_size": cfg.image_size, **view}
 
     def demos(d: Path) -> dict:
         from toto_robot.sim_envs.collect import CollectConfig, collect
 
-        collect(CollectConfig(task=cfg.bc_task, episodes=cfg.bc_episodes, out_dir=str(d / "demos"), image_size=cfg.image_size, noise=0.1, videos=False))
+        collect(CollectConfig(task=cfg.bc_task, episodes=cfg.bc_episodes, out_dir=str(d / "demos"), image_size=cfg.image_size, noise=0.1, videos=False,
+                              camera=cfg.camera))
         return json.loads((d / "demos" / "summary.json").read_text())
 
     st_demos = cache.run("demos", demo_cfg, demos)
@@ -209,9 +218,12 @@ def run_demo(cfg: DemoConfig) -> Path:
     # 7. compare --------------------------------------------------------------------------
     best_layer = st_probe.result["best"]["toto/attention"]["layer"]
     mae_layer = st_probe.result["best"]["mae/attention"]["layer"]
-    encoders = {"toto": {"name": "toto", "checkpoint": str(final), "layer": best_layer, "pooling": "attention"},
-                "mae": {"name": "mae_tiny", "checkpoint": mae_ckpt, "layer": mae_layer, "pooling": "attention", **mae_kw},
-                "random-init": {"name": "random", "like": str(final), "layer": best_layer, "pooling": "attention"}}
+    encoders = {}
+    for pooling in cfg.poolings:  # the paper's attention pooling keeps the plain labels
+        tag = "" if pooling == "attention" else f"+{pooling}"
+        encoders |= {f"toto{tag}": {"name": "toto", "checkpoint": str(final), "layer": best_layer, "pooling": pooling},
+                     f"mae{tag}": {"name": "mae_tiny", "checkpoint": mae_ckpt, "layer": mae_layer, "pooling": pooling, **mae_kw},
+                     f"random-init{tag}": {"name": "random", "like": str(final), "layer": best_layer, "pooling": pooling}}
     cmp_cfg = {"upstream": [str(st_pre.dir), str(st_mae.dir), str(st_demos.dir)], "encoders": encoders, "seeds": cfg.seeds, "episodes": cfg.eval_episodes,
                "epochs": cfg.bc_epochs}
 
@@ -304,7 +316,7 @@ def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float) -> Pa
                        f"[{100 * float(x['ci_low']):.0f}, {100 * float(x['ci_high']):.0f}]", f"{float(x['val_loss']):.4f}"] for x in rows]))
     s.figures.append((keep(by["compare"].dir / "success.png", "bc_success.png"), "success rate (95% Wilson interval)"))
     s.figures.append((keep(by["compare"].dir / "learning_curves.png", "bc_learning_curves.png"), "BC learning curves"))
-    for label in ("toto", "mae", "random-init"):
+    for label in dict.fromkeys(x["encoder"] for x in rows):
         video = by["compare"].dir / "runs" / cfg.bc_task / label / f"seed{cfg.seeds[0]}" / "rollouts.mp4"
         s.figures.append((keep(video, f"rollouts_{label}.mp4"), f"{label}: first evaluation rollouts"))
 

@@ -42,14 +42,14 @@ def _split(name, x, y, n_train, classes):
 
 
 def sim_probe_data(task: str = "franka_pick", target: str = "position", n_train: int = 300, n_val: int = 100,
-                   image_size: int = 64, seed: int = 0) -> ProbeData:
+                   image_size: int = 64, seed: int = 0, camera: str = "agentview") -> ProbeData:
     from toto_robot.sim_envs import make_env
     from toto_robot.sim_envs.tasks import COLORS
     from toto_robot.sim_envs.tasks import PickTask
 
     if target not in ("position", "colour"):
         raise ValueError(f"sim probe target must be 'position' or 'colour', got {target!r}")
-    env = make_env(task, image_size=image_size, randomization={"lighting": True, "colors": False, "camera_jitter": 0.005})
+    env = make_env(task, image_size=image_size, camera=camera, randomization={"lighting": True, "colors": False, "camera_jitter": 0.005})
     base = env.unwrapped
     # position target: the object's (cube's or cabinet's) table position in a 3 x 3 grid over its reset range
     if isinstance(base.task, PickTask):

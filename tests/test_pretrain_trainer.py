@@ -142,3 +142,37 @@ def test_resolution_fine_tune_continues_a_model_at_4x_tokens_per_frame_with_a_ne
     fresh = Toto(new.config)
     moved = (new.tok_emb.weight - old.tok_emb.weight).abs().mean()
     assert moved < 0.5 * (fresh.tok_emb.weight - old.tok_emb.weight).abs().mean()
+
+
+def test_continuous_patch_tokens_pretrain_from_frame_shards_and_serve_as_an_encoder(tmp_path):
+    """Patch tokens (no codebook): shards keep the clips, the trainer patchifies them and regresses the
+    next normalised patch; the run loads as a frozen encoder and as a random-init control."""
+    from toto_robot.data.shards import ShardDataset, ShardError
+    from toto_robot.data.synthetic import moving_shapes
+    from toto_robot.data.tokenize import DatasetSpec, ShardJobConfig, write_shards
+    from toto_robot.data.video import write_video
+    from toto_robot.encoders import build_encoder
+    from toto_robot.tokenizers import build_tokenizer
+
+    build_tokenizer("patch", patch_size=4).save_pretrained(tmp_path / "tok")
+    for i in range(4):
+        write_video(tmp_path / "videos" / f"v{i}.mp4", moving_shapes(40, 16, 1, np.random.default_rng(i))[0])
+    shards = write_shards(ShardJobConfig(tokenizer_dir=str(tmp_path / "tok"), out_dir=str(tmp_path / "shards"), resolution=16, num_frames=4,
+                                         stride=2, datasets=[DatasetSpec("sim", "video", str(tmp_path / "videos"), clips_per_video=8)]))
+    ds = ShardDataset(shards)
+    assert ds.continuous and ds.seq_len == 4 * 16 and ds[0].shape == (4, 16, 16, 3) and ds[0].dtype == torch.uint8
+    out = pretrain(PretrainConfig(shards=str(shards), out_dir=str(tmp_path / "run"), model="toto_tiny", model_overrides={"n_layer": 2, "n_embd": 64},
+                                  lr=3e-3, min_lr=3e-4, warmup_steps=10, max_steps=150, batch_tokens=8 * 64, micro_batch=8, log_every=50, seed=0))
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["eval_loss"] < 0.5 * m["mean_patch_loss"], m  # the next patch is predicted from the ones before it
+    model = Toto.from_pretrained(out / "final")
+    assert model.config.input_dim == 48 and model.config.block_size == 4 * 16 + 1
+    enc = build_encoder("toto", checkpoint=str(out / "final"))
+    frames = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    assert enc.encode_tokens(frames).shape == (2, 16, 64) and enc(frames).shape == (2, 64)
+    control = build_encoder("random", like=str(out / "final"))
+    assert not torch.allclose(control.encode_tokens(frames), enc.encode_tokens(frames))
+    bad = next(Path(shards).glob("*.bin"))
+    bad.write_bytes(bad.read_bytes()[:-5])
+    with pytest.raises(ShardError, match="corrupt shard"):
+        ShardDataset(shards)

@@ -2,8 +2,10 @@
 
 Layout of a shard folder::
 
-    index.json            # ShardIndex: seq_len, dtype, vocab_size, tokenizer hash, list of shards
-    <name>.bin            # raw little-endian uint16 (or uint32) array of shape [num_sequences, seq_len]
+    index.json            # ShardIndex: layout, seq_len, dtype, vocab_size, tokenizer hash, list of shards
+    <name>.bin            # layout "ids": raw little-endian uint16 (or uint32) array [num_sequences, seq_len]
+                          # layout "frames": uint8 clips [num_sequences, T, R, R, 3] for continuous patch
+                          # tokens (the trainer patchifies them; seq_len = T * tokens per frame)
 
 Each ``.bin`` is written atomically and only then added to ``index.json`` (also atomic), so a
 killed tokenize job leaves a consistent folder and resumes by skipping every shard already
@@ -45,6 +47,13 @@ class ShardIndex:
     dtype: str = "uint16"
     shards: list[ShardInfo] = field(default_factory=list)
     format_version: int = FORMAT_VERSION
+    layout: str = "ids"  # ids | frames
+    frame_shape: list[int] = field(default_factory=list)  # layout frames: [T, R, R, 3]
+
+    @property
+    def item_shape(self) -> tuple[int, ...]:
+        """Shape of one stored sequence."""
+        return tuple(self.frame_shape) if self.layout == "frames" else (self.seq_len,)
 
     @classmethod
     def load(cls, root: Path) -> "ShardIndex":
@@ -72,12 +81,13 @@ def dtype_for_vocab(vocab_size: int) -> str:
 class ShardWriter:
     """Write named shards into a folder; resumable (``has(name)``) and consistent after a crash."""
 
-    def __init__(self, root: str | Path, seq_len: int, vocab_size: int, tokenizer: dict):
+    def __init__(self, root: str | Path, seq_len: int, vocab_size: int, tokenizer: dict, frame_shape: list[int] | None = None):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
+        layout = "frames" if frame_shape else "ids"
         if (self.root / INDEX_NAME).exists():
             self.index = ShardIndex.load(self.root)
-            for key, want in (("seq_len", seq_len), ("vocab_size", vocab_size)):
+            for key, want in (("seq_len", seq_len), ("vocab_size", vocab_size), ("layout", layout), ("frame_shape", list(frame_shape or []))):
                 if getattr(self.index, key) != want:
                     raise ShardError(f"{self.root}: existing shards have {key}={getattr(self.index, key)}, this job writes {key}={want}")
             if self.index.tokenizer.get("hash") != tokenizer.get("hash"):
@@ -86,7 +96,9 @@ class ShardWriter:
                     "write to a new folder"
                 )
         else:
-            self.index = ShardIndex(seq_len=seq_len, vocab_size=vocab_size, tokenizer=tokenizer, dtype=dtype_for_vocab(vocab_size))
+            self.index = ShardIndex(seq_len=seq_len, vocab_size=vocab_size, tokenizer=tokenizer,
+                                    dtype="uint8" if frame_shape else dtype_for_vocab(vocab_size), layout=layout,
+                                    frame_shape=list(frame_shape or []))
             self.index.save(self.root)
 
     def has(self, name: str) -> bool:
@@ -94,9 +106,13 @@ class ShardWriter:
 
     def write(self, name: str, sequences: np.ndarray, source: str, kind: str) -> None:
         seqs = np.asarray(sequences)
-        if seqs.ndim != 2 or seqs.shape[1] != self.index.seq_len:
-            raise ShardError(f"shard {name}: sequences must be [N, {self.index.seq_len}], got {seqs.shape}")
-        if seqs.size and (seqs.min() < 0 or seqs.max() >= self.index.vocab_size):
+        shape = self.index.item_shape
+        if seqs.shape[1:] != shape:
+            raise ShardError(f"shard {name}: sequences must be [N, {', '.join(map(str, shape))}], got {seqs.shape}")
+        if self.index.layout == "frames":
+            if seqs.dtype != np.uint8:
+                raise ShardError(f"shard {name}: frame clips must be uint8, got {seqs.dtype}")
+        elif seqs.size and (seqs.min() < 0 or seqs.max() >= self.index.vocab_size):
             raise ShardError(f"shard {name}: token ids outside [0, {self.index.vocab_size}) (min {seqs.min()}, max {seqs.max()})")
         with atomic_write(self.root / f"{name}.bin") as f:
             f.write(np.ascontiguousarray(seqs.astype(self.index.dtype)).tobytes())
@@ -106,7 +122,8 @@ class ShardWriter:
 
 
 class ShardDataset(torch.utils.data.Dataset):
-    """All sequences of a shard folder, memory-mapped. ``ds[i]`` -> LongTensor [seq_len]."""
+    """All sequences of a shard folder, memory-mapped. ``ds[i]`` -> LongTensor [seq_len] (layout ids)
+    or uint8 [T, R, R, 3] (layout frames)."""
 
     def __init__(self, root: str | Path, expect_vocab_size: int | None = None, expect_tokenizer_hash: str | None = None):
         self.root = Path(root)
@@ -121,15 +138,15 @@ class ShardDataset(torch.utils.data.Dataset):
         self.arrays: list[np.memmap] = []
         self.sources: list[str] = []
         self.kinds: list[str] = []
-        L = self.index.seq_len
+        shape = self.index.item_shape
         itemsize = np.dtype(self.index.dtype).itemsize
         for s in self.index.shards:
             path = self.root / s.file
             if not path.is_file():
                 raise ShardError(f"shard listed in index is missing: {path}")
-            if path.stat().st_size != s.num_sequences * L * itemsize:
-                raise ShardError(f"corrupt shard {path}: {path.stat().st_size} bytes, expected {s.num_sequences}x{L}x{itemsize}")
-            self.arrays.append(np.memmap(path, dtype=self.index.dtype, mode="r", shape=(s.num_sequences, L)))
+            if path.stat().st_size != s.num_sequences * int(np.prod(shape)) * itemsize:
+                raise ShardError(f"corrupt shard {path}: {path.stat().st_size} bytes, expected {s.num_sequences}x{'x'.join(map(str, shape))}x{itemsize}")
+            self.arrays.append(np.memmap(path, dtype=self.index.dtype, mode="r", shape=(s.num_sequences, *shape)))
             self.sources.append(s.source)
             self.kinds.append(s.kind)
         self.offsets = np.cumsum([0] + [a.shape[0] for a in self.arrays])
@@ -137,6 +154,11 @@ class ShardDataset(torch.utils.data.Dataset):
     @property
     def seq_len(self) -> int:
         return self.index.seq_len
+
+    @property
+    def continuous(self) -> bool:
+        """Frame clips for continuous patch tokens (rather than token ids)."""
+        return self.index.layout == "frames"
 
     @property
     def vocab_size(self) -> int:
@@ -153,6 +175,8 @@ class ShardDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> torch.Tensor:
         shard, row = self.locate(int(i))
+        if self.continuous:
+            return torch.from_numpy(np.array(self.arrays[shard][row]))  # (T, R, R, 3) uint8
         return torch.from_numpy(self.arrays[shard][row].astype(np.int64))
 
     def indices_by_source(self) -> dict[str, np.ndarray]:

@@ -133,6 +133,9 @@ def _work(args) -> tuple[str, np.ndarray | None, str, str, str]:
     except VideoDecodeError as e:
         return unit.name, None, unit.source, unit.kind, str(e)
     tok = _TOKENIZER
+    if not tok.is_discrete:  # continuous patch tokens: store the clips, the trainer patchifies them
+        R = cfg.resolution
+        return unit.name, np.stack(clips) if clips else np.zeros((0, cfg.num_frames, R, R, 3), np.uint8), unit.source, unit.kind, ""
     seqs = [codes_to_sequence(tok.encode(torch.from_numpy(c)), unit.kind, tok.vocab_size) for c in clips]
     L = seq_len(cfg.num_frames, cfg.resolution // tok.downsample, cfg.resolution // tok.downsample)
     return unit.name, np.stack(seqs) if seqs else np.zeros((0, L), np.int64), unit.source, unit.kind, ""
@@ -142,14 +145,15 @@ def write_shards(cfg: ShardJobConfig) -> Path:
     from toto_robot.tokenizers import load_tokenizer
 
     tok = load_tokenizer(cfg.tokenizer_dir)
-    if not tok.is_discrete:
-        raise ValueError("token shards hold discrete ids; continuous patch tokens are computed on the fly")
     if cfg.resolution % tok.downsample:
         raise ValueError(f"resolution {cfg.resolution} is not divisible by the tokenizer's downsampling factor {tok.downsample}")
     hw = cfg.resolution // tok.downsample
-    writer = ShardWriter(cfg.out_dir, seq_len(cfg.num_frames, hw, hw), tok.vocab_size + NUM_SPECIAL_TOKENS,
-                         {"name": tok.kind, "hash": tok.hash(), "path": str(Path(cfg.tokenizer_dir).resolve()),
-                          "num_frames": cfg.num_frames, "tokens_per_frame": hw * hw, "resolution": cfg.resolution})
+    about = {"name": tok.kind, "hash": tok.hash(), "path": str(Path(cfg.tokenizer_dir).resolve()),
+             "num_frames": cfg.num_frames, "tokens_per_frame": hw * hw, "resolution": cfg.resolution}
+    if tok.is_discrete:
+        writer = ShardWriter(cfg.out_dir, seq_len(cfg.num_frames, hw, hw), tok.vocab_size + NUM_SPECIAL_TOKENS, about)
+    else:  # continuous patch tokens: clips of frames; one token per patch, the model supplies the start
+        writer = ShardWriter(cfg.out_dir, cfg.num_frames * hw * hw, 0, about, frame_shape=[cfg.num_frames, cfg.resolution, cfg.resolution, 3])
     todo = [u for u in plan_units(cfg) if not writer.has(u.name)]
     bar = tqdm(total=len(todo), desc="tokenize", unit="shard")
     jobs = [(u, cfg) for u in todo]

@@ -27,6 +27,8 @@ from toto_robot.data.shards import ShardDataset
 from toto_robot.model import Toto, TotoConfig
 from toto_robot.pretrain import distributed as D
 from toto_robot.pretrain.schedule import lr_at
+from toto_robot.tokenizers import Tokenizer, load_tokenizer
+from toto_robot.tokenizers.patch import PatchTokenizer
 from toto_robot.utils.io import CheckpointError, atomic_save_json, atomic_write, load_pretrained, save_pretrained
 
 log = logging.getLogger(__name__)
@@ -59,22 +61,55 @@ class PretrainConfig:
     compile: bool = False
 
 
-def build_model(cfg: PretrainConfig, ds: ShardDataset) -> Toto:
+def build_model(cfg: PretrainConfig, ds: ShardDataset, tokenizer: Tokenizer | None = None) -> Toto:
     tok = ds.index.tokenizer
     overrides = dict(cfg.model_overrides)
-    overrides.setdefault("vocab_size", ds.vocab_size)
-    overrides.setdefault("block_size", ds.seq_len - 1)
+    if ds.continuous:  # patch vectors in, next (normalised) patch out
+        overrides.setdefault("input_dim", tokenizer.token_dim)
+    else:
+        overrides.setdefault("vocab_size", ds.vocab_size)
+    # ids: start + T*h*w inputs; patches: T*h*w inputs in training, and one more (start + every patch) when
+    # a frozen encoder reads whole clips, so both get T*h*w + 1 positions
+    overrides.setdefault("block_size", positions(ds) + (1 if ds.continuous else 0))
     if "tokens_per_frame" in tok:
         overrides.setdefault("tokens_per_frame", tok["tokens_per_frame"])
     if cfg.init_from:
         model = Toto.from_pretrained(cfg.init_from, **overrides)
     else:
         model = Toto(TotoConfig.from_name(cfg.model, **overrides))
-    if model.config.vocab_size != ds.vocab_size:
+    if ds.continuous and model.config.input_dim != tokenizer.token_dim:
+        raise ValueError(f"patch size mismatch: shards in {cfg.shards} give {tokenizer.token_dim}-value patches, the model reads {model.config.input_dim}")
+    if not ds.continuous and model.config.vocab_size != ds.vocab_size:
         raise ValueError(f"vocab mismatch: shards in {cfg.shards} hold {ds.vocab_size} ids, the model has {model.config.vocab_size}")
-    if ds.seq_len - 1 > model.config.block_size:
-        raise ValueError(f"sequence of {ds.seq_len - 1} positions exceeds the model's context of {model.config.block_size}")
+    if positions(ds) > model.config.block_size:
+        raise ValueError(f"sequence of {positions(ds)} positions exceeds the model's context of {model.config.block_size}")
     return model
+
+
+def positions(ds: ShardDataset) -> int:
+    """Model positions per training sequence: ids minus the last (it is only a target); one per patch."""
+    return ds.seq_len if ds.continuous else ds.seq_len - 1
+
+
+def shard_tokenizer(ds: ShardDataset) -> Tokenizer | None:
+    """The patch tokenizer that turns frame shards into model inputs (None for id shards)."""
+    if not ds.continuous:
+        return None
+    path = ds.index.tokenizer.get("path")
+    if not path or not Path(path).is_dir():
+        raise CheckpointError(f"frame shards in {ds.root} need their tokenizer folder, recorded as {path!r}, which is missing")
+    return load_tokenizer(path)
+
+
+def batch_io(batch: torch.Tensor, tokenizer: Tokenizer | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A stacked shard batch -> (model inputs, targets). Ids (B, L) shift by one; frame clips
+    (B, T, R, R, 3) become patch vectors (B, T*h*w, D) in and normalised patches (B, T*h*w, D) out."""
+    if tokenizer is None:
+        return model_io(batch)
+    B = batch.shape[0]
+    codes = tokenizer.encode(batch.flatten(0, 1))  # (B*T, h, w, D) in [-1, 1]
+    codes = codes.reshape(B, -1, codes.shape[-1])  # (B, T*h*w, D); the model prepends its start and shifts
+    return codes, PatchTokenizer.targets(codes)
 
 
 def _rng_state() -> dict:
@@ -87,9 +122,10 @@ def pretrain(cfg: PretrainConfig) -> Path:
     ckpt = out / "checkpoint"
     torch.manual_seed(cfg.seed + info.rank)
     ds = ShardDataset(cfg.shards)
-    model = build_model(cfg, ds).to(cfg.device)
+    tokenizer = shard_tokenizer(ds)
+    model = build_model(cfg, ds, tokenizer).to(cfg.device)
     n_params = model.num_params()
-    seq = ds.seq_len - 1
+    seq = positions(ds)
     accum = max(1, round(cfg.batch_tokens / (cfg.micro_batch * seq * info.world_size)))
     tokens_per_step = accum * cfg.micro_batch * seq * info.world_size
     opt = model.configure_optimizer(cfg.lr, cfg.weight_decay)
@@ -121,7 +157,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
         total = 0.0
         for micro in range(accum):
             batch = torch.stack([ds[int(i)] for i in sampler.sample(cfg.micro_batch)]).to(cfg.device)
-            x, y = model_io(batch)
+            x, y = batch_io(batch, tokenizer)
             sync = micro == accum - 1 or not hasattr(wrapped, "no_sync")
             ctx = wrapped.no_sync() if not sync else _null()
             with ctx, autocast:
@@ -149,8 +185,9 @@ def pretrain(cfg: PretrainConfig) -> Path:
     bar.close()
     if info.is_main:
         _write_logs(out, history)
-        evaluation = per_frame_loss(model, ds, cfg.eval_sequences, cfg.device)
-        atomic_save_json({"final_loss": history[-1]["loss"] if history else None, "unigram_entropy": unigram_entropy(ds), **evaluation,
+        evaluation = per_frame_loss(model, ds, cfg.eval_sequences, cfg.device, tokenizer)
+        baseline = {"mean_patch_loss": mean_patch_loss(ds, tokenizer)} if tokenizer else {"unigram_entropy": unigram_entropy(ds)}
+        atomic_save_json({"final_loss": history[-1]["loss"] if history else None, **baseline, **evaluation,
                           "params": n_params, "steps": step}, out / "metrics.json")
         _write_final(out / "final", model, wrapped, ds, info)
         tb.close()
@@ -219,15 +256,26 @@ def unigram_entropy(ds: ShardDataset, max_sequences: int = 512) -> float:
 
 
 @torch.no_grad()
-def per_frame_loss(model: Toto, ds: ShardDataset, n: int, device: str) -> dict:
-    """Mean next-token loss per frame position (paper Fig. 10: frame 0 is hardest)."""
+def mean_patch_loss(ds: ShardDataset, tokenizer: Tokenizer, max_sequences: int = 64) -> float:
+    """Patch regression loss of always predicting the mean (zero) normalised patch: the context-free baseline."""
+    n = min(len(ds), max_sequences)
+    return float(torch.stack([batch_io(ds[i][None], tokenizer)[1].pow(2).mean() for i in range(n)]).mean())
+
+
+@torch.no_grad()
+def per_frame_loss(model: Toto, ds: ShardDataset, n: int, device: str, tokenizer: Tokenizer | None = None) -> dict:
+    """Mean next-token loss per frame position (paper Fig. 10: frame 0 is hardest); patch models: MSE."""
     model.eval()
     hw = ds.index.tokenizer.get("tokens_per_frame") or model.config.tokens_per_frame
-    T = (ds.seq_len - 2) // hw
+    T = positions(ds) // hw
     losses = []
     for i in range(min(n, len(ds))):
-        x, y = model_io(ds[i][None].to(device))
-        losses.append(model.per_position_loss(x, y)[0, : T * hw].view(T, hw).mean(1).cpu())
+        x, y = batch_io(ds[i][None].to(device), tokenizer)
+        if tokenizer is None:
+            per_position = model.per_position_loss(x, y)  # (1, L) cross-entropy
+        else:
+            per_position = (model(x).logits.float() - y.float()).pow(2).mean(-1)  # (1, L) squared error
+        losses.append(per_position[0, : T * hw].view(T, hw).mean(1).cpu())
     model.train()
     if not losses:
         return {}

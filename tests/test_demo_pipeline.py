@@ -28,11 +28,14 @@ def test_fast_demo_runs_end_to_end_then_reuses_its_cache(tmp_path):
 
 
 @pytest.mark.slow
-def test_fast_demo_on_another_camera_compares_every_pooling(tmp_path):
+def test_fast_demo_with_patch_tokens_on_another_camera_compares_every_pooling(tmp_path):
     cfg = DemoConfig(out_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"), fast=True, bc_task="franka_pick", camera="workspace",
-                     poolings=["attention", "spatial_attention"])
+                     poolings=["attention", "spatial_attention"], tokenizer={"kind": "patch", "params": {"patch_size": 8}})
     run_demo(cfg)
     md = (tmp_path / "out" / "report.md").read_text()
+    assert "Continuous 8x8 patch tokens" in md and "patchified on the fly" in md
+    pre = json.loads(next((tmp_path / "cache").glob("pretrain-*/result.json")).read_text())["result"]
+    assert pre["eval_loss"] > 0 and "mean_patch_loss" in pre
     for label in ("| toto |", "| toto+spatial_attention |", "| random-init+spatial_attention |", "| mae+spatial_attention |"):
         assert label in md
     assert "toto/spatial_attention" in md  # the probe sweeps the extra pooling too

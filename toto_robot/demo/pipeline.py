@@ -54,10 +54,16 @@ class DemoConfig:
     eval_episodes: int = 20
     device: str = "cpu"
 
+    def _small_tokenizer(self) -> dict:
+        params = dict(self.tokenizer["params"])
+        if "vocab_size" in params:  # codebook tokenizers; patch tokens have none
+            params["vocab_size"] = 64
+        return {**self.tokenizer, "params": params}
+
     def shrink(self) -> "DemoConfig":
         """The same pipeline at smoke-test size (about a minute on 2 cores)."""
         return DemoConfig(out_dir=self.out_dir, cache_dir=self.cache_dir, fast=True, image_size=32,
-                          video_tasks=["franka_cabinet"], video_episodes=3, random_episodes=1, tokenizer={**self.tokenizer, "params": {**self.tokenizer["params"], "vocab_size": 64}},
+                          video_tasks=["franka_cabinet"], video_episodes=3, random_episodes=1, tokenizer=self._small_tokenizer(),
                           tokenizer_steps=5, num_frames=2, pretrain_steps=4, batch_tokens=256, probe_train=24, probe_val=12,
                           bc_task=self.bc_task, camera=self.camera, poolings=self.poolings, bc_episodes=4, bc_epochs=2, seeds=[0], eval_episodes=1, device=self.device)
 
@@ -136,8 +142,13 @@ def run_demo(cfg: DemoConfig) -> Path:
     stages.append(st_shards)
 
     # 4. pretrain -------------------------------------------------------------------------
-    hw = (cfg.image_size // 8) ** 2
-    overrides = {"vocab_size": cfg.tokenizer["params"]["vocab_size"] + 4, "tokens_per_frame": hw, "block_size": cfg.num_frames * hw + 1}
+    down = cfg.tokenizer["params"].get("downsample") or cfg.tokenizer["params"].get("patch_size", 8)
+    hw = (cfg.image_size // down) ** 2
+    overrides = {"tokens_per_frame": hw, "block_size": cfg.num_frames * hw + 1}
+    if cfg.tokenizer["kind"] == "patch":  # continuous patch tokens: the model regresses the next patch
+        overrides["input_dim"] = 3 * down * down
+    else:
+        overrides["vocab_size"] = cfg.tokenizer["params"]["vocab_size"] + 4
     if cfg.fast:
         overrides.update(n_layer=2, n_embd=32, n_head=2, mlp_hidden=64)
     pre_cfg = {"upstream": str(st_shards.dir), "model": "toto_tiny", "overrides": overrides, "steps": cfg.pretrain_steps,
@@ -278,15 +289,25 @@ def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float) -> Pa
 
     s = r.section("2. Tokenizer")
     m = by["tokenizer"].result
-    s.text.append(f"{cfg.tokenizer['kind']} tokenizer, {cfg.tokenizer['params']['vocab_size']} codes, 8x downsampling, {cfg.tokenizer_steps} steps: "
-                  f"held-out PSNR {m.get('psnr_heldout_db', float('nan')):.2f} dB (the paper's 8k dVAE is `tokenizer=dvae_8k`; "
-                  "the VQ tokenizer trains about 3x faster on CPU).")
+    params = cfg.tokenizer["params"]
+    if cfg.tokenizer["kind"] == "patch":
+        s.text.append(f"Continuous {params.get('patch_size', 8)}x{params.get('patch_size', 8)} patch tokens: no codebook, the model reads "
+                      f"pixels and regresses the next normalised patch (held-out PSNR {m.get('psnr_heldout_db', float('nan')):.2f} dB: lossless "
+                      "up to 8-bit rounding).")
+    else:
+        s.text.append(f"{cfg.tokenizer['kind']} tokenizer, {params['vocab_size']} codes, {params.get('downsample', 8)}x downsampling, "
+                      f"{cfg.tokenizer_steps} steps: held-out PSNR {m.get('psnr_heldout_db', float('nan')):.2f} dB (the paper's 8k dVAE is "
+                      "`tokenizer=dvae_8k`; the VQ tokenizer trains about 3x faster on CPU).")
     s.figures.append((keep(by["tokenizer"].dir / "tokenizer" / "recon.png", "tokenizer_recon.png"), "held-out frames (top) and reconstructions (bottom)"))
 
     s = r.section("3-4. Token shards and next-token pre-training")
     sh, pm = by["shards"].result, by["pretrain"].result
-    s.text.append(f"{sh['sequences']} sequences of {sh['seq_len']} ids ({sh['tokens']:,} tokens: {cfg.num_frames}-frame stride-4 clips and "
-                  "packed images, start tokens video=1 / image=3, end=2).")
+    if cfg.tokenizer["kind"] == "patch":
+        s.text.append(f"{sh['sequences']} clips of {cfg.num_frames} frames ({sh['seq_len']} patch tokens each, {sh['tokens']:,} in all: "
+                      "stride-4 video clips and packed images), patchified on the fly.")
+    else:
+        s.text.append(f"{sh['sequences']} sequences of {sh['seq_len']} ids ({sh['tokens']:,} tokens: {cfg.num_frames}-frame stride-4 clips "
+                      "and packed images, start tokens video=1 / image=3, end=2).")
     s.tables.append((["metric", "value"], [[k, f"{v:.4f}" if isinstance(v, float) else str(v)] for k, v in pm.items() if not isinstance(v, (list, dict))]))
     run = by["pretrain"].dir / "run"
     s.figures.append((keep(run / "loss_curve.png", "pretrain_loss.png"), "pre-training loss"))

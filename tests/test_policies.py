@@ -10,6 +10,7 @@ from toto_robot.policies import load_policy, wilson_interval
 from toto_robot.policies.bc import BCConfig, train_bc
 from toto_robot.policies.compare import CompareConfig, compare
 from toto_robot.policies.evaluate import evaluate_policy
+from toto_robot.policies.policy import Policy
 from toto_robot.sim_envs.collect import CollectConfig, collect
 
 pytestmark = pytest.mark.xdist_group("policies")  # one worker collects the shared demonstrations once
@@ -115,3 +116,25 @@ def test_bc_reuses_cached_frozen_tokens_only_for_the_same_backbone(cabinet_demos
     monkeypatch.setattr(bc, "extract_tokens", real)
     run("d", pooling="average", seed=1)  # another random init is another backbone
     assert len(list(cache.glob("*.safetensors"))) == 2
+
+
+def test_action_chunking_predicts_k_actions_and_executes_the_first_steps(cabinet_demos, tmp_path):
+    from toto_robot.policies.bc import chunk_actions
+
+    acts = np.arange(8, dtype=np.float32).reshape(4, 2)
+    np.testing.assert_array_equal(chunk_actions(acts, 3)[2], [4, 5, 6, 7, 6, 7])  # past the end: the last action repeats
+    policy_dir = train_bc(BCConfig(demos=str(cabinet_demos), out_dir=str(tmp_path / "bc"), encoder={"name": "random", "pooling": "average"},
+                                   epochs=2, max_episodes=4, chunk=3, action_steps=2))
+    policy = load_policy(policy_dir)
+    assert policy.chunk == 3 and policy.action_steps == 2 and policy.head.net[-1].out_features == 3 * 4
+    calls = []
+    real = policy.act_from_features
+    policy.act_from_features = lambda *a: calls.append(1) or real(*a)
+    obs = [{"image": np.full((64, 64, 3), v, np.uint8), "state": np.full(19, v / 255, np.float32)} for v in (0, 120, 240)]
+    actions = [policy.act(o) for o in obs]
+    assert len(calls) == 2 and all(a.shape == (4,) for a in actions)  # frames 0 and 2 predict; frame 1 executes chunk step 2
+    policy.reset()
+    policy.act(obs[1])
+    assert len(calls) == 3  # a new episode starts with a new chunk
+    with pytest.raises(ValueError, match="action_steps"):
+        Policy(policy.encoder, 19, 4, chunk=2, action_steps=3)

@@ -44,6 +44,8 @@ class BCConfig:
     weight_decay: float = 1e-4
     hidden: int = 256
     use_state: bool = True
+    chunk: int = 1  # action chunking: predict this many future actions from each frame
+    action_steps: int = 1  # ... and execute this many of them before predicting again (1 = closed loop every step)
     val_fraction: float = 0.1  # whole episodes held out
     max_episodes: int | None = None
     eval_every: int = 0  # epochs between success evaluations in the sim task (0 = only at the end if eval_episodes)
@@ -80,18 +82,19 @@ def train_bc(cfg: BCConfig) -> Path:
     encoder = encoder_from_spec(cfg.encoder).to(cfg.device)
     per_episode = demo_tokens(encoder, eps, cfg)
     tokens = {}
+    if eps[0][ACTION].shape[1] != meta.action_dim:
+        raise DemoFormatError(f"actions have {eps[0][ACTION].shape[1]} dims, meta.json says {meta.action_dim}")
     for split, ids in (("train", list(train_ids)), ("val", sorted(val_ids))):
         if ids:
+            chunks = np.concatenate([chunk_actions(eps[i][ACTION], cfg.chunk) for i in ids])  # (F, chunk * A)
             tokens[split] = (torch.cat([per_episode[i] for i in ids]), torch.from_numpy(stack(ids, OBS_STATE)).float(),
-                             torch.from_numpy(stack(ids, ACTION)).float())
+                             torch.from_numpy(chunks).float())
     tr_tok, tr_state, tr_act = tokens["train"]
-    if tr_act.shape[1] != meta.action_dim:
-        raise DemoFormatError(f"actions have {tr_act.shape[1]} dims, meta.json says {meta.action_dim}")
     mean, std = tr_state.mean(0), tr_state.std(0).clamp_min(1e-3)
     policy = Policy(encoder, meta.state_dim, meta.action_dim, cfg.hidden, cfg.use_state, mean, std,
                     meta={"task": meta.task, "image_size": int(meta.image_size[0]), "action_space": meta.action_space,
                           "binary_gripper": meta.action_space in ("ee_delta", "joint_delta"), "demos": str(cfg.demos),
-                          "camera": meta.extra.get("camera", "agentview")}).to(cfg.device)
+                          "camera": meta.extra.get("camera", "agentview")}, chunk=cfg.chunk, action_steps=cfg.action_steps).to(cfg.device)
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * math.ceil(len(tr_act) / cfg.batch_size)
@@ -131,6 +134,13 @@ def train_bc(cfg: BCConfig) -> Path:
     atomic_save_json({"final": history[-1], "best_epoch": best[1], "train_frames": len(tr_act), "episodes": len(eps), "encoder": encoder.name,
                       "layer": encoder.layer, "task": meta.task}, out / "result.json")
     return out / "policy"
+
+
+def chunk_actions(actions: np.ndarray, chunk: int) -> np.ndarray:
+    """[T, A] -> [T, chunk * A]: row t holds actions t .. t+chunk-1; steps past the end repeat the last action."""
+    T = len(actions)
+    idx = np.minimum(np.arange(T)[:, None] + np.arange(chunk)[None], T - 1)  # (T, chunk)
+    return actions[idx].reshape(T, -1)
 
 
 def demo_tokens(encoder, eps: list[dict], cfg: BCConfig) -> list[torch.Tensor]:

@@ -38,6 +38,8 @@ def evaluate_policy(policy, task: str, episodes: int = 20, seed: int = 0, image_
     successes, returns, lengths, frames = 0, [], [], []
     for ep in tqdm(range(episodes), desc=f"eval {task}", unit="ep", leave=False, disable=not progress):
         obs, _ = env.reset(seed=EVAL_SEED_OFFSET + seed * 1000 + ep)
+        if hasattr(policy, "reset"):  # a chunking policy must not carry actions over from the last episode
+            policy.reset()
         done, total, steps, success = False, 0.0, 0, False
         while not done:
             if video_path is not None and ep < 2:

@@ -10,6 +10,7 @@ PPO ``model.zip`` (a stable-baselines3 PPO whose feature extractor reads ``encod
 from __future__ import annotations
 
 import json
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -42,36 +43,50 @@ class Policy(nn.Module):
     kind = "bc"
 
     def __init__(self, encoder: Encoder, state_dim: int, action_dim: int, hidden: int = 256, use_state: bool = True,
-                 state_mean=None, state_std=None, meta: dict | None = None):
+                 state_mean=None, state_std=None, meta: dict | None = None, chunk: int = 1, action_steps: int = 1):
         super().__init__()
+        if not 1 <= action_steps <= chunk:
+            raise ValueError(f"action_steps must be in 1..chunk ({chunk}), got {action_steps}")
         self.encoder = encoder
         self.use_state, self.state_dim, self.action_dim, self.hidden = use_state, state_dim, action_dim, hidden
-        self.head = PolicyHead(encoder.feature_dim, state_dim if use_state else 0, action_dim, hidden)
+        self.chunk, self.action_steps = chunk, action_steps  # predict `chunk` actions, execute the first `action_steps`
+        self.head = PolicyHead(encoder.feature_dim, state_dim if use_state else 0, action_dim * chunk, hidden)
+        self._queue: deque[np.ndarray] = deque()
         self.register_buffer("state_mean", torch.as_tensor(np.zeros(state_dim) if state_mean is None else state_mean, dtype=torch.float32))
         self.register_buffer("state_std", torch.as_tensor(np.ones(state_dim) if state_std is None else state_std, dtype=torch.float32))
         self.meta = dict(meta or {})
 
     def act_from_features(self, feats: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """Pooled features [B, F] + raw state [B, S] -> actions [B, A] (state normalised here)."""
+        """Pooled features [B, F] + raw state [B, S] -> actions [B, chunk * A] (state normalised here)."""
         return self.head(feats, ((state - self.state_mean) / self.state_std) if self.use_state else None)
 
     def forward_tokens(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """Cached frozen tokens [B, N, C] + raw state [B, S] -> actions [B, A] (the BC training path)."""
+        """Cached frozen tokens [B, N, C] + raw state [B, S] -> actions [B, chunk * A] (the BC training path)."""
         return self.act_from_features(self.encoder.pool(tokens.float()), state)
 
     def forward(self, frames, state: torch.Tensor) -> torch.Tensor:
         return self.forward_tokens(self.encoder.encode_tokens(frames), state)
 
+    def reset(self) -> None:
+        """Forget the rest of the current action chunk (call at the start of every episode)."""
+        self._queue.clear()
+
     @torch.no_grad()
     def act_with_features(self, obs: dict) -> tuple[np.ndarray, np.ndarray]:
-        """-> (action float32 [A], pooled encoder features float32 [F]) from one encoder pass."""
+        """-> (action float32 [A], pooled encoder features float32 [F]) from one encoder pass.
+
+        With action chunking, a new chunk is predicted only once the last one's ``action_steps``
+        actions have been executed; the features are always this frame's."""
         image, state = _check_obs(obs, self.state_dim)
         self.eval()
         feats = self.encoder(image[None])  # (1, F)
-        a = self.act_from_features(feats, torch.from_numpy(state)[None].to(self.state_mean.device))[0].cpu().numpy()
-        if self.meta.get("binary_gripper"):  # regression averages open/close near the switch; commit to one
-            a[-1] = 1.0 if a[-1] > 0 else -1.0
-        return a.astype(np.float32), feats[0].cpu().numpy().astype(np.float32)
+        if not self._queue:
+            chunk = self.act_from_features(feats, torch.from_numpy(state)[None].to(self.state_mean.device))[0].cpu().numpy()
+            chunk = chunk.reshape(self.chunk, self.action_dim)[: self.action_steps].astype(np.float32)  # (action_steps, A)
+            if self.meta.get("binary_gripper"):  # regression averages open/close near the switch; commit to one
+                chunk[:, -1] = np.where(chunk[:, -1] > 0, 1.0, -1.0)
+            self._queue.extend(chunk)
+        return self._queue.popleft(), feats[0].cpu().numpy().astype(np.float32)
 
     def act(self, obs: dict) -> np.ndarray:
         return self.act_with_features(obs)[0]
@@ -82,7 +97,8 @@ class Policy(nn.Module):
         atomic_save_tensors({k: v.detach().contiguous() for k, v in self.head.state_dict().items()}
                             | {"state_mean": self.state_mean, "state_std": self.state_std}, d / HEAD_WEIGHTS)
         atomic_save_json({"kind": self.kind, "state_dim": self.state_dim, "action_dim": self.action_dim, "hidden": self.hidden,
-                          "use_state": self.use_state, "encoder": self.encoder.name, **self.meta}, d / POLICY_CONFIG)
+                          "use_state": self.use_state, "encoder": self.encoder.name, "chunk": self.chunk, "action_steps": self.action_steps,
+                          **self.meta}, d / POLICY_CONFIG)
         return d
 
 
@@ -140,8 +156,8 @@ def load_policy(directory: str | Path, device: str = "cpu"):
         raise CheckpointError(f"{d} is missing {HEAD_WEIGHTS}")
     encoder = load_encoder(d / "encoder", map_location=device)
     sd = load_file(str(d / HEAD_WEIGHTS), device=device)
-    extra = {k: v for k, v in meta.items() if k not in ("kind", "state_dim", "action_dim", "hidden", "use_state", "encoder")}
+    extra = {k: v for k, v in meta.items() if k not in ("kind", "state_dim", "action_dim", "hidden", "use_state", "encoder", "chunk", "action_steps")}
     policy = Policy(encoder, meta["state_dim"], meta["action_dim"], meta["hidden"], meta["use_state"],
-                    sd.pop("state_mean"), sd.pop("state_std"), meta=extra)
+                    sd.pop("state_mean"), sd.pop("state_std"), meta=extra, chunk=meta.get("chunk", 1), action_steps=meta.get("action_steps", 1))
     policy.head.load_state_dict(sd)
     return policy.to(device).eval()

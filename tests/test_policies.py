@@ -50,11 +50,12 @@ def test_bc_on_frozen_encoder_opens_the_drawer_and_reloads(cabinet_demos, tmp_pa
         policy.act({"image": obs["image"].astype(np.float32), "state": obs["state"]})
 
 
-def test_ppo_trains_on_frozen_features_and_reloads(tmp_path):
+@pytest.mark.parametrize("vec_env", ["dummy", "subproc"])
+def test_ppo_trains_on_frozen_features_and_reloads(tmp_path, vec_env):
     from toto_robot.policies.ppo import PPOConfig, train_ppo
 
     policy_dir = train_ppo(PPOConfig(task="franka_cabinet", out_dir=str(tmp_path / "ppo"), image_size=32, total_timesteps=256, n_envs=2, n_steps=64,
-                                     batch_size=64, n_epochs=1, eval_episodes=1, net_arch=(32, 32)))
+                                     batch_size=64, n_epochs=1, eval_episodes=1, net_arch=(32, 32), vec_env=vec_env))
     result = json.loads((tmp_path / "ppo" / "result.json").read_text())
     assert result["eval"]["episodes"] == 1 and result["timesteps"] == 256
     # two envs of 128 steps each: one 70-step episode ended in each, both in the learning curve

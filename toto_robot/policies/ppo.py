@@ -102,7 +102,8 @@ def train_ppo(cfg: PPOConfig) -> Path:
     monitor_dir = out / "monitor"
     if monitor_dir.exists():  # a fresh run: episodes of an earlier attempt would join the curve
         shutil.rmtree(monitor_dir)
-    env = make_vec_env(TASK_IDS[cfg.task][0], n_envs=cfg.n_envs, seed=cfg.seed, monitor_dir=str(monitor_dir),
+    # "module:id" makes gymnasium import the registering module first, also inside subprocess envs
+    env = make_vec_env(f"toto_robot.sim_envs:{TASK_IDS[cfg.task][0]}", n_envs=cfg.n_envs, seed=cfg.seed, monitor_dir=str(monitor_dir),
                        env_kwargs={"image_size": cfg.image_size, "camera": cfg.camera}, monitor_kwargs={"info_keywords": ("success",)},
                        vec_env_cls=SubprocVecEnv if cfg.vec_env == "subproc" else DummyVecEnv,
                        vec_env_kwargs={"start_method": "spawn"} if cfg.vec_env == "subproc" else None)

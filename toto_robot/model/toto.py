@@ -270,9 +270,12 @@ class Toto(nn.Module):
             self._probe_only = False
 
     def per_position_loss(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """(B, L) cross-entropy of every position; the trainer folds it into per-frame losses."""
-        logits = self.forward(idx).logits
-        return F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none", ignore_index=-1)
+        """(B, L) loss of every position (cross-entropy; squared error averaged over the patch for a
+        patch-regression model); the trainer folds it into per-frame losses."""
+        out = self.forward(idx).logits
+        if self.config.input_dim:
+            return (out.float() - targets.float()).pow(2).mean(-1)
+        return F.cross_entropy(out.float().transpose(1, 2), targets, reduction="none", ignore_index=-1)
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None,

@@ -271,11 +271,7 @@ def per_frame_loss(model: Toto, ds: ShardDataset, n: int, device: str, tokenizer
     losses = []
     for i in range(min(n, len(ds))):
         x, y = batch_io(ds[i][None].to(device), tokenizer)
-        if tokenizer is None:
-            per_position = model.per_position_loss(x, y)  # (1, L) cross-entropy
-        else:
-            per_position = (model(x).logits.float() - y.float()).pow(2).mean(-1)  # (1, L) squared error
-        losses.append(per_position[0, : T * hw].view(T, hw).mean(1).cpu())
+        losses.append(model.per_position_loss(x, y)[0, : T * hw].view(T, hw).mean(1).cpu())
     model.train()
     if not losses:
         return {}

@@ -79,11 +79,11 @@ def train_bc(cfg: BCConfig) -> Path:
     def stack(ids, key):
         return np.concatenate([eps[i][key] for i in ids]) if len(ids) else np.zeros((0,))
 
+    if eps[0][ACTION].shape[1] != meta.action_dim:  # before any encoder work
+        raise DemoFormatError(f"actions have {eps[0][ACTION].shape[1]} dims, meta.json says {meta.action_dim}")
     encoder = encoder_from_spec(cfg.encoder).to(cfg.device)
     per_episode = demo_tokens(encoder, eps, cfg)
     tokens = {}
-    if eps[0][ACTION].shape[1] != meta.action_dim:
-        raise DemoFormatError(f"actions have {eps[0][ACTION].shape[1]} dims, meta.json says {meta.action_dim}")
     for split, ids in (("train", list(train_ids)), ("val", sorted(val_ids))):
         if ids:
             chunks = np.concatenate([chunk_actions(eps[i][ACTION], cfg.chunk) for i in ids])  # (F, chunk * A)

@@ -145,9 +145,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     down = cfg.tokenizer["params"].get("downsample") or cfg.tokenizer["params"].get("patch_size", 8)
     hw = (cfg.image_size // down) ** 2
     overrides = {"tokens_per_frame": hw, "block_size": cfg.num_frames * hw + 1}
-    if cfg.tokenizer["kind"] == "patch":  # continuous patch tokens: the model regresses the next patch
-        overrides["input_dim"] = 3 * down * down
-    else:
+    if cfg.tokenizer["kind"] != "patch":  # a patch model's input size comes from the shards' tokenizer (trainer)
         overrides["vocab_size"] = cfg.tokenizer["params"]["vocab_size"] + 4
     if cfg.fast:
         overrides.update(n_layer=2, n_embd=32, n_head=2, mlp_hidden=64)

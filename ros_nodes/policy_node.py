@@ -81,14 +81,9 @@ class PolicyNode(StateSubscriber, Node):
         except ImageEncodingError as e:
             self.get_logger().error(f"dropping frame: {e}", throttle_duration_sec=5.0)
 
-    def restart_policy(self) -> None:
-        """Output stopped: a chunking policy must not resume with actions planned before the stop."""
-        if hasattr(self.policy, "reset"):
-            self.policy.reset()
-
     def on_enable(self, request, response):
         self.enabled = bool(request.data)
-        self.restart_policy()
+        self.policy.reset()  # a chunking policy must not resume with actions planned before a stop
         response.success, response.message = True, f"policy output {'enabled' if self.enabled else 'disabled'}"
         self.get_logger().info(response.message)
         return response
@@ -99,7 +94,7 @@ class PolicyNode(StateSubscriber, Node):
         if time.monotonic() - self.image_time > self.p["stale_timeout_s"]:
             if not self.stale:
                 self.get_logger().warn(f"no frame for {self.p['stale_timeout_s']} s on {self.p['image_topic']}: output stopped")
-                self.restart_policy()
+                self.policy.reset()
             self.stale = True
             return
         self.stale = False

@@ -126,6 +126,9 @@ class PPOPolicy:
         self.meta, self.state_dim, self.action_dim = meta, meta["state_dim"], meta["action_dim"]
         self.model = PPO.load(directory / "model.zip", device=device, custom_objects={"policy_kwargs": _ppo_policy_kwargs(directory, meta)})
 
+    def reset(self) -> None:
+        """Nothing carries over between PPO steps (same interface as ``Policy.reset``)."""
+
     def act(self, obs: dict) -> np.ndarray:
         image, state = _check_obs(obs, self.state_dim)
         action, _ = self.model.predict({OBS_IMAGE: image, OBS_STATE: state}, deterministic=True)

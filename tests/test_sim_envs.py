@@ -140,6 +140,37 @@ def test_workspace_camera_shows_the_cube_larger_than_agentview():
     assert obs["image"].shape == (32, 32, 3)
 
 
+@pytest.mark.parametrize("task", ["franka_pick", "kuka_pick"])
+def test_wrist_camera_sees_the_fingertips_and_the_cube_between_them_at_the_grasp(task):
+    import mujoco
+
+    from toto_robot.sim_envs.experts import make_expert
+
+    env = make_env(task, image_size=64, camera="wrist")
+    base = env.unwrapped
+    m = base.model
+    renderer = mujoco.Renderer(m, 64, 64)
+    renderer.enable_segmentation_rendering()
+
+    def pixels(names):
+        renderer.update_scene(base.data, camera=base.camera, scene_option=base._scene_option)
+        seg = renderer.render()
+        ids = [m.geom(n).id for n in names]
+        return int((np.isin(seg[..., 0], ids) & (seg[..., 1] == mujoco.mjtObj.mjOBJ_GEOM)).sum())
+
+    fingers = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, i) for i in range(m.ngeom)]
+    fingers = [n for n in fingers if n and "finger" in n]
+    obs, _ = env.reset(seed=2)
+    expert = make_expert(env)
+    far = pixels(["cube_geom"])
+    assert pixels(fingers) > 0 and far > 0
+    while expert.phase != "close":
+        obs, *_ = env.step(expert.act(obs))
+    near = pixels(["cube_geom"])
+    assert near > 0.04 * 64 * 64 and near > 2 * far, (far, near)  # the cube looms between the fingers
+    renderer.close()
+
+
 def test_rendering_works_headless_without_any_gl_setting():
     import os
     import subprocess

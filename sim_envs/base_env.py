@@ -46,7 +46,7 @@ class ManipulationEnv(gym.Env):
         robot_spec = build_robot_spec(self.robot)
         if wrist_camera or camera == "wrist":
             # Eye-in-hand: 5 cm in front of the hand, level with it, looking straight down past the
-            # fingertips (which sit at the bottom of the image). The eef frame's z points down the fingers.
+            # fingertips, which sit at the left edge of the image. The eef frame's z points down the fingers.
             robot_spec.body(f"{GRIPPER_PREFIX}eef").add_camera(name="wrist", pos=[0, 0.05, -0.097], quat=[0, 0.7071068, 0.7071068, 0], fovy=75)
         spec.worldbody.add_frame(pos=[0, 0, 0.4]).attach_body(robot_spec.body("base"), PREFIX, "")
         self.task.build(spec)

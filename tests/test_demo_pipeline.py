@@ -28,9 +28,10 @@ def test_fast_demo_runs_end_to_end_then_reuses_its_cache(tmp_path):
 
 
 @pytest.mark.slow
-def test_fast_demo_with_patch_tokens_on_another_camera_compares_every_pooling(tmp_path):
-    cfg = DemoConfig(out_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"), fast=True, bc_task="franka_pick", camera="workspace",
-                     poolings=["attention", "spatial_attention"], tokenizer={"kind": "patch", "params": {"patch_size": 8}})
+def test_fast_demo_with_patch_tokens_on_the_wrist_camera_compares_every_pooling_at_a_fixed_layer(tmp_path):
+    cfg = DemoConfig(out_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"), bc_task="franka_pick", camera="wrist", bc_layer=3,
+                     poolings=["attention", "spatial_attention"], tokenizer={"kind": "patch", "params": {"patch_size": 8}}).shrink()
+    assert cfg.bc_layer == 2  # clamped to the fast model's depth
     run_demo(cfg)
     md = (tmp_path / "out" / "report.md").read_text()
     assert "Continuous 8x8 patch tokens" in md and "patchified on the fly" in md
@@ -40,4 +41,7 @@ def test_fast_demo_with_patch_tokens_on_another_camera_compares_every_pooling(tm
         assert label in md
     assert "toto/spatial_attention" in md  # the probe sweeps the extra pooling too
     meta = json.loads(next((tmp_path / "cache").glob("demos-*/demos/meta.json")).read_text())
-    assert meta["extra"]["camera"] == "workspace" and meta["task"] == "franka_pick"
+    assert meta["extra"]["camera"] == "wrist" and meta["task"] == "franka_pick"
+    specs = json.loads(next((tmp_path / "cache").glob("compare-*/compare_config.json")).read_text())["encoders"]
+    assert {spec["layer"] for label, spec in specs.items() if not label.startswith("mae")} == {2}
+    assert "Toto and random-init features come from layer 2 (set by `bc_layer`)" in md

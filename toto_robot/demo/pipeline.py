@@ -27,6 +27,7 @@ from toto_robot.demo.cache import StageCache
 from toto_robot.demo.report import Report
 
 log = logging.getLogger(__name__)
+FAST_MODEL = {"n_layer": 2, "n_embd": 32, "n_head": 2, "mlp_hidden": 64}  # toto_tiny shrunk for fast=true
 
 
 @dataclass
@@ -50,6 +51,7 @@ class DemoConfig:
     bc_episodes: int = 60
     bc_epochs: int = 40
     poolings: list[str] = field(default_factory=lambda: ["attention"])  # BC compares every encoder with each (and the probe adds them)
+    bc_layer: int | None = None  # the Toto layer BC reads; None = the layer the attention probe scored best
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     eval_episodes: int = 20
     device: str = "cpu"
@@ -65,7 +67,8 @@ class DemoConfig:
         return DemoConfig(out_dir=self.out_dir, cache_dir=self.cache_dir, fast=True, image_size=32,
                           video_tasks=["franka_cabinet"], video_episodes=3, random_episodes=1, tokenizer=self._small_tokenizer(),
                           tokenizer_steps=5, num_frames=2, pretrain_steps=4, batch_tokens=256, probe_train=24, probe_val=12,
-                          bc_task=self.bc_task, camera=self.camera, poolings=self.poolings, bc_episodes=4, bc_epochs=2, seeds=[0], eval_episodes=1, device=self.device)
+                          bc_task=self.bc_task, camera=self.camera, poolings=self.poolings,
+                          bc_layer=min(self.bc_layer, FAST_MODEL["n_layer"]) if self.bc_layer else None, bc_episodes=4, bc_epochs=2, seeds=[0], eval_episodes=1, device=self.device)
 
 
 def run_demo(cfg: DemoConfig) -> Path:
@@ -148,7 +151,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     if cfg.tokenizer["kind"] != "patch":  # a patch model's input size comes from the shards' tokenizer (trainer)
         overrides["vocab_size"] = cfg.tokenizer["params"]["vocab_size"] + 4
     if cfg.fast:
-        overrides.update(n_layer=2, n_embd=32, n_head=2, mlp_hidden=64)
+        overrides.update(FAST_MODEL)
     pre_cfg = {"upstream": str(st_shards.dir), "model": "toto_tiny", "overrides": overrides, "steps": cfg.pretrain_steps,
                "batch_tokens": cfg.batch_tokens}
 
@@ -225,7 +228,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     stages.append(st_demos)
 
     # 7. compare --------------------------------------------------------------------------
-    best_layer = st_probe.result["best"]["toto/attention"]["layer"]
+    best_layer = cfg.bc_layer or st_probe.result["best"]["toto/attention"]["layer"]
     mae_layer = st_probe.result["best"]["mae/attention"]["layer"]
     encoders = {}
     for pooling in cfg.poolings:  # the paper's attention pooling keeps the plain labels
@@ -328,6 +331,10 @@ def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float) -> Pa
     s = r.section("6-7. Behaviour cloning on frozen encoders")
     s.text.append(f"{by['demos'].result['episodes']} expert demonstrations of {cfg.bc_task}; every encoder gets the same demos, "
                   f"seeds {cfg.seeds}, {cfg.bc_epochs} epochs and {cfg.eval_episodes} evaluation episodes per seed on held-out seeds.")
+    layers = {spec["name"]: spec["layer"] for spec in json.loads((by["compare"].dir / "compare_config.json").read_text())["encoders"].values()}
+    source = "set by `bc_layer`" if cfg.bc_layer else "the layer Toto's attention probe scored best"
+    s.text.append(f"Toto and random-init features come from layer {layers['toto']} ({source}), "
+                  f"MAE features from layer {layers['mae_tiny']} (the best of MAE's attention probe).")
     rows = by["compare"].result["summary"]
     s.tables.append((["encoder", "task", "success", "95% interval", "held-out action MSE"],
                      [[x["encoder"], x["task"], f"{100 * float(x['success_rate']):.0f}%",

@@ -94,6 +94,22 @@ def test_compare_gives_every_encoder_the_same_budget_and_resumes(cabinet_demos, 
     assert (out / "runs/franka_cabinet/avg/seed0/eval.json").stat().st_mtime_ns == stamp
 
 
+def test_compare_with_demo_counts_trains_on_the_first_n_demos_and_plots_success_against_them(cabinet_demos, tmp_path):
+    cfg = CompareConfig(tasks=["franka_cabinet"], encoders={"rand": {"name": "random", "pooling": "attention"}},
+                        demos={"franka_cabinet": str(cabinet_demos)}, out_dir=str(tmp_path / "cmp"), seeds=[0], eval_episodes=2,
+                        bc={"epochs": 1}, demo_counts=[3, 5])
+    out = compare(cfg)
+    for n in (3, 5):
+        assert json.loads((out / f"runs/franka_cabinet/rand/demos{n}/seed0/result.json").read_text())["episodes"] == n
+    rows = (out / "results.csv").read_text().splitlines()
+    assert rows[0].startswith("task,encoder,demos") and [r.split(",")[2] for r in rows[1:]] == ["3", "5"]
+    table = (out / "summary.md").read_text()
+    assert "| rand @ 3 demos |" in table and "| rand @ 5 demos |" in table
+    assert (out / "data_efficiency.png").is_file() and (out / "learning_curves.png").is_file()
+    with pytest.raises(ValueError, match="demo_counts or as bc.max_episodes"):
+        compare(CompareConfig(**{**cfg.__dict__, "bc": {"max_episodes": 4}}))
+
+
 def test_bc_reuses_cached_frozen_tokens_only_for_the_same_backbone(cabinet_demos, tmp_path, monkeypatch):
     import toto_robot.policies.bc as bc
 

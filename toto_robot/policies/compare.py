@@ -37,52 +37,68 @@ class CompareConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1])
     eval_episodes: int = 20
     bc: dict = field(default_factory=dict)  # BCConfig fields shared by every run (the budget)
+    demo_counts: list[int] | None = None  # data efficiency: train on the first n demos for each n (None = all of them)
 
 
 def compare(cfg: CompareConfig) -> Path:
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_save_json(asdict(cfg), out / "compare_config.json")
+    if cfg.demo_counts and cfg.bc.get("max_episodes"):
+        raise ValueError("give the number of demos either as demo_counts or as bc.max_episodes, not both")
     missing = [t for t in cfg.tasks if not cfg.demos.get(t)]
     if missing:
         raise ValueError(f"no demonstrations given for tasks {missing}")
     rows = []
     for task in cfg.tasks:
-        for label, spec in cfg.encoders.items():
-            for seed in cfg.seeds:
-                run = out / "runs" / task / label / f"seed{seed}"
-                done = run / "eval.json"
-                if not done.is_file():
-                    bc = {"token_cache": str(out / "token_cache"), **cfg.bc}  # frozen tokens shared across seeds and poolings
-                    policy_dir = train_bc(BCConfig(demos=cfg.demos[task], out_dir=str(run), encoder=dict(spec), seed=seed, **bc))
-                    ev = evaluate_policy(load_policy(policy_dir), task, cfg.eval_episodes, seed=seed, video_path=run / "rollouts.mp4")
-                    atomic_save_json(ev, done)
-                ev = json.loads(done.read_text())
-                bc = json.loads((run / "result.json").read_text())
-                rows.append({"task": task, "encoder": label, "seed": seed, "success_rate": ev["success_rate"], "successes": ev["successes"],
-                             "episodes": ev["episodes"], "ci_low": ev["ci_low"], "ci_high": ev["ci_high"], "mean_return": ev["mean_return"],
-                             "val_loss": bc["final"]["val_loss"], "layer": bc["layer"]})
+        for count in cfg.demo_counts or [None]:
+            for label, spec in cfg.encoders.items():
+                for seed in cfg.seeds:
+                    run = run_dir(out, task, label, count, seed)
+                    done = run / "eval.json"
+                    if not done.is_file():
+                        bc = {"token_cache": str(out / "token_cache"), **cfg.bc}  # frozen tokens shared across seeds and poolings
+                        if count is not None:
+                            bc["max_episodes"] = count
+                        policy_dir = train_bc(BCConfig(demos=cfg.demos[task], out_dir=str(run), encoder=dict(spec), seed=seed, **bc))
+                        ev = evaluate_policy(load_policy(policy_dir), task, cfg.eval_episodes, seed=seed, video_path=run / "rollouts.mp4")
+                        atomic_save_json(ev, done)
+                    ev = json.loads(done.read_text())
+                    bc = json.loads((run / "result.json").read_text())
+                    rows.append({"task": task, "encoder": label, "demos": bc["episodes"], "seed": seed, "success_rate": ev["success_rate"],
+                                 "successes": ev["successes"], "episodes": ev["episodes"], "ci_low": ev["ci_low"], "ci_high": ev["ci_high"],
+                                 "mean_return": ev["mean_return"], "val_loss": bc["final"]["val_loss"], "layer": bc["layer"]})
     atomic_write_csv(rows, out / "results.csv")
-    summary = summarize(rows)
+    summary = summarize(rows, by_demos=bool(cfg.demo_counts))
     atomic_write_csv(summary, out / "summary.csv")
     with atomic_write(out / "summary.md", "w") as f:
         f.write(markdown_table(summary))
     plot_success(summary, out / "success.png")
     plot_learning_curves(out, cfg, out / "learning_curves.png")
+    if cfg.demo_counts:
+        plot_data_efficiency(summary, out / "data_efficiency.png")
     return out
 
 
-def summarize(rows: list[dict]) -> list[dict]:
+def run_dir(out: Path, task: str, label: str, count: int | None, seed: int) -> Path:
+    """One BC run's folder: ``runs/<task>/<encoder>/[demos<n>/]seed<s>``."""
+    return out / "runs" / task / label / ("" if count is None else f"demos{count}") / f"seed{seed}"
+
+
+def summarize(rows: list[dict], by_demos: bool = False) -> list[dict]:
+    """Success pooled over seeds per (task, encoder), and per number of demos with ``by_demos`` (the
+    encoder label then reads ``toto @ 50 demos``, so tables and bar plots show every setting)."""
     groups = defaultdict(list)
     for r in rows:
-        groups[(r["task"], r["encoder"])].append(r)
+        groups[(r["task"], r["encoder"], r["demos"] if by_demos else None)].append(r)
     out = []
-    for (task, enc), rs in groups.items():
+    for (task, enc, demos), rs in groups.items():
         k, n = sum(r["successes"] for r in rs), sum(r["episodes"] for r in rs)
         lo, hi = wilson_interval(k, n)
         rates = [r["success_rate"] for r in rs]
-        out.append({"task": task, "encoder": enc, "seeds": len(rs), "success_rate": k / n, "seed_std": float(np.std(rates)),
-                    "ci_low": lo, "ci_high": hi, "val_loss": float(np.mean([r["val_loss"] for r in rs]))})
+        out.append({"task": task, "encoder": enc if demos is None else f"{enc} @ {demos} demos", "backbone": enc,
+                    "demos": demos if demos is not None else rs[0]["demos"], "seeds": len(rs), "success_rate": k / n,
+                    "seed_std": float(np.std(rates)), "ci_low": lo, "ci_high": hi, "val_loss": float(np.mean([r["val_loss"] for r in rs]))})
     return out
 
 
@@ -134,8 +150,8 @@ def plot_learning_curves(out: Path, cfg: CompareConfig, path: Path) -> None:
     for ax, task in zip(axes[0], cfg.tasks):
         for label in cfg.encoders:
             curves = []
-            for seed in cfg.seeds:
-                f = out / "runs" / task / label / f"seed{seed}" / "metrics.csv"
+            for seed in cfg.seeds:  # with demo_counts: the runs on the most demos
+                f = run_dir(out, task, label, max(cfg.demo_counts) if cfg.demo_counts else None, seed) / "metrics.csv"
                 if f.is_file():
                     with open(f) as fh:
                         curves.append([float(r["val_loss"]) for r in csv.DictReader(fh)])
@@ -147,6 +163,26 @@ def plot_learning_curves(out: Path, cfg: CompareConfig, path: Path) -> None:
         ax.set_xlabel("epoch")
         ax.set_ylabel("held-out action MSE")
         ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def plot_data_efficiency(summary: list[dict], path: Path) -> None:
+    """Success vs number of demonstrations, one line per encoder (95% Wilson band), a panel per task."""
+    plt = pyplot()
+    tasks = sorted({r["task"] for r in summary})
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.3), dpi=120, squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        for enc in dict.fromkeys(r["backbone"] for r in summary if r["task"] == task):
+            rs = sorted((r for r in summary if r["task"] == task and r["backbone"] == enc), key=lambda r: r["demos"])
+            xs = [r["demos"] for r in rs]
+            line, = ax.plot(xs, [r["success_rate"] for r in rs], marker="o", label=enc)
+            ax.fill_between(xs, [r["ci_low"] for r in rs], [r["ci_high"] for r in rs], color=line.get_color(), alpha=0.15)
+        ax.set_title(task)
+        ax.set_xlabel("demonstrations")
+        ax.set_ylabel("success rate")
+        ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     save_figure(fig, path)

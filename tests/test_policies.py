@@ -108,6 +108,8 @@ def test_compare_with_demo_counts_trains_on_the_first_n_demos_and_plots_success_
     assert (out / "data_efficiency.png").is_file() and (out / "learning_curves.png").is_file()
     with pytest.raises(ValueError, match="demo_counts or as bc.max_episodes"):
         compare(CompareConfig(**{**cfg.__dict__, "bc": {"max_episodes": 4}}))
+    with pytest.raises(ValueError, match="asks for 500 demos of franka_cabinet, but .* holds 30"):
+        compare(CompareConfig(**{**cfg.__dict__, "demo_counts": [5, 500]}))
 
 
 def test_bc_reuses_cached_frozen_tokens_only_for_the_same_backbone(cabinet_demos, tmp_path, monkeypatch):

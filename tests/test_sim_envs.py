@@ -11,6 +11,16 @@ from toto_robot.sim_envs.experts import make_expert
 TASKS = sorted(TASK_IDS)
 
 
+def geom_pixels(renderer, env, camera: str, geoms: list[str], scene_option=None) -> int:
+    """How many pixels of ``camera``'s view show any of ``geoms`` (``renderer`` renders segmentation)."""
+    import mujoco
+
+    renderer.update_scene(env.data, camera=camera, scene_option=scene_option)
+    seg = renderer.render()  # (H, W, 2): object id, object type
+    ids = [env.model.geom(g).id for g in geoms]
+    return int((np.isin(seg[..., 0], ids) & (seg[..., 1] == mujoco.mjtObj.mjOBJ_GEOM)).sum())
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_gymnasium_api(task):
     env = make_env(task, image_size=32)
@@ -126,14 +136,9 @@ def test_workspace_camera_shows_the_cube_larger_than_agentview():
 
     env = make_env("franka_pick", image_size=64).unwrapped
     env.reset(seed=0)
-    cube = env.model.geom("cube_geom").id
     renderer = mujoco.Renderer(env.model, 64, 64)
     renderer.enable_segmentation_rendering()
-    pixels = {}
-    for cam in ("agentview", "workspace"):
-        renderer.update_scene(env.data, camera=cam)
-        seg = renderer.render()  # (H, W, 2): object id, object type
-        pixels[cam] = int(((seg[..., 0] == cube) & (seg[..., 1] == mujoco.mjtObj.mjOBJ_GEOM)).sum())
+    pixels = {cam: geom_pixels(renderer, env, cam, ["cube_geom"]) for cam in ("agentview", "workspace")}
     renderer.close()
     assert pixels["agentview"] > 0 and pixels["workspace"] >= 2 * pixels["agentview"], pixels
     obs, _ = make_env("franka_pick", image_size=32, camera="workspace").reset(seed=0)
@@ -153,10 +158,7 @@ def test_wrist_camera_sees_the_fingertips_and_the_cube_between_them_at_the_grasp
     renderer.enable_segmentation_rendering()
 
     def pixels(names):
-        renderer.update_scene(base.data, camera=base.camera, scene_option=base._scene_option)
-        seg = renderer.render()
-        ids = [m.geom(n).id for n in names]
-        return int((np.isin(seg[..., 0], ids) & (seg[..., 1] == mujoco.mjtObj.mjOBJ_GEOM)).sum())
+        return geom_pixels(renderer, base, base.camera, names, base._scene_option)
 
     fingers = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_GEOM, i) for i in range(m.ngeom)]
     fingers = [n for n in fingers if n and "finger" in n]

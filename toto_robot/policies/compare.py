@@ -91,8 +91,9 @@ def run_dir(out: Path, task: str, label: str, count: int | None, seed: int) -> P
 
 
 def summarize(rows: list[dict], by_demos: bool = False) -> list[dict]:
-    """Success pooled over seeds per (task, encoder), and per number of demos with ``by_demos`` (the
-    encoder label then reads ``toto @ 50 demos``, so tables and bar plots show every setting)."""
+    """Success pooled over seeds per (task, encoder), and per number of demos with ``by_demos``.
+    ``encoder`` is the label of ``results.csv``; ``label`` names the row in tables and bar plots
+    (``toto @ 50 demos`` with ``by_demos``, else the encoder)."""
     groups = defaultdict(list)
     for r in rows:
         groups[(r["task"], r["encoder"], r["demos"] if by_demos else None)].append(r)
@@ -101,7 +102,7 @@ def summarize(rows: list[dict], by_demos: bool = False) -> list[dict]:
         k, n = sum(r["successes"] for r in rs), sum(r["episodes"] for r in rs)
         lo, hi = wilson_interval(k, n)
         rates = [r["success_rate"] for r in rs]
-        out.append({"task": task, "encoder": enc if demos is None else f"{enc} @ {demos} demos", "backbone": enc,
+        out.append({"task": task, "encoder": enc, "label": enc if demos is None else f"{enc} @ {demos} demos",
                     "demos": demos if demos is not None else rs[0]["demos"], "seeds": len(rs), "success_rate": k / n,
                     "seed_std": float(np.std(rates)), "ci_low": lo, "ci_high": hi, "val_loss": float(np.mean([r["val_loss"] for r in rs]))})
     return out
@@ -109,8 +110,8 @@ def summarize(rows: list[dict], by_demos: bool = False) -> list[dict]:
 
 def markdown_table(summary: list[dict]) -> str:
     tasks = sorted({r["task"] for r in summary})
-    encs = list(dict.fromkeys(r["encoder"] for r in summary))
-    cell = {(r["task"], r["encoder"]): r for r in summary}
+    encs = list(dict.fromkeys(r["label"] for r in summary))
+    cell = {(r["task"], r["label"]): r for r in summary}
     lines = ["| encoder | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
     for e in encs:
         vals = []
@@ -127,10 +128,10 @@ def markdown_table(summary: list[dict]) -> str:
 def plot_success(summary: list[dict], path: Path) -> None:
     plt = pyplot()
     tasks = sorted({r["task"] for r in summary})
-    encs = list(dict.fromkeys(r["encoder"] for r in summary))
+    encs = list(dict.fromkeys(r["label"] for r in summary))
     width = 0.8 / max(1, len(encs))
     fig, ax = plt.subplots(figsize=(3.0 + 1.6 * len(tasks), 3.4), dpi=120)
-    cell = {(r["task"], r["encoder"]): r for r in summary}
+    cell = {(r["task"], r["label"]): r for r in summary}
     for j, e in enumerate(encs):
         xs, ys, err = [], [], [[], []]
         for i, t in enumerate(tasks):
@@ -179,8 +180,8 @@ def plot_data_efficiency(summary: list[dict], path: Path) -> None:
     tasks = sorted({r["task"] for r in summary})
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 3.3), dpi=120, squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for enc in dict.fromkeys(r["backbone"] for r in summary if r["task"] == task):
-            rs = sorted((r for r in summary if r["task"] == task and r["backbone"] == enc), key=lambda r: r["demos"])
+        for enc in dict.fromkeys(r["encoder"] for r in summary if r["task"] == task):
+            rs = sorted((r for r in summary if r["task"] == task and r["encoder"] == enc), key=lambda r: r["demos"])
             xs = [r["demos"] for r in rs]
             line, = ax.plot(xs, [r["success_rate"] for r in rs], marker="o", label=enc)
             ax.fill_between(xs, [r["ci_low"] for r in rs], [r["ci_high"] for r in rs], color=line.get_color(), alpha=0.15)

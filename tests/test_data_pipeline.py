@@ -14,7 +14,7 @@ from toto_robot.constants import END_TOKEN, IMAGE_START_TOKEN, VIDEO_START_TOKEN
 from toto_robot.data.clips import pack_images, sample_clip
 from toto_robot.data.mixture import MixtureSampler
 from toto_robot.data.sequence import codes_to_sequence, frames_to_ids, sequence_to_codes
-from toto_robot.data.shards import ShardDataset, ShardError
+from toto_robot.data.shards import ShardDataset, ShardError, ShardWriter
 from toto_robot.data.synthetic import moving_shapes
 from toto_robot.data.tokenize import DatasetSpec, ShardJobConfig, write_shards
 from toto_robot.data.video import VideoDecodeError, iter_videos, read_video, write_video
@@ -98,6 +98,25 @@ def test_shards_are_bit_identical_after_kill_and_resume(tmp_path):
         assert (out / f.name).read_bytes() == f.read_bytes(), f.name
     with pytest.raises(ShardError, match="vocab mismatch"):
         ShardDataset(out, expect_vocab_size=999)
+
+
+def test_sequence_order_does_not_depend_on_which_shard_landed_first(tmp_path):
+    """Parallel tokenize workers finish in any order; the dataset (and so a seeded training run) must not care."""
+    seqs = {name: np.full((3, 6), k + 4) for k, name in enumerate(["a_0", "a_1", "b_0"])}
+    for order, root in ((["a_0", "a_1", "b_0"], tmp_path / "x"), (["b_0", "a_1", "a_0"], tmp_path / "y")):
+        w = ShardWriter(root, 6, 16, {"name": "t", "hash": "h"})
+        for name in order:
+            w.write(name, seqs[name], name[0], "video")
+    x, y = ShardDataset(tmp_path / "x"), ShardDataset(tmp_path / "y")
+    assert [x[i].tolist() for i in range(len(x))] == [y[i].tolist() for i in range(len(y))]
+    assert (tmp_path / "x" / "index.json").read_bytes() == (tmp_path / "y" / "index.json").read_bytes()
+    assert {k: v.tolist() for k, v in x.indices_by_source().items()} == {"a": [0, 1, 2, 3, 4, 5], "b": [6, 7, 8]}
+
+
+def test_tokenizing_in_this_process_leaves_torch_threads_alone(tmp_path):
+    torch.set_num_threads(2)
+    write_shards(_job(tmp_path, tmp_path / "serial"))  # workers=1: the worker setup runs here
+    assert torch.get_num_threads() == 2
 
 
 def test_mixture_sampler_matches_weights_and_resumes():

@@ -118,6 +118,7 @@ class ShardWriter:
             f.write(np.ascontiguousarray(seqs.astype(self.index.dtype)).tobytes())
         self.index.shards = [s for s in self.index.shards if s.file != f"{name}.bin"]
         self.index.shards.append(ShardInfo(file=f"{name}.bin", num_sequences=int(seqs.shape[0]), source=source, kind=kind))
+        self.index.shards.sort(key=lambda s: s.file)  # the index does not depend on which worker finished first
         self.index.save(self.root)
 
 
@@ -140,7 +141,9 @@ class ShardDataset(torch.utils.data.Dataset):
         self.kinds: list[str] = []
         shape = self.index.item_shape
         itemsize = np.dtype(self.index.dtype).itemsize
-        for s in self.index.shards:
+        # Global indices follow shard names, not the order shards were written in (parallel tokenize
+        # workers finish in any order), so a seed draws the same sequences from the same shards.
+        for s in sorted(self.index.shards, key=lambda s: s.file):
             path = self.root / s.file
             if not path.is_file():
                 raise ShardError(f"shard listed in index is missing: {path}")

@@ -163,11 +163,15 @@ def write_shards(cfg: ShardJobConfig) -> Path:
             for result in pool.imap_unordered(_work, jobs):
                 _store(writer, result)
                 bar.update()
-    else:
+    else:  # in this process: the worker's one-thread setting must not outlive the job
+        threads = torch.get_num_threads()
         _init_worker(cfg.tokenizer_dir)
-        for job in jobs:
-            _store(writer, _work(job))
-            bar.update()
+        try:
+            for job in jobs:
+                _store(writer, _work(job))
+                bar.update()
+        finally:
+            torch.set_num_threads(threads)
     bar.close()
     return Path(cfg.out_dir)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from toto_robot.data.shards import ShardWriter
 from toto_robot.model import Toto
@@ -58,6 +59,19 @@ def test_bad_vocab_is_rejected(tmp_path):
 def _losses(run: Path) -> list[float]:
     with open(run / "metrics.csv") as f:
         return [float(r["loss"]) for r in csv.DictReader(f)]
+
+
+def test_same_seed_gives_the_same_run_and_its_measured_flops(tmp_path):
+    runs = [pretrain(cfg_for(tmp_path / k, max_steps=12, checkpoint_every=100)) for k in ("a", "b")]
+    weights = [load_file(str(r / "final" / "model.safetensors")) for r in runs]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])  # bit for bit
+    m = json.loads((runs[0] / "metrics.json").read_text())
+    model = Toto.from_pretrained(runs[0] / "final")
+    tokens = m["tokens_per_step"]
+    dense = 6 * model.num_params(non_embedding=True) * tokens  # matmuls, forward + backward
+    assert dense < m["flops_per_step"] < 2 * dense  # plus attention and the embedding / head matmuls
+    assert m["train_flops"] == 12 * m["flops_per_step"]
 
 
 @pytest.mark.slow

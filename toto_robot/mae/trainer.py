@@ -8,6 +8,7 @@ Writes ``mae_vit.safetensors`` (MAE checkpoint layout), ``metrics.csv``, ``loss_
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 from toto_robot.encoders.vit import VIT_CONFIGS, ViTConfig
 from toto_robot.mae.model import MAE, MAEConfig
 from toto_robot.pretrain.schedule import lr_at
+from toto_robot.utils.flops import train_flops
 from toto_robot.utils.io import atomic_save_json, atomic_save_tensors, atomic_write_csv
 from toto_robot.utils.plots import pyplot, save_figure
 
@@ -61,7 +63,7 @@ def pretrain_mae(cfg: MAEPretrainConfig, frames: np.ndarray, **vit_overrides) ->
         t = torch.from_numpy(x).to(cfg.device).permute(0, 3, 1, 2).float() / 255.0
         return t
 
-    rows = []
+    rows, step_flops = [], 0
     bar = tqdm(range(cfg.steps), desc="mae pretrain", unit="step")
     for step in bar:
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr)
@@ -71,9 +73,11 @@ def pretrain_mae(cfg: MAEPretrainConfig, frames: np.ndarray, **vit_overrides) ->
         if rng.random() < 0.5:
             x = x.flip(-1)
         model.train()
-        loss, _ = model(x)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        with train_flops() if not step_flops else nullcontext() as counter:  # the first step is measured
+            loss, _ = model(x)
+            loss.backward()
+        step_flops = step_flops or counter.total
         opt.step()
         rows.append({"step": step, "loss": loss.item(), "lr": lr})
         bar.set_postfix(loss=f"{loss.item():.4f}")
@@ -92,6 +96,6 @@ def pretrain_mae(cfg: MAEPretrainConfig, frames: np.ndarray, **vit_overrides) ->
     ax.grid(alpha=0.3)
     save_figure(fig, out / "loss_curve.png")
     metrics = {"steps": cfg.steps, "final_loss": rows[-1]["loss"], "heldout_loss": held_loss, "first_loss": rows[0]["loss"],
-               "params": sum(p.numel() for p in model.vit.parameters())}
+               "params": sum(p.numel() for p in model.vit.parameters()), "flops_per_step": step_flops, "train_flops": step_flops * cfg.steps}
     atomic_save_json(metrics, out / "metrics.json")
     return out

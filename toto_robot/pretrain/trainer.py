@@ -29,6 +29,7 @@ from toto_robot.pretrain import distributed as D
 from toto_robot.pretrain.schedule import lr_at
 from toto_robot.tokenizers import Tokenizer, load_tokenizer
 from toto_robot.tokenizers.patch import PatchTokenizer
+from toto_robot.utils.flops import train_flops
 from toto_robot.utils.io import CheckpointError, atomic_save_json, atomic_write, load_pretrained, save_pretrained
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
     flops_per_token = 6 * n_params + 12 * model.config.n_layer * model.config.n_embd * seq
     bar = tqdm(total=cfg.max_steps, initial=step, desc="pretrain", unit="step", disable=not info.is_main)
     t0 = time.perf_counter()
+    step_flops = None  # measured FLOPs of one optimizer step (all processes)
     while step < cfg.max_steps:
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr)
         for g in opt.param_groups:
@@ -160,9 +162,12 @@ def pretrain(cfg: PretrainConfig) -> Path:
             x, y = batch_io(batch, tokenizer)
             sync = micro == accum - 1 or not hasattr(wrapped, "no_sync")
             ctx = wrapped.no_sync() if not sync else _null()
-            with ctx, autocast:
-                loss = fwd(x, targets=y).loss / accum
-            loss.backward()
+            with train_flops() if step_flops is None else _null() as counter:  # the first micro-batch is measured
+                with ctx, autocast:
+                    loss = fwd(x, targets=y).loss / accum
+                loss.backward()
+            if step_flops is None:
+                step_flops = counter.total * accum * info.world_size
             total += loss.item()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
@@ -188,7 +193,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
         evaluation = per_frame_loss(model, ds, cfg.eval_sequences, cfg.device, tokenizer)
         baseline = {"mean_patch_loss": mean_patch_loss(ds, tokenizer)} if tokenizer else {"unigram_entropy": unigram_entropy(ds)}
         atomic_save_json({"final_loss": history[-1]["loss"] if history else None, **baseline, **evaluation,
-                          "params": n_params, "steps": step}, out / "metrics.json")
+                          "params": n_params, "steps": step, "tokens_per_step": tokens_per_step,
+                          **({"flops_per_step": step_flops, "train_flops": step_flops * step} if step_flops else {})}, out / "metrics.json")
         _write_final(out / "final", model, wrapped, ds, info)
         tb.close()
     elif info.world_size > 1:

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compare": ("toto_robot.train.compare", "compare encoders with BC on the same tasks, seeds and budget"),
     "tokenize": ("toto_robot.train.tokenize", "train a visual tokenizer (dVAE, VQ, patches) and write token shards"),
     "demo": ("toto_robot.train.demo", "the whole pipeline on simulated robot videos, ending in a report"),
+    "study": ("toto_robot.train.study", "the recipe study: the demo once per recipe (tokenizer, steps, read-out, ...) in one page"),
     "scaling": ("toto_robot.train.scaling", "scaling sweep of small Totos and the power-law fit L(C) = a * C^b"),
     "pretrain": ("toto_robot.train.pretrain", "next-token pre-training of Toto on token shards (torchrun for multi-GPU)"),
 }

@@ -252,9 +252,21 @@ def run_demo(cfg: DemoConfig) -> Path:
     st_cmp = cache.run("compare", cmp_cfg, compare_stage)
     stages.append(st_cmp)
 
+    atomic_save_json(demo_results(cfg, stages), out / "results.json")
     report = write_report(cfg, out, stages, time.perf_counter() - t_start)
     log.info("demo report: %s", report)
     return report
+
+
+def demo_results(cfg: DemoConfig, stages) -> dict:
+    """The run's numbers in one machine-readable file (``results.json``; the recipe study reads it)."""
+    by = {s.name: s for s in stages}
+    return {"config": asdict(cfg),
+            "stages": {s.name: {"seconds": s.seconds, "cached": s.cached, "dir": str(s.dir)} for s in stages},
+            "pretrain": {k: v for k, v in by["pretrain"].result.items() if not isinstance(v, list)},
+            "mae": by["mae"].result,
+            "probe": {"best": by["probe"].result["best"], "chance": by["probe"].result["chance"]},
+            "bc": by["compare"].result["summary"]}
 
 
 def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float) -> Path:
@@ -324,8 +336,14 @@ def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float) -> Pa
     s.text.append(f"Task: where is the {'cube' if 'pick' in cfg.bc_task else 'cabinet'} of {cfg.bc_task} (3 x 3 grid over its reset range) "
                   "from one camera frame, with the arm in random poses. "
                   f"Chance is 11% (9 classes); always answering the training set's most common class scores {100 * chance:.0f}%.")
-    s.tables.append((["encoder / pooling", "best layer", "val accuracy"],
-                     [[k, f"{v['layer']}", f"{100 * v['val_acc']:.1f}%"] for k, v in best.items()]))
+    from toto_robot.policies.evaluate import wilson_interval
+
+    def ci(acc: float) -> str:
+        lo, hi = wilson_interval(round(acc * cfg.probe_val), cfg.probe_val)
+        return f"[{100 * lo:.0f}, {100 * hi:.0f}]"
+
+    s.tables.append((["encoder / pooling", "best layer", f"val accuracy ({cfg.probe_val} images)", "95% interval"],
+                     [[k, f"{v['layer']}", f"{100 * v['val_acc']:.1f}%", ci(v["val_acc"])] for k, v in best.items()]))
     s.figures.append((keep(by["probe"].dir / "layer_sweep.png", "probe_layer_sweep.png"), "probe accuracy by layer"))
 
     s = r.section("6-7. Behaviour cloning on frozen encoders")

@@ -1,0 +1,62 @@
+"""The recipe study: recipes share cached stages, the page and table hold every recipe x encoder with
+intervals, FLOPs and minutes, and the verdict says what the intervals say."""
+import csv
+import json
+
+import pytest
+
+from toto_robot.demo.study import StudyConfig, run_study, study_rows, verdict
+
+
+def _results(toto, random, mae, episodes=20):
+    """A demo results.json with BC summaries (successes out of ``episodes`` for each backbone)."""
+    from toto_robot.policies.evaluate import wilson_interval
+
+    bc = []
+    for label, k in (("toto", toto), ("random-init", random), ("mae", mae)):
+        lo, hi = wilson_interval(k, episodes)
+        bc.append({"encoder": label, "seeds": 1, "success_rate": k / episodes, "ci_low": lo, "ci_high": hi})
+    best = {f"{b}/attention": {"layer": 2, "val_acc": 0.5} for b in ("toto", "random-init", "mae")}
+    return {"config": {"eval_episodes": episodes, "probe_val": 100}, "probe": {"best": best, "chance": 0.11}, "bc": bc,
+            "pretrain": {"train_flops": 2e12, "eval_loss": 0.2}, "mae": {"train_flops": 3e12},
+            "stages": {k: {"seconds": 60.0} for k in ("pretrain", "mae", "tokenizer")}}
+
+
+def test_verdict_reads_the_intervals():
+    rows = study_rows({"good": _results(18, 4, 18), "tie": _results(10, 9, 20), "bad": _results(2, 17, 10)})
+    assert verdict(rows, "good", "attention") == "good, attention pool: Toto beats random-init by 70 points (intervals separate); 100% of MAE's success."
+    assert "+5 points against random-init (intervals overlap); 50% of MAE's success" in verdict(rows, "tie", "attention")
+    assert "loses to random-init by 75 points (intervals separate)" in verdict(rows, "bad", "attention")
+    toto = next(r for r in rows if r["recipe"] == "good" and r["backbone"] == "toto")
+    assert toto["pretrain_gflop"] == 2000 and toto["episodes"] == 20 and toto["pretrain_minutes"] == 1.0
+    assert next(r for r in rows if r["backbone"] == "random-init")["pretrain_gflop"] == 0
+
+
+def test_recipes_must_name_demo_fields():
+    with pytest.raises(ValueError, match="unknown demo fields \\['pretrain_stepz'\\]"):
+        StudyConfig(base={}, recipes={"x": {"pretrain_stepz": 10}})
+    with pytest.raises(ValueError, match="select names recipes \\['c'\\]"):
+        StudyConfig(base={}, recipes={"a": {}, "b": {}}, select=["a", "c"])
+    assert list(StudyConfig(base={}, recipes={"a": {}, "b": {}}, select=["b"]).recipes) == ["b"]
+
+
+@pytest.mark.slow
+def test_fast_study_runs_two_recipes_on_shared_stages_and_publishes_its_page(tmp_path):
+    cfg = StudyConfig(base={}, recipes={"attn": {}, "spatial": {"poolings": ["attention", "spatial_attention"]}}, out_dir=str(tmp_path / "study"),
+                      cache_dir=str(tmp_path / "cache"), fast=True, publish=str(tmp_path / "docs"))
+    page = run_study(cfg)
+    with open(tmp_path / "study" / "study.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["recipe"], r["encoder"]) for r in rows} >= {("attn", "toto"), ("attn", "random-init"), ("attn", "mae"),
+                                                          ("spatial", "toto+spatial_attention"), ("spatial", "mae+spatial_attention")}
+    toto = next(r for r in rows if r["recipe"] == "attn" and r["encoder"] == "toto")
+    assert float(toto["pretrain_gflop"]) > 0 and 0 <= float(toto["ci_low"]) <= float(toto["success_rate"]) <= float(toto["ci_high"]) <= 1
+    mae = json.loads((tmp_path / "study" / "attn" / "results.json").read_text())["mae"]
+    assert mae["train_flops"] > 0
+    # the second recipe changes only the read-out: pre-training and MAE came from the first recipe's cache
+    stages = json.loads((tmp_path / "study" / "spatial" / "results.json").read_text())["stages"]
+    assert stages["pretrain"]["cached"] and stages["mae"]["cached"] and not stages["compare"]["cached"]
+    md = page.read_text()
+    assert "| spatial | toto+spatial_attention |" in md and "Toto against its controls" in md
+    for name in ("study.md", "study_bc.png", "study_probe.png", "study.csv"):
+        assert (tmp_path / "docs" / name).stat().st_size > 100

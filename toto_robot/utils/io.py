@@ -37,8 +37,6 @@ from toto_robot.constants import CONFIG_NAME, WEIGHTS_NAME
 
 TMP_SUFFIX = ".tmp"
 MANIFEST_NAME = "MANIFEST.json"
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 _crashes_seen = 0
 
 
@@ -64,7 +62,9 @@ def crash_point(label: str) -> None:
 
 def normal_mode(path: str | os.PathLike, directory: bool = False) -> None:
     """Give a ``mkstemp``/``mkdtemp`` path the permissions a plain ``open``/``mkdir`` would (umask applied)."""
-    os.chmod(path, (0o777 if directory else 0o666) & ~_UMASK)
+    umask = os.umask(0)  # reading the umask means setting it; put it straight back
+    os.umask(umask)
+    os.chmod(path, (0o777 if directory else 0o666) & ~umask)
 
 
 def temp_path(target: Path, directory: bool = False) -> Path:
@@ -175,6 +175,7 @@ def atomic_save_tensors(tensors: dict[str, torch.Tensor], path: str | os.PathLik
     tmp = temp_path(path)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        normal_mode(tmp)  # save_file creates the file anew, with mode 0600
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         crash_point(f"write {path.name}")

@@ -24,7 +24,7 @@ from toto_robot.data.shards import ShardDataset
 from toto_robot.data.synthetic import moving_shapes
 from toto_robot.data.tokenize import DatasetSpec, ShardJobConfig, write_shards
 from toto_robot.data.video import VideoDecodeError, read_image, write_video
-from toto_robot.pretrain.trainer import PretrainConfig, pretrain
+from toto_robot.pretrain.trainer import CHECKPOINT_FILES, PretrainConfig, pretrain
 from toto_robot.utils.config import ConfigError
 from toto_robot.utils.io import CheckpointError, atomic_save_json, atomic_save_tensors, find_checkpoint, staged_dir, write_manifest
 
@@ -91,6 +91,11 @@ def test_resume_continues_from_checkpoint_old_when_a_swap_was_interrupted(tmp_pa
     assert "checkpoint.old at step 4" in caplog.text  # not a fresh start that deletes checkpoint.old
     assert (out / "metrics.csv").read_text() == ref  # the history of the checkpointed run, step for step
     assert torch.load(find_checkpoint(ckpt) / "trainer_state.pt", weights_only=True)["step"] == 4
+    found = find_checkpoint(ckpt)
+    (found / "MANIFEST.json").unlink()  # as written before checkpoints had manifests: still resumable
+    assert find_checkpoint(ckpt, CHECKPOINT_FILES) == found and find_checkpoint(ckpt) is None
+    (found / "trainer_state.pt").unlink()
+    assert find_checkpoint(ckpt, CHECKPOINT_FILES) is None
 
 
 class _Payload:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from toto_robot.constants import CONFIG_NAME, WEIGHTS_NAME
 from toto_robot.data.mixture import MixtureSampler
 from toto_robot.data.sequence import model_io
 from toto_robot.data.shards import ShardDataset
@@ -36,6 +37,7 @@ from toto_robot.utils.io import (CheckpointError, atomic_save_json, atomic_write
 
 log = logging.getLogger(__name__)
 PEAK_FLOPS = {"cuda": 989e12}  # H100 dense bf16; MFU is reported on CUDA only
+CHECKPOINT_FILES = (WEIGHTS_NAME, CONFIG_NAME, "trainer_state.pt")  # what a checkpoint without MANIFEST.json must hold
 
 
 @dataclass
@@ -166,7 +168,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
     opt = model.configure_optimizer(cfg.lr, cfg.weight_decay)
     sampler = MixtureSampler(ds.indices_by_source(), cfg.mixture or None, seed=cfg.seed * 1000 + info.rank)
     step, history = 0, []
-    found = find_checkpoint(ckpt)
+    found = find_checkpoint(ckpt, CHECKPOINT_FILES)
     if cfg.resume:
         if found is None:
             raise CheckpointError(f"resume=true but {out} holds no complete checkpoint (looked in {ckpt.name}/ and {ckpt.name}.old/); "
@@ -263,7 +265,7 @@ def _save_checkpoint(ckpt: Path, model, wrapped, opt, sampler, step, history, in
         with atomic_write(folder / "trainer_state.pt") as f:
             torch.save(state, f)
 
-    save_checkpoint(ckpt, write)  # at every instant checkpoint/ or checkpoint.old/ is complete; find_checkpoint picks it
+    save_checkpoint(ckpt, write, CHECKPOINT_FILES)  # at every instant checkpoint/ or checkpoint.old/ is complete; find_checkpoint picks it
 
 
 def _load_checkpoint(ckpt: Path, model, opt, sampler, info) -> tuple[int, list]:

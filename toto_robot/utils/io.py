@@ -223,7 +223,12 @@ def write_manifest(directory: Path) -> None:
     atomic_save_json({"files": files}, directory / MANIFEST_NAME)
 
 
-def is_complete(directory: Path) -> bool:
+def is_complete(directory: Path, legacy: tuple[str, ...] = ()) -> bool:
+    """Whether ``directory`` holds a complete unit: its manifest's files all have their sizes. A folder
+    without a manifest counts as complete when it holds every file named in ``legacy`` (checkpoints
+    written before manifests existed were published whole by one rename)."""
+    if legacy and directory.is_dir() and not (directory / MANIFEST_NAME).exists():
+        return all((directory / name).is_file() for name in legacy)
     try:
         files = json.loads((directory / MANIFEST_NAME).read_text())["files"]
         return all((directory / name).stat().st_size == size for name, size in files.items())
@@ -231,13 +236,13 @@ def is_complete(directory: Path) -> bool:
         return False
 
 
-def find_checkpoint(ckpt: str | os.PathLike) -> Path | None:
+def find_checkpoint(ckpt: str | os.PathLike, legacy: tuple[str, ...] = ()) -> Path | None:
     """The complete checkpoint to resume from: ``ckpt`` if complete, else ``<ckpt>.old``, else None."""
     ckpt = Path(ckpt)
-    return next((d for d in (ckpt, ckpt.with_name(ckpt.name + ".old")) if is_complete(d)), None)
+    return next((d for d in (ckpt, ckpt.with_name(ckpt.name + ".old")) if is_complete(d, legacy)), None)
 
 
-def save_checkpoint(ckpt: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+def save_checkpoint(ckpt: str | os.PathLike, write: Callable[[Path], None], legacy: tuple[str, ...] = ()) -> Path:
     """Replace the checkpoint folder ``ckpt`` by what ``write(folder)`` puts into a fresh folder.
 
     The new checkpoint is written completely into ``<ckpt>.new`` (manifest last). Then the complete one
@@ -250,7 +255,7 @@ def save_checkpoint(ckpt: str | os.PathLike, write: Callable[[Path], None]) -> P
     new.mkdir(parents=True)
     write(new)
     write_manifest(new)
-    if is_complete(ckpt):
+    if is_complete(ckpt, legacy):
         shutil.rmtree(old, ignore_errors=True)
         crash_point("removed checkpoint.old")
         os.replace(ckpt, old)

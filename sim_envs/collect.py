@@ -8,8 +8,13 @@ atomic ``episodes/episode_NNNNNN.npz`` per episode. With ``videos=True`` each ep
 written as ``videos/episode_NNNNNN.mp4`` (H.264), which is what the video tokenizer and
 pre-training read, and ``preview.mp4`` tiles the first episodes for a quick look.
 
-Episode ``i`` is always rolled out with seed ``seed + i``, so an interrupted collection that is
-run again continues at the first missing episode and produces the same dataset.
+Episode ``i`` is always rolled out with seed ``seed + i`` (with ``only_success``, the next untried seed),
+so an interrupted collection that is run again continues at the first missing episode and produces
+the same dataset. One episode is one unit, written in this order: its video (atomic), then its
+``.npz`` (atomic, holding the seed it was rolled out with: the resume marker), then
+``collect_state.json`` (only a shortcut past failed ``only_success`` attempts). The ``.npz`` landing
+is the commit: a rerun deletes hidden temporary files and any video without its episode, and
+resumes after the seed of the newest episode, so a kill at any instant neither repeats nor loses one.
 """
 from __future__ import annotations
 
@@ -26,7 +31,8 @@ from toto_robot.data.video import write_video
 from toto_robot.sim_envs import TASK_IDS, make_env
 from toto_robot.sim_envs.base_env import CONTROL_DT
 from toto_robot.sim_envs.experts import make_expert
-from toto_robot.utils.io import atomic_save_json
+from toto_robot.utils.config import check_bool, check_choice, check_int, check_number
+from toto_robot.utils.io import atomic_save_json, remove_partial
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,19 @@ class CollectConfig:
     videos: bool = True
     preview_episodes: int = 4
     max_attempts_factor: int = 3  # only_success: give up after episodes * factor attempts
+
+    def __post_init__(self):
+        """Checked before any work; errors name the hydra key (collect.* / task.*) and the allowed range."""
+        check_choice(self.task, "task.name", sorted(TASK_IDS))
+        check_int(self.episodes, "collect.episodes", low=1)
+        check_int(self.image_size, "task.image_size", low=8, high=1024)
+        check_choice(self.mode, "collect.mode", ("expert", "random"))
+        self.noise = check_number(self.noise, "collect.noise", low=0)
+        check_int(self.seed, "collect.seed", low=0)
+        check_int(self.preview_episodes, "collect.preview_episodes", low=0)
+        check_int(self.max_attempts_factor, "collect.max_attempts_factor", low=1)
+        for key in ("only_success", "videos"):
+            check_bool(getattr(self, key), f"collect.{key}")
 
 
 def rollout(env, policy, seed: int) -> dict:
@@ -77,24 +96,23 @@ def _tile(clips: list[np.ndarray]) -> np.ndarray:
 
 
 def collect(cfg: CollectConfig) -> Path:
-    if cfg.task not in TASK_IDS:
-        raise ValueError(f"unknown task {cfg.task!r}; known: {sorted(TASK_IDS)}")
-    if cfg.mode not in ("expert", "random"):
-        raise ValueError(f"collect mode must be 'expert' or 'random', got {cfg.mode!r}")
     out = Path(cfg.out_dir)
     env = make_env(cfg.task, image_size=cfg.image_size, camera=cfg.camera, randomization=cfg.randomization)
     base = env.unwrapped
     meta = DemoMeta(source="sim", task=cfg.task, image_size=(cfg.image_size, cfg.image_size),
                     state_dim=env.observation_space["state"].shape[0], action_dim=env.action_space.shape[0],
                     fps=1.0 / CONTROL_DT, action_space=base.control, extra={"mode": cfg.mode, "noise": cfg.noise, "camera": cfg.camera})
-    writer = DemoWriter(out, meta)
+    writer = DemoWriter(out, meta)  # deletes partial episodes
+    done = writer.next_index()
+    _remove_orphan_videos(out, done)
+    remove_partial(out)
     atomic_save_json(asdict(cfg), out / "collect_config.json")
     state_path = out / "collect_state.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"next_seed_offset": 0}
-    done = writer.next_index()
-    attempt = state["next_seed_offset"]
+    last_seed = writer.last_seed()
+    attempt = max(state["next_seed_offset"], 0 if last_seed is None else last_seed - cfg.seed + 1)
     max_attempts = cfg.episodes * (cfg.max_attempts_factor if cfg.only_success else 1)
-    preview, start, successes = [], done, 0
+    start, successes = done, 0
     bar = tqdm(total=cfg.episodes, initial=done, desc=f"collect {cfg.task}", unit="ep")
     while done < cfg.episodes:
         if attempt >= max_attempts:
@@ -110,11 +128,10 @@ def collect(cfg: CollectConfig) -> Path:
         if cfg.only_success and not ep["success"]:
             atomic_save_json({"next_seed_offset": attempt}, state_path)
             continue
-        path = writer.write_episode(ep["image"][:-1], ep["state"], ep["action"], ep["reward"], ep["success"])
-        if cfg.videos:
-            write_video(out / "videos" / path.with_suffix(".mp4").name, ep["image"], fps=int(round(meta.fps)))
-        if len(preview) < cfg.preview_episodes:
-            preview.append(ep["image"])
+        name = f"episode_{done:06d}"
+        if cfg.videos:  # before the episode: an episode on disk always has its video
+            write_video(out / "videos" / f"{name}.mp4", ep["image"], fps=int(round(meta.fps)))
+        writer.write_episode(ep["image"][:-1], ep["state"], ep["action"], ep["reward"], ep["success"], seed=seed)  # the commit
         atomic_save_json({"next_seed_offset": attempt}, state_path)
         done += 1
         successes += bool(ep["success"])
@@ -122,10 +139,19 @@ def collect(cfg: CollectConfig) -> Path:
         bar.set_postfix(success=f"{successes}/{done - start}")
     bar.close()
     env.close()
-    if preview and not (out / "preview.mp4").exists():
-        write_video(out / "preview.mp4", _tile(preview), fps=int(round(meta.fps)))
     ds = DemoDataset(out)
+    if cfg.preview_episodes and not (out / "preview.mp4").exists():
+        write_video(out / "preview.mp4", _tile([ds[i]["image"] for i in range(min(cfg.preview_episodes, len(ds)))]), fps=int(round(meta.fps)))
     summary = {"task": cfg.task, "episodes": len(ds), "success_rate": ds.success_rate(), "attempts": attempt}
     atomic_save_json(summary, out / "summary.json")
     log.info("collected %s", summary)
     return out
+
+
+def _remove_orphan_videos(out: Path, episodes: int) -> None:
+    """Videos whose episode never landed (a crash between the two writes), and temporary files."""
+    videos = out / "videos"
+    remove_partial(videos)
+    for p in videos.glob("episode_*.mp4") if videos.is_dir() else []:
+        if int(p.stem.split("_")[1]) >= episodes:
+            p.unlink()

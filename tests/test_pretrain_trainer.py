@@ -90,12 +90,12 @@ def test_killed_run_resumes_step_for_step(tmp_path):
     state = Path(cfg.out_dir) / "checkpoint" / "trainer_state.pt"
     deadline = time.time() + 120
     while time.time() < deadline:
-        if state.exists() and torch.load(state, weights_only=False)["step"] >= 20:
+        if state.exists() and torch.load(state, weights_only=True)["step"] >= 20:
             break
         time.sleep(0.05)
     proc.kill()
     proc.wait()
-    step = torch.load(state, weights_only=False)["step"]
+    step = torch.load(state, weights_only=True)["step"]
     assert 20 <= step < 40
     cfg.resume = True
     pretrain(cfg)

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from toto_robot.data.tokenize import DatasetSpec, ShardJobConfig, training_frames, write_shards
 from toto_robot.tokenizers.training import TokenizerTrainConfig, train_tokenizer
+from toto_robot.utils.config import check_int
 from toto_robot.utils.io import atomic_write
 
 
@@ -27,11 +28,16 @@ def shard_config(cfg: DictConfig, tokenizer_dir: str) -> ShardJobConfig:
 def run(cfg: DictConfig) -> Path:
     if cfg.stage not in ("train", "shards", "all"):
         raise ValueError(f"stage must be train, shards or all, got {cfg.stage!r}")
+    t = OmegaConf.to_container(cfg.train, resolve=True)
+    max_frames = check_int(t.pop("max_frames"), "train.max_frames", low=1)
+    train_cfg = TokenizerTrainConfig(kind=cfg.tokenizer.kind, params=OmegaConf.to_container(cfg.tokenizer.params, resolve=True),
+                                     out_dir=cfg.tokenizer_dir or str(Path(cfg.out_dir) / "tokenizer"), **t)
+    shards_cfg = shard_config(cfg, train_cfg.out_dir)  # both configs are checked before any work
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "config.yaml", "w") as f:
         f.write(OmegaConf.to_yaml(cfg, resolve=True))
-    tokenizer_dir = cfg.tokenizer_dir or str(out / "tokenizer")
+    tokenizer_dir = train_cfg.out_dir
     if cfg.dalle_encoder and cfg.stage in ("train", "all"):
         from toto_robot.tokenizers import build_tokenizer, load_dalle_weights
 
@@ -42,14 +48,11 @@ def run(cfg: DictConfig) -> Path:
         tok.save_pretrained(tokenizer_dir)
         print(f"tokenizer: {tokenizer_dir} (official DALL-E weights)")
     elif cfg.stage in ("train", "all"):
-        t = OmegaConf.to_container(cfg.train, resolve=True)
-        frames = training_frames(shard_config(cfg, tokenizer_dir), max_frames=t.pop("max_frames"))
-        train_tokenizer(TokenizerTrainConfig(kind=cfg.tokenizer.kind, params=OmegaConf.to_container(cfg.tokenizer.params, resolve=True),
-                                             out_dir=tokenizer_dir, **t), frames)
+        train_tokenizer(train_cfg, training_frames(shards_cfg, max_frames=max_frames))
         metrics = json.loads((Path(tokenizer_dir) / "metrics.json").read_text())
         print(f"tokenizer: {tokenizer_dir} (held-out PSNR {metrics.get('psnr_heldout_db', float('nan')):.2f} dB)")
     if cfg.stage in ("shards", "all"):
-        shards = write_shards(shard_config(cfg, tokenizer_dir))
+        shards = write_shards(shards_cfg)
         print(f"shards: {shards}")
         return shards
     return Path(tokenizer_dir)

@@ -15,8 +15,10 @@ Each episode ``.npz`` holds arrays of equal length ``T``:
     reward  float32 [T]            (zeros when unknown, e.g. a real robot)
     success bool    []             whether the episode ended in success
 
-optional: ``wrist_image uint8 [T, H, W, 3]``. An episode lands only when its whole
-file is written, so a crash loses at most the episode being recorded.
+optional: ``wrist_image uint8 [T, H, W, 3]`` and ``seed int64 []`` (the env seed of a simulated
+episode). An episode lands only when its whole file is written (``utils.io.atomic_write``), so a
+crash loses at most the episode being recorded; the hidden temporary file it leaves is deleted by
+the next ``DemoWriter`` on that folder.
 """
 from __future__ import annotations
 
@@ -28,13 +30,13 @@ from typing import Iterator
 
 import numpy as np
 
-from toto_robot.constants import ACTION, OBS_IMAGE, OBS_STATE, OBS_WRIST_IMAGE, REWARD, SUCCESS
-from toto_robot.utils.io import atomic_save_json, atomic_write
+from toto_robot.constants import ACTION, OBS_IMAGE, OBS_STATE, OBS_WRIST_IMAGE, REWARD, SEED, SUCCESS
+from toto_robot.utils.io import atomic_save_json, atomic_write, remove_partial
 
 FORMAT_VERSION = 1
 META_NAME = "meta.json"
 EPISODE_DIR = "episodes"
-_EPISODE_RE = re.compile(r"episode_(\d{6})\.npz$")
+_EPISODE_RE = re.compile(r"episode_(\d{6})\.npz")
 
 
 class DemoFormatError(ValueError):
@@ -95,6 +97,7 @@ class DemoWriter:
         self.root = Path(root)
         self.meta = meta
         (self.root / EPISODE_DIR).mkdir(parents=True, exist_ok=True)
+        remove_partial(self.root / EPISODE_DIR)  # episodes a crash interrupted
         meta_path = self.root / META_NAME
         if meta_path.exists():
             existing = DemoMeta.from_json(json.loads(meta_path.read_text()))
@@ -107,10 +110,18 @@ class DemoWriter:
             atomic_save_json(asdict(meta), meta_path)
 
     def next_index(self) -> int:
-        indices = [int(m.group(1)) for p in (self.root / EPISODE_DIR).iterdir() if (m := _EPISODE_RE.search(p.name))]
+        indices = [int(m.group(1)) for p in (self.root / EPISODE_DIR).iterdir() if (m := _EPISODE_RE.fullmatch(p.name))]
         return max(indices, default=-1) + 1
 
-    def write_episode(self, image, state, action, reward=None, success: bool = False, wrist_image=None) -> Path:
+    def last_seed(self) -> int | None:
+        """The ``seed`` stored in the newest episode (None when there is none, or it has no seed)."""
+        n = self.next_index()
+        if n == 0:
+            return None
+        with np.load(self.root / EPISODE_DIR / f"episode_{n - 1:06d}.npz") as z:
+            return int(z[SEED]) if SEED in z.files else None
+
+    def write_episode(self, image, state, action, reward=None, success: bool = False, wrist_image=None, seed: int | None = None) -> Path:
         ep = {
             OBS_IMAGE: np.asarray(image, dtype=np.uint8),
             OBS_STATE: np.asarray(state, dtype=np.float32),
@@ -121,6 +132,8 @@ class DemoWriter:
         ep[SUCCESS] = np.asarray(bool(success))
         if wrist_image is not None:
             ep[OBS_WRIST_IMAGE] = np.asarray(wrist_image, dtype=np.uint8)
+        if seed is not None:
+            ep[SEED] = np.asarray(seed, dtype=np.int64)
         validate_episode(ep, self.meta, where=f"new episode for {self.root}")
         path = self.root / EPISODE_DIR / f"episode_{self.next_index():06d}.npz"
         with atomic_write(path) as f:
@@ -141,7 +154,7 @@ class DemoDataset:
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise DemoFormatError(f"{meta_path}: unreadable metadata ({e})") from e
         ep_dir = self.root / EPISODE_DIR
-        self.paths = sorted(p for p in ep_dir.iterdir() if _EPISODE_RE.search(p.name)) if ep_dir.is_dir() else []
+        self.paths = sorted(p for p in ep_dir.iterdir() if _EPISODE_RE.fullmatch(p.name)) if ep_dir.is_dir() else []
 
     def __len__(self) -> int:
         return len(self.paths)

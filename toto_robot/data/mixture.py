@@ -20,12 +20,13 @@ class MixtureSampler:
         unknown = set(weights) - set(indices_by_source)
         if unknown:
             raise ValueError(f"mixture weights name sources that the data lacks: {sorted(unknown)} (have {sorted(indices_by_source)})")
+        bad = {s: w for s, w in weights.items() if not (np.isfinite(w) and w >= 0)}
+        if bad:
+            raise ValueError(f"mixture weights must be finite numbers >= 0, got {bad}")
         self.sources = [s for s in sorted(indices_by_source) if weights.get(s, 0) > 0 and len(indices_by_source[s])]
         if not self.sources:
             raise ValueError("every mixture weight is zero or names an empty source")
         w = np.array([weights[s] for s in self.sources], dtype=np.float64)
-        if (w < 0).any():
-            raise ValueError(f"mixture weights must be >= 0, got {weights}")
         self.probs = w / w.sum()
         self.indices = {s: np.asarray(indices_by_source[s]) for s in self.sources}
         self.seed = seed

@@ -7,22 +7,27 @@ Layout of a shard folder::
                           # layout "frames": uint8 clips [num_sequences, T, R, R, 3] for continuous patch
                           # tokens (the trainer patchifies them; seq_len = T * tokens per frame)
 
-Each ``.bin`` is written atomically and only then added to ``index.json`` (also atomic), so a
-killed tokenize job leaves a consistent folder and resumes by skipping every shard already
-listed (``ShardWriter.has``). Token ids in a sequence are model ids: tokenizer codes offset by
+A shard and its index entry are one unit: the ``.bin`` is written atomically and only then added
+to ``index.json`` (also atomic), which is the commit. Opening a folder for writing repairs it first:
+hidden temporary files, ``.bin`` files the index does not list (a kill between the two writes) and
+listed shards that are missing or have the wrong size (truncated, damaged) are deleted and dropped
+from the index, so the tokenize job writes them again. A resumed job skips every shard that is
+listed and intact (``ShardWriter.has``); shards are named by content keys (see ``data.tokenize``). Token ids in a sequence are model ids: tokenizer codes offset by
 ``NUM_SPECIAL_TOKENS`` with start/end markers (see ``toto_robot.constants``).
 """
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from toto_robot.utils.io import atomic_save_json, atomic_write
+from toto_robot.utils.io import atomic_save_json, atomic_write, remove_partial
 
+log = logging.getLogger(__name__)
 INDEX_NAME = "index.json"
 FORMAT_VERSION = 1
 
@@ -73,6 +78,17 @@ class ShardIndex:
     def save(self, root: Path) -> None:
         atomic_save_json(asdict(self), Path(root) / INDEX_NAME)
 
+    def problem(self, root: Path, s: ShardInfo) -> str:
+        """Why the listed shard ``s`` cannot be read ('' when its file exists with the expected size)."""
+        path = Path(root) / s.file
+        if not path.is_file():
+            return f"shard listed in index is missing: {path}"
+        itemsize = np.dtype(self.dtype).itemsize
+        shape = self.item_shape
+        if path.stat().st_size != s.num_sequences * int(np.prod(shape)) * itemsize:
+            return f"corrupt shard {path}: {path.stat().st_size} bytes, expected {s.num_sequences}x{'x'.join(map(str, shape))}x{itemsize}"
+        return ""
+
 
 def dtype_for_vocab(vocab_size: int) -> str:
     return "uint16" if vocab_size <= np.iinfo(np.uint16).max + 1 else "uint32"
@@ -100,9 +116,38 @@ class ShardWriter:
                                     dtype="uint8" if frame_shape else dtype_for_vocab(vocab_size), layout=layout,
                                     frame_shape=list(frame_shape or []))
             self.index.save(self.root)
+        self._repair()
+
+    def _repair(self) -> None:
+        """Delete what interrupted or damaged writes left, so those shards are written again."""
+        remove_partial(self.root)
+        keep = []
+        for s in self.index.shards:
+            if problem := self.index.problem(self.root, s):
+                log.warning("%s; it will be written again", problem)
+                (self.root / s.file).unlink(missing_ok=True)
+            else:
+                keep.append(s)
+        if len(keep) != len(self.index.shards):
+            self.index.shards = keep
+            self.index.save(self.root)
+        listed = {s.file for s in keep}
+        for p in self.root.glob("*.bin"):
+            if p.name not in listed:  # written, but killed before the index listed it
+                p.unlink()
 
     def has(self, name: str) -> bool:
         return any(s.file == f"{name}.bin" for s in self.index.shards)
+
+    def names(self) -> list[tuple[str, str]]:
+        """(name, source) of every listed shard."""
+        return [(s.file[: -len(".bin")], s.source) for s in self.index.shards]
+
+    def remove(self, name: str) -> None:
+        """Drop a shard from the index (the commit), then delete its file."""
+        self.index.shards = [s for s in self.index.shards if s.file != f"{name}.bin"]
+        self.index.save(self.root)
+        (self.root / f"{name}.bin").unlink(missing_ok=True)
 
     def write(self, name: str, sequences: np.ndarray, source: str, kind: str) -> None:
         seqs = np.asarray(sequences)
@@ -140,15 +185,12 @@ class ShardDataset(torch.utils.data.Dataset):
         self.sources: list[str] = []
         self.kinds: list[str] = []
         shape = self.index.item_shape
-        itemsize = np.dtype(self.index.dtype).itemsize
         # Global indices follow shard names, not the order shards were written in (parallel tokenize
         # workers finish in any order), so a seed draws the same sequences from the same shards.
         for s in sorted(self.index.shards, key=lambda s: s.file):
             path = self.root / s.file
-            if not path.is_file():
-                raise ShardError(f"shard listed in index is missing: {path}")
-            if path.stat().st_size != s.num_sequences * int(np.prod(shape)) * itemsize:
-                raise ShardError(f"corrupt shard {path}: {path.stat().st_size} bytes, expected {s.num_sequences}x{'x'.join(map(str, shape))}x{itemsize}")
+            if problem := self.index.problem(self.root, s):
+                raise ShardError(f"{problem} (rerun the tokenize job to rewrite it)")
             self.arrays.append(np.memmap(path, dtype=self.index.dtype, mode="r", shape=(s.num_sequences, *shape)))
             self.sources.append(s.source)
             self.kinds.append(s.kind)

@@ -1,14 +1,19 @@
 """Turn video/image datasets into token shards: parallel over worker processes, resumable.
 
 Each work unit (one video file, one chunk of images, one batch of synthetic videos) becomes one
-named shard; its random crops come from a generator seeded by (seed, unit name), so a killed job
-that resumes writes bit-identical shards and skips every unit already listed in the index.
+named shard. The name is a content key, never a position in a folder listing: a video's unit is
+named by its path relative to the dataset folder and its size, a chunk of images by the paths and
+sizes of its members, a synthetic batch by its number and size. Random crops come from a generator
+seeded by (seed, unit name), so a killed job that resumes writes bit-identical shards and skips every
+unit already listed (intact) in the index; adding or removing videos between runs tokenizes the new
+ones and drops the shards of the removed ones (of this job's sources), as a fresh run would.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import multiprocessing as mp
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +26,7 @@ from toto_robot.data.clips import pack_images, sample_clip
 from toto_robot.data.sequence import codes_to_sequence, seq_len
 from toto_robot.data.shards import ShardWriter
 from toto_robot.data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoDecodeError, list_media, read_image, read_video
+from toto_robot.utils.config import ConfigError, check_choice, check_int
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,27 @@ class ShardJobConfig:
     seed: int = 0
     images_per_shard: int = 256
 
+    def __post_init__(self):
+        """Checked before any work; errors name the hydra key (shards.* / data.datasets.*) and the allowed range."""
+        check_int(self.resolution, "shards.resolution", low=8)
+        check_int(self.num_frames, "shards.num_frames", low=1)
+        check_int(self.stride, "shards.stride", low=1)
+        check_int(self.workers, "shards.workers", low=1)
+        check_int(self.seed, "shards.seed", low=0)
+        check_int(self.images_per_shard, "shards.images_per_shard", low=1)
+        if not self.datasets:
+            raise ConfigError("data.datasets is empty: name at least one dataset")
+        names = [d.name for d in self.datasets]
+        for i, d in enumerate(self.datasets):
+            key = f"data.datasets.{i}"
+            check_choice(d.kind, f"{key}.kind", ("video", "image", "synthetic", "bundled_images"))
+            check_int(d.clips_per_video, f"{key}.clips_per_video", low=1)
+            check_int(d.count, f"{key}.count", low=1 if d.kind == "synthetic" else 0)
+            if not isinstance(d.name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", d.name) or names.count(d.name) > 1:
+                raise ConfigError(f"{key}.name must be a unique name of letters, digits, '_', '.' or '-', got {d.name!r}")
+            if d.kind in ("video", "image") and not d.path:
+                raise ConfigError(f"{key}.path must name a folder or file for a {d.kind} dataset")
+
 
 @dataclass
 class _Unit:
@@ -59,6 +86,22 @@ def _rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([seed, int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)])
 
 
+def content_key(root: str | Path, files: list[Path], *extra) -> str:
+    """12 hex digits that name a unit by what it reads: each file's path relative to the dataset root
+    and its size (plus ``extra`` settings), independent of where the files sit in a listing."""
+    root = Path(root)
+    h = hashlib.sha256()
+    for f in files:
+        rel = f.name if root.is_file() else f.relative_to(root).as_posix()
+        h.update(f"{rel}\0{f.stat().st_size}\0".encode())
+    h.update(repr(extra).encode())
+    return h.hexdigest()[:12]
+
+
+def _slug(path: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem)[:40]
+
+
 def plan_units(cfg: ShardJobConfig) -> list[_Unit]:
     units = []
     for ds in cfg.datasets:
@@ -66,19 +109,23 @@ def plan_units(cfg: ShardJobConfig) -> list[_Unit]:
             files = list_media(ds.path, VIDEO_SUFFIXES)
             if not files:
                 raise FileNotFoundError(f"dataset {ds.name!r}: no videos under {ds.path}")
-            units += [_Unit(f"{ds.name}-{i:05d}", ds.name, "video", {"file": str(f), "clips": ds.clips_per_video}) for i, f in enumerate(files)]
+            units += [_Unit(f"{ds.name}-{_slug(f)}-{content_key(ds.path, [f], ds.clips_per_video)}", ds.name, "video",
+                            {"file": str(f), "clips": ds.clips_per_video}) for f in files]
         elif ds.kind == "image":
             files = list_media(ds.path, IMAGE_SUFFIXES)[: ds.count or None]
             if not files:
                 raise FileNotFoundError(f"dataset {ds.name!r}: no images under {ds.path}")
             for i in range(0, len(files), cfg.images_per_shard):
-                units.append(_Unit(f"{ds.name}-{i // cfg.images_per_shard:05d}", ds.name, "image", {"files": [str(f) for f in files[i:i + cfg.images_per_shard]]}))
+                chunk = files[i:i + cfg.images_per_shard]
+                units.append(_Unit(f"{ds.name}-{content_key(ds.path, chunk)}", ds.name, "image", {"files": [str(f) for f in chunk]}))
         elif ds.kind == "bundled_images":
-            units.append(_Unit(f"{ds.name}-00000", ds.name, "image", {"bundled": True, "count": ds.count or 64}))
+            count = ds.count or 64
+            units.append(_Unit(f"{ds.name}-bundled-{count}", ds.name, "image", {"bundled": True, "count": count}))
         elif ds.kind == "synthetic":
             per = 16
-            for i in range(0, max(ds.count, 1), per):
-                units.append(_Unit(f"{ds.name}-{i // per:05d}", ds.name, "video", {"synthetic": min(per, ds.count - i), "clips": ds.clips_per_video}))
+            for i in range(0, ds.count, per):
+                n = min(per, ds.count - i)
+                units.append(_Unit(f"{ds.name}-{i // per:05d}-{n}x{ds.clips_per_video}", ds.name, "video", {"synthetic": n, "clips": ds.clips_per_video}))
         else:
             raise ValueError(f"dataset {ds.name!r}: unknown kind {ds.kind!r} (video, image, synthetic, bundled_images)")
     return units
@@ -154,7 +201,13 @@ def write_shards(cfg: ShardJobConfig) -> Path:
         writer = ShardWriter(cfg.out_dir, seq_len(cfg.num_frames, hw, hw), tok.vocab_size + NUM_SPECIAL_TOKENS, about)
     else:  # continuous patch tokens: clips of frames; one token per patch, the model supplies the start
         writer = ShardWriter(cfg.out_dir, cfg.num_frames * hw * hw, 0, about, frame_shape=[cfg.num_frames, cfg.resolution, cfg.resolution, 3])
-    todo = [u for u in plan_units(cfg) if not writer.has(u.name)]
+    units = plan_units(cfg)
+    planned, sources = {u.name for u in units}, {d.name for d in cfg.datasets}
+    for name, source in writer.names():
+        if source in sources and name not in planned:  # its file was removed or changed since the last run
+            log.info("removing shard %s: no longer part of dataset %r", name, source)
+            writer.remove(name)
+    todo = [u for u in units if not writer.has(u.name)]
     bar = tqdm(total=len(todo), desc="tokenize", unit="shard")
     jobs = [(u, cfg) for u in todo]
     if cfg.workers > 1 and len(todo) > 1:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
 import av
 import numpy as np
+
+from toto_robot.utils.io import crash_point, temp_path
 
 log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov")
@@ -51,9 +52,7 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 10) -> Path:
     if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"video frames must be uint8 [N, H, W, 3], got {frames.dtype} {frames.shape}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
+    tmp = str(temp_path(path))  # hidden, normal permissions, keeps the suffix that picks the container
     try:
         H, W = frames.shape[1:3]
         with av.open(tmp, mode="w") as container:
@@ -65,19 +64,29 @@ def write_video(path: str | Path, frames: np.ndarray, fps: int = 10) -> Path:
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img[: stream.height, : stream.width]), format="rgb24")
                 container.mux(stream.encode(frame))
             container.mux(stream.encode())
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        crash_point(f"write {path.name}")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    crash_point(f"wrote {path.name}")
     return path
 
 
 def read_image(path: str | Path) -> np.ndarray:
+    """An 8-bit image as uint8 [H, W, 3] RGB. Images of more than 8 bits per channel (16-bit PNGs such
+    as depth maps, 32-bit integer or float images) raise ``VideoDecodeError``: squeezing them into RGB
+    would clip every value above 255 to white."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
+            if im.mode.startswith(("I", "F")):
+                raise VideoDecodeError(f"{path}: {im.mode} image (more than 8 bits per channel, e.g. a depth map); "
+                                       "convert it to 8-bit RGB first")
             return np.asarray(im.convert("RGB"))
     except (UnidentifiedImageError, OSError) as e:
         raise VideoDecodeError(f"{path}: cannot read image ({e})") from e

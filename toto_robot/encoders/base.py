@@ -46,6 +46,8 @@ def as_frames(frames, *, allow_video: bool = True) -> torch.Tensor:
     if frames.shape[-1] != 3:
         hint = " (looks channels-first: permute to channels-last)" if frames.shape[-3] == 3 else ""
         raise FrameFormatError(f"frames must have 3 RGB channels last, got shape {tuple(frames.shape)}{hint}")
+    if frames.shape[0] == 0 or (frames.ndim == 5 and frames.shape[1] == 0):
+        raise FrameFormatError(f"frames hold no images: shape {tuple(frames.shape)}; pass a batch of at least one frame")
     if frames.shape[-2] == 0 or frames.shape[-3] == 0:
         raise FrameFormatError(f"frames have zero size: {tuple(frames.shape)}")
     return frames

@@ -28,6 +28,7 @@ from toto_robot.encoders import encoder_from_spec
 from toto_robot.policies.policy import Policy
 from toto_robot.probes.sweep import extract_tokens
 from toto_robot.utils.plots import pyplot, save_figure
+from toto_robot.utils.config import ConfigError, check_int, check_number
 from toto_robot.utils.io import atomic_save_json, atomic_save_tensors, atomic_write_csv, config_hash
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,19 @@ class BCConfig:
     token_cache: str | None = None  # folder of frozen demo tokens shared by runs with the same demos and backbone (any pooling or seed)
     seed: int = 0
     device: str = "cpu"
+
+    def __post_init__(self):
+        """Checked before any work; errors name the hydra key (policy.*) and the allowed range."""
+        for key, low in (("epochs", 1), ("batch_size", 1), ("hidden", 1), ("chunk", 1), ("action_steps", 1), ("eval_every", 0),
+                         ("eval_episodes", 0), ("patience", 0), ("seed", 0)):
+            check_int(getattr(self, key), f"policy.{key}" if key != "seed" else "seed", low=low)
+        if self.action_steps > self.chunk:
+            raise ConfigError(f"policy.action_steps must be <= policy.chunk ({self.chunk}), got {self.action_steps}")
+        self.lr = check_number(self.lr, "policy.lr", low=0, low_open=True)
+        self.weight_decay = check_number(self.weight_decay, "policy.weight_decay", low=0)
+        self.val_fraction = check_number(self.val_fraction, "policy.val_fraction", low=0, high=0.9)
+        if self.max_episodes is not None:
+            check_int(self.max_episodes, "policy.max_episodes", low=1)
 
 
 def load_demo_arrays(root: str | Path, max_episodes: int | None = None):
@@ -110,6 +124,8 @@ def train_bc(cfg: BCConfig) -> Path:
             idx = perm[i:i + cfg.batch_size]
             pred = policy.forward_tokens(tr_tok[idx].to(cfg.device), tr_state[idx].to(cfg.device))
             loss = F.mse_loss(pred, tr_act[idx].to(cfg.device))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"behaviour cloning loss is {loss.item()} at epoch {epoch}: {_extreme_values(eps, cfg.demos)}")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -134,6 +150,16 @@ def train_bc(cfg: BCConfig) -> Path:
     atomic_save_json({"final": history[-1], "best_epoch": best[1], "train_frames": len(tr_act), "episodes": len(eps), "encoder": encoder.name,
                       "layer": encoder.layer, "task": meta.task}, out / "result.json")
     return out / "policy"
+
+
+def _extreme_values(eps: list[dict], demos: str) -> str:
+    """Where the demonstrations hold their largest action and state magnitudes (what makes a loss overflow)."""
+    parts = []
+    for key in (ACTION, OBS_STATE):
+        peaks = [float(np.abs(ep[key]).max()) for ep in eps]
+        i = int(np.argmax(peaks))
+        parts.append(f"largest |{key}| is {peaks[i]:.3g} in episode {i} of {demos}")
+    return "; ".join(parts) + " (actions are expected in [-1, 1]); fix or drop that episode"
 
 
 def chunk_actions(actions: np.ndarray, chunk: int) -> np.ndarray:

@@ -3,8 +3,9 @@
 AdamW (betas 0.9/0.95, no decay on norms/biases), linear warm-up then cosine, gradient clipping,
 a global batch counted in tokens and reached by gradient accumulation, bf16 autocast on CUDA,
 DDP/FSDP2 under torchrun. Every ``checkpoint_every`` steps ``<run>/checkpoint/`` is replaced
-atomically (weights + optimizer + sampler + RNG + step); ``resume=True`` continues from it
-step for step. Logs loss, lr, tokens/s and MFU to CSV and TensorBoard; writes a loss-curve PNG
+(weights + optimizer + sampler + RNG + step) by ``utils.io.save_checkpoint``, so that ``checkpoint/``
+or ``checkpoint.old/`` is complete at every instant; ``resume=True`` continues from the complete one
+step for step (and refuses to start when there is none). Logs loss, lr, tokens/s and MFU to CSV and TensorBoard; writes a loss-curve PNG
 and, at the end, ``<run>/final/`` (a pretrained dir with the tokenizer) and per-frame losses.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from toto_robot.constants import CONFIG_NAME, WEIGHTS_NAME
 from toto_robot.data.mixture import MixtureSampler
 from toto_robot.data.sequence import model_io
 from toto_robot.data.shards import ShardDataset
@@ -29,11 +31,14 @@ from toto_robot.pretrain import distributed as D
 from toto_robot.pretrain.schedule import lr_at
 from toto_robot.tokenizers import Tokenizer, load_tokenizer
 from toto_robot.tokenizers.patch import PatchTokenizer
+from toto_robot.utils.config import check_bool, check_choice, check_int, check_number, check_weights
 from toto_robot.utils.flops import train_flops
-from toto_robot.utils.io import CheckpointError, atomic_save_json, atomic_write, load_pretrained, save_pretrained
+from toto_robot.utils.io import (CheckpointError, atomic_save_json, atomic_write, find_checkpoint, load_pretrained, remove_partial,
+                                 save_checkpoint, save_pretrained, staged_dir)
 
 log = logging.getLogger(__name__)
 PEAK_FLOPS = {"cuda": 989e12}  # H100 dense bf16; MFU is reported on CUDA only
+CHECKPOINT_FILES = (WEIGHTS_NAME, CONFIG_NAME, "trainer_state.pt")  # what a checkpoint without MANIFEST.json must hold
 
 
 @dataclass
@@ -61,6 +66,24 @@ class PretrainConfig:
     parallel: str = "ddp"  # ddp | fsdp (used when launched by torchrun with WORLD_SIZE > 1)
     compile: bool = False
 
+    def __post_init__(self):
+        """Every number is checked here, before any work, and an error names the hydra key and its range."""
+        from toto_robot.model.toto import CONFIGS
+
+        t = "trainer."
+        check_choice(self.model, "model", CONFIGS)
+        for key, low in (("max_steps", 1), ("batch_tokens", 1), ("micro_batch", 1), ("log_every", 1), ("checkpoint_every", 1),
+                         ("warmup_steps", 0), ("eval_sequences", 0), ("seed", 0)):
+            check_int(getattr(self, key), t + key, low=low)
+        self.lr = check_number(self.lr, t + "lr", low=0, low_open=True)
+        self.min_lr = check_number(self.min_lr, t + "min_lr", low=0, high=self.lr)
+        self.weight_decay = check_number(self.weight_decay, t + "weight_decay", low=0)
+        self.grad_clip = check_number(self.grad_clip, t + "grad_clip", low=0, low_open=True)
+        check_choice(self.parallel, t + "parallel", ("ddp", "fsdp"))
+        for key in ("resume", "compile"):
+            check_bool(getattr(self, key), key if key == "resume" else t + key)
+        self.mixture = check_weights(self.mixture, "mixture")
+
 
 def build_model(cfg: PretrainConfig, ds: ShardDataset, tokenizer: Tokenizer | None = None) -> Toto:
     tok = ds.index.tokenizer
@@ -75,6 +98,7 @@ def build_model(cfg: PretrainConfig, ds: ShardDataset, tokenizer: Tokenizer | No
     if "tokens_per_frame" in tok:
         overrides.setdefault("tokens_per_frame", tok["tokens_per_frame"])
     if cfg.init_from:
+        _check_init_from(cfg)
         model = Toto.from_pretrained(cfg.init_from, **overrides)
     else:
         model = Toto(TotoConfig.from_name(cfg.model, **overrides))
@@ -85,6 +109,19 @@ def build_model(cfg: PretrainConfig, ds: ShardDataset, tokenizer: Tokenizer | No
     if positions(ds) > model.config.block_size:
         raise ValueError(f"sequence of {positions(ds)} positions exceeds the model's context of {model.config.block_size}")
     return model
+
+
+ARCH_KEYS = ("n_layer", "n_head", "n_embd", "mlp_hidden", "tie_embeddings")
+
+
+def _check_init_from(cfg: PretrainConfig) -> None:
+    """``init_from`` continues a model of the architecture ``model`` names (after ``model_overrides``), never another one."""
+    _, saved = load_pretrained(cfg.init_from)
+    want = TotoConfig.from_name(cfg.model, **{k: v for k, v in cfg.model_overrides.items() if k in ARCH_KEYS})
+    diff = [f"{k}={saved.get(k)} (model={cfg.model} has {getattr(want, k)})" for k in ARCH_KEYS if saved.get(k) != getattr(want, k)]
+    if diff:
+        raise CheckpointError(f"init_from={cfg.init_from} holds a {saved.get('name', '?')!r} model that differs from model={cfg.model}: "
+                              f"{', '.join(diff)}; set model= to the size of the init_from run")
 
 
 def positions(ds: ShardDataset) -> int:
@@ -132,19 +169,21 @@ def pretrain(cfg: PretrainConfig) -> Path:
     opt = model.configure_optimizer(cfg.lr, cfg.weight_decay)
     sampler = MixtureSampler(ds.indices_by_source(), cfg.mixture or None, seed=cfg.seed * 1000 + info.rank)
     step, history = 0, []
+    found = find_checkpoint(ckpt, CHECKPOINT_FILES)
     if cfg.resume:
-        if (ckpt / "trainer_state.pt").is_file():
-            step, history = _load_checkpoint(ckpt, model, opt, sampler, info)
-            log.info("resumed from %s at step %d", ckpt, step)
-        else:
-            log.warning("resume=true but no checkpoint in %s: starting from scratch", ckpt)
-    elif (ckpt / "trainer_state.pt").is_file():
-        raise CheckpointError(f"{ckpt} already holds a checkpoint; pass resume=true to continue it or choose a new out_dir")
+        if found is None:
+            raise CheckpointError(f"resume=true but {out} holds no complete checkpoint (looked in {ckpt.name}/ and {ckpt.name}.old/); "
+                                  "run without resume=true to start from scratch")
+        step, history = _load_checkpoint(found, model, opt, sampler, info)
+        log.info("resumed from %s at step %d", found, step)
+    elif found is not None:
+        raise CheckpointError(f"{found} already holds a checkpoint; pass resume=true to continue it or choose a new out_dir")
     wrapped = D.wrap_model(model, cfg.parallel, info, cfg.device)
     fwd = torch.compile(wrapped) if cfg.compile else wrapped
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.device.startswith("cuda") else torch.autocast("cpu", enabled=False)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        remove_partial(out)
         atomic_save_json({**asdict(cfg), "model_config": model.config.to_dict(), "params": n_params, "tokens_per_step": tokens_per_step,
                           "grad_accum": accum, "world_size": info.world_size}, out / "pretrain_config.json")
     tb = _tensorboard(out) if info.is_main else None
@@ -169,6 +208,8 @@ def pretrain(cfg: PretrainConfig) -> Path:
             if step_flops is None:
                 step_flops = counter.total * accum * info.world_size
             total += loss.item()
+        if not np.isfinite(total):
+            raise FloatingPointError(f"pretraining loss is {total} at step {step + 1}; lower trainer.lr (now {cfg.lr}) or check the shards in {cfg.shards}")
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -224,27 +265,21 @@ def _save_checkpoint(ckpt: Path, model, wrapped, opt, sampler, step, history, in
     if not info.is_main:
         return
     state = {"step": step, "optimizer": optim_sd, "sampler": sampler.state_dict(), "rng": _rng_state(), "history": history}
-    tmp = ckpt.with_name(ckpt.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_pretrained(tmp, {k: v for k, v in model_sd.items() if k != "head.weight" or not model.config.tie_embeddings}, model.config.to_dict())
-    with atomic_write(tmp / "trainer_state.pt") as f:
-        torch.save(state, f)
-    old = ckpt.with_name(ckpt.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if ckpt.exists():
-        ckpt.rename(old)
-    tmp.rename(ckpt)  # the swap is two renames; a crash between them leaves checkpoint.old, which resume uses
-    shutil.rmtree(old, ignore_errors=True)
+
+    def write(folder: Path) -> None:
+        save_pretrained(folder, {k: v for k, v in model_sd.items() if k != "head.weight" or not model.config.tie_embeddings}, model.config.to_dict())
+        with atomic_write(folder / "trainer_state.pt") as f:
+            torch.save(state, f)
+
+    save_checkpoint(ckpt, write, CHECKPOINT_FILES)  # at every instant checkpoint/ or checkpoint.old/ is complete; find_checkpoint picks it
 
 
 def _load_checkpoint(ckpt: Path, model, opt, sampler, info) -> tuple[int, list]:
-    try:
-        sd, _ = load_pretrained(ckpt)
-        state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=False)
-    except CheckpointError:
-        raise
+    sd, _ = load_pretrained(ckpt)
+    try:  # weights_only: tensors and plain Python only, so a crafted file cannot run code
+        state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=True)
     except Exception as e:
-        raise CheckpointError(f"corrupt trainer state in {ckpt}: {e}") from e
+        raise CheckpointError(f"refusing to load {ckpt / 'trainer_state.pt'}: not a trainer state of tensors and plain values ({e})") from e
     model.load_weights(sd, source=str(ckpt))
     opt.load_state_dict(state["optimizer"])
     sampler.load_state_dict(state["sampler"])
@@ -310,13 +345,10 @@ def _write_logs(out: Path, history: list[dict]) -> None:
 
 
 def _write_final(final: Path, model: Toto, wrapped, ds: ShardDataset, info) -> None:
-    model.save_pretrained(final)
-    tok_path = ds.index.tokenizer.get("path")
-    if tok_path and Path(tok_path).is_dir():
-        dst = final / "tokenizer"
-        tmp = final / ".tokenizer.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(tok_path, tmp)
-        shutil.rmtree(dst, ignore_errors=True)
-        tmp.rename(dst)
-    atomic_save_json({"tokenizer": ds.index.tokenizer, "seq_len": ds.seq_len}, final / "data.json")
+    """``final/`` (weights, config, tokenizer, data.json) appears in one rename, complete."""
+    with staged_dir(final) as tmp:
+        model.save_pretrained(tmp)
+        tok_path = ds.index.tokenizer.get("path")
+        if tok_path and Path(tok_path).is_dir():
+            shutil.copytree(tok_path, tmp / "tokenizer")
+        atomic_save_json({"tokenizer": ds.index.tokenizer, "seq_len": ds.seq_len}, tmp / "data.json")

@@ -11,6 +11,7 @@ import torch
 from tqdm import tqdm
 
 from toto_robot.tokenizers import Tokenizer, build_tokenizer
+from toto_robot.utils.config import check_int, check_number
 from toto_robot.utils.io import atomic_save_json, atomic_write
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,13 @@ class TokenizerTrainConfig:
     seed: int = 0
     device: str = "cpu"
     out_dir: str = "tokenizer"
+
+    def __post_init__(self):
+        """Checked before any work; errors name the hydra key (train.*) and the allowed range."""
+        for key, low in (("steps", 1), ("batch_size", 1), ("seed", 0)):
+            check_int(getattr(self, key), f"train.{key}", low=low)
+        self.lr = check_number(self.lr, "train.lr", low=0, low_open=True)
+        self.holdout_fraction = check_number(self.holdout_fraction, "train.holdout_fraction", low=0, high=0.5)
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -40,7 +40,7 @@ class DemoConfig:
     video_tasks: list[str] = field(default_factory=lambda: ["franka_pick", "franka_cabinet", "kuka_pick", "kuka_cabinet"])
     video_episodes: int = 25  # scripted-expert episodes per task
     random_episodes: int = 5  # random-action episodes per task
-    tokenizer: dict = field(default_factory=lambda: {"kind": "vq", "params": {"vocab_size": 512, "width": 32, "code_dim": 16, "downsample": 8}})
+    tokenizer: dict = field(default_factory=lambda: {"kind": "patch", "params": {"patch_size": 8}})  # see docs/study/study.md
     tokenizer_steps: int = 600
     num_frames: int = 8
     pretrain_steps: int = 300
@@ -50,10 +50,10 @@ class DemoConfig:
     bc_task: str = "franka_cabinet"
     bc_episodes: int = 60
     bc_epochs: int = 40
-    poolings: list[str] = field(default_factory=lambda: ["attention"])  # BC compares every encoder with each (and the probe adds them)
+    poolings: list[str] = field(default_factory=lambda: ["spatial_attention"])  # BC compares every encoder with each (and the probe adds them)
     bc_layer: int | None = None  # the Toto layer BC reads; None = the layer the attention probe scored best
-    seeds: list[int] = field(default_factory=lambda: [0, 1])
-    eval_episodes: int = 20
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    eval_episodes: int = 30
     device: str = "cpu"
 
     def _small_tokenizer(self) -> dict:
@@ -228,8 +228,9 @@ def run_demo(cfg: DemoConfig) -> Path:
     stages.append(st_demos)
 
     # 7. compare --------------------------------------------------------------------------
-    best_layer = cfg.bc_layer or st_probe.result["best"]["toto/attention"]["layer"]
-    mae_layer = st_probe.result["best"]["mae/attention"]["layer"]
+    bc_pool = cfg.poolings[0]  # each backbone reads the layer its probe scored best with the pooling BC uses first
+    best_layer = cfg.bc_layer or st_probe.result["best"][f"toto/{bc_pool}"]["layer"]
+    mae_layer = st_probe.result["best"][f"mae/{bc_pool}"]["layer"]
     encoders = {}
     for pooling in cfg.poolings:  # the paper's attention pooling keeps the plain labels
         tag = "" if pooling == "attention" else f"+{pooling}"
@@ -350,9 +351,9 @@ def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float) -> Pa
     s.text.append(f"{by['demos'].result['episodes']} expert demonstrations of {cfg.bc_task}; every encoder gets the same demos, "
                   f"seeds {cfg.seeds}, {cfg.bc_epochs} epochs and {cfg.eval_episodes} evaluation episodes per seed on held-out seeds.")
     layers = {spec["name"]: spec["layer"] for spec in json.loads((by["compare"].dir / "compare_config.json").read_text())["encoders"].values()}
-    source = "set by `bc_layer`" if cfg.bc_layer else "the layer Toto's attention probe scored best"
+    source = "set by `bc_layer`" if cfg.bc_layer else f"the layer Toto's {cfg.poolings[0]} probe scored best"
     s.text.append(f"Toto and random-init features come from layer {layers['toto']} ({source}), "
-                  f"MAE features from layer {layers['mae_tiny']} (the best of MAE's attention probe).")
+                  f"MAE features from layer {layers['mae_tiny']} (the best of MAE's {cfg.poolings[0]} probe).")
     rows = by["compare"].result["summary"]
     s.tables.append((["encoder", "task", "success", "95% interval", "held-out action MSE"],
                      [[x["encoder"], x["task"], f"{100 * float(x['success_rate']):.0f}%",

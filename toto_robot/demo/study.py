@@ -69,21 +69,26 @@ def run_study(cfg: StudyConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     atomic_save_json(asdict(cfg), out / "study_config.json")
     results = {}
-    for name in cfg.recipes:
+    for name in cfg.recipes:  # the page is rewritten after each recipe, so a long study shows what it has so far
         log.info("study: recipe %s", name)
         run_demo(recipe_config(cfg, name))
         results[name] = json.loads((out / name / "results.json").read_text())
+        page = write_page(cfg, results, out)
+    if cfg.publish:
+        dst = Path(cfg.publish)
+        dst.mkdir(parents=True, exist_ok=True)
+        for f in (page, out / "study_bc.png", out / "study_probe.png", out / "study.csv"):
+            shutil.copyfile(f, dst / f.name)
+    return page
+
+
+def write_page(cfg: StudyConfig, results: dict[str, dict], out: Path) -> Path:
     rows = study_rows(results)
     atomic_write_csv(rows, out / "study.csv")
     plot_study(rows, out)
     page = out / "study.md"
     with atomic_write(page, "w") as f:
         f.write(study_markdown(cfg, rows, results))
-    if cfg.publish:
-        dst = Path(cfg.publish)
-        dst.mkdir(parents=True, exist_ok=True)
-        for f in (page, out / "study_bc.png", out / "study_probe.png", out / "study.csv"):
-            shutil.copyfile(f, dst / f.name)
     return page
 
 

@@ -51,8 +51,15 @@ def test_fast_study_runs_two_recipes_on_shared_stages_and_publishes_its_page(tmp
                                                           ("spatial", "toto+spatial_attention"), ("spatial", "mae+spatial_attention")}
     toto = next(r for r in rows if r["recipe"] == "attn" and r["encoder"] == "toto")
     assert float(toto["pretrain_gflop"]) > 0 and 0 <= float(toto["ci_low"]) <= float(toto["success_rate"]) <= float(toto["ci_high"]) <= 1
-    mae = json.loads((tmp_path / "study" / "attn" / "results.json").read_text())["mae"]
-    assert mae["train_flops"] > 0
+    res = json.loads((tmp_path / "study" / "attn" / "results.json").read_text())
+    assert res["mae"]["train_flops"] > 0
+    # runs cached before the trainers counted FLOPs get them measured afterwards: the same number
+    from pathlib import Path
+
+    from toto_robot.demo.pipeline import _step_flops_of_mae, _step_flops_of_run
+
+    assert _step_flops_of_run(Path(res["stages"]["pretrain"]["dir"]) / "run")["flops_per_step"] == res["pretrain"]["flops_per_step"]
+    assert _step_flops_of_mae(Path(res["stages"]["mae"]["dir"]), 32)["flops_per_step"] == res["mae"]["flops_per_step"]
     # the second recipe changes only the read-out: pre-training and MAE came from the first recipe's cache
     stages = json.loads((tmp_path / "study" / "spatial" / "results.json").read_text())["stages"]
     assert stages["pretrain"]["cached"] and stages["mae"]["cached"] and not stages["compare"]["cached"]

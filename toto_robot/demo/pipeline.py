@@ -262,12 +262,52 @@ def run_demo(cfg: DemoConfig) -> Path:
 def demo_results(cfg: DemoConfig, stages) -> dict:
     """The run's numbers in one machine-readable file (``results.json``; the recipe study reads it)."""
     by = {s.name: s for s in stages}
+    pre, mae = dict(by["pretrain"].result), dict(by["mae"].result)
+    if "train_flops" not in pre:  # a stage cached before the trainers counted FLOPs: measure one step now
+        pre.update(_step_flops_of_run(by["pretrain"].dir / "run"))
+    if "train_flops" not in mae:
+        mae.update(_step_flops_of_mae(by["mae"].dir, cfg.image_size))
     return {"config": asdict(cfg),
             "stages": {s.name: {"seconds": s.seconds, "cached": s.cached, "dir": str(s.dir)} for s in stages},
-            "pretrain": {k: v for k, v in by["pretrain"].result.items() if not isinstance(v, list)},
-            "mae": by["mae"].result,
+            "pretrain": {k: v for k, v in pre.items() if not isinstance(v, list)},
+            "mae": mae,
             "probe": {"best": by["probe"].result["best"], "chance": by["probe"].result["chance"]},
             "bc": by["compare"].result["summary"]}
+
+
+def _step_flops_of_run(run: Path) -> dict:
+    """``flops_per_step`` / ``train_flops`` of a finished Toto run, from one forward + backward of its shapes."""
+    import torch
+
+    from toto_robot.model.toto import Toto
+    from toto_robot.utils.flops import train_flops
+
+    pc = json.loads((run / "pretrain_config.json").read_text())
+    steps = json.loads((run / "metrics.json").read_text())["steps"]
+    model = Toto.from_pretrained(run / "final")
+    B, accum, world = pc["micro_batch"], pc["grad_accum"], pc["world_size"]
+    L = pc["tokens_per_step"] // (B * accum * world)
+    c = model.config
+    x = torch.randn(B, L, c.input_dim) if c.input_dim else torch.randint(0, c.vocab_size, (B, L))
+    with train_flops() as counter:
+        model(x, targets=torch.randn(B, L, c.input_dim) if c.input_dim else x).loss.backward()
+    per_step = counter.total * accum * world
+    return {"flops_per_step": per_step, "train_flops": per_step * steps}
+
+
+def _step_flops_of_mae(d: Path, image_size: int) -> dict:
+    """The same for a finished MAE baseline run."""
+    import torch
+
+    from toto_robot.encoders.vit import VIT_CONFIGS, ViTConfig
+    from toto_robot.mae.model import MAE, MAEConfig
+    from toto_robot.utils.flops import train_flops
+
+    mc = json.loads((d / "mae_config.json").read_text())
+    model = MAE(MAEConfig(ViTConfig(**{**VIT_CONFIGS[mc["vit"]], "img_size": image_size}), mask_ratio=mc["mask_ratio"]))
+    with train_flops() as counter:
+        model(torch.rand(mc["batch_size"], 3, image_size, image_size))[0].backward()
+    return {"flops_per_step": counter.total, "train_flops": counter.total * mc["steps"]}
 
 
 def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float) -> Path:

@@ -67,3 +67,16 @@ def test_fast_study_runs_two_recipes_on_shared_stages_and_publishes_its_page(tmp
     assert "| spatial | toto+spatial_attention |" in md and "Toto against its controls" in md
     for name in ("study.md", "study_bc.png", "study_probe.png", "study.csv"):
         assert (tmp_path / "docs" / name).stat().st_size > 100
+
+
+def test_demo_config_names_a_bad_number_before_any_stage_runs(tmp_path):
+    from toto_robot.demo.pipeline import DemoConfig
+    from toto_robot.utils.config import ConfigError
+
+    with pytest.raises(ConfigError, match="pretrain_steps must be an integer >= 1, got 0"):
+        DemoConfig(cache_dir=str(tmp_path / "c"), pretrain_steps=0)
+    with pytest.raises(ConfigError, match="poolings must be one of"):
+        DemoConfig(cache_dir=str(tmp_path / "c"), poolings=["max"])
+    with pytest.raises(ConfigError, match="seeds"):
+        DemoConfig(cache_dir=str(tmp_path / "c"), seeds=[])
+    assert not (tmp_path / "c").exists()

@@ -56,6 +56,22 @@ class DemoConfig:
     eval_episodes: int = 30
     device: str = "cpu"
 
+    def __post_init__(self):
+        """Numbers and names checked before any stage runs (the key named as on the command line)."""
+        from toto_robot.encoders.base import POOLINGS
+        from toto_robot.utils.config import ConfigError, check_choice, check_int
+
+        for key in ("image_size", "video_episodes", "tokenizer_steps", "num_frames", "pretrain_steps", "batch_tokens", "probe_train",
+                    "probe_val", "bc_episodes", "bc_epochs", "eval_episodes"):
+            check_int(getattr(self, key), key, low=1)
+        check_int(self.random_episodes, "random_episodes", low=0)
+        if self.bc_layer is not None:
+            check_int(self.bc_layer, "bc_layer", low=1)
+        if not self.poolings or not self.seeds or not self.video_tasks:
+            raise ConfigError(f"poolings, seeds and video_tasks need at least one entry each, got {self.poolings}, {self.seeds}, {self.video_tasks}")
+        for p in self.poolings:
+            check_choice(p, "poolings", POOLINGS)
+
     def _small_tokenizer(self) -> dict:
         params = dict(self.tokenizer["params"])
         if "vocab_size" in params:  # codebook tokenizers; patch tokens have none

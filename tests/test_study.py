@@ -80,3 +80,24 @@ def test_demo_config_names_a_bad_number_before_any_stage_runs(tmp_path):
     with pytest.raises(ConfigError, match="seeds"):
         DemoConfig(cache_dir=str(tmp_path / "c"), seeds=[])
     assert not (tmp_path / "c").exists()
+
+
+def test_your_own_video_folders_join_pretraining_and_a_changed_folder_changes_the_cache_key(tmp_path):
+    import numpy as np
+
+    from toto_robot.data.synthetic import moving_shapes
+    from toto_robot.data.video import write_video
+    from toto_robot.demo.pipeline import DemoConfig, pretraining_datasets, user_video_fingerprints
+    from toto_robot.utils.config import ConfigError
+
+    clips = tmp_path / "my_robot"
+    write_video(clips / "a.mp4", moving_shapes(12, 32, 2, np.random.default_rng(0))[0])
+    cfg = DemoConfig(cache_dir=str(tmp_path / "c"), extra_videos=[str(clips)])
+    user = [d for d in pretraining_datasets(cfg, tmp_path / "videos") if d["name"].startswith("user_")]
+    assert user == [{"name": "user_0", "kind": "video", "path": str(clips.resolve()), "clips_per_video": 4}]
+    before = user_video_fingerprints(cfg)
+    write_video(clips / "b.mp4", moving_shapes(12, 32, 2, np.random.default_rng(1))[0])
+    assert user_video_fingerprints(cfg) != before
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"extra_videos\[0\]: .*empty is not a folder holding videos"):
+        DemoConfig(cache_dir=str(tmp_path / "c"), extra_videos=[str(tmp_path / "empty")])

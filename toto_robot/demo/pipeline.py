@@ -25,6 +25,8 @@ from pathlib import Path
 
 from toto_robot.demo.cache import StageCache
 from toto_robot.demo.report import Report
+from toto_robot.data.video import VIDEO_SUFFIXES, list_media
+from toto_robot.utils.io import config_hash
 
 log = logging.getLogger(__name__)
 FAST_MODEL = {"n_layer": 2, "n_embd": 32, "n_head": 2, "mlp_hidden": 64}  # toto_tiny shrunk for fast=true
@@ -50,6 +52,7 @@ class DemoConfig:
     bc_task: str = "franka_cabinet"
     bc_episodes: int = 60
     bc_epochs: int = 40
+    extra_videos: list[str] = field(default_factory=list)  # folders of your own videos (real robot cameras, ...) added to pre-training
     poolings: list[str] = field(default_factory=lambda: ["spatial_attention"])  # BC compares every encoder with each (and the probe adds them)
     bc_layer: int | None = None  # the Toto layer BC reads; None = the layer the attention probe scored best
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -71,6 +74,10 @@ class DemoConfig:
             raise ConfigError(f"poolings, seeds and video_tasks need at least one entry each, got {self.poolings}, {self.seeds}, {self.video_tasks}")
         for p in self.poolings:
             check_choice(p, "poolings", POOLINGS)
+        for k, folder in enumerate(self.extra_videos):
+            path = Path(folder).expanduser()
+            if not path.is_dir() or not list_media(path, VIDEO_SUFFIXES):
+                raise ConfigError(f"extra_videos[{k}]: {path} is not a folder holding videos ({', '.join(VIDEO_SUFFIXES)})")
 
     def _small_tokenizer(self) -> dict:
         params = dict(self.tokenizer["params"])
@@ -83,7 +90,7 @@ class DemoConfig:
         return DemoConfig(out_dir=self.out_dir, cache_dir=self.cache_dir, fast=True, image_size=32,
                           video_tasks=["franka_cabinet"], video_episodes=3, random_episodes=1, tokenizer=self._small_tokenizer(),
                           tokenizer_steps=5, num_frames=2, pretrain_steps=4, batch_tokens=256, probe_train=24, probe_val=12,
-                          bc_task=self.bc_task, camera=self.camera, poolings=self.poolings,
+                          bc_task=self.bc_task, camera=self.camera, poolings=self.poolings, extra_videos=self.extra_videos,
                           bc_layer=min(self.bc_layer, FAST_MODEL["n_layer"]) if self.bc_layer else None, bc_episodes=4, bc_epochs=2, seeds=[0], eval_episodes=1, device=self.device)
 
 
@@ -119,15 +126,12 @@ def run_demo(cfg: DemoConfig) -> Path:
 
     st_videos = cache.run("videos", vid_cfg, videos)
     stages.append(st_videos)
-    datasets = [{"name": f"sim_{t}", "kind": "video", "path": str(st_videos.dir / t / "videos"), "clips_per_video": 4} for t in cfg.video_tasks]
-    if cfg.random_episodes:
-        datasets += [{"name": f"random_{t}", "kind": "video", "path": str(st_videos.dir / "random" / t / "videos"), "clips_per_video": 4}
-                     for t in cfg.video_tasks]
-    datasets.append({"name": "images", "kind": "bundled_images", "count": 32 if cfg.fast else 64})
+    datasets = pretraining_datasets(cfg, st_videos.dir)
+    user = {"extra_videos": user_video_fingerprints(cfg)} if cfg.extra_videos else {}  # (keeps cache keys of runs without them)
 
     # 2. tokenizer ------------------------------------------------------------------------
     shard_kw = {"resolution": cfg.image_size, "num_frames": cfg.num_frames, "stride": 4, "workers": 1 if cfg.fast else 2, "seed": 0}
-    tok_cfg = {"upstream": str(st_videos.dir), "tokenizer": cfg.tokenizer, "steps": cfg.tokenizer_steps, "datasets": datasets}
+    tok_cfg = {"upstream": str(st_videos.dir), "tokenizer": cfg.tokenizer, "steps": cfg.tokenizer_steps, "datasets": datasets, **user}
 
     def shard_job(tokenizer_dir: str = "", out_dir: str = ""):
         from toto_robot.data.tokenize import DatasetSpec, ShardJobConfig
@@ -147,7 +151,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     stages.append(st_tok)
 
     # 3. shards ---------------------------------------------------------------------------
-    sh_cfg = {"upstream": str(st_tok.dir), **shard_kw, "datasets": datasets}
+    sh_cfg = {"upstream": str(st_tok.dir), **shard_kw, "datasets": datasets, **user}
 
     def shards(d: Path) -> dict:
         from toto_robot.data.shards import ShardDataset
@@ -188,7 +192,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     # 4b. MAE baseline: same frames, about the same training compute ----------------------
     from toto_robot.encoders.vit import VIT_CONFIGS
 
-    mae_cfg = {"upstream": str(st_videos.dir), "steps": cfg.pretrain_steps, "batch_size": 8 if cfg.fast else 64, "image_size": cfg.image_size}
+    mae_cfg = {"upstream": str(st_videos.dir), "steps": cfg.pretrain_steps, "batch_size": 8 if cfg.fast else 64, "image_size": cfg.image_size, **user}
     mae_kw = {} if VIT_CONFIGS["mae_tiny"]["img_size"] == cfg.image_size else {"img_size": cfg.image_size}  # ViT input = frame size
 
     def mae_stage(d: Path) -> dict:
@@ -273,6 +277,29 @@ def run_demo(cfg: DemoConfig) -> Path:
     report = write_report(cfg, out, stages, time.perf_counter() - t_start)
     log.info("demo report: %s", report)
     return report
+
+
+def pretraining_datasets(cfg: DemoConfig, videos_dir: Path) -> list[dict]:
+    """What Toto (and the MAE baseline) pre-train on: the simulated expert and random-action videos,
+    the user's own video folders (``extra_videos``: real robot cameras, any local footage) and the
+    bundled images packed as 16-frame sequences."""
+    datasets = [{"name": f"sim_{t}", "kind": "video", "path": str(videos_dir / t / "videos"), "clips_per_video": 4} for t in cfg.video_tasks]
+    if cfg.random_episodes:
+        datasets += [{"name": f"random_{t}", "kind": "video", "path": str(videos_dir / "random" / t / "videos"), "clips_per_video": 4}
+                     for t in cfg.video_tasks]
+    datasets += [{"name": f"user_{k}", "kind": "video", "path": str(Path(folder).expanduser().resolve()), "clips_per_video": 4}
+                 for k, folder in enumerate(cfg.extra_videos)]
+    datasets.append({"name": "images", "kind": "bundled_images", "count": 32 if cfg.fast else 64})
+    return datasets
+
+
+def user_video_fingerprints(cfg: DemoConfig) -> list[str]:
+    """Name, size and count of the videos in each ``extra_videos`` folder: a changed folder re-runs the stages that read it."""
+    out = []
+    for folder in cfg.extra_videos:
+        files = list_media(Path(folder).expanduser(), VIDEO_SUFFIXES)
+        out.append(config_hash([(str(p.relative_to(Path(folder).expanduser())), p.stat().st_size) for p in files]))
+    return out
 
 
 def demo_results(cfg: DemoConfig, stages) -> dict:

@@ -186,15 +186,14 @@ def plot_study(rows: list[dict], out: Path) -> None:
     backbones = [b for b in BACKBONES if any(r["backbone"] == b for r in rows)]
     cell = {(r["recipe"], r["pooling"], r["backbone"]): r for r in rows}
     width = 0.8 / max(1, len(backbones))
-    for key, ylabel, name in (("success_rate", "BC success (95% Wilson)", "study_bc.png"), ("probe_acc", "probe accuracy (best layer)", "study_probe.png")):
+    for key, lo, hi, ylabel, name in (("success_rate", "ci_low", "ci_high", "BC success (95% Wilson)", "study_bc.png"),
+                                      ("probe_acc", "probe_ci_low", "probe_ci_high", "probe accuracy, best layer (95% Wilson)", "study_probe.png")):
         fig, ax = plt.subplots(figsize=(max(5.5, 1.3 * len(groups) + 2), 3.8), dpi=120)
         x = np.arange(len(groups))
         for k, b in enumerate(backbones):
             rs = [cell.get((g[0], g[1], b)) for g in groups]
             vals = [r[key] if r else np.nan for r in rs]
-            err = None
-            if key == "success_rate":
-                err = np.array([[r[key] - r["ci_low"], r["ci_high"] - r[key]] if r else [0, 0] for r in rs]).T
+            err = np.nan_to_num(np.array([[r[key] - r[lo], r[hi] - r[key]] if r else [0, 0] for r in rs]).T)
             ax.bar(x + (k - (len(backbones) - 1) / 2) * width, vals, width, yerr=err, capsize=2, label=BACKBONES[b])
         ax.set_xticks(x, [f"{g[0]}\n{g[1]}" for g in groups], fontsize=7)
         ax.set_ylim(0, 1)

@@ -204,6 +204,7 @@ def test_robot_frames_reads_demos_and_plain_npz_folders(tmp_path):
     assert data.frames.shape == (20, 32, 32, 3) and data.targets.shape == (20, 3)
     assert data.groups.tolist() == [g for g in range(4) for _ in range(5)]
     assert data.target_names == ["state[16]", "state[17]", "state[18]"] and np.allclose(data.targets[:, 2], data.targets[:, :2].sum(1))
+    assert robot_frames(tmp_path / "demos", max_episodes=2).groups.max() == 1
     rng = np.random.default_rng(0)
     (tmp_path / "npz").mkdir()
     for i in range(3):

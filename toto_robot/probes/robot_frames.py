@@ -42,21 +42,28 @@ class FrameTargets:
     target_names: list[str]
 
 
-def npz_episodes(root: Path, image_key: str, target_key: str):
-    """Yield ``(path, images [T,H,W,3], target [T] or [T,D])`` from every ``*.npz`` in ``root`` (sorted)."""
+def demo_episodes(ds: DemoDataset, max_episodes: int | None = None):
+    """Yield ``(path, images [T,H,W,3], state [T,S])`` of the first ``max_episodes`` episodes of a demo dataset."""
+    for i in range(len(ds))[:max_episodes]:
+        ep = ds[i]
+        yield ds.paths[i], ep[OBS_IMAGE], ep[OBS_STATE]
+
+
+def npz_episodes(root: Path, image_key: str, target_key: str, max_episodes: int | None = None):
+    """Yield ``(path, images [T,H,W,3], target [T] or [T,D])`` from the first ``max_episodes`` ``*.npz`` in ``root`` (sorted)."""
     paths = sorted(root.glob("*.npz"))
     if not paths:
         raise DemoFormatError(f"{root}: neither a demonstration dataset ({META_NAME}) nor a folder of .npz episodes")
-    for path in paths:
+    for path in paths[:max_episodes]:
         try:
             with np.load(path) as z:
-                if image_key not in z.files or target_key not in z.files:
-                    raise DemoFormatError(f"{path}: needs arrays {image_key!r} and {target_key!r}, has {sorted(z.files)}")
-                yield path, z[image_key], z[target_key]
-        except DemoFormatError:
-            raise
+                names = sorted(z.files)
+                arrays = {k: z[k] for k in (image_key, target_key) if k in names}
         except Exception as e:
             raise DemoFormatError(f"{path}: unreadable episode file ({e})") from e
+        if len(arrays) < len({image_key, target_key}):
+            raise DemoFormatError(f"{path}: needs arrays {image_key!r} and {target_key!r}, has {names}")
+        yield path, arrays[image_key], arrays[target_key]
 
 
 def robot_frames(root: str | Path, target: list[int] | tuple[int, ...] | None = SIM_EE_POS, target_key: str = OBS_STATE,
@@ -81,13 +88,11 @@ def robot_frames(root: str | Path, target: list[int] | tuple[int, ...] | None = 
         ds = DemoDataset(root)
         if not len(ds):
             raise DemoFormatError(f"{root}: demonstration dataset with no episodes")
-        episodes = ((ds.paths[i], ep[OBS_IMAGE], ep[OBS_STATE]) for i, ep in enumerate(ds))
+        episodes = demo_episodes(ds, max_episodes)
     else:
-        episodes = npz_episodes(root, image_key, target_key)
+        episodes = npz_episodes(root, image_key, target_key, max_episodes)
     frames, targets, groups = [], [], []
     for g, (path, img, y) in enumerate(episodes):
-        if max_episodes is not None and g >= max_episodes:
-            break
         y = np.asarray(y, dtype=np.float32)
         y = y[:, None] if y.ndim == 1 else y  # (T, D)
         if img.dtype != np.uint8 or img.ndim != 4 or img.shape[-1] != 3:

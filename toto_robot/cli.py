@@ -14,7 +14,7 @@ import sys
 # subcommand -> (module in toto_robot.train with a hydra ``main``, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("toto_robot.train.collect", "scripted-expert demonstrations and videos from the MuJoCo tasks"),
-    "probe": ("toto_robot.train.probe", "layer sweep of a frozen encoder with attention and average probes"),
+    "probe": ("toto_robot.train.probe", "layer sweep of a frozen encoder: classification probes, label propagation J, ridge R^2"),
     "train-policy": ("toto_robot.train.train_policy", "behaviour cloning or PPO on a frozen encoder"),
     "evaluate": ("toto_robot.train.evaluate", "success rate of a saved policy in a MuJoCo task"),
     "compare": ("toto_robot.train.compare", "compare encoders with BC on the same tasks, seeds and budget"),

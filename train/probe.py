@@ -2,6 +2,11 @@
 
     toto-robot probe encoder=toto encoder.checkpoint=runs/pretrain/<run>/final probe=sim_position
     toto-robot probe encoder=mvp_vit_b encoder.checkpoint=~/weights/mvp_vit_b.pth layers=[4,8,12]
+    toto-robot probe encoder=toto encoder.checkpoint=... probe=davis probe.kwargs.root=~/data/DAVIS
+    toto-robot probe encoder=toto encoder.checkpoint=... probe=ee_regression probe.kwargs.root=<demos> probe.kwargs.target=[16,17,18]
+
+``probe=label_propagation`` / ``probe=davis`` print J with the copy-first-mask J beside it;
+``probe=ee_regression`` prints ridge R^2 with the raw-pixel R^2 beside it.
 """
 from __future__ import annotations
 
@@ -22,14 +27,31 @@ def main(cfg: DictConfig) -> None:
     with atomic_write(out / "config.yaml", "w") as f:
         f.write(OmegaConf.to_yaml(cfg, resolve=True))
     encoder = encoder_from_spec(OmegaConf.to_container(cfg.encoder, resolve=True)).to(cfg.device)
-    if cfg.probe.dataset == "label_propagation":
+    kwargs = OmegaConf.to_container(cfg.probe.kwargs, resolve=True)
+    if cfg.probe.dataset in ("label_propagation", "davis"):
+        from toto_robot.probes.davis import davis_videos
         from toto_robot.probes.label_propagation import propagation_sweep, shapes_videos
 
-        rows = propagation_sweep(encoder, shapes_videos(**cfg.probe.kwargs), cfg.layers, out_dir=out)
+        videos = shapes_videos(**kwargs) if cfg.probe.dataset == "label_propagation" else davis_videos(**kwargs)
+        rows = propagation_sweep(encoder, videos, cfg.layers, out_dir=out)
         best = max(rows, key=lambda r: r["J"])
-        print(f"{encoder.name}: best layer {best['layer']}/{encoder.num_layers} J {best['J']:.3f}; {out / 'label_propagation.png'}")
+        print(f"{encoder.name}: best layer {best['layer']}/{encoder.num_layers} J {best['J']:.3f} "
+              f"(copy first mask {best['copy_first_J']:.3f}, {len(videos)} clips); {out / 'label_propagation.png'}")
         return
-    data = build_probe_data(cfg.probe.dataset, **cfg.probe.kwargs)
+    if cfg.probe.dataset == "ee_regression":
+        from toto_robot.probes.regression import best_regression_row, regression_sweep
+        from toto_robot.probes.robot_frames import robot_frames
+
+        data = robot_frames(**kwargs)
+        rows = regression_sweep(encoder, data, cfg.layers, poolings=tuple(cfg.probe.poolings), folds=cfg.probe.folds,
+                                inner_folds=cfg.probe.inner_folds, out_dir=out)
+        for pooling in cfg.probe.poolings:
+            b = best_regression_row(rows, pooling)
+            print(f"{encoder.name} {pooling}: best layer {b['layer']}/{encoder.num_layers} R^2 {b['r2']:.3f} "
+                  f"(raw pixels {b['raw_pixels_r2']:.3f}, {len(data.frames)} frames, {len(set(data.groups.tolist()))} episodes)")
+        print(f"regression sweep: {out / 'regression.png'}")
+        return
+    data = build_probe_data(cfg.probe.dataset, **kwargs)
     rows = layer_sweep(encoder, data, layers=cfg.layers, poolings=tuple(cfg.poolings), epochs=cfg.epochs, lr=cfg.lr,
                        batch_size=cfg.batch_size, seed=cfg.seed, out_dir=out)
     for pooling in cfg.poolings:

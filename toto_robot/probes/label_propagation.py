@@ -4,6 +4,10 @@ of its k nearest tokens (cosine similarity, softmax with a temperature) among th
 the previous ``context`` frames; masks are upsampled and scored by J (region IoU).
 
     score = propagation_j(encoder, [(frames, masks), ...])     # frames uint8 [T,H,W,3], masks [T,H,W] ids 0..K
+    floor = copy_first_j([(frames, masks), ...])               # the trivial baseline: frame 0's mask on every frame
+
+An encoder's J means something only beside ``copy_first_j`` of the same clips: on slow-moving objects
+copying the first mask already scores well.
 """
 from __future__ import annotations
 
@@ -76,22 +80,34 @@ def propagation_j(encoder: Encoder, videos: list[tuple[np.ndarray, np.ndarray]],
     return {"J": float(np.mean(per_video)), "per_video": per_video}
 
 
+def copy_first_j(videos: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """J of copying the first mask to every later frame, scored like ``propagation_j`` (same ``jaccard``, frames after the first)."""
+    per_video = []
+    for _frames, masks in videos:
+        k = int(masks.max())
+        per_video.append(float(np.mean([jaccard(masks[0], masks[t], k) for t in range(1, len(masks))])))
+    return {"J": float(np.mean(per_video)), "per_video": per_video}
+
+
 def propagation_sweep(encoder: Encoder, videos, layers: list[int] | None = None, out_dir=None, **kw) -> list[dict]:
-    """J of label propagation at each layer; with ``out_dir`` writes ``label_propagation.csv`` and ``.png``."""
+    """J of label propagation at each layer, with the copy-first-mask J of the same clips beside it in every row;
+    with ``out_dir`` writes ``label_propagation.csv`` and ``.png``."""
     from pathlib import Path
 
     from toto_robot.utils.io import atomic_write_csv
     from toto_robot.utils.plots import pyplot, save_figure
 
     layers = list(range(1, encoder.num_layers + 1)) if layers is None else list(layers)
-    rows = [{"encoder": encoder.name, "layer": l, "depth": l / encoder.num_layers, "J": propagation_j(encoder, videos, l, **kw)["J"]}
-            for l in layers]
+    floor = copy_first_j(videos)["J"]
+    rows = [{"encoder": encoder.name, "layer": l, "depth": l / encoder.num_layers, "J": propagation_j(encoder, videos, l, **kw)["J"],
+             "copy_first_J": floor} for l in layers]
     if out_dir is not None:
         out = Path(out_dir)
         atomic_write_csv(rows, out / "label_propagation.csv")
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
         ax.plot([r["depth"] for r in rows], [r["J"] for r in rows], marker="o", label=encoder.name)
+        ax.axhline(floor, color="grey", ls=":", label="copy first mask")
         ax.set_xlabel("relative depth of layer")
         ax.set_ylabel("J (region IoU)")
         ax.set_title("label propagation")

@@ -65,6 +65,11 @@ def test_fast_study_runs_two_recipes_on_shared_stages_and_publishes_its_page(tmp
     assert stages["pretrain"]["cached"] and stages["mae"]["cached"] and not stages["compare"]["cached"]
     md = page.read_text()
     assert "| spatial | toto+spatial_attention |" in md and "Toto against its controls" in md
+    # end-effector xyz from each encoder's frozen features, beside raw pixels, on the recipe's demonstrations
+    assert "## Frames no policy trained on" in md and "| attn | random-init |" in md
+    assert all(-10 < float(r["robot_r2_spatial2"]) <= 1 and r["robot_raw_pixels_r2"] for r in rows)
+    scores = json.loads((tmp_path / "study" / "attn" / "frame_scores.json").read_text())["scores"]
+    assert set(scores) == {"toto", "random-init", "mae"}
     for name in ("study.md", "study_bc.png", "study_probe.png", "study.csv"):
         assert (tmp_path / "docs" / name).stat().st_size > 100
 

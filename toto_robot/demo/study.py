@@ -43,6 +43,14 @@ class StudyConfig:
     fast: bool = False  # every recipe at the demo's smoke-test sizes
     publish: str | None = None  # also copy study.md and its figures into this folder (e.g. docs/study)
     select: list[str] | None = None  # run only these recipes (None = all)
+    # Frame scores of every encoder at its BC layer, each beside its trivial baseline: end-effector xyz by ridge
+    # (folds by episode) against raw 8x8 pixels, and, with a DAVIS-layout folder, label propagation J against
+    # copying the first mask. robot_root: robot camera frames with targets (toto_robot.probes.robot_frames);
+    # None = the recipe's own simulated demonstrations.
+    robot_root: str | None = None
+    robot_kwargs: dict = field(default_factory=lambda: {"stride": 2})
+    davis_root: str | None = None
+    davis_kwargs: dict = field(default_factory=lambda: {"max_sequences": 10, "max_frames": 8})
 
     def __post_init__(self):
         if not self.recipes:
@@ -73,6 +81,7 @@ def run_study(cfg: StudyConfig) -> Path:
         log.info("study: recipe %s", name)
         run_demo(recipe_config(cfg, name))
         results[name] = json.loads((out / name / "results.json").read_text())
+        results[name]["frames"] = frame_scores(cfg, results[name], out / name)
         page = write_page(cfg, results, out)
     if cfg.publish:
         dst = Path(cfg.publish)
@@ -80,6 +89,36 @@ def run_study(cfg: StudyConfig) -> Path:
         for f in (page, out / "study_bc.png", out / "study_probe.png", out / "study.csv"):
             shutil.copyfile(f, dst / f.name)
     return page
+
+
+def frame_scores(cfg: StudyConfig, res: dict, out: Path) -> dict[str, dict]:
+    """``real_frame_scores`` of Toto, random-init and MAE at the layers BC read (kept in ``frame_scores.json``)."""
+    from toto_robot.encoders import build_encoder
+    from toto_robot.encoders.vit import VIT_CONFIGS
+    from toto_robot.probes.davis import davis_videos
+    from toto_robot.probes.real import real_frame_scores
+    from toto_robot.probes.robot_frames import robot_frames
+
+    robot_root = cfg.robot_root or str(Path(res["stages"]["demos"]["dir"]) / "demos")
+    key = {"robot_root": robot_root, "robot_kwargs": cfg.robot_kwargs, "davis_root": cfg.davis_root, "davis_kwargs": cfg.davis_kwargs,
+           "pretrain": res["stages"]["pretrain"]["dir"], "mae": res["stages"]["mae"]["dir"]}
+    path = out / "frame_scores.json"
+    if path.is_file() and (saved := json.loads(path.read_text()))["key"] == key:
+        return saved["scores"]
+    demo = res["config"]
+    final = str(Path(res["stages"]["pretrain"]["dir"]) / "run" / "final")
+    layers = {b: best["layer"] for b in BACKBONES if (best := res["probe"]["best"].get(f"{b}/{demo['poolings'][0]}"))}
+    if demo.get("bc_layer"):
+        layers["toto"] = layers["random-init"] = demo["bc_layer"]
+    size = {} if VIT_CONFIGS["mae_tiny"]["img_size"] == demo["image_size"] else {"img_size": demo["image_size"]}
+    encoders = {"toto": build_encoder("toto", checkpoint=final, layer=layers["toto"]),
+                "random-init": build_encoder("random", like=final, layer=layers["random-init"]),
+                "mae": build_encoder("mae_tiny", checkpoint=str(Path(res["stages"]["mae"]["dir"]) / "mae_vit.safetensors"), layer=layers["mae"], **size)}
+    robot = robot_frames(robot_root, **cfg.robot_kwargs)
+    davis = davis_videos(cfg.davis_root, **cfg.davis_kwargs) if cfg.davis_root else None
+    scores = {b: real_frame_scores(enc, davis=davis, robot=robot) for b, enc in encoders.items()}
+    atomic_save_json({"key": key, "scores": scores}, path)
+    return scores
 
 
 def write_page(cfg: StudyConfig, results: dict[str, dict], out: Path) -> Path:
@@ -113,7 +152,8 @@ def study_rows(results: dict[str, dict]) -> list[dict]:
                          "episodes": n, "seeds": int(bc["seeds"]), "pretrain_gflop": flops / 1e9,
                          "pretrain_minutes": {"toto": minutes["pretrain"], "mae": minutes["mae"], "random-init": 0.0}[backbone],
                          "tokenizer_minutes": minutes["tokenizer"] if backbone != "mae" else 0.0,
-                         "pretrain_eval_loss": pre.get("eval_loss", float("nan")) if backbone == "toto" else float("nan")})
+                         "pretrain_eval_loss": pre.get("eval_loss", float("nan")) if backbone == "toto" else float("nan"),
+                         **{k: v for k, v in res.get("frames", {}).get(backbone, {}).items() if k not in ("encoder", "layer")}})
     return rows
 
 
@@ -169,6 +209,19 @@ def study_markdown(cfg: StudyConfig, rows: list[dict], results: dict[str, dict])
         lines.append(f"| {r['recipe']} | {r['encoder']} | {_pct(r['probe_acc'])} {_ci(r['probe_ci_low'], r['probe_ci_high'])} ({r['probe_layer']}) | "
                      f"{_pct(r['success_rate'])} {_ci(r['ci_low'], r['ci_high'])} ({r['episodes']}) | "
                      f"{r['pretrain_gflop']:.0f} | {r['pretrain_minutes']:.1f} | {_num(r['pretrain_eval_loss'])} |")
+    framed = [r for r in rows if "robot_raw_pixels_r2" in r]
+    if framed:
+        davis = any("davis_J" in r for r in rows)
+        lines += ["", "## Frames no policy trained on", "",
+                  "End-effector xyz from frozen features (ridge, 5 folds grouped by episode, R^2) of "
+                  + (f"`{cfg.robot_root}`" if cfg.robot_root else "each recipe's own demonstration frames")
+                  + ", at the layer BC read, beside raw 8x8 pixels; average pool and a 2x2 spatial average pool."
+                  + (" DAVIS-layout label propagation J beside copying the first mask to every frame." if davis else ""), "",
+                  "| recipe | encoder | EE R^2, average | EE R^2, 2x2 | raw 8x8 pixels R^2 |" + (" J | copy first mask J |" if davis else ""),
+                  "|---|---|---|---|---|" + ("---|---|" if davis else "")]
+        for r in framed:
+            lines.append(f"| {r['recipe']} | {r['backbone']} | {r['robot_r2_average']:.3f} | {r['robot_r2_spatial2']:.3f} | {r['robot_raw_pixels_r2']:.3f} |"
+                         + (f" {r['davis_J']:.3f} | {r['davis_copy_first_J']:.3f} |" if davis else ""))
     lines += ["", "## Toto against its controls", ""]
     for recipe in results:
         for pooling in dict.fromkeys(r["pooling"] for r in rows if r["recipe"] == recipe):

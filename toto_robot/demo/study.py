@@ -203,12 +203,12 @@ def study_markdown(cfg: StudyConfig, rows: list[dict], results: dict[str, dict])
     for name, over in cfg.recipes.items():
         lines.append(f"| {name} | {', '.join(f'`{k}={json.dumps(v)}`' for k, v in (over or {}).items()) or '(the demo as configured)'} |")
     lines += ["", "## Results", "",
-              "| recipe | encoder | probe [95% CI] (best layer) | BC success [95% CI] (episodes) | pre-training GFLOP | pre-training min | Toto eval loss |",
-              "|---|---|---|---|---|---|---|"]
+              "| recipe | encoder | probe [95% CI] (best layer) | BC success [95% CI] (episodes) | pre-training GFLOP | pre-training min | tokenizer min | Toto eval loss |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['recipe']} | {r['encoder']} | {_pct(r['probe_acc'])} {_ci(r['probe_ci_low'], r['probe_ci_high'])} ({r['probe_layer']}) | "
                      f"{_pct(r['success_rate'])} {_ci(r['ci_low'], r['ci_high'])} ({r['episodes']}) | "
-                     f"{r['pretrain_gflop']:.0f} | {r['pretrain_minutes']:.1f} | {_num(r['pretrain_eval_loss'])} |")
+                     f"{r['pretrain_gflop']:.0f} | {r['pretrain_minutes']:.1f} | {r['tokenizer_minutes']:.1f} | {_num(r['pretrain_eval_loss'])} |")
     framed = [r for r in rows if "robot_raw_pixels_r2" in r]
     if framed:
         davis = any("davis_J" in r for r in rows)

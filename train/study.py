@@ -3,6 +3,7 @@
     toto-robot study                                   # every recipe in configs/study.yaml
     toto-robot study 'select=[patch8,patch8_900]' seeds=[0,1,2] eval_episodes=30
     toto-robot study publish=docs/study                # also copy the page and figures into docs/
+    toto-robot study robot_root=~/robot_npz 'robot_kwargs={target_key: ee_pos, target: null}' davis_root=~/data/DAVIS
 
 Top-level demo fields (seeds, eval_episodes, bc_task, ...) set the base every recipe starts from. A
 recipe's ``tokenizer`` may name a tokenizer config (``tokenizer: patch``) or give one inline.
@@ -16,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from toto_robot.demo.study import StudyConfig, run_study
 
-STUDY_KEYS = ("recipes", "publish", "select", "out_dir", "cache_dir", "fast")
+STUDY_KEYS = ("recipes", "publish", "select", "out_dir", "cache_dir", "fast", "robot_root", "robot_kwargs", "davis_root", "davis_kwargs")
 
 
 def tokenizer_entry(value):

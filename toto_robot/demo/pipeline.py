@@ -54,7 +54,7 @@ class DemoConfig:
     bc_epochs: int = 40
     extra_videos: list[str] = field(default_factory=list)  # folders of your own videos (real robot cameras, ...) added to pre-training
     poolings: list[str] = field(default_factory=lambda: ["spatial_attention"])  # BC compares every encoder with each (and the probe adds them)
-    bc_layer: int | None = None  # the Toto layer BC reads; None = the layer the attention probe scored best
+    bc_layer: int | None = None  # the Toto layer BC reads; None = the layer the probe scored best with the first of `poolings`
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     eval_episodes: int = 30
     device: str = "cpu"
@@ -282,7 +282,7 @@ def run_demo(cfg: DemoConfig) -> Path:
 def pretraining_datasets(cfg: DemoConfig, videos_dir: Path) -> list[dict]:
     """What Toto (and the MAE baseline) pre-train on: the simulated expert and random-action videos,
     the user's own video folders (``extra_videos``: real robot cameras, any local footage) and the
-    bundled images packed as 16-frame sequences."""
+    bundled images packed as the frames of a sequence."""
     datasets = [{"name": f"sim_{t}", "kind": "video", "path": str(videos_dir / t / "videos"), "clips_per_video": 4} for t in cfg.video_tasks]
     if cfg.random_episodes:
         datasets += [{"name": f"random_{t}", "kind": "video", "path": str(videos_dir / "random" / t / "videos"), "clips_per_video": 4}

@@ -168,13 +168,13 @@ def pretrain(cfg: PretrainConfig) -> Path:
     tokens_per_step = accum * cfg.micro_batch * seq * info.world_size
     opt = model.configure_optimizer(cfg.lr, cfg.weight_decay)
     sampler = MixtureSampler(ds.indices_by_source(), cfg.mixture or None, seed=cfg.seed * 1000 + info.rank)
-    step, history = 0, []
+    step, history, step_flops = 0, [], None  # step_flops: measured FLOPs of one optimizer step (all processes)
     found = find_checkpoint(ckpt, CHECKPOINT_FILES)
     if cfg.resume:
         if found is None:
             raise CheckpointError(f"resume=true but {out} holds no complete checkpoint (looked in {ckpt.name}/ and {ckpt.name}.old/); "
                                   "run without resume=true to start from scratch")
-        step, history = _load_checkpoint(found, model, opt, sampler, info)
+        step, history, step_flops = _load_checkpoint(found, model, opt, sampler, info)
         log.info("resumed from %s at step %d", found, step)
     elif found is not None:
         raise CheckpointError(f"{found} already holds a checkpoint; pass resume=true to continue it or choose a new out_dir")
@@ -190,7 +190,6 @@ def pretrain(cfg: PretrainConfig) -> Path:
     flops_per_token = 6 * n_params + 12 * model.config.n_layer * model.config.n_embd * seq
     bar = tqdm(total=cfg.max_steps, initial=step, desc="pretrain", unit="step", disable=not info.is_main)
     t0 = time.perf_counter()
-    step_flops = None  # measured FLOPs of one optimizer step (all processes)
     while step < cfg.max_steps:
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr)
         for g in opt.param_groups:
@@ -201,11 +200,14 @@ def pretrain(cfg: PretrainConfig) -> Path:
             x, y = batch_io(batch, tokenizer)
             sync = micro == accum - 1 or not hasattr(wrapped, "no_sync")
             ctx = wrapped.no_sync() if not sync else _null()
-            with train_flops() if step_flops is None else _null() as counter:  # the first micro-batch is measured
+            # The run's very first micro-batch is measured (a counting mode may pick other kernels, so a resumed
+            # run must not measure again: it takes the number from its checkpoint and stays bit-exact).
+            measure = step == 0 and micro == 0
+            with train_flops() if measure else _null() as counter:
                 with ctx, autocast:
                     loss = fwd(x, targets=y).loss / accum
                 loss.backward()
-            if step_flops is None:
+            if measure:
                 step_flops = counter.total * accum * info.world_size
             total += loss.item()
         if not np.isfinite(total):
@@ -227,7 +229,7 @@ def pretrain(cfg: PretrainConfig) -> Path:
                 for k in ("loss", "lr", "tokens_per_s", "grad_norm"):
                     tb.add_scalar(f"train/{k}", row[k], step)
         if step % cfg.checkpoint_every == 0 or step == cfg.max_steps:
-            _save_checkpoint(ckpt, model, wrapped, opt, sampler, step, history, info)
+            _save_checkpoint(ckpt, model, wrapped, opt, sampler, step, history, info, step_flops)
     bar.close()
     if info.is_main:
         _write_logs(out, history)
@@ -259,12 +261,13 @@ def _tensorboard(out: Path):
     return SummaryWriter(str(out / "tensorboard"))
 
 
-def _save_checkpoint(ckpt: Path, model, wrapped, opt, sampler, step, history, info: D.DistInfo) -> None:
+def _save_checkpoint(ckpt: Path, model, wrapped, opt, sampler, step, history, info: D.DistInfo, flops_per_step: int | None = None) -> None:
     model_sd = D.full_model_state(wrapped)
     optim_sd = D.full_optim_state(wrapped, opt)
     if not info.is_main:
         return
-    state = {"step": step, "optimizer": optim_sd, "sampler": sampler.state_dict(), "rng": _rng_state(), "history": history}
+    state = {"step": step, "optimizer": optim_sd, "sampler": sampler.state_dict(), "rng": _rng_state(), "history": history,
+             "flops_per_step": flops_per_step}
 
     def write(folder: Path) -> None:
         save_pretrained(folder, {k: v for k, v in model_sd.items() if k != "head.weight" or not model.config.tie_embeddings}, model.config.to_dict())
@@ -274,7 +277,7 @@ def _save_checkpoint(ckpt: Path, model, wrapped, opt, sampler, step, history, in
     save_checkpoint(ckpt, write, CHECKPOINT_FILES)  # at every instant checkpoint/ or checkpoint.old/ is complete; find_checkpoint picks it
 
 
-def _load_checkpoint(ckpt: Path, model, opt, sampler, info) -> tuple[int, list]:
+def _load_checkpoint(ckpt: Path, model, opt, sampler, info) -> tuple[int, list, int | None]:
     sd, _ = load_pretrained(ckpt)
     try:  # weights_only: tensors and plain Python only, so a crafted file cannot run code
         state = torch.load(ckpt / "trainer_state.pt", map_location="cpu", weights_only=True)
@@ -284,7 +287,7 @@ def _load_checkpoint(ckpt: Path, model, opt, sampler, info) -> tuple[int, list]:
     opt.load_state_dict(state["optimizer"])
     sampler.load_state_dict(state["sampler"])
     torch.set_rng_state(state["rng"]["torch"])
-    return int(state["step"]), list(state["history"])
+    return int(state["step"]), list(state["history"]), state.get("flops_per_step")
 
 
 def unigram_entropy(ds: ShardDataset, max_sequences: int = 512) -> float:

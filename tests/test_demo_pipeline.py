@@ -17,6 +17,13 @@ def test_fast_demo_runs_end_to_end_then_reuses_its_cache(tmp_path):
     figures = sorted(p.name for p in (tmp_path / "out" / "figures").iterdir())
     assert {"tokenizer_recon.png", "pretrain_loss.png", "probe_layer_sweep.png", "mae_loss.png", "bc_success.png", "bc_learning_curves.png"} <= set(figures)
     assert html.read_text().count("data:image/png;base64") >= 5  # self-contained page
+    # the default: Franka pick from the wrist camera, probed on where the cube sits relative to the gripper
+    assert "relative to the gripper" in md and "| toto+spatial_attention | franka_pick |" in md
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["probe"]["target"] == "offset"
+    paired = {(t["what"], t["pooling"], t["control"]) for t in results["paired"]}
+    assert ("bc", "spatial_attention", "random-init+spatial_attention") in paired and ("probe", "average", "mae") in paired
+    assert "Toto against its controls, item by item" in md
     pre = next((tmp_path / "cache").glob("pretrain-*"))
     metrics = json.loads((pre / "result.json").read_text())["result"]
     assert metrics["steps"] == 4 and metrics["eval_loss"] > 0

@@ -89,6 +89,8 @@ def test_compare_gives_every_encoder_the_same_budget_and_resumes(cabinet_demos, 
         assert bc["epochs"] == 2 and bc["max_episodes"] == 6
     assert (out / "success.png").is_file() and (out / "learning_curves.png").is_file()
     assert len(list((out / "token_cache").glob("tokens-*.safetensors"))) == 1  # two poolings of one frozen backbone: one feature pass
+    ev = json.loads((out / "runs/franka_cabinet/avg/seed0/eval.json").read_text())
+    assert len(ev["per_episode"]) == 2 and sum(ev["per_episode"]) == ev["successes"]  # seeded episodes, paired across encoders
     stamp = (out / "runs/franka_cabinet/avg/seed0/eval.json").stat().st_mtime_ns
     compare(cfg)
     assert (out / "runs/franka_cabinet/avg/seed0/eval.json").stat().st_mtime_ns == stamp

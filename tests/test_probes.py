@@ -3,6 +3,7 @@ import csv
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from helpers import tiny_toto_run
@@ -29,6 +30,7 @@ def test_attention_probe_beats_average_on_a_localized_signal():
     assert att.val_acc > 0.9
     assert att.val_acc > avg.val_acc + 0.1
     assert att.history[-1]["loss"] < 0.5 * att.history[0]["loss"]
+    assert len(att.val_correct) == 256 and np.mean(att.val_correct) == att.val_acc  # per-image outcomes for paired tests
 
 
 def test_probe_is_near_chance_on_shuffled_labels():
@@ -101,3 +103,41 @@ def test_sim_position_labels_cover_the_grid_for_pick_and_cabinet():
         data = sim_probe_data(task, "position", n_train=30, n_val=10, image_size=32, seed=1)
         assert data.x_train.shape == (30, 32, 32, 3) and data.num_classes == 9
         assert len(np.unique(np.concatenate([data.y_train, data.y_val]))) >= 4  # spread over the grid, not one bin
+
+
+def test_offset_probe_labels_where_the_cube_sits_relative_to_the_gripper():
+    from toto_robot.probes import sim_probe_data
+    from toto_robot.probes.datasets import OFFSET_EDGE
+    from toto_robot.sim_envs import make_env
+    from toto_robot.sim_envs.experts import _toward
+
+    data = sim_probe_data("franka_pick", "offset", n_train=24, n_val=8, image_size=32, seed=2, camera="wrist")
+    assert data.x_train.shape == (24, 32, 32, 3) and data.classes[4] == "dx0dy0"
+    assert len(np.unique(np.concatenate([data.y_train, data.y_val]))) >= 5
+    # the label of the first image, recomputed from the same seeded episode: the cube's offset from the gripper, binned
+    env = make_env("franka_pick", image_size=32, camera="wrist", randomization={"lighting": True, "colors": False, "camera_jitter": 0.005})
+    base, rng = env.unwrapped, np.random.default_rng(2)
+    env.reset(seed=2 * 100_003)
+    goal = base.task.cube_pos(base) + [rng.uniform(-0.03, 0.03), rng.uniform(-0.03, 0.03), rng.uniform(0.04, 0.12)]
+    for _ in range(40):
+        env.step(_toward(base, goal, -1))
+        if np.linalg.norm(base.grip_pos() - goal) < 0.003:
+            break
+    dx, dy = (base.task.cube_pos(base) - base.grip_pos())[:2]
+    env.close()
+    assert data.y_train[0] == 3 * (int(dx > -OFFSET_EDGE) + int(dx > OFFSET_EDGE)) + int(dy > -OFFSET_EDGE) + int(dy > OFFSET_EDGE)
+    with pytest.raises(ValueError, match="needs a pick task"):
+        sim_probe_data("franka_cabinet", "offset", n_train=2, n_val=1, image_size=32)
+
+
+def test_mcnemar_exact_matches_the_binomial_reference():
+    from toto_robot.utils.stats import mcnemar_exact
+
+    a = [1] * 10 + [0] * 2 + [1] * 30 + [0] * 8   # 10 only A, 2 only B, 30 both, 8 neither
+    b = [0] * 10 + [1] * 2 + [1] * 30 + [0] * 8
+    res = mcnemar_exact(a, b)
+    assert (res["a_only"], res["b_only"], res["a"], res["b"], res["n"]) == (10, 2, 40, 32, 50)
+    assert res["p"] == pytest.approx(2 * (1 + 12 + 66) / 2 ** 12)  # 2 * P(X <= 2), X ~ Bin(12, 1/2)
+    assert mcnemar_exact(b, a)["p"] == res["p"] and mcnemar_exact(a, a)["p"] == 1.0
+    with pytest.raises(ValueError, match="same items"):
+        mcnemar_exact(a, b[:-1])

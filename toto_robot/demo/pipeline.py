@@ -38,20 +38,21 @@ class DemoConfig:
     cache_dir: str = "runs/demo-cache"
     fast: bool = False
     image_size: int = 64
-    camera: str = "agentview"  # the view of videos, probe images and demonstrations (the policy's camera)
-    video_tasks: list[str] = field(default_factory=lambda: ["franka_pick", "franka_cabinet", "kuka_pick", "kuka_cabinet"])
-    video_episodes: int = 25  # scripted-expert episodes per task
-    random_episodes: int = 5  # random-action episodes per task
+    camera: str = "wrist"  # the view of videos, probe images and demonstrations (the policy's camera)
+    video_tasks: list[str] = field(default_factory=lambda: ["franka_pick", "kuka_pick"])
+    video_episodes: int = 40  # scripted-expert episodes per task
+    random_episodes: int = 8  # random-action episodes per task
     tokenizer: dict = field(default_factory=lambda: {"kind": "patch", "params": {"patch_size": 8}})  # see docs/study/study.md
     tokenizer_steps: int = 600
     num_frames: int = 8
     pretrain_steps: int = 300
-    batch_tokens: int = 4096
+    batch_tokens: int = 8192
     probe_train: int = 300
     probe_val: int = 150
-    bc_task: str = "franka_cabinet"
-    bc_episodes: int = 60
-    bc_epochs: int = 40
+    probe_target: str | None = None  # position | offset (cube relative to the gripper); None = offset for the wrist camera on a pick task
+    bc_task: str = "franka_pick"
+    bc_episodes: int = 150
+    bc_epochs: int = 30
     extra_videos: list[str] = field(default_factory=list)  # folders of your own videos (real robot cameras, ...) added to pre-training
     poolings: list[str] = field(default_factory=lambda: ["spatial_attention"])  # BC compares every encoder with each (and the probe adds them)
     bc_layer: int | None = None  # the Toto layer BC reads; None = the layer the probe scored best with the first of `poolings`
@@ -74,10 +75,22 @@ class DemoConfig:
             raise ConfigError(f"poolings, seeds and video_tasks need at least one entry each, got {self.poolings}, {self.seeds}, {self.video_tasks}")
         for p in self.poolings:
             check_choice(p, "poolings", POOLINGS)
+        if self.probe_target is not None:
+            check_choice(self.probe_target, "probe_target", ("position", "offset"))
+            if self.probe_target == "offset" and "pick" not in self.bc_task:
+                raise ConfigError(f"probe_target=offset asks where the cube is relative to the gripper: it needs a pick bc_task, got {self.bc_task!r}")
         for k, folder in enumerate(self.extra_videos):
             path = Path(folder).expanduser()
             if not path.is_dir() or not list_media(path, VIDEO_SUFFIXES):
                 raise ConfigError(f"extra_videos[{k}]: {path} is not a folder holding videos ({', '.join(VIDEO_SUFFIXES)})")
+
+    @property
+    def probe_kind(self) -> str:
+        """What the probe asks: ``offset`` (where the cube is relative to the gripper, what a wrist view shows) or
+        ``position`` (where the cube or cabinet is on the table)."""
+        if self.probe_target:
+            return self.probe_target
+        return "offset" if self.camera == "wrist" and "pick" in self.bc_task else "position"
 
     def _small_tokenizer(self) -> dict:
         params = dict(self.tokenizer["params"])
@@ -88,9 +101,9 @@ class DemoConfig:
     def shrink(self) -> "DemoConfig":
         """The same pipeline at smoke-test size (about a minute on 2 cores)."""
         return DemoConfig(out_dir=self.out_dir, cache_dir=self.cache_dir, fast=True, image_size=32,
-                          video_tasks=["franka_cabinet"], video_episodes=3, random_episodes=1, tokenizer=self._small_tokenizer(),
+                          video_tasks=self.video_tasks[:1], video_episodes=3, random_episodes=1, tokenizer=self._small_tokenizer(),
                           tokenizer_steps=5, num_frames=2, pretrain_steps=4, batch_tokens=256, probe_train=24, probe_val=12,
-                          bc_task=self.bc_task, camera=self.camera, poolings=self.poolings, extra_videos=self.extra_videos,
+                          bc_task=self.bc_task, camera=self.camera, poolings=self.poolings, extra_videos=self.extra_videos, probe_target=self.probe_target,
                           bc_layer=min(self.bc_layer, FAST_MODEL["n_layer"]) if self.bc_layer else None, bc_episodes=4, bc_epochs=2, seeds=[0], eval_episodes=1, device=self.device)
 
 
@@ -214,13 +227,15 @@ def run_demo(cfg: DemoConfig) -> Path:
     probe_poolings = ["attention", "average"] + [p for p in cfg.poolings if p not in ("attention", "average")]
     if len(probe_poolings) > 2:
         probe_cfg["poolings"] = probe_poolings
+    if cfg.probe_kind != "position":  # (keeps cache keys of position-probe runs)
+        probe_cfg["target"] = cfg.probe_kind
 
     def probe(d: Path) -> dict:
         from toto_robot.encoders import build_encoder
         from toto_robot.probes import best_row, layer_sweep, sim_probe_data
         from toto_robot.probes.sweep import write_sweep
 
-        data = sim_probe_data(cfg.bc_task, "position", cfg.probe_train, cfg.probe_val, cfg.image_size, seed=7, camera=cfg.camera)
+        data = sim_probe_data(cfg.bc_task, cfg.probe_kind, cfg.probe_train, cfg.probe_val, cfg.image_size, seed=7, camera=cfg.camera)
         rows = []
         encoders = {"toto": build_encoder("toto", checkpoint=str(final)), "random-init": build_encoder("random", like=str(final)),
                     "mae": build_encoder("mae_tiny", checkpoint=mae_ckpt, **mae_kw)}
@@ -268,7 +283,11 @@ def run_demo(cfg: DemoConfig) -> Path:
         import csv
 
         with open(d / "summary.csv") as f:
-            return {"summary": list(csv.DictReader(f))}
+            summary = list(csv.DictReader(f))
+        per_episode = {label: [x for seed in cfg.seeds
+                               for x in json.loads((d / "runs" / cfg.bc_task / label / f"seed{seed}" / "eval.json").read_text())["per_episode"]]
+                       for label in encoders}  # the same seeded episodes for every encoder, in the same order: paired
+        return {"summary": summary, "per_episode": per_episode}
 
     st_cmp = cache.run("compare", cmp_cfg, compare_stage)
     stages.append(st_cmp)
@@ -314,8 +333,33 @@ def demo_results(cfg: DemoConfig, stages) -> dict:
             "stages": {s.name: {"seconds": s.seconds, "cached": s.cached, "dir": str(s.dir)} for s in stages},
             "pretrain": {k: v for k, v in pre.items() if not isinstance(v, list)},
             "mae": mae,
-            "probe": {"best": by["probe"].result["best"], "chance": by["probe"].result["chance"]},
-            "bc": by["compare"].result["summary"]}
+            "probe": {"best": by["probe"].result["best"], "chance": by["probe"].result["chance"], "target": cfg.probe_kind},
+            "bc": by["compare"].result["summary"],
+            "paired": paired_tests(cfg, by["probe"].result, by["compare"].result)}
+
+
+def paired_tests(cfg: DemoConfig, probe: dict, compare: dict) -> list[dict]:
+    """Toto against each control on the same items: the probe's validation images (each backbone at its
+    best layer) and BC's seeded evaluation episodes (all seeds), as exact McNemar tests. Stages cached
+    before the per-item outcomes were kept give no rows."""
+    from toto_robot.utils.stats import mcnemar_exact
+
+    rows = []
+    best = probe["best"]
+    for pooling in dict.fromkeys(k.split("/", 1)[1] for k in best):
+        for other in ("random-init", "mae"):
+            a, b = best.get(f"toto/{pooling}", {}), best.get(f"{other}/{pooling}", {})
+            if a.get("val_correct") and b.get("val_correct"):
+                rows.append({"what": "probe", "pooling": pooling, "toto": "toto", "control": other,
+                             **mcnemar_exact(a["val_correct"], b["val_correct"])})
+    episodes = compare.get("per_episode", {})
+    for pooling in cfg.poolings:
+        tag = "" if pooling == "attention" else f"+{pooling}"
+        for other in ("random-init", "mae"):
+            if f"toto{tag}" in episodes and f"{other}{tag}" in episodes:
+                rows.append({"what": "bc", "pooling": pooling, "toto": f"toto{tag}", "control": f"{other}{tag}",
+                             **mcnemar_exact(episodes[f"toto{tag}"], episodes[f"{other}{tag}"])})
+    return rows
 
 
 def _step_flops_of_run(run: Path) -> dict:
@@ -417,10 +461,14 @@ def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float) -> Pa
 
     s = r.section("5. Probing the frozen encoder")
     best, chance = by["probe"].result["best"], by["probe"].result["chance"]
-    s.text.append(f"Task: where is the {'cube' if 'pick' in cfg.bc_task else 'cabinet'} of {cfg.bc_task} (3 x 3 grid over its reset range) "
-                  "from one camera frame, with the arm in random poses. "
-                  f"Chance is 11% (9 classes); always answering the training set's most common class scores {100 * chance:.0f}%.")
-    from toto_robot.policies.evaluate import wilson_interval
+    if cfg.probe_kind == "offset":
+        s.text.append(f"Task: where is the cube of {cfg.bc_task} relative to the gripper (3 x 3 cells: within 1 cm of centred, or off to "
+                      f"either side, along x and y) from one {cfg.camera} frame, with the open gripper 4-12 cm above the cube. ")
+    else:
+        s.text.append(f"Task: where is the {'cube' if 'pick' in cfg.bc_task else 'cabinet'} of {cfg.bc_task} (3 x 3 grid over its reset range) "
+                      "from one camera frame, with the arm in random poses. ")
+    s.text[-1] += (f"Chance is 11% (9 classes); always answering the training set's most common class scores {100 * chance:.0f}%.")
+    from toto_robot.utils.stats import wilson_interval
 
     def ci(acc: float) -> str:
         lo, hi = wilson_interval(round(acc * cfg.probe_val), cfg.probe_val)
@@ -446,6 +494,16 @@ def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float) -> Pa
     for label in dict.fromkeys(x["encoder"] for x in rows):
         video = by["compare"].dir / "runs" / cfg.bc_task / label / f"seed{cfg.seeds[0]}" / "rollouts.mp4"
         s.figures.append((keep(video, f"rollouts_{label}.mp4"), f"{label}: first evaluation rollouts"))
+
+    paired = paired_tests(cfg, by["probe"].result, by["compare"].result)
+    if paired:
+        s = r.section("8. Toto against its controls, item by item")
+        s.text.append("Toto against its controls item by item (exact McNemar test on the same validation images, or on the same seeded "
+                      "evaluation episodes of every seed; 'only Toto' / 'only control' count the items just one of the two got right). "
+                      "Intervals that overlap can still hide a difference that pairing shows, and the other way round.")
+        s.tables.append((["what", "pooling", "Toto vs", "Toto right", "control right", "only Toto", "only control", "items", "p (two-sided)"],
+                         [[t["what"], t["pooling"], t["control"], str(t["a"]), str(t["b"]), str(t["a_only"]), str(t["b_only"]), str(t["n"]),
+                           f"{t['p']:.2g}"] for t in paired]))
 
     md, html = r.write()
     return html

@@ -4,24 +4,14 @@ Evaluation seeds start at 10_000 so they never overlap the collector's demonstra
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from toto_robot.utils.stats import wilson_interval  # noqa: F401  (re-exported: policies.wilson_interval)
+
 EVAL_SEED_OFFSET = 10_000
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval for a binomial proportion (sound at 0/n and n/n, unlike the normal one)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def evaluate_policy(policy, task: str, episodes: int = 20, seed: int = 0, image_size: int | None = None,
@@ -35,7 +25,7 @@ def evaluate_policy(policy, task: str, episodes: int = 20, seed: int = 0, image_
         image_size = int(getattr(policy, "meta", {}).get("image_size", 64))
     camera = getattr(policy, "meta", {}).get("camera", "agentview")  # the view the policy was trained on
     env = make_env(task, image_size=image_size, camera=camera, randomization=randomization)
-    successes, returns, lengths, frames = 0, [], [], []
+    successes, returns, lengths, frames, per_episode = 0, [], [], [], []
     for ep in tqdm(range(episodes), desc=f"eval {task}", unit="ep", leave=False, disable=not progress):
         obs, _ = env.reset(seed=EVAL_SEED_OFFSET + seed * 1000 + ep)
         if hasattr(policy, "reset"):  # a chunking policy must not carry actions over from the last episode
@@ -50,6 +40,7 @@ def evaluate_policy(policy, task: str, episodes: int = 20, seed: int = 0, image_
             success = success or bool(info.get("success"))
             done = terminated or truncated
         successes += success
+        per_episode.append(int(success))
         returns.append(total)
         lengths.append(steps)
     env.close()
@@ -57,4 +48,5 @@ def evaluate_policy(policy, task: str, episodes: int = 20, seed: int = 0, image_
         write_video(video_path, np.stack(frames), fps=20)
     lo, hi = wilson_interval(successes, episodes)
     return {"task": task, "episodes": episodes, "successes": int(successes), "success_rate": successes / max(1, episodes),
-            "ci_low": lo, "ci_high": hi, "mean_return": float(np.mean(returns)), "mean_length": float(np.mean(lengths))}
+            "ci_low": lo, "ci_high": hi, "mean_return": float(np.mean(returns)), "mean_length": float(np.mean(lengths)),
+            "per_episode": per_episode}  # success of each seeded episode (the same seeds for every policy: paired tests)

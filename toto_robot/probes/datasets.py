@@ -3,7 +3,10 @@
 * ``sim``: frames of a MuJoCo task after a few random arm motions; the label is the object's
   (cube's, or cabinet's) position on the table in a 3 x 3 grid over its reset range
   (``target="position"``, spatial information a policy needs) or its colour (``target="colour"``).
-  The arm pose is a nuisance the probe must ignore.
+  The arm pose is a nuisance the probe must ignore. ``target="offset"`` (pick tasks) asks instead where
+  the cube is relative to the gripper, on a 3 x 3 grid of 2 cm cells (within 1 cm of centred, or off to
+  either side, along x and y), from frames with the gripper brought 4-12 cm above the cube: the
+  centimetre a grasp needs, seen as a wrist (eye-in-hand) camera sees it.
 * ``image_folder``: your own labelled images in torchvision's ImageFolder layout (``root/<class>/*.jpg``).
 * ``shapes_motion``: short clips of one moving shape; the label is its direction of motion
   (4 diagonal classes), which a single frame cannot tell: a probe for video features.
@@ -47,10 +50,15 @@ def sim_probe_data(task: str = "franka_pick", target: str = "position", n_train:
     from toto_robot.sim_envs.tasks import COLORS
     from toto_robot.sim_envs.tasks import PickTask
 
-    if target not in ("position", "colour"):
-        raise ValueError(f"sim probe target must be 'position' or 'colour', got {target!r}")
+    if target not in ("position", "colour", "offset"):
+        raise ValueError(f"sim probe target must be 'position', 'colour' or 'offset', got {target!r}")
     env = make_env(task, image_size=image_size, camera=camera, randomization={"lighting": True, "colors": False, "camera_jitter": 0.005})
     base = env.unwrapped
+    if target == "offset":
+        if not isinstance(base.task, PickTask):
+            env.close()
+            raise ValueError(f"sim probe target 'offset' (cube relative to the gripper) needs a pick task, got {task!r}")
+        return _offset_probe_data(env, task, n_train, n_val, seed)
     # position target: the object's (cube's or cabinet's) table position in a 3 x 3 grid over its reset range
     if isinstance(base.task, PickTask):
         where, (x0, x1), (y0, y1) = (lambda: base.task.cube_pos(base)), (0.45, 0.62), (-0.15, 0.15)
@@ -73,6 +81,32 @@ def sim_probe_data(task: str = "franka_pick", target: str = "position", n_train:
     env.close()
     classes = [f"x{i // 3}y{i % 3}" for i in range(9)] if target == "position" else [f"colour{i}" for i in range(len(COLORS))]
     return _split(f"{task}_{target}", np.stack(xs), np.asarray(ys, np.int64), n_train, classes)
+
+
+OFFSET_EDGE = 0.01  # m: the grid's middle cell is the gripper within 1 cm of the cube, along x and along y
+
+
+def _offset_probe_data(env, task: str, n_train: int, n_val: int, seed: int) -> ProbeData:
+    """Frames with the open gripper brought to a random point 4-12 cm above the cube, up to 3 cm off to
+    either side; the label is where the cube sits relative to the gripper (3 x 3 cells, edges at +-1 cm)."""
+    from toto_robot.sim_envs.experts import _toward
+
+    base = env.unwrapped
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for i in tqdm(range(n_train + n_val), desc=f"probe data {task}/offset", unit="img", leave=False):
+        obs, _ = env.reset(seed=seed * 100_003 + i)
+        goal = base.task.cube_pos(base) + [rng.uniform(-0.03, 0.03), rng.uniform(-0.03, 0.03), rng.uniform(0.04, 0.12)]
+        for _ in range(40):  # the arm's own controller: ee_delta steps toward the goal
+            obs, *_ = env.step(_toward(base, goal, -1))
+            if np.linalg.norm(base.grip_pos() - goal) < 0.003:
+                break
+        dx, dy = (base.task.cube_pos(base) - base.grip_pos())[:2]
+        xs.append(obs["image"])
+        ys.append(3 * int(np.digitize(dx, [-OFFSET_EDGE, OFFSET_EDGE])) + int(np.digitize(dy, [-OFFSET_EDGE, OFFSET_EDGE])))
+    env.close()
+    classes = [f"dx{'-0+'[i // 3]}dy{'-0+'[i % 3]}" for i in range(9)]
+    return _split(f"{task}_offset", np.stack(xs), np.asarray(ys, np.int64), n_train, classes)
 
 
 def shapes_motion_data(n_train: int = 300, n_val: int = 100, num_frames: int = 4, size: int = 32, seed: int = 0) -> ProbeData:

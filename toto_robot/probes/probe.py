@@ -34,13 +34,18 @@ class ProbeResult:
     train_acc: float
     val_acc: float
     history: list[dict] = field(default_factory=list)  # per epoch: epoch, loss, val_acc
+    val_correct: list[int] = field(default_factory=list)  # 1 where the final probe is right, per validation item (paired tests)
 
 
 @torch.no_grad()
-def accuracy(probe: Probe, tokens: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
+def correct(probe: Probe, tokens: torch.Tensor, y: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    """Bool [N]: where the probe's class is the label."""
     probe.eval()
-    correct = sum(int((probe(tokens[i:i + batch]).argmax(-1) == y[i:i + batch]).sum()) for i in range(0, len(y), batch))
-    return correct / max(1, len(y))
+    return torch.cat([probe(tokens[i:i + batch]).argmax(-1) == y[i:i + batch] for i in range(0, len(y), batch)])
+
+
+def accuracy(probe: Probe, tokens: torch.Tensor, y: torch.Tensor, batch: int = 256) -> float:
+    return float(correct(probe, tokens, y, batch).float().mean()) if len(y) else 0.0
 
 
 def train_probe(train_tokens: torch.Tensor, y_train: torch.Tensor, val_tokens: torch.Tensor, y_val: torch.Tensor,
@@ -73,4 +78,5 @@ def train_probe(train_tokens: torch.Tensor, y_train: torch.Tensor, val_tokens: t
             sched.step()
             total += loss.item() * len(idx)
         history.append({"epoch": epoch + 1, "loss": total / len(y_train), "val_acc": accuracy(probe, val_tokens, y_val)})
-    return ProbeResult(accuracy(probe, train_tokens, y_train), history[-1]["val_acc"], history)
+    return ProbeResult(accuracy(probe, train_tokens, y_train), history[-1]["val_acc"], history,
+                       correct(probe, val_tokens, y_val).int().tolist())

@@ -44,7 +44,8 @@ def layer_sweep(encoder: Encoder, data: ProbeData, layers: list[int] | None = No
             res = train_probe(tr[l], ytr, va[l], yva, data.num_classes, pooling=pooling, epochs=epochs, lr=lr,
                               batch_size=batch_size, seed=seed)
             rows.append({"encoder": encoder.name, "dataset": data.name, "layer": l, "depth": l / encoder.num_layers,
-                         "pooling": pooling, "train_acc": res.train_acc, "val_acc": res.val_acc})
+                         "pooling": pooling, "train_acc": res.train_acc, "val_acc": res.val_acc,
+                         "val_correct": res.val_correct})
     if out_dir is not None:
         write_sweep(rows, Path(out_dir), chance=data.chance())
     return rows
@@ -57,6 +58,7 @@ def best_row(rows: list[dict], pooling: str | None = None) -> dict:
 
 def write_sweep(rows: list[dict], out: Path, chance: float | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    rows = [{k: v for k, v in r.items() if k != "val_correct"} for r in rows]  # per-item outcomes stay in memory / stage results
     atomic_write_csv(rows, out / "layer_sweep.csv")
     best = {p: best_row(rows, p) for p in sorted({r["pooling"] for r in rows})}
     atomic_save_json({"best": best, "chance": chance}, out / "result.json")

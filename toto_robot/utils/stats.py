@@ -1,0 +1,35 @@
+"""Intervals and paired tests for success rates and probe accuracies.
+
+* ``wilson_interval``: the 95% Wilson score interval of a binomial proportion (sound at 0/n and n/n).
+* ``mcnemar_exact``: two encoders scored on the same items (the same validation images, or the same
+  seeded evaluation episodes) compared pair by pair; only the items where they disagree carry
+  evidence, and under "no difference" each disagreement is a fair coin (exact two-sided binomial test).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion (sound at 0/n and n/n, unlike the normal one)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(a: Sequence[int], b: Sequence[int]) -> dict:
+    """Paired outcomes (1 = right/success) of A and B on the same items -> ``{n, a, b, a_only, b_only, p}``:
+    ``a_only`` items only A got right, ``b_only`` only B, ``p`` the exact two-sided McNemar p-value."""
+    if len(a) != len(b):
+        raise ValueError(f"paired outcomes need the same items: {len(a)} vs {len(b)}")
+    a_only = sum(1 for x, y in zip(a, b) if x and not y)
+    b_only = sum(1 for x, y in zip(a, b) if y and not x)
+    n = a_only + b_only
+    tail = sum(math.comb(n, k) for k in range(min(a_only, b_only) + 1)) / 2 ** n if n else 1.0
+    return {"n": len(a), "a": int(sum(map(bool, a))), "b": int(sum(map(bool, b))), "a_only": a_only, "b_only": b_only,
+            "p": min(1.0, 2 * tail)}

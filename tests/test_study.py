@@ -17,7 +17,7 @@ def _results(toto, random, mae, episodes=20):
         lo, hi = wilson_interval(k, episodes)
         bc.append({"encoder": label, "seeds": 1, "success_rate": k / episodes, "ci_low": lo, "ci_high": hi})
     best = {f"{b}/attention": {"layer": 2, "val_acc": 0.5} for b in ("toto", "random-init", "mae")}
-    return {"config": {"eval_episodes": episodes, "probe_val": 100}, "probe": {"best": best, "chance": 0.11}, "bc": bc,
+    return {"config": {"eval_episodes": episodes, "probe_val": 100, "bc_task": "franka_cabinet", "camera": "agentview"}, "probe": {"best": best, "chance": 0.11}, "bc": bc,
             "pretrain": {"train_flops": 2e12, "eval_loss": 0.2}, "mae": {"train_flops": 3e12},
             "stages": {k: {"seconds": 60.0} for k in ("pretrain", "mae", "tokenizer")}}
 
@@ -27,6 +27,11 @@ def test_verdict_reads_the_intervals():
     assert verdict(rows, "good", "attention") == "good, attention pool: Toto beats random-init by 70 points (intervals separate); 100% of MAE's success."
     assert "+5 points against random-init (intervals overlap); 50% of MAE's success" in verdict(rows, "tie", "attention")
     assert "loses to random-init by 75 points (intervals separate)" in verdict(rows, "bad", "attention")
+    paired = [{"what": "bc", "pooling": "attention", "control": "random-init", "p": 0.0123},
+              {"what": "probe", "pooling": "attention", "control": "random-init", "p": 0.5},
+              {"what": "bc", "pooling": "spatial_attention", "control": "random-init", "p": 0.9}]
+    assert "(intervals overlap), paired p = 0.012 over the same episodes; probe" in verdict(rows, "tie", "attention", paired)
+    assert verdict(rows, "tie", "attention", paired).endswith("; probe +0 points, paired p = 0.5; 50% of MAE's success.")
     toto = next(r for r in rows if r["recipe"] == "good" and r["backbone"] == "toto")
     assert toto["pretrain_gflop"] == 2000 and toto["episodes"] == 20 and toto["pretrain_minutes"] == 1.0
     assert next(r for r in rows if r["backbone"] == "random-init")["pretrain_gflop"] == 0

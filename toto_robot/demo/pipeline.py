@@ -48,7 +48,7 @@ class DemoConfig:
     pretrain_steps: int = 300
     batch_tokens: int = 8192
     probe_train: int = 300
-    probe_val: int = 150
+    probe_val: int = 450
     probe_target: str | None = None  # position | offset (cube relative to the gripper); None = offset for the wrist camera on a pick task
     bc_task: str = "franka_pick"
     bc_episodes: int = 150

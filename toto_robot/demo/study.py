@@ -146,7 +146,8 @@ def study_rows(results: dict[str, dict]) -> list[dict]:
             n_val = int(res["config"].get("probe_val", 0))
             acc = probe.get("val_acc", float("nan"))
             p_lo, p_hi = wilson_interval(round(acc * n_val), n_val) if n_val and acc == acc else (float("nan"), float("nan"))
-            rows.append({"recipe": recipe, "encoder": bc["encoder"], "backbone": backbone, "pooling": pooling,
+            rows.append({"recipe": recipe, "task": f"{res['config']['bc_task']} ({res['config']['camera']})",
+                         "encoder": bc["encoder"], "backbone": backbone, "pooling": pooling,
                          "probe_acc": acc, "probe_ci_low": p_lo, "probe_ci_high": p_hi, "probe_layer": probe.get("layer", ""),
                          "success_rate": float(bc["success_rate"]), "ci_low": float(bc["ci_low"]), "ci_high": float(bc["ci_high"]),
                          "episodes": n, "seeds": int(bc["seeds"]), "pretrain_gflop": flops / 1e9,
@@ -157,8 +158,9 @@ def study_rows(results: dict[str, dict]) -> list[dict]:
     return rows
 
 
-def verdict(rows: list[dict], recipe: str, pooling: str) -> str:
-    """Toto against its random-init control and MAE, same recipe and pooling, in words."""
+def verdict(rows: list[dict], recipe: str, pooling: str, paired: list[dict] | None = None) -> str:
+    """Toto against its random-init control and MAE, same recipe and pooling, in words (with the demo's paired
+    McNemar p-values of BC episodes and probe images, where the run kept per-item outcomes)."""
     cell = {r["backbone"]: r for r in rows if r["recipe"] == recipe and r["pooling"] == pooling}
     t, c, m = cell.get("toto"), cell.get("random-init"), cell.get("mae")
     if not (t and c):
@@ -170,6 +172,11 @@ def verdict(rows: list[dict], recipe: str, pooling: str) -> str:
         vs_random = f"loses to random-init by {-gap:.0f} points (intervals separate)"
     else:
         vs_random = f"{gap:+.0f} points against random-init (intervals overlap)"
+    tests = {(x["what"], x["control"].partition("+")[0]): x["p"] for x in paired or [] if x["pooling"] == pooling}
+    if ("bc", "random-init") in tests:
+        vs_random += f", paired p = {tests[('bc', 'random-init')]:.2g} over the same episodes"
+    if ("probe", "random-init") in tests:
+        vs_random += f"; probe {100 * (t['probe_acc'] - c['probe_acc']):+.0f} points, paired p = {tests[('probe', 'random-init')]:.2g}"
     vs_mae = ""
     if m and m["success_rate"] > 0:
         vs_mae = f"; {100 * t['success_rate'] / m['success_rate']:.0f}% of MAE's success"
@@ -189,19 +196,21 @@ def _num(x: float) -> str:
 
 
 def study_markdown(cfg: StudyConfig, rows: list[dict], results: dict[str, dict]) -> str:
-    base = DemoConfig(**cfg.base)
     lines = ["# Recipe study: which pre-training and read-out make frozen Toto features worth using", "",
              "Every recipe is the demo pipeline (`toto-robot demo`) with the fields below changed; each trains Toto-tiny, "
              "its random-init control (same tokenizer and architecture, untrained) and a tiny MAE on the same frames for the same "
              "number of steps, probes all three, and clones the same expert demonstrations on each frozen encoder.", "",
-             f"Reproduce: `toto-robot study` (this page: `toto-robot study publish=docs/study`). BC task `{base.bc_task}`, "
-             f"{base.bc_episodes} demos, seeds {base.seeds} x {base.eval_episodes} held-out episodes per encoder; "
-             "success with the 95% Wilson interval of all its episodes. Probe: the cabinet/cube position on a 3 x 3 grid "
-             "(9 classes) from one frame, best layer, Wilson interval over the validation images. FLOPs are measured with PyTorch's FlopCounterMode on one training step "
+             "Reproduce: `toto-robot study` (this page: `toto-robot study publish=docs/study`). BC success with the 95% Wilson "
+             "interval of all its episodes (seeds x held-out episodes). Probe: a 3 x 3 grid (9 classes) from one frame, best layer, "
+             "Wilson interval over the validation images; `position` asks where the cube or cabinet stands on the table, `offset` where "
+             "the cube sits relative to the gripper. FLOPs are measured with PyTorch's FlopCounterMode on one training step "
              "(matmuls and attention) times the steps; minutes are this machine's wall-clock for the stage.", "",
-             "## Recipes", "", "| recipe | changes |", "|---|---|"]
+             "## Recipes", "", "| recipe | changes | BC task (camera), demos | probe | seeds x episodes |", "|---|---|---|---|---|"]
     for name, over in cfg.recipes.items():
-        lines.append(f"| {name} | {', '.join(f'`{k}={json.dumps(v)}`' for k, v in (over or {}).items()) or '(the demo as configured)'} |")
+        c = results[name]["config"] if name in results else asdict(recipe_config(cfg, name))
+        target = results[name]["probe"].get("target", "position") if name in results else ""
+        lines.append(f"| {name} | {', '.join(f'`{k}={json.dumps(v)}`' for k, v in (over or {}).items()) or '(the demo as configured)'} | "
+                     f"{c['bc_task']} ({c['camera']}), {c['bc_episodes']} | {target} | {len(c['seeds'])} x {c['eval_episodes']} |")
     lines += ["", "## Results", "",
               "| recipe | encoder | probe [95% CI] (best layer) | BC success [95% CI] (episodes) | pre-training GFLOP | pre-training min | tokenizer min | Toto eval loss |",
               "|---|---|---|---|---|---|---|---|"]
@@ -225,7 +234,7 @@ def study_markdown(cfg: StudyConfig, rows: list[dict], results: dict[str, dict])
     lines += ["", "## Toto against its controls", ""]
     for recipe in results:
         for pooling in dict.fromkeys(r["pooling"] for r in rows if r["recipe"] == recipe):
-            v = verdict(rows, recipe, pooling)
+            v = verdict(rows, recipe, pooling, results[recipe].get("paired"))
             if v:
                 lines.append(f"- {v}")
     lines += ["", "![BC success by recipe](study_bc.png)", "", "![probe accuracy by recipe](study_probe.png)", ""]

@@ -4,10 +4,10 @@ Stages (each cached under ``cache_dir`` by its config, so a second run only redo
 and an interrupted run continues):
 
 1. ``videos``     scripted-expert episodes of the four MuJoCo tasks, rendered to H.264 videos
-2. ``tokenizer``  a VQ tokenizer trained on frames of those videos (+ bundled images)
+2. ``tokenizer``  the tokenizer (continuous patches by default: nothing to train; a VQ or dVAE trains on the videos' frames)
 3. ``shards``     the videos (stride-4 clips) and packed images tokenized into memory-mapped shards
 4. ``pretrain``   Toto-tiny trained by next-token prediction on the shards
-   ``mae``        the baseline: a tiny MAE trained on the same frames for the same number of steps
+   ``mae``        the baseline: a tiny MAE trained on the same frames for Toto's measured FLOPs (or steps: ``mae_match``)
 5. ``probe``      layer sweep (attention vs average pooling) of Toto, MAE and Toto's random-init control
 6. ``demos``      scripted-expert demonstrations for behaviour cloning
 7. ``compare``    BC on each frozen encoder (same demos, seeds, budget), evaluated in simulation
@@ -46,10 +46,11 @@ class DemoConfig:
     tokenizer_steps: int = 600
     num_frames: int = 8
     pretrain_steps: int = 300
-    batch_tokens: int = 8192
+    batch_tokens: int = 4096
     probe_train: int = 300
     probe_val: int = 450
     probe_target: str | None = None  # position | offset (cube relative to the gripper); None = offset for the wrist camera on a pick task
+    mae_match: str = "flops"  # flops: the MAE baseline trains until it has spent Toto's measured pre-training FLOPs; steps: Toto's step count
     bc_task: str = "franka_pick"
     bc_episodes: int = 150
     bc_epochs: int = 30
@@ -75,6 +76,7 @@ class DemoConfig:
             raise ConfigError(f"poolings, seeds and video_tasks need at least one entry each, got {self.poolings}, {self.seeds}, {self.video_tasks}")
         for p in self.poolings:
             check_choice(p, "poolings", POOLINGS)
+        check_choice(self.mae_match, "mae_match", ("flops", "steps"))
         if self.probe_target is not None:
             check_choice(self.probe_target, "probe_target", ("position", "offset"))
             if self.probe_target == "offset" and "pick" not in self.bc_task:
@@ -104,6 +106,7 @@ class DemoConfig:
                           video_tasks=self.video_tasks[:1], video_episodes=3, random_episodes=1, tokenizer=self._small_tokenizer(),
                           tokenizer_steps=5, num_frames=2, pretrain_steps=4, batch_tokens=256, probe_train=24, probe_val=12,
                           bc_task=self.bc_task, camera=self.camera, poolings=self.poolings, extra_videos=self.extra_videos, probe_target=self.probe_target,
+                          mae_match=self.mae_match,
                           bc_layer=min(self.bc_layer, FAST_MODEL["n_layer"]) if self.bc_layer else None, bc_episodes=4, bc_epochs=2, seeds=[0], eval_episodes=1, device=self.device)
 
 
@@ -202,17 +205,22 @@ def run_demo(cfg: DemoConfig) -> Path:
     stages.append(st_pre)
     final = st_pre.dir / "run" / "final"
 
-    # 4b. MAE baseline: same frames, about the same training compute ----------------------
+    # 4b. MAE baseline: same frames, the same training FLOPs (or steps) -------------------
     from toto_robot.encoders.vit import VIT_CONFIGS
 
-    mae_cfg = {"upstream": str(st_videos.dir), "steps": cfg.pretrain_steps, "batch_size": 8 if cfg.fast else 64, "image_size": cfg.image_size, **user}
+    mae_batch = 8 if cfg.fast else 64
+    mae_steps = cfg.pretrain_steps
+    if cfg.mae_match == "flops":  # as many steps as Toto's measured FLOPs buy at MAE's measured cost per step
+        toto_flops = st_pre.result.get("train_flops") or _step_flops_of_run(st_pre.dir / "run")["train_flops"]
+        mae_steps = max(1, round(toto_flops / mae_step_flops("mae_tiny", cfg.image_size, mae_batch)))
+    mae_cfg = {"upstream": str(st_videos.dir), "steps": mae_steps, "batch_size": mae_batch, "image_size": cfg.image_size, **user}
     mae_kw = {} if VIT_CONFIGS["mae_tiny"]["img_size"] == cfg.image_size else {"img_size": cfg.image_size}  # ViT input = frame size
 
     def mae_stage(d: Path) -> dict:
         from toto_robot.data.tokenize import training_frames
         from toto_robot.mae import MAEPretrainConfig, pretrain_mae
 
-        out = pretrain_mae(MAEPretrainConfig(out_dir=str(d), vit="mae_tiny", steps=cfg.pretrain_steps, batch_size=mae_cfg["batch_size"],
+        out = pretrain_mae(MAEPretrainConfig(out_dir=str(d), vit="mae_tiny", steps=mae_steps, batch_size=mae_batch,
                                              holdout=16 if cfg.fast else 128, device=cfg.device),
                            training_frames(shard_job(), max_frames=8192), **mae_kw)
         return json.loads((out / "metrics.json").read_text())
@@ -382,19 +390,26 @@ def _step_flops_of_run(run: Path) -> dict:
     return {"flops_per_step": per_step, "train_flops": per_step * steps}
 
 
-def _step_flops_of_mae(d: Path, image_size: int) -> dict:
-    """The same for a finished MAE baseline run."""
+def mae_step_flops(vit: str, image_size: int, batch_size: int, mask_ratio: float = 0.75) -> int:
+    """FLOPs of one MAE training step (forward + backward, FlopCounterMode), measured on random frames."""
     import torch
 
     from toto_robot.encoders.vit import VIT_CONFIGS, ViTConfig
     from toto_robot.mae.model import MAE, MAEConfig
     from toto_robot.utils.flops import train_flops
 
-    mc = json.loads((d / "mae_config.json").read_text())
-    model = MAE(MAEConfig(ViTConfig(**{**VIT_CONFIGS[mc["vit"]], "img_size": image_size}), mask_ratio=mc["mask_ratio"]))
+    torch.manual_seed(0)
+    model = MAE(MAEConfig(ViTConfig(**{**VIT_CONFIGS[vit], "img_size": image_size}), mask_ratio=mask_ratio))
     with train_flops() as counter:
-        model(torch.rand(mc["batch_size"], 3, image_size, image_size))[0].backward()
-    return {"flops_per_step": counter.total, "train_flops": counter.total * mc["steps"]}
+        model(torch.rand(batch_size, 3, image_size, image_size))[0].backward()
+    return counter.total
+
+
+def _step_flops_of_mae(d: Path, image_size: int) -> dict:
+    """The same for a finished MAE baseline run."""
+    mc = json.loads((d / "mae_config.json").read_text())
+    per_step = mae_step_flops(mc["vit"], image_size, mc["batch_size"], mc["mask_ratio"])
+    return {"flops_per_step": per_step, "train_flops": per_step * mc["steps"]}
 
 
 def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float) -> Path:
@@ -454,8 +469,11 @@ def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float) -> Pa
 
     mm = by["mae"].result
     mae_batch = json.loads((by["mae"].dir / "mae_config.json").read_text())["batch_size"]
-    s.text.append(f"Baseline: a tiny MAE (ViT, {mm['params'] / 1e6:.1f}M params, 75% masking) trained on the same frames for the same "
-                  f"number of steps ({mm['steps']}, batch {mae_batch}): masked-patch loss {mm['first_loss']:.3f} -> "
+    matched = (f"as many steps as Toto's pre-training FLOPs buy ({mm['steps']} steps of batch {mae_batch}, "
+               f"{mm.get('train_flops', 0) / 1e12:.1f} vs Toto's {pm.get('train_flops', 0) / 1e12:.1f} TFLOP)" if cfg.mae_match == "flops"
+               else f"the same number of steps ({mm['steps']}, batch {mae_batch})")
+    s.text.append(f"Baseline: a tiny MAE (ViT, {mm['params'] / 1e6:.1f}M params, 75% masking) trained on the same frames for "
+                  f"{matched}: masked-patch loss {mm['first_loss']:.3f} -> "
                   f"{mm['final_loss']:.3f} (held-out {mm['heldout_loss']:.3f}).")
     s.figures.append((keep(by["mae"].dir / "loss_curve.png", "mae_loss.png"), "MAE pre-training loss (baseline)"))
 

@@ -68,15 +68,21 @@ def write_sweep(rows: list[dict], out: Path, chance: float | None = None) -> Non
 def plot_sweep(rows: list[dict], path: Path, chance: float | None = None) -> None:
     plt = pyplot()
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=120)
-    for (enc, pooling) in sorted({(r["encoder"], r["pooling"]) for r in rows}):
-        pts = sorted((r["depth"], r["val_acc"]) for r in rows if r["encoder"] == enc and r["pooling"] == pooling)
-        ax.plot(*zip(*pts), marker="o", label=f"{enc} / {pooling}")
+    fig, ax = plt.subplots(figsize=(7.0, 3.6), dpi=120)
+    encoders = list(dict.fromkeys(r["encoder"] for r in rows))
+    poolings = list(dict.fromkeys(r["pooling"] for r in rows))
+    styles = ["-", "--", ":", "-."]
+    for enc in encoders:  # one colour per encoder, one line style per pooling
+        for k, pooling in enumerate(poolings):
+            pts = sorted((r["depth"], r["val_acc"]) for r in rows if r["encoder"] == enc and r["pooling"] == pooling)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ms=4, ls=styles[k % len(styles)], color=f"C{encoders.index(enc)}", label=f"{enc} / {pooling}")
     if chance is not None:
         ax.axhline(chance, color="grey", ls=":", label="majority class")
     ax.set_xlabel("relative depth of probed layer")
     ax.set_ylabel("validation accuracy")
     ax.set_title(f"probe by layer: {rows[0]['dataset']}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.tight_layout()
     save_figure(fig, path)

@@ -91,6 +91,7 @@ setup(
             "toto_policy_node = toto_robot.ros_nodes.policy_node:main",
             "toto_demo_recorder = toto_robot.ros_nodes.demo_recorder_node:main",
             "toto_sim_camera = toto_robot.ros_nodes.sim_camera_node:main",
+            "toto_bag_recorder = toto_robot.ros_nodes.bag_recorder_node:main",
         ],
     },
 )

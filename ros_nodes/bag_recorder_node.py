@@ -90,6 +90,54 @@ class BagRecorderNode(Node):
         return self.output
 
 
+def record_sim_episodes(output: str | Path, task: str, episodes: int, image_size: int = 64, rate_hz: float = 100.0, seed: int = 0,
+                        timeout_s: float = 600.0) -> Path:
+    """Run the simulator bridge (scripted expert) and this recorder in one process until ``episodes`` episodes
+    have ended, and return the finished bag: simulated demonstrations that went through ROS topics.
+
+    The bridge is spun only after DDS has matched all four of its publishers to the recorder, and its
+    first frame is published again then, so the bag holds every step of every episode."""
+    import time
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+
+    from toto_robot.ros_nodes.sim_camera_node import SimCameraNode
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    try:
+        rec = BagRecorderNode(context=ctx, parameter_overrides=[Parameter("output", value=str(output))])
+        sim = SimCameraNode(context=ctx, parameter_overrides=[Parameter("task", value=task), Parameter("rate_hz", value=float(rate_hz)),
+                                                              Parameter("image_size", value=int(image_size)), Parameter("seed", value=int(seed)),
+                                                              Parameter("max_episodes", value=int(episodes))])
+        pubs = (sim.image_pub, sim.state_pub, sim.action_pub, sim.done_pub)
+        end = time.monotonic() + 30
+        while time.monotonic() < end and not all(p.get_subscription_count() for p in pubs):
+            time.sleep(0.05)
+        if not all(p.get_subscription_count() for p in pubs):
+            raise RuntimeError("the bag recorder did not discover the simulator bridge's topics within 30 s")
+        sim._reset()  # the frame published before discovery went nowhere: publish episode 0's first frame again
+        ex = SingleThreadedExecutor(context=ctx)
+        for node in (rec, sim):
+            ex.add_node(node)
+        end = time.monotonic() + timeout_s
+        while time.monotonic() < end and sim.episode < episodes:
+            ex.spin_once(timeout_sec=0.05)
+        for _ in range(20):
+            ex.spin_once(timeout_sec=0.02)  # messages still in flight
+        if sim.episode < episodes:
+            raise RuntimeError(f"only {sim.episode}/{episodes} episodes ended within {timeout_s} s")
+        bag = rec.close()
+        sim.close()
+        for node in (rec, sim):
+            node.destroy_node()
+        return bag
+    finally:
+        rclpy.shutdown(context=ctx)
+
+
 def main(args=None):
     spin(BagRecorderNode, args)
 

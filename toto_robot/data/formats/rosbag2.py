@@ -254,7 +254,8 @@ def _episode_windows(frames: np.ndarray, streams: dict, cfg: RosbagImportConfig)
     if cfg.gap_s:
         cuts = np.flatnonzero(np.diff(frames) > cfg.gap_s * 1e9) + 1
         edges = [0, *cuts.tolist(), len(frames)]
-        return [(a, b, int(frames[a]) - 1 if a else np.iinfo(np.int64).min, None, cfg.success) for a, b in zip(edges[:-1], edges[1:])]
+        tol = int(round(cfg.tolerance_s * 1e9))  # a state or action up to tolerance_s before an episode's first frame belongs to it
+        return [(a, b, int(frames[a]) - tol - 1 if a else np.iinfo(np.int64).min, None, cfg.success) for a, b in zip(edges[:-1], edges[1:])]
     return [(0, len(frames), np.iinfo(np.int64).min, None, cfg.success)]
 
 

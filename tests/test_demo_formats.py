@@ -356,7 +356,7 @@ def test_rosbag2_import_names_what_is_wrong(tmp_path):
     late = ft.copy()
     late[5:] += 0.3  # the state stream stalls for 0.3 s mid-episode
     drift = write_bag(tmp_path / "drift", frames, ft, states, late - 0.01, actions, ft + 0.05)
-    with pytest.raises(DemoImportError, match=r"unsynchronised stamps: camera frame 5 at 100.500 s has no state on /robot/state within 0.05 s"):
+    with pytest.raises(DemoImportError, match=r"unsynchronised stamps: camera frame 5 at 100.500 s has no state on /robot/state within 0.05 s \(latest one is 0.110 s away\)"):
         import_rosbag2(RosbagImportConfig(src=str(drift), out_dir=str(tmp_path / "o5"), **cfg))
     # with skip_bad the good bag is imported and the bad one recorded with its reason
     folder = tmp_path / "folder"
@@ -413,7 +413,7 @@ def test_sim_episodes_recorded_through_ros_into_a_bag_import_as_the_same_demos_a
     record_sim_episodes(tmp_path / "bag", "franka_pick", episodes, image_size=size)
     summary = import_rosbag2(RosbagImportConfig(src=str(tmp_path / "bag"), out_dir=str(tmp_path / "imported"), state_topic="/robot/state",
                                                 action_topic="/toto/action", episode_topic="/sim/episode_done", task="franka_pick",
-                                                action_space="ee_delta"))
+                                                action_space="ee_delta", tolerance_s=1.0))  # the bridge may stall on a loaded CPU
     assert summary["new_episodes"] == episodes
     direct = collect(CollectConfig(task="franka_pick", episodes=episodes, out_dir=str(tmp_path / "direct"), image_size=size, randomization={},
                                    videos=False, preview_episodes=0))

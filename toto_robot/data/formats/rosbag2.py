@@ -16,8 +16,9 @@ A topic left unset is picked when one topic of a fitting type exists (ties broke
 
 Alignment. Each camera frame is one step. A message's time is its header stamp (``stamps=header``,
 messages without a header use the bag's log time) or always the log time (``stamps=log``).
-A frame takes the state nearest in time, which must lie within ``tolerance_s``; and the action is the
-last one commanded before the next frame (the ROS demo recorder's rule: the command issued after
+A frame takes the last state at or before it (``state_align=latest``, the ROS demo recorder's rule;
+or ``nearest`` in time, either side), which must lie within ``tolerance_s`` of it; and the action is
+the last one commanded before the next frame (the recorder's rule too: the command issued after
 seeing this frame), which must not be older than ``tolerance_s`` before the frame. Frames at the start
 of an episode before the first state or action are dropped (and counted); a frame inside an episode
 without a state or action in tolerance stops the import with the frame, times and gap named.
@@ -68,6 +69,7 @@ class RosbagImportConfig:
     episode_topic: str | None = None
     gap_s: float | None = None
     tolerance_s: float = 0.05
+    state_align: str = "latest"  # latest (last state at or before the frame) | nearest (in time, either side)
     stamps: str = "header"  # header | log
     success: bool = False  # for episodes without an end signal that says
     task: str | None = None
@@ -82,6 +84,7 @@ class RosbagImportConfig:
 
         check_choice(self.action_from, "format.read.action_from", ("topic", "next_state", "next_state_delta"))
         check_choice(self.stamps, "format.read.stamps", ("header", "log"))
+        check_choice(self.state_align, "format.read.state_align", ("latest", "nearest"))
         self.tolerance_s = check_number(self.tolerance_s, "format.read.tolerance_s", low=0, low_open=True)
         if self.gap_s is not None:
             self.gap_s = check_number(self.gap_s, "format.read.gap_s", low=0, low_open=True)
@@ -279,7 +282,11 @@ def align_episode(streams: dict, chosen: dict, lo: int, hi: int, start_t: int, e
     s_ok = st.times > start_t
     s_times, s_vals = st.times[s_ok], [v for v, k in zip(st.values, s_ok) if k]
     n = len(tf)
-    j, gap = _nearest(s_times, tf)
+    if cfg.state_align == "nearest":
+        j, gap = _nearest(s_times, tf)
+    else:  # latest: the last state at or before the frame (what the ROS demo recorder pairs a frame with)
+        j = np.searchsorted(s_times, tf, side="right") - 1
+        gap = np.where(j >= 0, tf - s_times[np.maximum(j, 0)] if len(s_times) else np.inf, np.inf)
     state_idx = np.where(gap <= tol, j, -1)
     action_idx = np.zeros(n, int)
     if cfg.action_from == "topic":
@@ -298,9 +305,8 @@ def align_episode(streams: dict, chosen: dict, lo: int, hi: int, start_t: int, e
     if not ok[first:].all():
         i = first + int(np.argmax(~ok[first:]))
         if state_idx[i] < 0:
-            near = np.min(np.abs(s_times - tf[i])) / 1e9 if len(s_times) else float("inf")
             raise DemoImportError(f"{where}: unsynchronised stamps: camera frame {lo + i} at {tf[i] / 1e9:.3f} s has no state on "
-                                  f"{chosen['state']} within {cfg.tolerance_s} s (nearest is {near:.3f} s away)")
+                                  f"{chosen['state']} within {cfg.tolerance_s} s ({cfg.state_align} one is {gap[i] / 1e9:.3f} s away)")
         raise DemoImportError(f"{where}: unsynchronised stamps: camera frame {lo + i} at {tf[i] / 1e9:.3f} s has no action on "
                               f"{chosen['action']} issued before the next frame and at most {cfg.tolerance_s} s old")
     keep = np.arange(first, n)

@@ -36,6 +36,9 @@ class RLDSDemos:
         for i, ep in enumerate(episodes):
             d = ep.as_dict()  # the Episode fields are the demo format's keys
             d["success"] = np.asarray(bool(d["success"]))
+            for key, dtype in (("seed", np.int64), ("language", None)):
+                if key in d:
+                    d[key] = np.asarray(d[key], dtype)
             if "reward" not in d:
                 d["reward"] = np.zeros(len(d["image"]), np.float32)
             validate_episode(d, self.meta, where=f"{root} episode {i}")

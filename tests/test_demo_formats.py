@@ -403,6 +403,7 @@ def test_import_and_export_commands(sim_demos, tmp_path):
 
 
 # ---------------------------------------------------------------- through ROS: simulator bridge -> bag recorder -> import
+@pytest.mark.slow
 @pytest.mark.ros
 @pytest.mark.xdist_group("ros")
 def test_sim_episodes_recorded_through_ros_into_a_bag_import_as_the_same_demos_as_collecting_directly(tmp_path):

@@ -9,12 +9,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
-from toto_robot.data.demos import DemoDataset, DemoMeta, DemoWriter
+from toto_robot.data.demos import DemoDataset, DemoMeta
 from toto_robot.data.formats import open_demos
 from toto_robot.data.formats.common import DemoImportError
 from toto_robot.data.formats.lerobot import LeRobotDataset, LeRobotImportConfig, export_lerobot, import_lerobot

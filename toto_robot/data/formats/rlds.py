@@ -22,7 +22,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -271,7 +271,6 @@ class RLDSImportConfig:
     action_space: str | None = None
     image_size: int | None = None
     skip_bad: bool = False
-    options: dict = field(default_factory=dict)
 
 
 def import_rlds(cfg: RLDSImportConfig) -> dict:
@@ -280,7 +279,7 @@ def import_rlds(cfg: RLDSImportConfig) -> dict:
     reader = RLDSReader(cfg.src, cfg.split, keys)
     features_key = content_key([reader.dir / FEATURES_NAME], reader.dir)
     units = [Unit(f"{content_key([f], f.parent)}:{features_key}", str(f), lambda f=f: reader.episodes(f)) for f in reader.files]
-    options = {k: v for k, v in asdict(cfg).items() if k not in ("src", "out_dir", "skip_bad", "options")}
+    options = {k: v for k, v in asdict(cfg).items() if k not in ("src", "out_dir", "skip_bad")}
     return run_import(units, cfg.out_dir, "rlds", options, reader.make_meta(cfg.task, cfg.fps, cfg.action_space), cfg.image_size, cfg.skip_bad)
 
 

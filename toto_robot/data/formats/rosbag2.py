@@ -409,7 +409,7 @@ def export_rosbag2(demos: str | Path, out: str | Path, storage: str = "mcap", im
     bag = stage / out.name
     period = int(round(1e9 / ds.meta.fps))
     t0 = int(start_time_s * 1e9)
-    seeds = []
+    seeds, languages = [], 0
     try:
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3
         with Writer(bag, version=9, storage_plugin=plugin) as w:
@@ -421,6 +421,7 @@ def export_rosbag2(demos: str | Path, out: str | Path, storage: str = "mcap", im
             for i in tqdm(range(len(ds)), desc="export rosbag2", unit="ep"):
                 ep = ds[i]
                 seeds.append(int(ep[SEED]) if SEED in ep else None)
+                languages += LANGUAGE in ep
                 H, W = ep[OBS_IMAGE].shape[1:3]
                 for t in range(len(ep[OBS_IMAGE])):
                     now = t0 + t * period
@@ -437,6 +438,6 @@ def export_rosbag2(demos: str | Path, out: str | Path, storage: str = "mcap", im
         os.replace(bag, out)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    if any(LANGUAGE in ds[i] for i in range(min(1, len(ds)))):
-        log.warning("rosbag2 export does not carry per-episode language instructions")
+    if languages:
+        log.warning("%d episodes have a language instruction; a rosbag2 export does not carry them", languages)
     return out

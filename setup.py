@@ -58,6 +58,7 @@ EXTRAS = {
     "sim": ["mujoco>=3.2", "mujoco-menagerie>=2026.10.4", "gymnasium>=1.0", "stable-baselines3>=2.3"],
     "ros": ["catkin-pkg>=1.0", "pyyaml>=6"],  # rclpy itself: ros-kilted-* wheels (requirements/ros.txt) or a ROS 2 install
     "dev": ["pytest>=8", "transformers>=4.45", "tensorboard>=2.16", "catkin-pkg>=1.0"],
+    "formats": ["rosbags>=0.11.9", "pyarrow>=15", "google-crc32c>=1.5", "protobuf>=4.25"],  # import-demos / export-demos
     "gpu": [],  # same code; install a CUDA torch build yourself and pass device=cuda
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
@@ -90,6 +91,7 @@ setup(
             "toto_policy_node = toto_robot.ros_nodes.policy_node:main",
             "toto_demo_recorder = toto_robot.ros_nodes.demo_recorder_node:main",
             "toto_sim_camera = toto_robot.ros_nodes.sim_camera_node:main",
+            "toto_bag_recorder = toto_robot.ros_nodes.bag_recorder_node:main",
         ],
     },
 )

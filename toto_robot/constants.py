@@ -25,6 +25,7 @@ OBS_STATE = "state"  # float32 proprioception [S] / [T, S]
 ACTION = "action"  # float32 [A] / [T, A], normalised to [-1, 1] in the sim suite
 REWARD = "reward"
 SUCCESS = "success"
+LANGUAGE = "language"  # optional str []: the episode's instruction (LeRobot task, RLDS language_instruction)
 SEED = "seed"  # optional int64 []: the env seed an episode was rolled out with (the collector resumes after it)
 
 # Checkpoint file names: weights in safetensors, config beside them as JSON.

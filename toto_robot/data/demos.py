@@ -15,10 +15,12 @@ Each episode ``.npz`` holds arrays of equal length ``T``:
     reward  float32 [T]            (zeros when unknown, e.g. a real robot)
     success bool    []             whether the episode ended in success
 
-optional: ``wrist_image uint8 [T, H, W, 3]`` and ``seed int64 []`` (the env seed of a simulated
-episode). An episode lands only when its whole file is written (``utils.io.atomic_write``), so a
-crash loses at most the episode being recorded; the hidden temporary file it leaves is deleted by
-the next ``DemoWriter`` on that folder.
+optional: ``wrist_image uint8 [T, H, W, 3]``, ``seed int64 []`` (the env seed of a simulated
+episode) and ``language str []`` (the instruction of an episode imported from LeRobot or RLDS).
+An episode lands only when its whole file is written (``utils.io.atomic_write``), so a crash loses
+at most the episode being recorded; the hidden temporary file it leaves is deleted by the next
+``DemoWriter`` on that folder. Other formats (rosbag2, LeRobot v3, RLDS) are read and written by
+``toto_robot.data.formats``.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from typing import Iterator
 
 import numpy as np
 
-from toto_robot.constants import ACTION, OBS_IMAGE, OBS_STATE, OBS_WRIST_IMAGE, REWARD, SEED, SUCCESS
+from toto_robot.constants import ACTION, LANGUAGE, OBS_IMAGE, OBS_STATE, OBS_WRIST_IMAGE, REWARD, SEED, SUCCESS
 from toto_robot.utils.io import atomic_save_json, atomic_write, remove_partial
 
 FORMAT_VERSION = 1
@@ -121,7 +123,8 @@ class DemoWriter:
         with np.load(self.root / EPISODE_DIR / f"episode_{n - 1:06d}.npz") as z:
             return int(z[SEED]) if SEED in z.files else None
 
-    def write_episode(self, image, state, action, reward=None, success: bool = False, wrist_image=None, seed: int | None = None) -> Path:
+    def write_episode(self, image, state, action, reward=None, success: bool = False, wrist_image=None, seed: int | None = None,
+                      language: str | None = None) -> Path:
         ep = {
             OBS_IMAGE: np.asarray(image, dtype=np.uint8),
             OBS_STATE: np.asarray(state, dtype=np.float32),
@@ -134,6 +137,8 @@ class DemoWriter:
             ep[OBS_WRIST_IMAGE] = np.asarray(wrist_image, dtype=np.uint8)
         if seed is not None:
             ep[SEED] = np.asarray(seed, dtype=np.int64)
+        if language is not None:
+            ep[LANGUAGE] = np.asarray(str(language))
         validate_episode(ep, self.meta, where=f"new episode for {self.root}")
         path = self.root / EPISODE_DIR / f"episode_{self.next_index():06d}.npz"
         with atomic_write(path) as f:

@@ -23,7 +23,8 @@ from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from toto_robot.constants import ACTION, OBS_IMAGE, OBS_STATE
-from toto_robot.data.demos import DemoDataset, DemoFormatError
+from toto_robot.data.demos import DemoFormatError
+from toto_robot.data.formats import open_demos
 from toto_robot.encoders import encoder_from_spec
 from toto_robot.policies.policy import Policy
 from toto_robot.probes.sweep import extract_tokens
@@ -72,7 +73,8 @@ class BCConfig:
 
 
 def load_demo_arrays(root: str | Path, max_episodes: int | None = None):
-    ds = DemoDataset(root)
+    """A demo folder, or a LeRobot v3 / RLDS dataset folder (``toto_robot.data.formats.open_demos``)."""
+    ds = open_demos(root)
     if len(ds) == 0:
         raise DemoFormatError(f"{root}: no episodes to learn from")
     eps = [ds[i] for i in range(min(len(ds), max_episodes or len(ds)))]

@@ -1,0 +1,465 @@
+"""LeRobot dataset v3.0 read and written with pyarrow and PyAV (no ``lerobot``, ``datasets`` or pandas).
+
+The layout follows LeRobot's ``codebase_version`` "v3.0" (``lerobot/datasets/utils.py``)::
+
+    meta/info.json                                   # features, fps, totals, path templates
+    meta/stats.json                                  # per-feature min/max/mean/std/count (+ quantiles)
+    meta/tasks.parquet                               # task strings (the index) -> task_index
+    meta/episodes/chunk-000/file-000.parquet         # one row per episode: length, tasks, data and video offsets, stats/*
+    data/chunk-000/file-000.parquet                  # one row per frame: observation.state, action, timestamp, frame_index,
+                                                     # episode_index, index, task_index, next.reward, next.success
+    videos/<camera key>/chunk-000/file-000.mp4       # all episodes' frames of one camera, back to back
+
+An episode's frames of a camera are found in its video file at ``videos/<key>/from_timestamp +
+timestamp``; a decoded frame must sit within ``tolerance_s`` of that time (LeRobot's own rule, 1e-4 s).
+Cameras stored as ``image`` (PNG bytes in the data parquet) are read too.
+
+``export_lerobot`` writes a demo folder in this layout: H.264 (yuv420p, crf 18 by default) videos,
+or with ``use_videos=False`` PNG images in the parquet (bit-exact frames). States, actions, rewards and
+success flags are stored exactly (float32 / bool). ``meta/toto_demo.json`` keeps the ``DemoMeta`` and
+per-episode seeds so that importing the export gives back the same dataset; LeRobot ignores it.
+
+LeRobot's loader (``lerobot.datasets.LeRobotDataset``) is not a dependency: its package pins
+``torch<2.11`` and ``av<16``, which conflict with this project's pinned torch 2.13 and av 18.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from toto_robot.constants import ACTION, LANGUAGE, OBS_IMAGE, OBS_STATE, OBS_WRIST_IMAGE, REWARD, SEED, SUCCESS
+from toto_robot.data.demos import DemoDataset, DemoMeta, validate_episode
+from toto_robot.data.formats.common import DemoImportError, Episode, Unit, content_key, run_import
+from toto_robot.utils.io import atomic_save_json, staged_dir
+
+log = logging.getLogger(__name__)
+
+CODEBASE_VERSION = "v3.0"
+DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+SIDECAR = "meta/toto_demo.json"
+QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)
+DEFAULT_FEATURES = {
+    "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+    "frame_index": {"dtype": "int64", "shape": [1], "names": None},
+    "episode_index": {"dtype": "int64", "shape": [1], "names": None},
+    "index": {"dtype": "int64", "shape": [1], "names": None},
+    "task_index": {"dtype": "int64", "shape": [1], "names": None},
+}
+
+
+def is_lerobot_dataset(root: str | Path) -> bool:
+    return (Path(root) / "meta" / "info.json").is_file()
+
+
+# ---------------------------------------------------------------- video
+def encode_video(path: Path, frames: Iterator[np.ndarray], fps: int, size: tuple[int, int], crf: int = 18) -> None:
+    """uint8 RGB frames -> H.264 MP4 whose frame k is presented at exactly k / fps seconds."""
+    import av
+    from fractions import Fraction
+
+    H, W = size
+    if H % 2 or W % 2:
+        raise DemoImportError(f"H.264 with yuv420p needs even frame sizes, got {H}x{W}; export with use_videos=false (PNG frames)")
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        stream.time_base = Fraction(1, fps)
+        stream.options = {"crf": str(crf), "g": "2", "preset": "veryfast"}  # g=2: seeking a frame decodes at most one other
+        for k, img in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            frame.pts, frame.time_base = k, Fraction(1, fps)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+
+
+def decode_video(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """All frames of a video: (uint8 [N, H, W, 3], presentation times in seconds [N])."""
+    import av
+
+    if not path.is_file():
+        raise DemoImportError(f"missing video file {path}")
+    frames, times = [], []
+    try:
+        with av.open(str(path)) as container:
+            for frame in container.decode(video=0):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                times.append(float(frame.time))
+    except av.error.FFmpegError as e:
+        raise DemoImportError(f"{path}: unreadable video ({e})") from e
+    order = np.argsort(times, kind="stable")
+    return np.stack(frames)[order], np.asarray(times)[order]
+
+
+# ---------------------------------------------------------------- stats
+def feature_stats(x: np.ndarray, image: bool = False) -> dict:
+    """LeRobot's stats of one feature: over frames (and pixels for images, per channel as [3, 1, 1] in [0, 1])."""
+    if image:
+        v = x.reshape(-1, 3).astype(np.float64) / 255.0
+        shape = (3, 1, 1)
+    else:
+        v = x.reshape(len(x), -1).astype(np.float64)
+        shape = (v.shape[1],)
+    q = np.quantile(v, QUANTILES, axis=0)
+    stats = {"min": v.min(0), "max": v.max(0), "mean": v.mean(0), "std": v.std(0)}
+    stats.update({f"q{int(round(p * 100)):02d}": q[i] for i, p in enumerate(QUANTILES)})
+    out = {k: val.reshape(shape).tolist() for k, val in stats.items()}
+    out["count"] = [int(len(x))]
+    return out
+
+
+# ---------------------------------------------------------------- parquet helpers
+def _hf_feature(ft: dict) -> dict:
+    """The ``datasets`` feature JSON of a LeRobot feature (the schema metadata ``datasets`` reads back)."""
+    if ft["dtype"] == "image":
+        return {"_type": "Image"}
+    value = {"dtype": ft["dtype"], "_type": "Value"}
+    return value if list(ft["shape"]) == [1] else {"feature": value, "length": int(ft["shape"][0]), "_type": "List"}
+
+
+def _arrow_column(values: np.ndarray, ft: dict):
+    import pyarrow as pa
+
+    types = {"float32": pa.float32(), "float64": pa.float64(), "int64": pa.int64(), "bool": pa.bool_()}
+    if list(ft["shape"]) == [1]:
+        return pa.array(values.reshape(-1), type=types[ft["dtype"]])
+    n = int(ft["shape"][0])
+    flat = pa.array(values.reshape(-1), type=types[ft["dtype"]])
+    return pa.FixedSizeListArray.from_arrays(flat, n)
+
+
+def _write_parquet(table, path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+
+
+def _tasks_table(tasks: list[str]):
+    """``meta/tasks.parquet`` as pandas writes a frame indexed by ``task`` (LeRobot reads it with ``pd.read_parquet``)."""
+    import pyarrow as pa
+
+    table = pa.table({"task_index": pa.array(range(len(tasks)), pa.int64()), "task": pa.array(tasks, pa.string())})
+    pandas_meta = {"index_columns": ["task"], "column_indexes": [{"name": None, "field_name": None, "pandas_type": "unicode",
+                                                                  "numpy_type": "object", "metadata": {"encoding": "UTF-8"}}],
+                   "columns": [{"name": "task_index", "field_name": "task_index", "pandas_type": "int64", "numpy_type": "int64", "metadata": None},
+                               {"name": "task", "field_name": "task", "pandas_type": "unicode", "numpy_type": "object", "metadata": None}],
+                   "creator": {"library": "pyarrow", "version": pa.__version__}, "pandas_version": "2.2.3"}
+    return table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
+
+
+# ---------------------------------------------------------------- export
+def export_lerobot(demos: str | Path, out: str | Path, use_videos: bool = True, crf: int = 18, robot_type: str | None = None,
+                   camera: str | None = None) -> Path:
+    """A demo folder -> a LeRobot v3.0 dataset folder ``out`` (staged in a hidden folder, then renamed into place)."""
+    import pyarrow as pa
+    from tqdm.auto import tqdm
+
+    ds = DemoDataset(demos)
+    if len(ds) == 0:
+        raise DemoImportError(f"{demos}: no episodes to export")
+    meta = ds.meta
+    fps = int(round(meta.fps))
+    if fps < 1 or abs(fps - meta.fps) > 1e-6:
+        log.warning("LeRobot stores an integer fps: %s is written as %d", meta.fps, fps)
+    eps = [ds[i] for i in tqdm(range(len(ds)), desc="read demos", unit="ep", leave=False)]
+    H, W = meta.image_size
+    cam = f"observation.images.{camera or meta.extra.get('camera', 'front')}"
+    cams = {cam: OBS_IMAGE}
+    if all(OBS_WRIST_IMAGE in ep for ep in eps):
+        cams["observation.images.wrist"] = OBS_WRIST_IMAGE
+    kind = "video" if use_videos else "image"
+    features: dict = {}
+    for key in cams:
+        features[key] = {"dtype": kind, "shape": [H, W, 3], "names": ["height", "width", "channels"]}
+    features["observation.state"] = {"dtype": "float32", "shape": [meta.state_dim], "names": [f"state_{i}" for i in range(meta.state_dim)]}
+    features["action"] = {"dtype": "float32", "shape": [meta.action_dim], "names": [f"action_{i}" for i in range(meta.action_dim)]}
+    features["next.reward"] = {"dtype": "float32", "shape": [1], "names": None}
+    features["next.success"] = {"dtype": "bool", "shape": [1], "names": None}
+    features.update(json.loads(json.dumps(DEFAULT_FEATURES)))
+
+    tasks = list(OrderedDict.fromkeys(str(ep[LANGUAGE]) if LANGUAGE in ep else meta.task for ep in eps))
+    lengths = [len(ep[OBS_IMAGE]) for ep in eps]
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int)
+    N = int(sum(lengths))
+    cols = {
+        "observation.state": np.concatenate([ep[OBS_STATE] for ep in eps]).astype(np.float32),
+        "action": np.concatenate([ep[ACTION] for ep in eps]).astype(np.float32),
+        "next.reward": np.concatenate([ep.get(REWARD, np.zeros(len(ep[OBS_IMAGE]), np.float32)) for ep in eps]).astype(np.float32),
+        "next.success": np.concatenate([(np.arange(n) == n - 1) & bool(ep[SUCCESS]) for n, ep in zip(lengths, eps)]),
+        "timestamp": np.concatenate([np.arange(n, dtype=np.float64) / fps for n in lengths]).astype(np.float32),
+        "frame_index": np.concatenate([np.arange(n) for n in lengths]).astype(np.int64),
+        "episode_index": np.concatenate([np.full(n, e) for e, n in enumerate(lengths)]).astype(np.int64),
+        "index": np.arange(N, dtype=np.int64),
+        "task_index": np.concatenate([np.full(n, tasks.index(str(ep[LANGUAGE]) if LANGUAGE in ep else meta.task))
+                                      for n, ep in zip(lengths, eps)]).astype(np.int64),
+    }
+    out = Path(out)
+    with staged_dir(out) as tmp:
+        arrays, names = [], []
+        for key, ft in features.items():
+            if ft["dtype"] == "video":
+                continue
+            if ft["dtype"] == "image":
+                blobs = [_png_bytes(f) for ep in eps for f in ep[cams[key]]]
+                arrays.append(pa.StructArray.from_arrays([pa.array(blobs, pa.binary()), pa.array([None] * N, pa.string())], ["bytes", "path"]))
+            else:
+                arrays.append(_arrow_column(cols[key], ft))
+            names.append(key)
+        hf = {"info": {"features": {k: _hf_feature(features[k]) for k in names}}}
+        table = pa.table(dict(zip(names, arrays))).replace_schema_metadata({b"huggingface": json.dumps(hf).encode()})
+        _write_parquet(table, tmp / DATA_PATH.format(chunk_index=0, file_index=0))
+        if use_videos:
+            for key, src in cams.items():
+                path = tmp / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=0)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                encode_video(path, tqdm((f for ep in eps for f in ep[src]), total=N, desc=f"encode {key}", unit="frame", leave=False),
+                             fps, (H, W), crf)
+                features[key]["info"] = {"video.height": H, "video.width": W, "video.codec": "h264", "video.pix_fmt": "yuv420p",
+                                         "video.is_depth_map": False, "video.fps": fps, "video.channels": 3, "has_audio": False}
+        _write_parquet(_tasks_table(tasks), tmp / "meta" / "tasks.parquet")
+        # per-episode metadata, one row each
+        ep_rows: dict[str, list] = {"episode_index": list(range(len(eps))),
+                                    "tasks": [[str(ep[LANGUAGE]) if LANGUAGE in ep else meta.task] for ep in eps],
+                                    "length": lengths, "data/chunk_index": [0] * len(eps), "data/file_index": [0] * len(eps),
+                                    "dataset_from_index": [int(s) for s in starts], "dataset_to_index": [int(s + n) for s, n in zip(starts, lengths)]}
+        if use_videos:
+            for key in cams:
+                ep_rows[f"videos/{key}/chunk_index"] = [0] * len(eps)
+                ep_rows[f"videos/{key}/file_index"] = [0] * len(eps)
+                ep_rows[f"videos/{key}/from_timestamp"] = [float(s) / fps for s in starts]
+                ep_rows[f"videos/{key}/to_timestamp"] = [float(s + n) / fps for s, n in zip(starts, lengths)]
+        ep_rows["meta/episodes/chunk_index"] = [0] * len(eps)
+        ep_rows["meta/episodes/file_index"] = [0] * len(eps)
+        stat_keys = [k for k in features if features[k]["dtype"] not in ("video", "image")] + list(cams)
+        per_ep = []
+        for e, ep in enumerate(eps):
+            sl = slice(starts[e], starts[e] + lengths[e])
+            per_ep.append({k: feature_stats(ep[cams[k]], image=True) if k in cams else feature_stats(cols[k][sl]) for k in stat_keys})
+        for k in stat_keys:
+            for stat in per_ep[0][k]:
+                ep_rows[f"stats/{k}/{stat}"] = [s[k][stat] for s in per_ep]
+        _write_parquet(pa.table(ep_rows), tmp / EPISODES_PATH.format(chunk_index=0, file_index=0))
+        stats = {k: feature_stats(np.concatenate([ep[cams[k]] for ep in eps]), image=True) if k in cams else feature_stats(cols[k])
+                 for k in stat_keys}
+        atomic_save_json(stats, tmp / "meta" / "stats.json")
+        info = {"codebase_version": CODEBASE_VERSION, "robot_type": robot_type or meta.task, "total_episodes": len(eps), "total_frames": N,
+                "total_tasks": len(tasks), "chunks_size": 1000, "data_files_size_in_mb": 100, "video_files_size_in_mb": 200, "fps": fps,
+                "splits": {"train": f"0:{len(eps)}"}, "data_path": DATA_PATH, "video_path": VIDEO_PATH if use_videos else None,
+                "features": features}
+        atomic_save_json(info, tmp / "meta" / "info.json")
+        atomic_save_json({**asdict(meta), "episode_seeds": [int(ep[SEED]) if SEED in ep else None for ep in eps],
+                          "cameras": cams}, tmp / SIDECAR)
+    return out
+
+
+def _png_bytes(img: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------- read
+class LeRobotDataset:
+    """A LeRobot v3 dataset folder as episodes of the project's format: ``len(ds)``, ``ds[i]`` -> dict of arrays,
+    ``ds.meta`` (``DemoMeta``), so behaviour cloning reads it as it reads a demo folder."""
+
+    def __init__(self, root: str | Path, image_key: str | None = None, wrist_image_key: str | None = None,
+                 state_key: str = "observation.state", action_key: str = "action", tolerance_s: float = 1e-4,
+                 task: str | None = None, action_space: str | None = None):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.root = Path(root)
+        info_path = self.root / "meta" / "info.json"
+        if not info_path.is_file():
+            raise DemoImportError(f"{self.root} is not a LeRobot dataset: no meta/info.json")
+        self.info = info = json.loads(info_path.read_text())
+        version = str(info.get("codebase_version", "?"))
+        if not version.startswith("v3"):
+            raise DemoImportError(f"{self.root}: LeRobot codebase_version {version}; this reader reads v3.x "
+                                  "(convert v2.1 datasets with lerobot's convert_dataset_v21_to_v30)")
+        self.features, self.fps, self.tolerance_s = info["features"], float(info["fps"]), tolerance_s
+        cams = [k for k, ft in self.features.items() if ft.get("dtype") in ("video", "image")]
+        side = self.root / SIDECAR
+        self.sidecar = json.loads(side.read_text()) if side.is_file() else None
+        if self.sidecar and not image_key:
+            inv = {v: k for k, v in self.sidecar.get("cameras", {}).items()}
+            image_key, wrist_image_key = inv.get(OBS_IMAGE), wrist_image_key or inv.get(OBS_WRIST_IMAGE)
+        if image_key is None:
+            if not cams:
+                raise DemoImportError(f"{self.root}: no camera feature (dtype video or image) in meta/info.json")
+            image_key = cams[0]
+            if len(cams) > 1:
+                log.info("%s: using camera %s of %s (choose with image_key)", self.root, image_key, cams)
+        for what, key in (("camera", image_key), ("wrist camera", wrist_image_key), ("state", state_key), ("action", action_key)):
+            if key is not None and key not in self.features:
+                raise DemoImportError(f"{self.root}: no feature {key!r} for the {what}; features: {sorted(self.features)}")
+        for what, key in (("camera", image_key), ("wrist camera", wrist_image_key)):
+            if key is not None and key not in cams:
+                raise DemoImportError(f"{self.root}: {key!r} is a {self.features[key]['dtype']} feature, not a camera")
+        self.image_key, self.wrist_image_key, self.state_key, self.action_key = image_key, wrist_image_key, state_key, action_key
+        ep_files = sorted((self.root / "meta" / "episodes").glob("*/*.parquet"))
+        data_files = sorted((self.root / "data").glob("*/*.parquet"))
+        if not ep_files or not data_files:
+            raise DemoImportError(f"{self.root}: missing {'meta/episodes/*/*.parquet' if not ep_files else 'data/*/*.parquet'}")
+        ep_cols = None
+        tables = []
+        for f in ep_files:
+            schema = pq.read_schema(f)
+            ep_cols = [c for c in schema.names if not c.startswith("stats/")]
+            tables.append(pq.read_table(f, columns=ep_cols))
+        self.episodes = pa.concat_tables(tables, promote_options="default").sort_by("episode_index").to_pylist()
+        wanted = [c for c in (state_key, action_key, "episode_index", "frame_index", "timestamp", "task_index", "next.reward", "next.success")
+                  if c in self.features or c in ("episode_index", "frame_index", "timestamp")]
+        wanted += [k for k in (image_key, wrist_image_key) if k and self.features[k]["dtype"] == "image"]
+        self.data_files = data_files
+        self._wanted = wanted
+        self._data = None
+        tasks_path = self.root / "meta" / "tasks.parquet"
+        self.tasks: dict[int, str] = {}
+        if tasks_path.is_file():
+            t = pq.read_table(tasks_path)
+            name_col = "task" if "task" in t.column_names else "__index_level_0__"
+            self.tasks = dict(zip(t.column("task_index").to_pylist(), t.column(name_col).to_pylist()))
+        self._video_cache: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
+        self.meta = self._make_meta(task, action_space)
+
+    def _make_meta(self, task, action_space) -> DemoMeta:
+        shape = self.features[self.image_key]["shape"]
+        if self.sidecar and tuple(self.sidecar["image_size"]) == (int(shape[0]), int(shape[1])):
+            return DemoMeta.from_json({k: v for k, v in self.sidecar.items() if k in DemoMeta.__dataclass_fields__})
+        return DemoMeta(source="lerobot", task=task or (self.tasks.get(0) or self.root.name), image_size=(int(shape[0]), int(shape[1])),
+                        state_dim=int(self.features[self.state_key]["shape"][0]), action_dim=int(self.features[self.action_key]["shape"][0]),
+                        fps=self.fps, action_space=action_space or "lerobot",
+                        extra={"lerobot": str(self.root), "robot_type": self.info.get("robot_type"), "camera": self.image_key})
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def _table(self):
+        if self._data is None:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            tables = [pq.read_table(f, columns=[c for c in self._wanted if c in pq.read_schema(f).names]) for f in self.data_files]
+            t = pa.concat_tables(tables, promote_options="default")
+            ep = t.column("episode_index").to_numpy()
+            order = np.lexsort((t.column("frame_index").to_numpy(), ep))
+            self._data = t.take(order)
+            self._ep_index = self._data.column("episode_index").to_numpy()
+        return self._data
+
+    def _column(self, t, key: str, rows: np.ndarray) -> np.ndarray:
+        """One column's rows as [rows] (scalar features) or [rows, n] (vector features, fixed-size or plain lists)."""
+        import pyarrow as pa
+
+        values = t.column(key).take(rows).combine_chunks()
+        if pa.types.is_list(values.type) or pa.types.is_large_list(values.type) or pa.types.is_fixed_size_list(values.type):
+            return np.asarray(values.flatten().to_numpy(zero_copy_only=False)).reshape(len(rows), -1)
+        return np.asarray(values.to_numpy(zero_copy_only=False))
+
+    def _frames(self, key: str, e: int, rows, t) -> np.ndarray:
+        ft = self.features[key]
+        if ft["dtype"] == "image":
+            from PIL import Image
+
+            frames = []
+            for item in t.column(key).take(rows).to_pylist():
+                data = item.get("bytes") if item else None
+                if data is None and item and item.get("path"):
+                    data = (self.root / item["path"]).read_bytes()
+                if data is None:
+                    raise DemoImportError(f"{self.root}: episode {e}: an empty {key} image")
+                frames.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.uint8))
+            return np.stack(frames)
+        meta = self.episodes[e]
+        path = self.root / self.info["video_path"].format(video_key=key, chunk_index=meta[f"videos/{key}/chunk_index"],
+                                                           file_index=meta[f"videos/{key}/file_index"])
+        if path not in self._video_cache:
+            self._video_cache.clear()  # one decoded file per camera at a time
+            self._video_cache[path] = decode_video(path)
+        frames, times = self._video_cache[path]
+        query = meta[f"videos/{key}/from_timestamp"] + self._column(t, "timestamp", rows).astype(np.float64).reshape(-1)
+        idx = np.clip(np.searchsorted(times, query), 1, len(times) - 1)
+        idx = np.where(np.abs(times[idx - 1] - query) <= np.abs(times[idx] - query), idx - 1, idx)
+        err = np.abs(times[idx] - query)
+        if (err > self.tolerance_s).any():
+            i = int(np.argmax(err > self.tolerance_s))
+            raise DemoImportError(f"{path}: episode {e} frame {i} is wanted at {query[i]:.4f} s, the nearest frame is at {times[idx[i]]:.4f} s "
+                                  f"(tolerance {self.tolerance_s} s): timestamps and video are out of sync")
+        return frames[idx]
+
+    def _episode_arrays(self, e: int) -> dict:
+        t = self._table()
+        rows = np.flatnonzero(self._ep_index == self.episodes[e]["episode_index"])
+        if len(rows) != self.episodes[e]["length"]:
+            raise DemoImportError(f"{self.root}: episode {e} has {len(rows)} frames in data/, meta/episodes says {self.episodes[e]['length']}")
+        ep = {OBS_IMAGE: self._frames(self.image_key, e, rows, t),
+              OBS_STATE: self._column(t, self.state_key, rows).astype(np.float32).reshape(len(rows), -1),
+              ACTION: self._column(t, self.action_key, rows).astype(np.float32).reshape(len(rows), -1)}
+        if self.wrist_image_key:
+            ep[OBS_WRIST_IMAGE] = self._frames(self.wrist_image_key, e, rows, t)
+        ep[REWARD] = (self._column(t, "next.reward", rows).astype(np.float32).reshape(-1) if "next.reward" in self._wanted
+                      else np.zeros(len(rows), np.float32))
+        ep[SUCCESS] = np.asarray(bool(self._column(t, "next.success", rows).any()) if "next.success" in self._wanted else False)
+        if self.sidecar and e < len(self.sidecar.get("episode_seeds", [])) and self.sidecar["episode_seeds"][e] is not None:
+            ep[SEED] = np.asarray(self.sidecar["episode_seeds"][e], np.int64)
+        tasks = self.episodes[e].get("tasks") or []
+        if tasks and not (self.sidecar and tasks == [self.sidecar.get("task")]):
+            ep[LANGUAGE] = np.asarray(" | ".join(tasks))
+        return ep
+
+    def __getitem__(self, e: int) -> dict:
+        ep = self._episode_arrays(e)
+        for key in (OBS_STATE, ACTION):
+            bad = ~np.isfinite(ep[key]).all(axis=1)
+            if bad.any():
+                raise DemoImportError(f"{self.root}: episode {e}: {key} ({getattr(self, key + '_key', key)}) has NaN/inf at frame {int(np.argmax(bad))}")
+        validate_episode(ep, self.meta, where=f"{self.root} episode {e}")
+        return ep
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+    def episode(self, e: int) -> Episode:
+        ep = self._episode_arrays(e)
+        return Episode(ep[OBS_IMAGE], ep[OBS_STATE], ep[ACTION], ep[REWARD], bool(ep[SUCCESS]), ep.get(OBS_WRIST_IMAGE),
+                       int(ep[SEED]) if SEED in ep else None, str(ep[LANGUAGE]) if LANGUAGE in ep else None)
+
+
+@dataclass
+class LeRobotImportConfig:
+    src: str
+    out_dir: str
+    image_key: str | None = None
+    wrist_image_key: str | None = None
+    state_key: str = "observation.state"
+    action_key: str = "action"
+    tolerance_s: float = 1e-4
+    task: str | None = None
+    action_space: str | None = None
+    image_size: int | None = None
+    skip_bad: bool = False
+
+
+def import_lerobot(cfg: LeRobotImportConfig) -> dict:
+    """LeRobot v3 folder -> demo folder, one ledger unit per episode (keyed by the dataset's content)."""
+    ds = LeRobotDataset(cfg.src, cfg.image_key, cfg.wrist_image_key, cfg.state_key, cfg.action_key, cfg.tolerance_s, cfg.task, cfg.action_space)
+    root = ds.root
+    files = [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    key = content_key(files, root)
+    units = [Unit(f"{key}:{e}", f"{root} episode {e}", lambda e=e: iter([ds.episode(e)])) for e in range(len(ds))]
+    options = {k: v for k, v in asdict(cfg).items() if k not in ("src", "out_dir", "skip_bad")}
+    return run_import(units, cfg.out_dir, "lerobot", options, lambda ep: ds.meta, cfg.image_size, cfg.skip_bad)

@@ -207,7 +207,7 @@ def test_a_params_file_configures_a_node_through_ros_args(tmp_path):
     rclpy.init(args=["--ros-args", "--params-file", str(params)], context=ctx)
     try:
         node = EncoderNode(context=ctx)
-        assert node.p["features_topic"] == "custom/feats" and node.p["pooling"] == "average"
+        assert node.p["features_topic"] == "custom/feats" and node.p["qos_depth"] == 10 and node.encoder.pooling == "average"
         node.destroy_node()
     finally:
         rclpy.shutdown(context=ctx)

@@ -87,8 +87,8 @@ class DemoRecorderNode(Node):
         self.steps: list[dict] = []
         self.pending: dict | None = None
         self.episodes_written = 0
-        self.proprio = Proprioception(self, p, qos_depth=p["qos_depth"])
-        self.create_subscription(Image, p["image_topic"], self.on_image, p["qos_depth"])
+        # commands and state before the frames: when a command and the next frame are ready together, the
+        # executor serves subscriptions in creation order, so the command is paired with the frame it was made for
         if kind == "array":
             self.create_subscription(Float32MultiArray, p["action_topic"], lambda m: setattr(self, "action", multiarray_to_array(m)), p["qos_depth"])
         else:
@@ -102,6 +102,8 @@ class DemoRecorderNode(Node):
                 self.create_subscription(JointTrajectory, p["trajectory_topic"], self.on_trajectory, p["qos_depth"])
         if p["episode_done_topic"]:
             self.create_subscription(Bool, p["episode_done_topic"], self.on_episode_done, p["qos_depth"])
+        self.proprio = Proprioception(self, p, qos_depth=p["qos_depth"])
+        self.create_subscription(Image, p["image_topic"], self.on_image, p["qos_depth"])
         self.create_service(Trigger, "~/start", self.on_start)
         self.create_service(SetBool, "~/stop", self.on_stop)
         self.get_logger().info(f"recording to {p['output_dir']} ({'recording' if self.recording else 'call ~/start'})")

@@ -77,9 +77,10 @@ DEFAULTS = {
     "features_topic": "toto/features",
     "rate_hz": 10.0,  # 0 = once per new frame
     "stale_timeout_s": 0.5,
-    "max_action_norm": 1.0,  # L2 bound on the motion part (all but the gripper)
+    "max_action_norm": 1.0,  # L2 bound on the motion part (all but the gripper); 0 = none (each entry still clipped to [-1, 1])
     "enabled": True,
     "device": "cpu",
+    "torch_threads": 1,  # intra-op threads for inference; 1 leaves cores to DDS and the executor (0 = torch default)
     "diagnostics_period_s": 1.0,
 }
 
@@ -125,6 +126,8 @@ def check_params(p: dict, policy) -> None:
             raise ConfigError(f"output:=joint_trajectory needs state_msg_type:=joint_state and {motion} joint_names "
                               f"(the current positions the trajectory starts from); got {p['state_msg_type']} and {p['joint_names']}")
     if p["state_msg_type"] == "joint_state":
+        if not p["joint_names"]:
+            raise ConfigError("state_msg_type:=joint_state needs joint_names (the arm joints in the policy's state order)")
         dim = 2 * len(p["joint_names"]) + len(p["gripper_joint_names"]) + (3 if p["pose_topic"] else 0)
         if dim != policy.state_dim:
             raise ConfigError(f"joint_names ({len(p['joint_names'])} -> positions + velocities), gripper_joint_names "
@@ -141,6 +144,10 @@ class PolicyNode(Node):
         if not p["policy_dir"]:
             raise ConfigError("toto_policy_node needs the parameter policy_dir (a folder written by toto-robot train-policy)")
         qos = camera_qos(p["qos_depth"], p["qos_reliability"])
+        if p["torch_threads"] > 0:
+            import torch
+
+            torch.set_num_threads(p["torch_threads"])
         try:
             self.policy = load_policy(p["policy_dir"], device=p["device"])
         except (CheckpointError, FileNotFoundError, ValueError) as e:

@@ -43,6 +43,7 @@ DEFAULTS = {
     "expert_noise": 0.1,
     "seed": 0,
     "max_episodes": 0,  # 0 = run forever
+    "max_steps": 0,  # episode length limit; 0 = the task's own
     "image_topic": "camera/image_raw",
     "state_topic": "robot/state",
     "joint_state_topic": "joint_states",
@@ -71,7 +72,7 @@ class SimCameraNode(Node):
         from toto_robot.sim_envs.base_env import CONTROL_DT
 
         try:
-            self.env = make_env(p["task"], image_size=p["image_size"])
+            self.env = make_env(p["task"], image_size=p["image_size"], **({"max_steps": p["max_steps"]} if p["max_steps"] > 0 else {}))
         except ValueError as e:
             raise ConfigError(str(e)) from e
         u = self.env.unwrapped

@@ -85,7 +85,7 @@ def run_stream(name: str, args, enc_dir: str, rclpy_mods) -> dict:
     if "error" in report:
         raise RuntimeError(f"{name}: publisher failed: {report['error']}")
     sent = report["sent"]
-    return {"stream": name, "sent": sent, "sent_hz": report["hz"], "publisher_late": report["late"], "frame_bytes": report["bytes"],
+    return {"stream": name, "sent": sent, "sent_hz": report["hz"], "publisher_skipped": report["skipped"], "frame_bytes": report["bytes"],
             "received": s["frames_received"], "lost": sent - s["frames_received"], "lost_seq_gaps": s["frames_lost"],
             "stale": s["frames_stale"], "processed": s["frames_processed"], "features_hz": s["frames_processed"] / report["seconds"],
             "errors": s["errors"], "unreadable": s["frames_unreadable"],
@@ -146,16 +146,17 @@ def main() -> None:
           f"{enc.feature_dim}-d): {direct_ms:.1f} ms per 64 px frame called directly; torch_threads {args.threads}")
     print(f"Fast DDS profile: {profile or 'Fast DDS defaults'}; node queue depth {args.depth}; prescale {not args.no_prescale}; "
           f"{os.cpu_count()} CPUs; {args.hz:.0f} Hz for {args.seconds:.0f} s per stream")
-    print(f"{'stream':14} {'sent':>5} {'lost':>5} {'stale':>5} {'feat/s':>7} {'lat med':>8} {'p95':>7} {'max':>7} "
+    print(f"{'stream':14} {'sent':>5} {'lost':>5} {'(node)':>6} {'stale':>5} {'feat/s':>7} {'lat med':>8} {'p95':>7} {'max':>7} "
           f"{'cpu%':>5} {'rss+MB':>7} {'load':>10}")
     results = []
     for name in streams:
         r = run_stream(name, args, enc_dir, (rclpy, Parameter, SingleThreadedExecutor))
         results.append(r)
-        print(f"{name:14} {r['sent']:5d} {r['lost']:5d} {r['stale']:5d} {r['features_hz']:7.1f} {r['latency_median_ms']:8.1f} "
+        print(f"{name:14} {r['sent']:5d} {r['lost']:5d} {r['lost_seq_gaps']:6d} {r['stale']:5d} {r['features_hz']:7.1f} {r['latency_median_ms']:8.1f} "
               f"{r['latency_p95_ms']:7.1f} {r['latency_max_ms']:7.1f} {r['cpu_percent']:5.0f} {r['rss_growth_mb']:+7.1f} "
               f"{r['load_before'][0]:4.2f}/{r['load_after'][0]:4.2f}", flush=True)
-    print("lost = sent by the camera process - delivered to the node; stale = delivered while the worker was busy (skipped, newest "
+    print("sent = frames the camera process published (it drops its own frames when it falls behind, as a camera does: "
+          f"{sum(r['publisher_skipped'] for r in results)} here); lost = sent - delivered to the node, (node) = the node's own count from gaps in sequence numbers; stale = delivered while the worker was busy (skipped, newest "
           "frame wins); latency = frame stamp -> features published; cpu% of this process (node + executor), 100 = one core; "
           "load = 1-min load average before/after")
     rclpy.try_shutdown()

@@ -10,6 +10,7 @@ from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import Node
+from launch_ros.parameter_descriptions import ParameterValue
 
 from toto_robot.ros.dds import PROFILE
 
@@ -23,5 +24,5 @@ def generate_launch_description():
         DeclareLaunchArgument("compressed", default_value="false", description="true: sensor_msgs/CompressedImage (JPEG) input"),
         Node(package="toto_robot", executable="toto_encoder_node", name="toto_encoder", output="screen",
              parameters=[params, {"encoder_dir": LaunchConfiguration("encoder_dir"), "image_topic": LaunchConfiguration("image_topic"),
-                                  "compressed": LaunchConfiguration("compressed")}]),
+                                  "compressed": ParameterValue(LaunchConfiguration("compressed"), value_type=bool)}]),
     ])

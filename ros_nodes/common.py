@@ -55,10 +55,6 @@ def camera_qos(depth: int = 10, reliability: str = "best_effort") -> QoSProfile:
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=RELIABILITY[reliability])
 
 
-def sensor_qos(depth: int = 10) -> QoSProfile:
-    return camera_qos(depth, "best_effort")
-
-
 def state_from_msg(msg) -> np.ndarray:
     """std_msgs/Float32MultiArray -> its data. Raises ValueError on NaN/inf (a broken state publisher
     must not reach a policy)."""
@@ -86,8 +82,6 @@ class Proprioception:
     and ``gripper_joint_names``, plus the xyz of geometry_msgs/PoseStamped on ``pose_topic`` if set).
     Subscribes on ``node``; ``on_update`` runs after each accepted message. A message with NaN/inf is
     refused (logged) and the last good state kept."""
-
-    PARAMS = {"state_msg_type": "array", "state_topic": "robot/state", "joint_names": [], "gripper_joint_names": [], "pose_topic": ""}
 
     def __init__(self, node: Node, p: dict, on_update=None, qos_depth: int = 10):
         from toto_robot.ros import control

@@ -122,7 +122,7 @@ class EncoderNode(Node):
     def dropped(self) -> int:
         return self.stats.unreadable
 
-    def on_image(self, msg, info=None) -> None:
+    def on_image(self, msg, info) -> None:  # two arguments: rclpy then passes the MessageInfo (sequence numbers)
         self.stats.on_receive(info)
         self.worker.submit(msg)
 

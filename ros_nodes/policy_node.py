@@ -200,7 +200,7 @@ class PolicyNode(Node):
     def state(self) -> np.ndarray | None:
         return self.proprio.vector
 
-    def on_image(self, msg, info=None) -> None:
+    def on_image(self, msg, info) -> None:  # two arguments: rclpy then passes the MessageInfo (sequence numbers)
         self.stats.on_receive(info)
         try:
             img = compressed_msg_to_array(msg, self.min_side) if self.p["compressed"] else image_msg_to_array(msg, self.min_side)
@@ -208,6 +208,12 @@ class PolicyNode(Node):
             with self.stats.lock:
                 self.stats.unreadable += 1
             self.get_logger().error(f"dropping frame: {e}", throttle_duration_sec=5.0)
+            return
+        except Exception as e:  # noqa: BLE001 - an exception here would end the executor's spin: count it, go on
+            with self.stats.lock:
+                self.stats.errors += 1
+                self.stats.last_error = f"{type(e).__name__}: {e}"
+            self.get_logger().error(f"{type(e).__name__} while reading a frame:\n{traceback.format_exc()}", throttle_duration_sec=5.0)
             return
         stamp = control.stamp_ns(msg.header.stamp)
         if self.event_driven and stamp and stamp <= self.acted_stamp:

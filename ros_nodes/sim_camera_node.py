@@ -122,11 +122,13 @@ class SimCameraNode(Node):
         self._publish_obs(new=True)
 
     def _publish_obs(self, new: bool) -> None:
-        """State messages first (subscribers pair a frame with the latest state), then the frame; one stamp."""
+        """State messages first (subscribers pair a frame with the latest state), then the frame. The header-less
+        array state goes out before the stamp is taken, so its log time is never after the frame's stamp; the
+        JointState, the pose and the frame share that stamp."""
+        self.state_pub.publish(array_to_multiarray(self.obs["state"]))
         if new or self.frame_stamp is None:
             self.frame_stamp = self.get_clock().now().to_msg()
         stamp, d, u = self.frame_stamp, self.env.unwrapped.data, self.env.unwrapped
-        self.state_pub.publish(array_to_multiarray(self.obs["state"]))
         js = JointState(name=self.joint_names, position=d.qpos[self.qadr].tolist(), velocity=d.qvel[self.dadr].tolist())
         js.header.stamp = stamp
         self.joint_pub.publish(js)

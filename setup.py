@@ -73,7 +73,7 @@ setup(
     python_requires=">=3.10",
     packages=packages,
     package_dir=package_dir,
-    package_data={f"{PACKAGE}.configs": ["*.yaml", "**/*.yaml"], f"{PACKAGE}.sim_envs": ["assets/*", "assets/**/*"]},
+    package_data={f"{PACKAGE}.configs": ["*.yaml", "**/*.yaml"], f"{PACKAGE}.ros": ["*.xml"], f"{PACKAGE}.sim_envs": ["assets/*", "assets/**/*"]},
     include_package_data=True,
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

@@ -7,14 +7,17 @@ import os
 
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
-from launch.substitutions import LaunchConfiguration
+from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
+from launch.substitutions import EnvironmentVariable, LaunchConfiguration
 from launch_ros.actions import Node
+
+from toto_robot.ros.dds import PROFILE
 
 
 def generate_launch_description():
     share = get_package_share_directory("toto_robot")
     return LaunchDescription([
+        SetEnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", EnvironmentVariable("FASTDDS_DEFAULT_PROFILES_FILE", default_value=str(PROFILE))),
         DeclareLaunchArgument("output_dir", description="demonstration folder to write"),
         DeclareLaunchArgument("task", default_value="franka_cabinet"),
         Node(package="toto_robot", executable="toto_sim_camera", name="toto_sim_camera", output="screen",

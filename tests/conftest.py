@@ -9,6 +9,8 @@ _worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + int(_worker.lstrip("gw") or 0) + (os.getpid() % 50) * 2))
 os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+# The Fast DDS profile the ROS nodes use (full-size camera frames); child processes inherit it.
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", os.path.join(os.path.dirname(__file__), "..", "toto_robot", "ros", "fastdds_profile.xml"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

@@ -109,7 +109,7 @@ def test_sim_expert_over_ros_is_recorded_then_cloned_then_driven_by_the_policy_n
                                    epochs=3, val_fraction=0.0))
     policy = load_policy(policy_dir)
     node = add(PolicyNode(context=ctx, parameter_overrides=[P("policy_dir", value=str(policy_dir)), P("rate_hz", value=20.0),
-                                                            P("stale_timeout_s", value=0.3)]))
+                                                            P("stale_timeout_s", value=0.3), P("output", value="array")]))
     peer = add(rclpy.create_node("peer2", context=ctx))
     actions = []
     peer.create_subscription(Float32MultiArray, "toto/action", lambda m: actions.append(np.asarray(m.data, np.float32)), 10)
@@ -207,7 +207,7 @@ def test_a_params_file_configures_a_node_through_ros_args(tmp_path):
     rclpy.init(args=["--ros-args", "--params-file", str(params)], context=ctx)
     try:
         node = EncoderNode(context=ctx)
-        assert node.p["features_topic"] == "custom/feats" and node.p["pooling"] == "average"
+        assert node.p["features_topic"] == "custom/feats" and node.p["qos_depth"] == 10 and node.encoder.pooling == "average"
         node.destroy_node()
     finally:
         rclpy.shutdown(context=ctx)

@@ -26,7 +26,7 @@ from toto_robot.constants import ACTION, OBS_IMAGE, OBS_STATE
 from toto_robot.data.demos import DemoDataset, DemoFormatError
 from toto_robot.encoders import encoder_from_spec
 from toto_robot.policies.policy import Policy
-from toto_robot.probes.sweep import extract_tokens
+from toto_robot.probes.sweep import extract_encoder_tokens
 from toto_robot.utils.plots import pyplot, save_figure
 from toto_robot.utils.config import ConfigError, check_int, check_number
 from toto_robot.utils.io import atomic_save_json, atomic_save_tensors, atomic_write_csv, config_hash
@@ -179,13 +179,14 @@ def demo_tokens(encoder, eps: list[dict], cfg: BCConfig) -> list[torch.Tensor]:
         spec = {k: v for k, v in cfg.encoder.items() if k != "pooling"}
         weights = hashlib.sha256(b"".join(p.detach().flatten()[:256].cpu().numpy().tobytes() for p in encoder.backbone_parameters()))
         key = config_hash({"demos": str(Path(cfg.demos).resolve()), "lengths": lengths, "encoder": spec, "layer": encoder.layer,
+                           **({"readout": encoder.token_readout} if encoder.token_readout != "patch" else {}),
                            "backbone": encoder.spec(), "weights": weights.hexdigest()})
         path = Path(cfg.token_cache) / f"tokens-{encoder.name}-{key}.safetensors"
         if path.is_file():
             log.info("frozen demo tokens from %s", path)
             return list(load_file(str(path))["tokens"].split(lengths))
     images = np.concatenate([ep[OBS_IMAGE] for ep in eps])
-    tokens = extract_tokens(encoder, images, [encoder.layer], desc=f"{encoder.name} demo features")[encoder.layer]  # (F, N, C)
+    tokens = extract_encoder_tokens(encoder, images, desc=f"{encoder.name} demo features")  # (F, N, C), or (F, 1, C) read-outs
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_save_tensors({"tokens": tokens.contiguous()}, path)

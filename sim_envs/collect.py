@@ -52,6 +52,7 @@ class CollectConfig:
     videos: bool = True
     preview_episodes: int = 4
     max_attempts_factor: int = 3  # only_success: give up after episodes * factor attempts
+    max_steps: int | None = None  # episode length (None: the task's own); kept in meta.json so evaluation uses the same
 
     def __post_init__(self):
         """Checked before any work; errors name the hydra key (collect.* / task.*) and the allowed range."""
@@ -63,6 +64,8 @@ class CollectConfig:
         check_int(self.seed, "collect.seed", low=0)
         check_int(self.preview_episodes, "collect.preview_episodes", low=0)
         check_int(self.max_attempts_factor, "collect.max_attempts_factor", low=1)
+        if self.max_steps is not None:
+            check_int(self.max_steps, "collect.max_steps", low=1)
         for key in ("only_success", "videos"):
             check_bool(getattr(self, key), f"collect.{key}")
 
@@ -97,15 +100,16 @@ def _tile(clips: list[np.ndarray]) -> np.ndarray:
 
 def collect(cfg: CollectConfig) -> Path:
     out = Path(cfg.out_dir)
+    length = {} if cfg.max_steps is None else {"max_steps": cfg.max_steps}
     if cfg.task in METAWORLD_TASK_IDS:  # its own camera names, no visual randomization
-        env = make_env(cfg.task, image_size=cfg.image_size, **({} if cfg.camera == "agentview" else {"camera": cfg.camera}))
+        env = make_env(cfg.task, image_size=cfg.image_size, **({} if cfg.camera == "agentview" else {"camera": cfg.camera}), **length)
     else:
-        env = make_env(cfg.task, image_size=cfg.image_size, camera=cfg.camera, randomization=cfg.randomization)
+        env = make_env(cfg.task, image_size=cfg.image_size, camera=cfg.camera, randomization=cfg.randomization, **length)
     base = env.unwrapped
     meta = DemoMeta(source="sim", task=cfg.task, image_size=(cfg.image_size, cfg.image_size),
                     state_dim=env.observation_space["state"].shape[0], action_dim=env.action_space.shape[0],
                     fps=float(env.metadata.get("render_fps", 1.0 / CONTROL_DT)), action_space=base.control,
-                    extra={"mode": cfg.mode, "noise": cfg.noise,
+                    extra={"mode": cfg.mode, "noise": cfg.noise, **length,
                                                                "camera": base.camera if cfg.task in METAWORLD_TASK_IDS else cfg.camera})
     writer = DemoWriter(out, meta)  # deletes partial episodes
     done = writer.next_index()

@@ -77,5 +77,11 @@ def test_fast_benchmark_writes_table_plots_protocol_and_resumes(tmp_path, monkey
 
     monkeypatch.setattr(bench, "train_bc", no_training)
     assert main(list(args)) == 0  # resumes: every run is on disk
-    with pytest.raises(Exception, match="encoder_specs.toto.checkpoint"):
-        main(["benchmark", "fast=true", f"out_dir={out}", "encoders=[toto]"])
+    from toto_robot.train.benchmark import encoder_specs
+    from toto_robot.utils.config import ConfigError
+
+    specs = {"toto": {"name": "toto", "checkpoint": "???"}, "random": {"name": "random"}}
+    with pytest.raises(ConfigError, match="encoder_specs.toto.checkpoint"):
+        encoder_specs({"encoders": ["toto"], "encoder_specs": specs})
+    with pytest.raises(ConfigError, match="no entry in encoder_specs"):
+        encoder_specs({"encoders": ["vc1"], "encoder_specs": specs})

@@ -7,7 +7,7 @@ ARGS ?=
 
 .PHONY: install demo test test-fast bench clean
 
-$(STAMP): setup.py setup.cfg requirements/base.txt requirements/ros.txt requirements/assets.txt scripts/install.sh
+$(STAMP): setup.py setup.cfg requirements/base.txt requirements/ros.txt requirements/assets.txt requirements/nodeps.txt scripts/install.sh
 	VENV=$(VENV) bash scripts/install.sh
 	touch $(STAMP)
 

@@ -55,7 +55,7 @@ CORE = [
     "pillow>=10",
 ]
 EXTRAS = {
-    "sim": ["mujoco>=3.2", "mujoco-menagerie>=2026.10.4", "gymnasium>=1.0", "stable-baselines3>=2.3"],
+    "sim": ["mujoco>=3.2", "mujoco-menagerie>=2026.10.4", "gymnasium>=1.0", "stable-baselines3>=2.3", "scipy>=1.11", "imageio>=2.30"],
     "ros": ["catkin-pkg>=1.0", "pyyaml>=6"],  # rclpy itself: ros-kilted-* wheels (requirements/ros.txt) or a ROS 2 install
     "dev": ["pytest>=8", "transformers>=4.45", "tensorboard>=2.16", "catkin-pkg>=1.0"],
     "formats": ["rosbags>=0.11.9", "pyarrow>=15", "google-crc32c>=1.5", "protobuf>=4.25"],  # import-demos / export-demos

@@ -30,6 +30,7 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q --upgrade pip setuptools wheel
 "${PIP[@]}" install -q -r requirements/base.txt -r requirements/ros.txt
 "${PIP[@]}" install -q --no-deps -r requirements/assets.txt
+"${PIP[@]}" install -q --no-deps -r requirements/nodeps.txt
 # torchvision from PyPI links CUDA torch and breaks beside the CPU wheel; nothing here needs it.
 "${PIP[@]}" uninstall -q -y torchvision 2>/dev/null || true
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e .

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from toto_robot.data.demos import DemoDataset, DemoMeta, DemoWriter
 from toto_robot.data.video import write_video
-from toto_robot.sim_envs import TASK_IDS, make_env
+from toto_robot.sim_envs import ALL_TASKS, METAWORLD_TASK_IDS, make_env
 from toto_robot.sim_envs.base_env import CONTROL_DT
 from toto_robot.sim_envs.experts import make_expert
 from toto_robot.utils.config import check_bool, check_choice, check_int, check_number
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CollectConfig:
-    task: str = "franka_pick"  # one of TASK_IDS
+    task: str = "franka_pick"  # one of ALL_TASKS (the project's tasks and the MetaWorld mw_* tasks)
     episodes: int = 20
     out_dir: str = "runs/demos/franka_pick"
     image_size: int = 64
@@ -52,10 +52,11 @@ class CollectConfig:
     videos: bool = True
     preview_episodes: int = 4
     max_attempts_factor: int = 3  # only_success: give up after episodes * factor attempts
+    max_steps: int | None = None  # episode length (None: the task's own); kept in meta.json so evaluation uses the same
 
     def __post_init__(self):
         """Checked before any work; errors name the hydra key (collect.* / task.*) and the allowed range."""
-        check_choice(self.task, "task.name", sorted(TASK_IDS))
+        check_choice(self.task, "task.name", ALL_TASKS)
         check_int(self.episodes, "collect.episodes", low=1)
         check_int(self.image_size, "task.image_size", low=8, high=1024)
         check_choice(self.mode, "collect.mode", ("expert", "random"))
@@ -63,6 +64,8 @@ class CollectConfig:
         check_int(self.seed, "collect.seed", low=0)
         check_int(self.preview_episodes, "collect.preview_episodes", low=0)
         check_int(self.max_attempts_factor, "collect.max_attempts_factor", low=1)
+        if self.max_steps is not None:
+            check_int(self.max_steps, "collect.max_steps", low=1)
         for key in ("only_success", "videos"):
             check_bool(getattr(self, key), f"collect.{key}")
 
@@ -97,11 +100,17 @@ def _tile(clips: list[np.ndarray]) -> np.ndarray:
 
 def collect(cfg: CollectConfig) -> Path:
     out = Path(cfg.out_dir)
-    env = make_env(cfg.task, image_size=cfg.image_size, camera=cfg.camera, randomization=cfg.randomization)
+    length = {} if cfg.max_steps is None else {"max_steps": cfg.max_steps}
+    if cfg.task in METAWORLD_TASK_IDS:  # its own camera names, no visual randomization
+        env = make_env(cfg.task, image_size=cfg.image_size, **({} if cfg.camera == "agentview" else {"camera": cfg.camera}), **length)
+    else:
+        env = make_env(cfg.task, image_size=cfg.image_size, camera=cfg.camera, randomization=cfg.randomization, **length)
     base = env.unwrapped
     meta = DemoMeta(source="sim", task=cfg.task, image_size=(cfg.image_size, cfg.image_size),
                     state_dim=env.observation_space["state"].shape[0], action_dim=env.action_space.shape[0],
-                    fps=1.0 / CONTROL_DT, action_space=base.control, extra={"mode": cfg.mode, "noise": cfg.noise, "camera": cfg.camera})
+                    fps=float(env.metadata.get("render_fps", 1.0 / CONTROL_DT)), action_space=base.control,
+                    extra={"mode": cfg.mode, "noise": cfg.noise, **length,
+                                                               "camera": base.camera if cfg.task in METAWORLD_TASK_IDS else cfg.camera})
     writer = DemoWriter(out, meta)  # deletes partial episodes
     done = writer.next_index()
     _remove_orphan_videos(out, done)

@@ -83,6 +83,8 @@ class CabinetExpert:
 def make_expert(env, noise: float = 0.0, rng: np.random.Generator | None = None):
     """The scripted expert of ``env``'s task (``env`` may be wrapped)."""
     base = env.unwrapped
+    if hasattr(base, "make_expert"):  # suites that bring their own scripted policies (MetaWorld)
+        return base.make_expert(noise, rng)
     if isinstance(base.task, PickTask):
         return PickExpert(base, noise, rng)
     if isinstance(base.task, CabinetTask):

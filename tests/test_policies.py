@@ -130,13 +130,15 @@ def test_bc_reuses_cached_frozen_tokens_only_for_the_same_backbone(cabinet_demos
     def no_encoder(*args, **kwargs):
         raise AssertionError("cached tokens should have been reused")
 
-    real = bc.extract_tokens
-    monkeypatch.setattr(bc, "extract_tokens", no_encoder)
+    real = bc.extract_encoder_tokens
+    monkeypatch.setattr(bc, "extract_encoder_tokens", no_encoder)
     assert run("b", pooling="average") == first  # same backbone and seed: identical run from the cache
     run("c", pooling="attention")  # another pooling of the same frozen backbone: still no feature pass
-    monkeypatch.setattr(bc, "extract_tokens", real)
+    monkeypatch.setattr(bc, "extract_encoder_tokens", real)
     run("d", pooling="average", seed=1)  # another random init is another backbone
     assert len(list(cache.glob("*.safetensors"))) == 2
+    run("e", pooling="cls")  # a ViT read-out caches its class tokens, not the patch tokens
+    assert len(list(cache.glob("*.safetensors"))) == 3
 
 
 def test_action_chunking_predicts_k_actions_and_executes_the_first_steps(cabinet_demos, tmp_path):

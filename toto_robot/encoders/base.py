@@ -141,7 +141,22 @@ class AttentionPool(nn.Module):
         return out.transpose(1, 2).reshape(B, C)
 
 
+class ReadoutPool(nn.Module):
+    """No parameters: the encoder already read out one vector per frame (a ViT's class token, or MAE's
+    normed mean token), [B, T, C]; one frame passes through unchanged, a clip's frames are averaged."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens.mean(dim=1)
+
+
 POOLINGS = ("attention", "average", "spatial_attention")
+# read-outs a ViT's authors use as its feature (encoders.vit): the final-norm class token (MVP, VC-1, MAE
+# pre-training) and MAE's ``--global_pool`` (fc_norm of the mean patch token); "authors" picks the model's own.
+READOUT_POOLINGS = ("cls", "global_pool")
 
 
 def build_pool(kind: str, dim: int, grid: int | None = None) -> nn.Module:
@@ -151,7 +166,11 @@ def build_pool(kind: str, dim: int, grid: int | None = None) -> nn.Module:
         return AttentionPool(dim, positions=True, grid=grid)
     if kind == "average":
         return AveragePool(dim)
-    raise ValueError(f"unknown pooling {kind!r}: expected one of {', '.join(POOLINGS)}")
+    if kind in (*READOUT_POOLINGS, "authors"):
+        raise ValueError(f"pooling {kind!r} reads out a ViT's class token or fc_norm; this encoder has none: "
+                         f"choose one of {', '.join(POOLINGS)}")
+    raise ValueError(f"unknown pooling {kind!r}: expected one of {', '.join(POOLINGS)} "
+                     f"(ViT baselines also: {', '.join(READOUT_POOLINGS)}, authors)")
 
 
 class Encoder(nn.Module, ABC):
@@ -165,6 +184,7 @@ class Encoder(nn.Module, ABC):
 
     kind: str = "encoder"
     token_grid: int | None = None  # tokens of one frame form a token_grid x token_grid raster
+    token_readout: str = "patch"  # what encode_tokens returns: patch tokens, or one read-out vector per frame ("cls", ...)
     token_dim: int
     num_layers: int
     layer: int

@@ -2,6 +2,7 @@
 
     build_encoder("toto_base", checkpoint="runs/pretrain/<run>/final", layer=6, pooling="attention")
     build_encoder("mvp_vit_b", checkpoint="~/weights/mvp_vit_b.pth")
+    build_encoder("vc1_vit_l", checkpoint="~/weights/vc1_vitl.pth", pooling="authors")   # VC-1's own feature
     build_encoder("random", like="runs/pretrain/<run>/final")   # same architecture, untrained
     build_encoder("random")                                        # untrained mae_tiny-shaped ViT
     enc.save_pretrained("out/encoder"); enc = load_encoder("out/encoder")
@@ -15,19 +16,19 @@ import torch
 
 from toto_robot.encoders.base import ENCODER_CONFIG, Encoder
 from toto_robot.encoders.toto import TotoEncoder, build_random_toto_encoder, build_toto_encoder
-from toto_robot.encoders.vit import VIT_CONFIGS, ViTEncoder, build_vit_encoder
+from toto_robot.encoders.vit import VIT_ALIASES, VIT_CONFIGS, ViTEncoder, build_vit_encoder
 from toto_robot.model.toto import CONFIGS as TOTO_SIZES
 from toto_robot.utils.io import CheckpointError, load_pretrained
 
 ENCODER_KINDS: dict[str, type[Encoder]] = {"toto": TotoEncoder, "vit": ViTEncoder}
-ENCODER_NAMES = ["toto", *TOTO_SIZES, "random", *VIT_CONFIGS]
+ENCODER_NAMES = ["toto", *TOTO_SIZES, "random", *VIT_CONFIGS, *VIT_ALIASES]
 
 
 def build_encoder(name: str, checkpoint: str | None = None, layer: int | None = None, pooling: str = "attention",
                   like: str | None = None, seed: int = 0, **kwargs) -> Encoder:
     if name == "toto" or name in TOTO_SIZES:
         return build_toto_encoder(name, checkpoint, layer=layer, pooling=pooling, **kwargs)
-    if name in VIT_CONFIGS:
+    if name in VIT_CONFIGS or name in VIT_ALIASES:
         return build_vit_encoder(name, checkpoint, layer=layer, pooling=pooling, **kwargs)
     if name == "random":
         if like:

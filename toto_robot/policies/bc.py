@@ -27,9 +27,9 @@ from toto_robot.data.demos import DemoFormatError
 from toto_robot.data.formats import open_demos
 from toto_robot.encoders import encoder_from_spec
 from toto_robot.policies.policy import Policy
-from toto_robot.probes.sweep import extract_tokens
+from toto_robot.probes.sweep import extract_encoder_tokens
 from toto_robot.utils.plots import pyplot, save_figure
-from toto_robot.utils.config import ConfigError, check_int, check_number
+from toto_robot.utils.config import ConfigError, check_choice, check_int, check_number
 from toto_robot.utils.io import atomic_save_json, atomic_save_tensors, atomic_write_csv, config_hash
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,9 @@ class BCConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     hidden: int = 256
+    hidden_sizes: list[int] | None = None  # MLP layer widths (None: two layers of `hidden`); CortexBench: [256, 256, 256]
+    activation: str = "gelu"  # gelu | relu (CortexBench)
+    history: int = 1  # frames whose pooled features the head reads, oldest first (CortexBench: 3)
     use_state: bool = True
     chunk: int = 1  # action chunking: predict this many future actions from each frame
     action_steps: int = 1  # ... and execute this many of them before predicting again (1 = closed loop every step)
@@ -60,7 +63,7 @@ class BCConfig:
 
     def __post_init__(self):
         """Checked before any work; errors name the hydra key (policy.*) and the allowed range."""
-        for key, low in (("epochs", 1), ("batch_size", 1), ("hidden", 1), ("chunk", 1), ("action_steps", 1), ("eval_every", 0),
+        for key, low in (("epochs", 1), ("batch_size", 1), ("hidden", 1), ("history", 1), ("chunk", 1), ("action_steps", 1), ("eval_every", 0),
                          ("eval_episodes", 0), ("patience", 0), ("seed", 0)):
             check_int(getattr(self, key), f"policy.{key}" if key != "seed" else "seed", low=low)
         if self.action_steps > self.chunk:
@@ -70,6 +73,11 @@ class BCConfig:
         self.val_fraction = check_number(self.val_fraction, "policy.val_fraction", low=0, high=0.9)
         if self.max_episodes is not None:
             check_int(self.max_episodes, "policy.max_episodes", low=1)
+        check_choice(self.activation, "policy.activation", ("gelu", "relu"))
+        if self.hidden_sizes is not None:
+            self.hidden_sizes = [check_int(h, "policy.hidden_sizes[]", low=1) for h in self.hidden_sizes]
+            if not self.hidden_sizes:
+                raise ConfigError("policy.hidden_sizes must list at least one layer width (or be null)")
 
 
 def load_demo_arrays(root: str | Path, max_episodes: int | None = None):
@@ -104,13 +112,15 @@ def train_bc(cfg: BCConfig) -> Path:
         if ids:
             chunks = np.concatenate([chunk_actions(eps[i][ACTION], cfg.chunk) for i in ids])  # (F, chunk * A)
             tokens[split] = (torch.cat([per_episode[i] for i in ids]), torch.from_numpy(stack(ids, OBS_STATE)).float(),
-                             torch.from_numpy(chunks).float())
-    tr_tok, tr_state, tr_act = tokens["train"]
+                             torch.from_numpy(chunks).float(), history_index([len(per_episode[i]) for i in ids], cfg.history))
+    tr_tok, tr_state, tr_act, tr_hist = tokens["train"]
     mean, std = tr_state.mean(0), tr_state.std(0).clamp_min(1e-3)
     policy = Policy(encoder, meta.state_dim, meta.action_dim, cfg.hidden, cfg.use_state, mean, std,
                     meta={"task": meta.task, "image_size": int(meta.image_size[0]), "action_space": meta.action_space,
                           "binary_gripper": meta.action_space in ("ee_delta", "joint_delta"), "demos": str(cfg.demos),
-                          "camera": meta.extra.get("camera", "agentview")}, chunk=cfg.chunk, action_steps=cfg.action_steps).to(cfg.device)
+                          "camera": meta.extra.get("camera", "agentview"),
+                          **({"max_steps": meta.extra["max_steps"]} if meta.extra.get("max_steps") else {})}, chunk=cfg.chunk, action_steps=cfg.action_steps,
+                    history=cfg.history, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation).to(cfg.device)
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * math.ceil(len(tr_act) / cfg.batch_size)
@@ -124,7 +134,7 @@ def train_bc(cfg: BCConfig) -> Path:
         perm, total = torch.randperm(len(tr_act), generator=g), 0.0
         for i in range(0, len(perm), cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
-            pred = policy.forward_tokens(tr_tok[idx].to(cfg.device), tr_state[idx].to(cfg.device))
+            pred = policy.forward_tokens(tr_tok[tr_hist[idx]].to(cfg.device), tr_state[idx].to(cfg.device))  # (B, history, N, C) tokens
             loss = F.mse_loss(pred, tr_act[idx].to(cfg.device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"behaviour cloning loss is {loss.item()} at epoch {epoch}: {_extreme_values(eps, cfg.demos)}")
@@ -164,6 +174,17 @@ def _extreme_values(eps: list[dict], demos: str) -> str:
     return "; ".join(parts) + " (actions are expected in [-1, 1]); fix or drop that episode"
 
 
+def history_index(lengths: list[int], history: int) -> torch.Tensor:
+    """Row t of episodes laid end to end -> the rows of its last ``history`` frames, oldest first: LongTensor
+    [sum(lengths), history]; before an episode's first frame, that first frame repeats (as ``Policy.act``)."""
+    rows, start = [], 0
+    for n in lengths:
+        t = torch.arange(n)[:, None] + torch.arange(1 - history, 1)[None]  # (n, history)
+        rows.append(start + t.clamp_min(0))
+        start += n
+    return torch.cat(rows) if rows else torch.zeros((0, history), dtype=torch.long)
+
+
 def chunk_actions(actions: np.ndarray, chunk: int) -> np.ndarray:
     """[T, A] -> [T, chunk * A]: row t holds actions t .. t+chunk-1; steps past the end repeat the last action."""
     T = len(actions)
@@ -181,13 +202,14 @@ def demo_tokens(encoder, eps: list[dict], cfg: BCConfig) -> list[torch.Tensor]:
         spec = {k: v for k, v in cfg.encoder.items() if k != "pooling"}
         weights = hashlib.sha256(b"".join(p.detach().flatten()[:256].cpu().numpy().tobytes() for p in encoder.backbone_parameters()))
         key = config_hash({"demos": str(Path(cfg.demos).resolve()), "lengths": lengths, "encoder": spec, "layer": encoder.layer,
+                           **({"readout": encoder.token_readout} if encoder.token_readout != "patch" else {}),
                            "backbone": encoder.spec(), "weights": weights.hexdigest()})
         path = Path(cfg.token_cache) / f"tokens-{encoder.name}-{key}.safetensors"
         if path.is_file():
             log.info("frozen demo tokens from %s", path)
             return list(load_file(str(path))["tokens"].split(lengths))
     images = np.concatenate([ep[OBS_IMAGE] for ep in eps])
-    tokens = extract_tokens(encoder, images, [encoder.layer], desc=f"{encoder.name} demo features")[encoder.layer]  # (F, N, C)
+    tokens = extract_encoder_tokens(encoder, images, desc=f"{encoder.name} demo features")  # (F, N, C), or (F, 1, C) read-outs
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_save_tensors({"tokens": tokens.contiguous()}, path)
@@ -199,8 +221,8 @@ def _val_loss(policy: Policy, val, device) -> float:
     if val is None:
         return float("nan")
     policy.eval()
-    tok, state, act = val
-    losses = [F.mse_loss(policy.forward_tokens(tok[i:i + 256].to(device), state[i:i + 256].to(device)), act[i:i + 256].to(device),
+    tok, state, act, hist = val
+    losses = [F.mse_loss(policy.forward_tokens(tok[hist[i:i + 256]].to(device), state[i:i + 256].to(device)), act[i:i + 256].to(device),
                          reduction="sum").item() for i in range(0, len(act), 256)]
     return sum(losses) / (len(act) * act.shape[1])
 

@@ -24,7 +24,8 @@ def evaluate_policy(policy, task: str, episodes: int = 20, seed: int = 0, image_
     if image_size is None:
         image_size = int(getattr(policy, "meta", {}).get("image_size", 64))
     camera = getattr(policy, "meta", {}).get("camera", "agentview")  # the view the policy was trained on
-    env = make_env(task, image_size=image_size, camera=camera, randomization=randomization)
+    length = getattr(policy, "meta", {}).get("max_steps")  # the episode length its demonstrations were collected with
+    env = make_env(task, image_size=image_size, camera=camera, randomization=randomization, **({"max_steps": length} if length else {}))
     successes, returns, lengths, frames, per_episode = 0, [], [], [], []
     for ep in tqdm(range(episodes), desc=f"eval {task}", unit="ep", leave=False, disable=not progress):
         obs, _ = env.reset(seed=EVAL_SEED_OFFSET + seed * 1000 + ep)

@@ -26,13 +26,22 @@ POLICY_CONFIG = "policy.json"
 HEAD_WEIGHTS = "head.safetensors"
 
 
-class PolicyHead(nn.Module):
-    """[features, normalised state] -> MLP -> tanh action in [-1, 1]."""
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 
-    def __init__(self, feature_dim: int, state_dim: int, action_dim: int, hidden: int = 256):
+
+class PolicyHead(nn.Module):
+    """[features, normalised state] -> MLP (``hidden_sizes``, default two layers of ``hidden``) -> tanh action in [-1, 1]."""
+
+    def __init__(self, feature_dim: int, state_dim: int, action_dim: int, hidden: int = 256, hidden_sizes: list[int] | None = None,
+                 activation: str = "gelu"):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(feature_dim + state_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(),
-                                 nn.Linear(hidden, action_dim))
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
+        sizes = [feature_dim + state_dim, *(hidden_sizes or [hidden, hidden])]
+        layers: list[nn.Module] = []
+        for a, b in zip(sizes[:-1], sizes[1:]):
+            layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
+        self.net = nn.Sequential(*layers, nn.Linear(sizes[-1], action_dim))
 
     def forward(self, features: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
         x = features if state is None else torch.cat([features, state], dim=-1)  # (B, F + S)
@@ -40,36 +49,56 @@ class PolicyHead(nn.Module):
 
 
 class Policy(nn.Module):
+    """Frozen encoder + its trainable pool + MLP head. ``history`` > 1: the head reads the pooled features of
+    the last ``history`` frames, oldest first (CortexBench's frame history); at an episode's start the first
+    frame stands in for the frames before it."""
+
     kind = "bc"
 
     def __init__(self, encoder: Encoder, state_dim: int, action_dim: int, hidden: int = 256, use_state: bool = True,
-                 state_mean=None, state_std=None, meta: dict | None = None, chunk: int = 1, action_steps: int = 1):
+                 state_mean=None, state_std=None, meta: dict | None = None, chunk: int = 1, action_steps: int = 1,
+                 history: int = 1, hidden_sizes: list[int] | None = None, activation: str = "gelu"):
         super().__init__()
         if not 1 <= action_steps <= chunk:
             raise ValueError(f"action_steps must be in 1..chunk ({chunk}), got {action_steps}")
+        if history < 1:
+            raise ValueError(f"history must be >= 1, got {history}")
         self.encoder = encoder
         self.use_state, self.state_dim, self.action_dim, self.hidden = use_state, state_dim, action_dim, hidden
         self.chunk, self.action_steps = chunk, action_steps  # predict `chunk` actions, execute the first `action_steps`
-        self.head = PolicyHead(encoder.feature_dim, state_dim if use_state else 0, action_dim * chunk, hidden)
+        self.history, self.hidden_sizes, self.activation = history, list(hidden_sizes) if hidden_sizes else None, activation
+        self.head = PolicyHead(encoder.feature_dim * history, state_dim if use_state else 0, action_dim * chunk, hidden,
+                               self.hidden_sizes, activation)
         self._queue: deque[np.ndarray] = deque()
+        self._frames: deque[torch.Tensor] = deque(maxlen=history)
         self.register_buffer("state_mean", torch.as_tensor(np.zeros(state_dim) if state_mean is None else state_mean, dtype=torch.float32))
         self.register_buffer("state_std", torch.as_tensor(np.ones(state_dim) if state_std is None else state_std, dtype=torch.float32))
         self.meta = dict(meta or {})
 
     def act_from_features(self, feats: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """Pooled features [B, F] + raw state [B, S] -> actions [B, chunk * A] (state normalised here)."""
+        """Pooled features [B, history * F] + raw state [B, S] -> actions [B, chunk * A] (state normalised here)."""
         return self.head(feats, ((state - self.state_mean) / self.state_std) if self.use_state else None)
 
+    def pool_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Frozen tokens [B, N, C] (one frame) or [B, history, N, C] (oldest first) -> features [B, history * F]."""
+        if tokens.ndim == 3:
+            tokens = tokens[:, None]
+        if tokens.shape[1] != self.history:
+            raise ValueError(f"policy reads {self.history} frame(s) of tokens, got {tokens.shape[1]}")
+        B, H = tokens.shape[:2]
+        return self.encoder.pool(tokens.flatten(0, 1).float()).reshape(B, -1)
+
     def forward_tokens(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """Cached frozen tokens [B, N, C] + raw state [B, S] -> actions [B, chunk * A] (the BC training path)."""
-        return self.act_from_features(self.encoder.pool(tokens.float()), state)
+        """Cached frozen tokens [B, N, C] or [B, history, N, C] + raw state [B, S] -> actions [B, chunk * A] (the BC training path)."""
+        return self.act_from_features(self.pool_tokens(tokens), state)
 
     def forward(self, frames, state: torch.Tensor) -> torch.Tensor:
         return self.forward_tokens(self.encoder.encode_tokens(frames), state)
 
     def reset(self) -> None:
-        """Forget the rest of the current action chunk (call at the start of every episode)."""
+        """Forget the rest of the current action chunk and the frame history (call at the start of every episode)."""
         self._queue.clear()
+        self._frames.clear()
 
     @torch.no_grad()
     def act_with_features(self, obs: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -80,8 +109,12 @@ class Policy(nn.Module):
         image, state = _check_obs(obs, self.state_dim)
         self.eval()
         feats = self.encoder(image[None])  # (1, F)
+        while len(self._frames) < self.history - 1:  # an episode's first frame stands in for the frames before it
+            self._frames.append(feats)
+        self._frames.append(feats)
         if not self._queue:
-            chunk = self.act_from_features(feats, torch.from_numpy(state)[None].to(self.state_mean.device))[0].cpu().numpy()
+            stacked = torch.cat(list(self._frames), dim=-1)  # (1, history * F), oldest first
+            chunk = self.act_from_features(stacked, torch.from_numpy(state)[None].to(self.state_mean.device))[0].cpu().numpy()
             chunk = chunk.reshape(self.chunk, self.action_dim)[: self.action_steps].astype(np.float32)  # (action_steps, A)
             if self.meta.get("binary_gripper"):  # regression averages open/close near the switch; commit to one
                 chunk[:, -1] = np.where(chunk[:, -1] > 0, 1.0, -1.0)
@@ -98,7 +131,8 @@ class Policy(nn.Module):
                             | {"state_mean": self.state_mean, "state_std": self.state_std}, d / HEAD_WEIGHTS)
         atomic_save_json({"kind": self.kind, "state_dim": self.state_dim, "action_dim": self.action_dim, "hidden": self.hidden,
                           "use_state": self.use_state, "encoder": self.encoder.name, "chunk": self.chunk, "action_steps": self.action_steps,
-                          **self.meta}, d / POLICY_CONFIG)
+                          "history": self.history, "hidden_sizes": self.hidden_sizes, "activation": self.activation, **self.meta},
+                         d / POLICY_CONFIG)
         return d
 
 
@@ -159,8 +193,10 @@ def load_policy(directory: str | Path, device: str = "cpu"):
         raise CheckpointError(f"{d} is missing {HEAD_WEIGHTS}")
     encoder = load_encoder(d / "encoder", map_location=device)
     sd = load_file(str(d / HEAD_WEIGHTS), device=device)
-    extra = {k: v for k, v in meta.items() if k not in ("kind", "state_dim", "action_dim", "hidden", "use_state", "encoder", "chunk", "action_steps")}
+    own = ("kind", "state_dim", "action_dim", "hidden", "use_state", "encoder", "chunk", "action_steps", "history", "hidden_sizes", "activation")
+    extra = {k: v for k, v in meta.items() if k not in own}
     policy = Policy(encoder, meta["state_dim"], meta["action_dim"], meta["hidden"], meta["use_state"],
-                    sd.pop("state_mean"), sd.pop("state_std"), meta=extra, chunk=meta.get("chunk", 1), action_steps=meta.get("action_steps", 1))
+                    sd.pop("state_mean"), sd.pop("state_std"), meta=extra, chunk=meta.get("chunk", 1), action_steps=meta.get("action_steps", 1),
+                    history=meta.get("history", 1), hidden_sizes=meta.get("hidden_sizes"), activation=meta.get("activation", "gelu"))
     policy.head.load_state_dict(sd)
     return policy.to(device).eval()

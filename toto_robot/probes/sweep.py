@@ -32,6 +32,16 @@ def extract_tokens(encoder: Encoder, x: np.ndarray, layers: list[int], batch_siz
     return {l: torch.cat(v) for l, v in out.items()}
 
 
+@torch.no_grad()
+def extract_encoder_tokens(encoder: Encoder, x: np.ndarray, batch_size: int = 32, desc: str = "features") -> torch.Tensor:
+    """uint8 images/clips [N, ...] -> float16 [N, L, C]: what ``encoder.pool`` reads (``encode_tokens``): patch
+    tokens of ``encoder.layer``, or one read-out vector per frame for a ViT's ``cls``/``global_pool``."""
+    encoder.eval()
+    out = [encoder.encode_tokens(x[i:i + batch_size]).to("cpu", torch.float16)
+           for i in tqdm(range(0, len(x), batch_size), desc=desc, unit="batch", leave=False)]
+    return torch.cat(out)
+
+
 def layer_sweep(encoder: Encoder, data: ProbeData, layers: list[int] | None = None, poolings=("attention", "average"),
                 epochs: int = 60, lr: float = 1e-2, batch_size: int = 64, seed: int = 0, out_dir: str | Path | None = None) -> list[dict]:
     layers = list(range(1, encoder.num_layers + 1)) if layers is None else list(layers)

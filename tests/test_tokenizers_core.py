@@ -138,3 +138,18 @@ def test_published_dalle_pickles_load_without_their_package_and_without_running_
     with pytest.raises(CheckpointError, match="no nn.Module parameters"):
         load_dalle_weights(tok, tmp_path / "evil.pkl")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind,params", [("dvae", TINY_DVAE), ("vq", {"vocab_size": 32, "width": 16, "code_dim": 8, "downsample": 4})])
+def test_encoder_settings_change_speed_not_codes(kind, params):
+    from toto_robot.tokenizers import build_tokenizer
+
+    torch.manual_seed(0)
+    tok = build_tokenizer(kind, **params).eval()
+    frames = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    fast = tok.encode(frames)
+    assert not fast.is_inference() and fast.dtype == torch.long
+    fast += 0  # callers may modify the codes in place
+    with tok.encode_settings(channels_last=False, inference_mode=False):
+        plain = tok.encode(frames)
+    assert torch.equal(fast, plain)

@@ -150,10 +150,12 @@ class DVAETokenizer(Tokenizer):
             mse = F.mse_loss(recon, x)
         return loss, {"nll": nll.item(), "kl": kl.item(), "tau": tau, "kl_weight": beta, "mse": mse.item()}
 
-    @torch.no_grad()
     def encode(self, frames):
-        x = self.to_unit(self.check_frames(frames))
-        return self.encoder(map_pixels(x)).argmax(1).cpu()  # (B, h, w)
+        frames = self.check_frames(frames)
+        with self._encode_mode():
+            x = self._encoder_input(map_pixels(self.to_unit(frames)))
+            codes = self.encoder(x).argmax(1).cpu()  # (B, h, w)
+        return codes.clone() if codes.is_inference() else codes  # an ordinary tensor for the caller
 
     @torch.no_grad()
     def decode(self, codes):

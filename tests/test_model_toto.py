@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from toto_robot.model import KVCache, Toto, TotoConfig
+from toto_robot.model import fused
 from toto_robot.model.gpt2 import GPT2, GPT2Config
 from toto_robot.utils.io import CheckpointError
 
@@ -51,9 +52,9 @@ def test_logits_equal_transformers_llama_on_the_same_weights():
     hf = export_hf(m)
     x = torch.randint(0, m.config.vocab_size, (2, 64))
     with torch.no_grad():
-        torch.testing.assert_close(hf(x).logits, m(x).logits, atol=1e-4, rtol=0)
+        torch.testing.assert_close(hf(x).logits, m(x).logits, atol=1e-5, rtol=0)
         back = import_hf(hf)
-        torch.testing.assert_close(back(x).logits, m(x).logits, atol=1e-4, rtol=0)
+        torch.testing.assert_close(back(x).logits, m(x).logits, atol=1e-5, rtol=0)
 
 
 def test_bad_inputs_are_named():
@@ -100,3 +101,98 @@ def test_gpt2_variant_has_the_same_contract():
     x = torch.randint(0, 516, (2, 16))
     out = m(x, targets=x, return_layers=[1])
     assert out.logits.shape == (2, 16, 516) and out.hidden[1].shape == (2, 16, 128) and out.loss > 0
+
+
+def _grads(fn, *inputs):
+    out = fn(*inputs)
+    outs = out if isinstance(out, tuple) else (out,)
+    torch.manual_seed(1)
+    torch.autograd.backward(outs, [torch.randn(o.shape) for o in outs])
+    return [o.detach() for o in outs], [i.grad.clone() for i in inputs if i.requires_grad]
+
+
+@pytest.mark.parametrize("n_head,n_kv_head", [(4, 4), (4, 2), (4, 1)])
+def test_fused_kernels_match_plain_ops_in_value_and_gradient(n_head, n_kv_head):
+    torch.manual_seed(0)
+    B, L, hd, F_ = 2, 9, 8, 24
+    cos, sin = fused.rope_tables(L, hd, 10_000.0)
+    cases = [
+        (fused.rms_norm, lambda x, w: fused.rms_norm_reference(x, w, 1e-5), lambda: (torch.randn(B, L, 16), torch.rand(16) + 0.5), (1e-5,)),
+        (fused.qkv_rope, lambda q: fused.qkv_rope_reference(q, cos, sin, n_head, n_kv_head),
+         lambda: (torch.randn(B, L, (n_head + 2 * n_kv_head) * hd),), (cos, sin, n_head, n_kv_head)),
+        (fused.swiglu, fused.swiglu_reference, lambda: (torch.randn(B, L, 2 * F_),), ()),
+    ]
+    for fn, ref, make, extra in cases:
+        a = [t.requires_grad_() for t in make()]
+        b = [t.detach().clone().requires_grad_() for t in a]
+        out_f, grad_f = _grads(lambda *i: fn(*i, *extra), *a)
+        out_r, grad_r = _grads(ref, *b)
+        for x, y in zip(out_f + grad_f, out_r + grad_r):
+            assert x.shape == y.shape
+            torch.testing.assert_close(x, y, atol=2e-6, rtol=1e-5)
+
+
+def test_grouped_query_attention_model_caches_and_matches_hf():
+    pytest.importorskip("transformers")
+    from toto_robot.model.hf import export_hf
+
+    m = tiny(n_kv_head=2)
+    assert m.layers[0].attn.wqkv.weight.shape == ((4 + 2 * 2) * 32, 128)
+    x = torch.randint(0, m.config.vocab_size, (2, 24))
+    full = m(x).logits
+    cache = KVCache()
+    parts = [m(x[:, :10], cache=cache).logits] + [m(x[:, i:i + 1], cache=cache).logits for i in range(10, 24)]
+    assert cache.k[0].shape == (2, 2, 24, 32)  # keys stored once per key/value head
+    torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(export_hf(m)(x).logits, full, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="not a multiple of n_kv_head"):
+        TotoConfig.from_name("toto_tiny", n_kv_head=3)
+
+
+def test_checkpoint_with_separate_qkv_and_gate_up_weights_still_loads(tmp_path):
+    from toto_robot.utils.io import save_pretrained
+
+    m = tiny(n_layer=2)
+    legacy = {}
+    for k, v in m.state_dict().items():
+        if k == "head.weight":
+            continue
+        if k.endswith("attn.wqkv.weight"):
+            for name, part in zip(("wq", "wk", "wv"), v.chunk(3)):
+                legacy[k.replace("wqkv", name)] = part.clone()
+        elif k.endswith("mlp.w13.weight"):
+            for name, part in zip(("w1", "w3"), v.chunk(2)):
+                legacy[k.replace("w13", name)] = part.clone()
+        else:
+            legacy[k] = v
+    assert "layers.1.attn.wk.weight" in legacy and not any("wqkv" in k or "w13" in k for k in legacy)
+    save_pretrained(tmp_path / "old", legacy, m.config.to_dict())
+    back = Toto.from_pretrained(tmp_path / "old").eval()
+    x = torch.randint(0, m.config.vocab_size, (1, 12))
+    assert torch.equal(back(x).logits, m(x).logits)
+    del legacy["layers.0.attn.wv.weight"]
+    save_pretrained(tmp_path / "broken", legacy, m.config.to_dict())
+    with pytest.raises(CheckpointError, match="wv.weight"):
+        Toto.from_pretrained(tmp_path / "broken")
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    x = torch.randint(0, 516, (2, 20))
+    grads = []
+    for recompute in (False, True):
+        m = tiny(n_layer=2).train()
+        m.checkpoint_blocks = recompute
+        m(x, targets=x).loss.backward()
+        grads.append({n: p.grad for n, p in m.named_parameters()})
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], atol=1e-7, rtol=1e-5)
+
+
+def test_patch_token_model_trains_through_the_fused_path():
+    torch.manual_seed(0)
+    m = Toto(TotoConfig.from_name("toto_tiny", input_dim=12, n_layer=1, n_kv_head=2)).train()
+    x = torch.randn(2, 10, 12)
+    out = m(x, targets=x)
+    out.loss.backward()
+    assert out.logits.shape == (2, 10, 12) and m.layers[0].attn.wqkv.weight.grad.abs().sum() > 0

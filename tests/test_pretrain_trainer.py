@@ -190,3 +190,45 @@ def test_continuous_patch_tokens_pretrain_from_frame_shards_and_serve_as_an_enco
     bad.write_bytes(bad.read_bytes()[:-5])
     with pytest.raises(ShardError, match="corrupt shard"):
         ShardDataset(shards)
+
+
+def test_optimizer_state_of_a_checkpoint_with_separate_projections_resumes_the_fused_model():
+    from toto_robot.model import TotoConfig
+    from toto_robot.pretrain import distributed as D
+    from toto_robot.pretrain.trainer import convert_legacy_optimizer
+
+    torch.manual_seed(0)
+    model = Toto(TotoConfig.from_name("toto_tiny", n_layer=1))
+    opt = model.configure_optimizer(1e-2, 0.1)
+    x = torch.randint(0, 500, (2, 16))
+    for _ in range(2):
+        model(x, targets=x).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    fused = D.full_optim_state(model, opt)
+    legacy = {"state": {}, "param_groups": []}  # the layout an older trainer wrote: one entry per projection
+    splits = {"attn.wqkv.weight": ("attn.wq.weight", "attn.wk.weight", "attn.wv.weight"), "mlp.w13.weight": ("mlp.w1.weight", "mlp.w3.weight")}
+    for key, st in fused["state"].items():
+        parts = next(((key[: -len(f)], p) for f, p in splits.items() if key.endswith(f)), None)
+        if parts is None:
+            legacy["state"][key] = st
+            continue
+        prefix, names = parts
+        chunks = {f: v.chunk(len(names)) if v.dim() else [v] * len(names) for f, v in st.items()}
+        for i, n in enumerate(names):
+            legacy["state"][prefix + n] = {f: c[i].clone() for f, c in chunks.items()}
+    for g in fused["param_groups"]:
+        params = []
+        for p in g["params"]:
+            hit = next(((p[: -len(f)], names) for f, names in splits.items() if p.endswith(f)), None)
+            params += [hit[0] + n for n in hit[1]] if hit else [p]
+        legacy["param_groups"].append({**g, "params": params})
+    back = convert_legacy_optimizer(legacy)
+    assert back["state"].keys() == fused["state"].keys()
+    for k in fused["state"]:
+        for f, v in fused["state"][k].items():
+            assert torch.equal(back["state"][k][f], v), (k, f)
+    assert [g["params"] for g in back["param_groups"]] == [g["params"] for g in fused["param_groups"]]
+    opt2 = model.configure_optimizer(1e-2, 0.1)
+    opt2.load_state_dict(back)  # what resume does
+    assert convert_legacy_optimizer(fused) is fused

@@ -98,3 +98,58 @@ def test_bad_frames_and_codes_are_named():
         tok.encode(torch.zeros(1, 30, 32, 3, dtype=torch.uint8))
     with pytest.raises(TokenizerInputError, match="outside the tokenizer vocabulary"):
         tok.decode(torch.full((1, 4, 4), 64))
+
+
+def test_published_dalle_pickles_load_without_their_package_and_without_running_code(tmp_path, monkeypatch):
+    """encoder.pkl / decoder.pkl are whole ``dall_e`` modules pickled with torch.save; they load as they
+    are, with no ``dall_e`` package, and a pickle that would run a command runs nothing."""
+    import sys
+    import types
+
+    from toto_robot.tokenizers.dvae import DalleEncoder
+
+    fake = types.ModuleType("dall_e.encoder")
+    Encoder = type("Encoder", (DalleEncoder,), {"__module__": "dall_e.encoder"})
+    fake.Encoder = Encoder
+    monkeypatch.setitem(sys.modules, "dall_e", types.ModuleType("dall_e"))
+    monkeypatch.setitem(sys.modules, "dall_e.encoder", fake)
+    torch.manual_seed(2)
+    module = Encoder(n_hid=TINY_DVAE["n_hid"], n_blk_per_group=TINY_DVAE["n_blk_per_group"], vocab_size=TINY_DVAE["vocab_size"])
+    module.device = torch.device("cpu")  # dall_e's modules carry attributes like these
+    torch.save(module, tmp_path / "encoder.pkl")
+    monkeypatch.delitem(sys.modules, "dall_e.encoder")
+    monkeypatch.delitem(sys.modules, "dall_e")
+    with pytest.raises(Exception):
+        torch.load(tmp_path / "encoder.pkl")  # torch's default (weights_only) refuses it
+    tok = DVAETokenizer(**TINY_DVAE)
+    load_dalle_weights(tok, tmp_path / "encoder.pkl")
+    for k, v in module.state_dict().items():
+        assert torch.equal(tok.encoder.state_dict()[k], v), k
+
+    marker = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            import os
+
+            return os.system, (f"touch {marker}",)
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pkl")
+    with pytest.raises(CheckpointError, match="no nn.Module parameters"):
+        load_dalle_weights(tok, tmp_path / "evil.pkl")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind,params", [("dvae", TINY_DVAE), ("vq", {"vocab_size": 32, "width": 16, "code_dim": 8, "downsample": 4})])
+def test_encoder_settings_change_speed_not_codes(kind, params):
+    from toto_robot.tokenizers import build_tokenizer
+
+    torch.manual_seed(0)
+    tok = build_tokenizer(kind, **params).eval()
+    frames = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    fast = tok.encode(frames)
+    assert not fast.is_inference() and fast.dtype == torch.long
+    fast += 0  # callers may modify the codes in place
+    with tok.encode_settings(channels_last=False, inference_mode=False):
+        plain = tok.encode(frames)
+    assert torch.equal(fast, plain)

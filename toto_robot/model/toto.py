@@ -2,7 +2,13 @@
 
 Reads like nanoGPT's model.py: config dataclass, then RMSNorm -> RoPE -> attention -> SwiGLU MLP ->
 block -> model, bottom-up, with shapes in comments. Shape legend: B batch, L sequence length,
-D model width, H heads, hd head dim, V vocabulary (tokenizer codes + 4 special ids).
+D model width, H heads, Hkv key/value heads (grouped-query attention when < H), hd head dim,
+F SwiGLU hidden width, V vocabulary (tokenizer codes + 4 special ids).
+
+The train step is lean: one matmul for q, k and v (``attn.wqkv``, rows q | k | v) and one for the
+SwiGLU gate and up projections (``mlp.w13``, rows gate | up), and the elementwise work (RMSNorm,
+rotary embedding, SwiGLU) runs as fused autograd functions (``model/fused.py``). Checkpoints written
+with separate ``wq/wk/wv`` and ``w1/w3`` weights load as they are (``convert_legacy_keys``).
 
 `forward(idx, targets, return_layers)` returns logits, the loss, and the residual stream after the
 requested blocks (0 = embeddings) from the same pass, which is what probes and frozen encoders read.
@@ -19,7 +25,9 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
+from toto_robot.model.fused import qkv_rope, rms_norm, rope_tables, swiglu
 from toto_robot.utils.io import CheckpointError, check_state_dict, load_pretrained, save_pretrained
 
 ARCH = "toto"
@@ -32,6 +40,7 @@ class TotoConfig:
     n_layer: int = 12
     n_head: int = 12
     n_embd: int = 768
+    n_kv_head: int = 0  # key/value heads for grouped-query attention; 0 = n_head (multi-head attention)
     mlp_hidden: int = 3072  # SwiGLU hidden width
     rope_base: float = 10_000.0
     norm_eps: float = 1e-5
@@ -46,6 +55,8 @@ class TotoConfig:
             raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if (self.n_embd // self.n_head) % 2:
             raise ValueError("head dim must be even for rotary embeddings")
+        if self.n_kv_head < 0 or (self.n_kv_head and self.n_head % self.n_kv_head):
+            raise ValueError(f"n_head={self.n_head} is not a multiple of n_kv_head={self.n_kv_head}")
         if self.input_dim < 0 or self.vocab_size <= 0 or self.block_size <= 1:
             raise ValueError(f"bad TotoConfig sizes: {self}")
 
@@ -54,6 +65,14 @@ class TotoConfig:
         if name not in CONFIGS:
             raise KeyError(f"unknown Toto size {name!r}; known: {', '.join(CONFIGS)}")
         return replace(CONFIGS[name], **overrides)
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head or self.n_head
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
 
     def to_dict(self) -> dict:
         return {"arch": ARCH, **asdict(self)}
@@ -90,22 +109,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x):
-        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
-
-
-def rope_cache(length: int, head_dim: int, base: float, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim))
-    t = torch.arange(length, device=device, dtype=torch.float32)
-    freqs = torch.outer(t, inv_freq)  # (L, hd/2)
-    emb = torch.cat([freqs, freqs], dim=-1)  # (L, hd), "rotate half" layout as in LLaMA/HF
-    return emb.cos(), emb.sin()
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    # x: (B, H, L, hd); cos/sin: (L, hd)
-    x1, x2 = x.chunk(2, dim=-1)
-    rotated = torch.cat([-x2, x1], dim=-1)
-    return (x * cos + rotated * sin).type_as(x)
+        return rms_norm(x, self.weight, self.eps)  # F.rms_norm, with a fused backward on CPU
 
 
 class KVCache:
@@ -122,19 +126,16 @@ class KVCache:
 class Attention(nn.Module):
     def __init__(self, cfg: TotoConfig, layer: int):
         super().__init__()
-        self.n_head, self.head_dim, self.layer = cfg.n_head, cfg.n_embd // cfg.n_head, layer
-        self.wq = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
-        self.wk = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
-        self.wv = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.n_head, self.n_kv_head, self.head_dim, self.layer = cfg.n_head, cfg.kv_heads, cfg.head_dim, layer
+        self.wqkv = nn.Linear(cfg.n_embd, (cfg.n_head + 2 * cfg.kv_heads) * cfg.head_dim, bias=False)  # rows q | k | v
         self.wo = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         self.dropout = cfg.dropout
 
     def forward(self, x, cos, sin, cache: KVCache | None = None):
         B, L, D = x.shape
-        q = self.wq(x).view(B, L, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, L, hd)
-        k = self.wk(x).view(B, L, self.n_head, self.head_dim).transpose(1, 2)
-        v = self.wv(x).view(B, L, self.n_head, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # q: (B, H, L, hd); k, v: (B, Hkv, L, hd); q and k rotated by RoPE
+        q, k, v = qkv_rope(self.wqkv(x), cos, sin, self.n_head, self.n_kv_head)
+        gqa = self.n_kv_head != self.n_head
         causal = True
         if cache is not None:
             if self.layer in cache.k:
@@ -144,21 +145,20 @@ class Attention(nn.Module):
             cache.k[self.layer], cache.v[self.layer] = k, v
         if causal and k.shape[2] != L:  # several new queries after a cached prefix
             mask = torch.ones(L, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - L)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=self.dropout if self.training else 0.0)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=self.dropout if self.training else 0.0, enable_gqa=gqa)
         return self.wo(y.transpose(1, 2).reshape(B, L, D))  # (B, L, D)
 
 
 class SwiGLU(nn.Module):
     def __init__(self, cfg: TotoConfig):
         super().__init__()
-        self.w1 = nn.Linear(cfg.n_embd, cfg.mlp_hidden, bias=False)  # gate
-        self.w3 = nn.Linear(cfg.n_embd, cfg.mlp_hidden, bias=False)  # up
+        self.w13 = nn.Linear(cfg.n_embd, 2 * cfg.mlp_hidden, bias=False)  # rows gate (LLaMA's w1) | up (w3)
         self.w2 = nn.Linear(cfg.mlp_hidden, cfg.n_embd, bias=False)  # down
 
     def forward(self, x):
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        return self.w2(swiglu(self.w13(x)))  # (B, L, 2F) -> (B, L, F) -> (B, L, D)
 
 
 class Block(nn.Module):
@@ -189,7 +189,7 @@ class Toto(nn.Module):
         self.head = nn.Linear(cfg.n_embd, out_dim, bias=False)
         if cfg.tie_embeddings and not cfg.input_dim:
             self.head.weight = self.tok_emb.weight
-        cos, sin = rope_cache(cfg.block_size, cfg.n_embd // cfg.n_head, cfg.rope_base)
+        cos, sin = rope_tables(cfg.block_size, cfg.head_dim, cfg.rope_base)  # (block_size, hd/2)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
         self.apply(self._init_weights)
@@ -240,8 +240,12 @@ class Toto(nn.Module):
         x = self.embed(idx)  # (B, L, D)
         hidden = {0: x} if 0 in wanted else {}
         deepest = max(wanted) if (self._probe_only and wanted) else cfg.n_layer
+        recompute = self.checkpoint_blocks and cache is None and torch.is_grad_enabled()
         for i, block in enumerate(self.layers[:deepest], start=1):
-            x = block(x, cos, sin, cache)
+            if recompute:  # activation checkpointing: keep only each block's input, recompute it in backward
+                x = checkpoint(block, x, cos, sin, use_reentrant=False)
+            else:
+                x = block(x, cos, sin, cache)
             if i in wanted:
                 hidden[i] = x
         if deepest < cfg.n_layer:  # features only: no need to run the top of the stack
@@ -260,6 +264,8 @@ class Toto(nn.Module):
 
     # Feature extraction may stop at the deepest requested layer (frozen encoders, probes).
     _probe_only = False
+    # Activation checkpointing of every block in training (the trainer's activation_checkpointing).
+    checkpoint_blocks = False
 
     def features(self, idx: torch.Tensor, layers: list[int]) -> dict[int, torch.Tensor]:
         """Residual stream after each of ``layers`` without running blocks above the deepest one."""
@@ -321,9 +327,36 @@ class Toto(nn.Module):
         return model
 
     def load_weights(self, sd: dict[str, torch.Tensor], source: str) -> None:
+        sd = convert_legacy_keys(sd)
         own = self.state_dict()
         if self.config.tie_embeddings and not self.config.input_dim:
             own.pop("head.weight")
             sd = {k: v for k, v in sd.items() if k != "head.weight"}
         check_state_dict(own, sd, source)
         self.load_state_dict(sd, strict=False)
+
+
+# Checkpoints written before q/k/v and gate/up were fused hold one matrix per projection.
+LEGACY_FUSED = {"attn.wqkv.weight": ("attn.wq.weight", "attn.wk.weight", "attn.wv.weight"),
+                "mlp.w13.weight": ("mlp.w1.weight", "mlp.w3.weight")}
+
+
+def convert_legacy_keys(sd: dict) -> dict:
+    """A state dict with separate ``attn.wq/wk/wv`` and ``mlp.w1/w3`` weights -> the fused layout
+    (rows stacked in that order); a state dict already fused is returned unchanged. Works for any
+    per-parameter values that stack along dim 0 (weights, AdamW moments)."""
+    if not any(k.endswith(LEGACY_FUSED["attn.wqkv.weight"][0]) or k.endswith(LEGACY_FUSED["mlp.w13.weight"][0]) for k in sd):
+        return sd
+    out = dict(sd)
+    for key in sd:
+        for fused, parts in LEGACY_FUSED.items():
+            if key.endswith(parts[0]):
+                prefix = key[: -len(parts[0])]
+                names = [prefix + p for p in parts]
+                missing = [n for n in names if n not in sd]
+                if missing:
+                    raise CheckpointError(f"checkpoint has {key} but not {missing}: cannot build {prefix + fused}")
+                out[prefix + fused] = torch.cat([sd[n] for n in names], dim=0)
+                for n in names:
+                    del out[n]
+    return out

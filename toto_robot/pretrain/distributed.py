@@ -1,4 +1,8 @@
-"""torchrun integration: process group from the environment, DDP or FSDP2 wrapping, full state dicts."""
+"""torchrun integration: process group from the environment, DDP or FSDP2 wrapping, full state dicts.
+
+FSDP2 (``fully_shard``) wraps each block and then the model, with an optional mixed-precision policy
+(parameters gathered and computed in bf16, gradients reduced in fp32); it also runs in a single-process
+group (``init_single_process``), which is how one GPU measures the sharded code path."""
 from __future__ import annotations
 
 import os
@@ -33,19 +37,41 @@ def init_distributed(device: str) -> DistInfo:
     return info
 
 
-def wrap_model(model: nn.Module, parallel: str, info: DistInfo, device: str) -> nn.Module:
-    if info.world_size == 1 or parallel == "none":
+def init_single_process(device: str) -> DistInfo:
+    """A process group of one (rank 0, world size 1; nccl on CUDA, gloo on CPU) unless one exists."""
+    if not dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo", rank=0, world_size=1)
+    if device.startswith("cuda"):
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wrap_model(model: nn.Module, parallel: str, info: DistInfo, device: str, param_dtype: torch.dtype | None = None) -> nn.Module:
+    """DDP when several processes run; FSDP2 whenever a process group exists (one process included).
+    ``param_dtype`` (FSDP only): gather and compute parameters in this dtype, reduce gradients in fp32."""
+    if parallel == "none" or not dist.is_initialized() or (parallel == "ddp" and info.world_size == 1):
         return model
     if parallel == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 
         return DistributedDataParallel(model, device_ids=[info.local_rank] if device.startswith("cuda") else None)
     if parallel == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+        mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32) if param_dtype is not None else MixedPrecisionPolicy()
         for block in model.layers:
-            fully_shard(block)
-        fully_shard(model)
+            fully_shard(block, mp_policy=mp)
+        fully_shard(model, mp_policy=mp)
         return model
     raise ValueError(f"parallel must be none, ddp or fsdp, got {parallel!r}")
 

@@ -32,7 +32,7 @@ from toto_robot.pretrain.schedule import lr_at
 from toto_robot.tokenizers import Tokenizer, load_tokenizer
 from toto_robot.tokenizers.patch import PatchTokenizer
 from toto_robot.utils.config import check_bool, check_choice, check_int, check_number, check_weights
-from toto_robot.utils.flops import train_flops
+from toto_robot.utils.flops import model_flops_per_token, train_flops
 from toto_robot.utils.io import (CheckpointError, atomic_save_json, atomic_write, find_checkpoint, load_pretrained, remove_partial,
                                  save_checkpoint, save_pretrained, staged_dir)
 
@@ -64,7 +64,8 @@ class PretrainConfig:
     seed: int = 0
     device: str = "cpu"
     parallel: str = "ddp"  # ddp | fsdp (used when launched by torchrun with WORLD_SIZE > 1)
-    compile: bool = False
+    compile: bool = False  # torch.compile each block (needs a C++ compiler on CPU, triton on CUDA)
+    activation_checkpointing: bool = False  # recompute each block in the backward pass: less memory, ~1/3 more compute
 
     def __post_init__(self):
         """Every number is checked here, before any work, and an error names the hydra key and its range."""
@@ -80,8 +81,10 @@ class PretrainConfig:
         self.weight_decay = check_number(self.weight_decay, t + "weight_decay", low=0)
         self.grad_clip = check_number(self.grad_clip, t + "grad_clip", low=0, low_open=True)
         check_choice(self.parallel, t + "parallel", ("ddp", "fsdp"))
-        for key in ("resume", "compile"):
+        for key in ("resume", "compile", "activation_checkpointing"):
             check_bool(getattr(self, key), key if key == "resume" else t + key)
+        if self.compile:
+            check_compiler(self.device, t + "compile")
         self.mixture = check_weights(self.mixture, "mixture")
 
 
@@ -150,6 +153,53 @@ def batch_io(batch: torch.Tensor, tokenizer: Tokenizer | None) -> tuple[torch.Te
     return codes, PatchTokenizer.targets(codes)
 
 
+def check_compiler(device: str, key: str = "compile") -> None:
+    """torch.compile needs a C++ compiler for CPU kernels and triton for CUDA ones: say so before any work."""
+    import importlib.util
+
+    if device.startswith("cuda"):
+        if importlib.util.find_spec("triton") is None:
+            raise ValueError(f"{key}=true needs triton for CUDA kernels and it is not installed; set {key}=false")
+    elif not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        raise ValueError(f"{key}=true needs a C++ compiler (c++, g++ or clang++ on PATH) for CPU kernels and none was found; "
+                         f"set {key}=false")
+
+
+def compile_blocks(model: Toto) -> None:
+    """Regional compilation: each block is compiled (they share one graph), the rest stays eager."""
+    for block in model.layers:
+        block.compile()
+
+
+def autocast_for(device: str):
+    """bf16 autocast on CUDA; full precision on CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
+
+
+def optimizer_step(wrapped, model: Toto, opt, micro_batches, accum: int, autocast, grad_clip: float,
+                   count_flops: bool = False) -> tuple[float, torch.Tensor, int | None]:
+    """One optimizer step over ``accum`` micro-batches ``(x, y)`` from the iterator ``micro_batches``
+    (gradients synchronised on the last one only): returns the summed loss, the gradient norm before
+    clipping and, with ``count_flops``, the FLOPs of the first micro-batch counted by PyTorch."""
+    total, flops = 0.0, None
+    for micro in range(accum):
+        x, y = next(micro_batches)
+        sync = micro == accum - 1 or not hasattr(wrapped, "no_sync")
+        ctx = wrapped.no_sync() if not sync else _null()
+        measure = count_flops and micro == 0
+        with train_flops() if measure else _null() as counter:
+            with ctx, autocast:
+                loss = wrapped(x, targets=y).loss / accum
+            loss.backward()
+        if measure:
+            flops = counter.total
+        total += loss.item()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return total, norm, flops
+
+
 def _rng_state() -> dict:
     return {"torch": torch.get_rng_state(), "numpy": np.random.get_state()[1].tolist(), "python": random.getstate()[1]}
 
@@ -178,43 +228,33 @@ def pretrain(cfg: PretrainConfig) -> Path:
         log.info("resumed from %s at step %d", found, step)
     elif found is not None:
         raise CheckpointError(f"{found} already holds a checkpoint; pass resume=true to continue it or choose a new out_dir")
+    model.checkpoint_blocks = cfg.activation_checkpointing
+    if cfg.compile:
+        compile_blocks(model)
     wrapped = D.wrap_model(model, cfg.parallel, info, cfg.device)
-    fwd = torch.compile(wrapped) if cfg.compile else wrapped
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cfg.device.startswith("cuda") else torch.autocast("cpu", enabled=False)
+    autocast = autocast_for(cfg.device)
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         remove_partial(out)
         atomic_save_json({**asdict(cfg), "model_config": model.config.to_dict(), "params": n_params, "tokens_per_step": tokens_per_step,
                           "grad_accum": accum, "world_size": info.world_size}, out / "pretrain_config.json")
     tb = _tensorboard(out) if info.is_main else None
-    flops_per_token = 6 * n_params + 12 * model.config.n_layer * model.config.n_embd * seq
+    flops_per_token = model_flops_per_token(model, seq)
     bar = tqdm(total=cfg.max_steps, initial=step, desc="pretrain", unit="step", disable=not info.is_main)
     t0 = time.perf_counter()
     while step < cfg.max_steps:
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, cfg.min_lr)
         for g in opt.param_groups:
             g["lr"] = lr
-        total = 0.0
-        for micro in range(accum):
-            batch = torch.stack([ds[int(i)] for i in sampler.sample(cfg.micro_batch)]).to(cfg.device)
-            x, y = batch_io(batch, tokenizer)
-            sync = micro == accum - 1 or not hasattr(wrapped, "no_sync")
-            ctx = wrapped.no_sync() if not sync else _null()
-            # The run's very first micro-batch is measured (a counting mode may pick other kernels, so a resumed
-            # run must not measure again: it takes the number from its checkpoint and stays bit-exact).
-            measure = step == 0 and micro == 0
-            with train_flops() if measure else _null() as counter:
-                with ctx, autocast:
-                    loss = fwd(x, targets=y).loss / accum
-                loss.backward()
-            if measure:
-                step_flops = counter.total * accum * info.world_size
-            total += loss.item()
+        micro_batches = (batch_io(torch.stack([ds[int(i)] for i in sampler.sample(cfg.micro_batch)]).to(cfg.device), tokenizer)
+                         for _ in range(accum))
+        # The run's very first micro-batch is measured (a counting mode may pick other kernels, so a resumed
+        # run must not measure again: it takes the number from its checkpoint and stays bit-exact).
+        total, norm, flops = optimizer_step(wrapped, model, opt, micro_batches, accum, autocast, cfg.grad_clip, count_flops=step == 0)
+        if flops is not None:
+            step_flops = flops * accum * info.world_size
         if not np.isfinite(total):
             raise FloatingPointError(f"pretraining loss is {total} at step {step + 1}; lower trainer.lr (now {cfg.lr}) or check the shards in {cfg.shards}")
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
         step += 1
         total = D.all_reduce_mean(total, info)
         dt = time.perf_counter() - t0
@@ -284,10 +324,39 @@ def _load_checkpoint(ckpt: Path, model, opt, sampler, info) -> tuple[int, list, 
     except Exception as e:
         raise CheckpointError(f"refusing to load {ckpt / 'trainer_state.pt'}: not a trainer state of tensors and plain values ({e})") from e
     model.load_weights(sd, source=str(ckpt))
-    opt.load_state_dict(state["optimizer"])
+    opt.load_state_dict(convert_legacy_optimizer(state["optimizer"]))
     sampler.load_state_dict(state["sampler"])
     torch.set_rng_state(state["rng"]["torch"])
     return int(state["step"]), list(state["history"]), state.get("flops_per_step")
+
+
+def convert_legacy_optimizer(osd: dict) -> dict:
+    """An optimizer state saved when q/k/v and gate/up were separate parameters -> the fused layout:
+    per-parameter moments stacked like the weights (``convert_legacy_keys``), step counts kept, the
+    parameter lists renamed. States keyed by parameter name (``full_optim_state``); others pass through."""
+    from toto_robot.model.toto import LEGACY_FUSED
+
+    state = osd.get("state", {})
+    firsts = {parts[0]: (fused, parts) for fused, parts in LEGACY_FUSED.items()}
+    hits = {k: firsts[f] for k in state if isinstance(k, str) for f in firsts if k.endswith(f)}
+    if not hits:
+        return osd
+    new_state, dropped, renamed = dict(state), set(), {}
+    for key, (fused, parts) in hits.items():
+        prefix = key[: -len(parts[0])]
+        names = [prefix + p for p in parts]
+        missing = [n for n in names if n not in state]
+        if missing:
+            raise CheckpointError(f"optimizer state has {key} but not {missing}")
+        first = state[names[0]]
+        new_state[prefix + fused] = {f: torch.cat([state[n][f] for n in names]) if torch.is_tensor(v) and v.dim() else v
+                                     for f, v in first.items()}
+        for n in names:
+            del new_state[n]
+        renamed[names[0]] = prefix + fused
+        dropped.update(names[1:])
+    groups = [{**g, "params": [renamed.get(p, p) for p in g["params"] if p not in dropped]} for g in osd["param_groups"]]
+    return {**osd, "state": new_state, "param_groups": groups}
 
 
 def unigram_entropy(ds: ShardDataset, max_sequences: int = 512) -> float:

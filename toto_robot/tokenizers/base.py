@@ -10,6 +10,7 @@ errors that say what was wrong.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from pathlib import Path
@@ -77,6 +78,29 @@ class Tokenizer(nn.Module):
     def to_uint8(x: torch.Tensor) -> torch.Tensor:
         """float [B, 3, H, W] in [0, 1] -> uint8 [B, H, W, 3] on the CPU."""
         return (x.clamp(0, 1) * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).cpu()
+
+    # ---- encoder settings (convolutional tokenizers) ----
+    encode_channels_last = True  # feed the conv encoder NHWC tensors (oneDNN's fastest layout on CPU)
+    encode_inference_mode = True  # encode under torch.inference_mode (no autograd or version tracking)
+
+    @contextlib.contextmanager
+    def encode_settings(self, channels_last: bool | None = None, inference_mode: bool | None = None):
+        """Temporarily change how ``encode`` runs (benchmarks compare the settings)."""
+        old = self.encode_channels_last, self.encode_inference_mode
+        if channels_last is not None:
+            self.encode_channels_last = channels_last
+        if inference_mode is not None:
+            self.encode_inference_mode = inference_mode
+        try:
+            yield self
+        finally:
+            self.encode_channels_last, self.encode_inference_mode = old
+
+    def _encoder_input(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.encode_channels_last else x
+
+    def _encode_mode(self):
+        return torch.inference_mode() if self.encode_inference_mode else torch.no_grad()
 
     # ---- interface ----
     def config(self) -> dict:

@@ -150,10 +150,12 @@ class DVAETokenizer(Tokenizer):
             mse = F.mse_loss(recon, x)
         return loss, {"nll": nll.item(), "kl": kl.item(), "tau": tau, "kl_weight": beta, "mse": mse.item()}
 
-    @torch.no_grad()
     def encode(self, frames):
-        x = self.to_unit(self.check_frames(frames))
-        return self.encoder(map_pixels(x)).argmax(1).cpu()  # (B, h, w)
+        frames = self.check_frames(frames)
+        with self._encode_mode():
+            x = self._encoder_input(map_pixels(self.to_unit(frames)))
+            codes = self.encoder(x).argmax(1).cpu()  # (B, h, w)
+        return codes.clone() if codes.is_inference() else codes  # an ordinary tensor for the caller
 
     @torch.no_grad()
     def decode(self, codes):
@@ -163,13 +165,72 @@ class DVAETokenizer(Tokenizer):
         return self.to_uint8(unmap_pixels(torch.sigmoid(stats[:, :3])))
 
 
+class _Inert:
+    """Stands in for every class a module pickle names (``dall_e.encoder.Encoder``, ``torch.nn.ReLU`` ...):
+    it records the state it is given and runs nothing."""
+
+    def __init__(self, *args, **kwargs):
+        self.__dict__["_args"] = args
+
+    def __setstate__(self, state):
+        self.__dict__.update(state if isinstance(state, dict) else {"_state": state})
+
+
+# what a pickled nn.Module needs beyond its classes: tensors, parameters, storages, ordered dicts
+_SAFE_GLOBALS = {("collections", "OrderedDict"), ("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_tensor"),
+                 ("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_parameter_with_state"),
+                 ("torch", "device"), ("torch", "Size")}
+
+
+def _module_pickle():
+    """A stand-in for the ``pickle`` module whose Unpickler resolves only the globals above (and
+    torch's storage types); any other name becomes an inert stub class, so loading runs no code."""
+    import pickle
+    import types
+
+    stubs: dict[tuple[str, str], type] = {}
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) in _SAFE_GLOBALS or (module == "torch" and name.endswith("Storage")):
+                return super().find_class(module, name)
+            return stubs.setdefault((module, name), type(name, (_Inert,), {"__module__": f"inert.{module}"}))
+
+    return types.SimpleNamespace(Unpickler=Unpickler, load=lambda f, **kw: Unpickler(f, **kw).load(), __name__="pickle")
+
+
+def read_module_pickle(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of an ``nn.Module`` pickled whole (``torch.save(module)``, as DALL-E's published
+    ``encoder.pkl``/``decoder.pkl``), read without importing or running the code it names: classes
+    become inert stubs, and the parameters and buffers are collected from their ``_parameters`` and
+    ``_buffers`` by the names ``state_dict()`` would give them. Works with ``weights_only`` loading on."""
+    obj = torch.load(path, map_location="cpu", weights_only=False, pickle_module=_module_pickle())
+    out: dict[str, torch.Tensor] = {}
+
+    def walk(node, prefix: str) -> None:
+        d = getattr(node, "__dict__", {})
+        for group in ("_parameters", "_buffers"):
+            for k, v in (d.get(group) or {}).items():
+                if isinstance(v, torch.Tensor):
+                    out[prefix + k] = v.detach().clone()
+        for k, child in (d.get("_modules") or {}).items():
+            if child is not None:
+                walk(child, f"{prefix}{k}.")
+
+    walk(obj, "")
+    if not out:
+        raise CheckpointError(f"{path} holds no nn.Module parameters (is it a pickled module?)")
+    return out
+
+
 def load_dalle_weights(tok: DVAETokenizer, encoder_path: str | Path | None = None, decoder_path: str | Path | None = None) -> DVAETokenizer:
     """Load the official DALL-E dVAE weights from local files into ``tok`` (an 8192-code, n_hid=256 dVAE).
 
-    Each file is a state dict saved with ``torch.save`` in ``dall_e``'s layout
-    (``blocks.input.w`` ...). To convert the published pickles once, on a machine with the
-    ``dall_e`` package: ``torch.save(torch.load("encoder.pkl").state_dict(), "dalle_encoder.pt")``
-    (and likewise for ``decoder.pkl``). Raises ``CheckpointError`` naming missing/unexpected keys.
+    Each file is either the published pickle (``encoder.pkl`` / ``decoder.pkl``, a whole ``dall_e``
+    module) or a state dict in ``dall_e``'s layout (``blocks.input.w`` ...) saved with ``torch.save``.
+    Pickles are read by ``read_module_pickle``, which runs none of the code they name, so neither the
+    ``dall_e`` package nor ``weights_only=False`` is needed. Raises ``CheckpointError`` naming
+    missing/unexpected keys.
     """
     for part, path in (("encoder", encoder_path), ("decoder", decoder_path)):
         if path is None:
@@ -180,7 +241,10 @@ def load_dalle_weights(tok: DVAETokenizer, encoder_path: str | Path | None = Non
         try:
             sd = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise CheckpointError(f"cannot read DALL-E {part} weights {path}: {e}") from e
+            try:  # a whole pickled module (the published .pkl files): read its tensors without running code
+                sd = read_module_pickle(path)
+            except Exception as e2:
+                raise CheckpointError(f"cannot read DALL-E {part} weights {path}: {e}; as a pickled module: {e2}") from e2
         if isinstance(sd, nn.Module):
             sd = sd.state_dict()
         module = getattr(tok, part)

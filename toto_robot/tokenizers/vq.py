@@ -29,6 +29,7 @@ class _Residual(nn.Module):
 
 class VQTokenizer(Tokenizer):
     kind = "vq"
+    encode_channels_last = False  # measured 0.9x slower with NHWC input at batch 4 (bench_tokenizers --variants)
 
     def __init__(self, vocab_size: int = 1024, width: int = 64, code_dim: int = 32, downsample: int = 8,
                  decay: float = 0.99, commitment: float = 0.25, dead_after: int = 50):
@@ -108,12 +109,13 @@ class VQTokenizer(Tokenizer):
         ppl = torch.exp(-(p * torch.log(p + 1e-10)).sum()).item()
         return (c > 0).float().mean().item(), ppl
 
-    @torch.no_grad()
     def encode(self, frames):
-        z = self._encode_z(self.to_unit(self.check_frames(frames)))
-        B, C, h, w = z.shape
-        codes = self._quantize(rearrange(z, "b c h w -> (b h w) c"))
-        return codes.view(B, h, w).cpu()
+        frames = self.check_frames(frames)
+        with self._encode_mode():
+            z = self._encode_z(self._encoder_input(self.to_unit(frames)))  # (B, C, h, w)
+            B, C, h, w = z.shape
+            codes = self._quantize(rearrange(z, "b c h w -> (b h w) c")).view(B, h, w).cpu()
+        return codes.clone() if codes.is_inference() else codes
 
     @torch.no_grad()
     def decode(self, codes):

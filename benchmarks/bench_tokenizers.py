@@ -21,20 +21,11 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).parent))
+from common import timeit  # noqa: E402
 from toto_robot.tokenizers import build_tokenizer  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "tokenizer"
-
-
-def timeit(fn, repeat: int = 3, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def matmul_gflops(n: int = 1024, repeat: int = 5) -> float:

@@ -27,3 +27,36 @@ def _seed_everything():
     np.random.seed(0)
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture
+def ros():
+    """A private rclpy context with one executor: ``(ctx, add(node) -> node, spin_until(cond, timeout) -> bool)``;
+    every node added is closed and destroyed afterwards."""
+    import time
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    ex = SingleThreadedExecutor(context=ctx)
+    nodes = []
+
+    def add(node):
+        nodes.append(node)
+        ex.add_node(node)
+        return node
+
+    def spin_until(cond, timeout=30.0):
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not cond():
+            ex.spin_once(timeout_sec=0.02)
+        return cond()
+
+    yield ctx, add, spin_until
+    for n in nodes:
+        if hasattr(n, "close"):
+            n.close()
+        n.destroy_node()
+    rclpy.shutdown(context=ctx)

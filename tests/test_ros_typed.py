@@ -291,6 +291,7 @@ def test_a_joint_space_policy_commands_a_joint_trajectory_from_the_current_posit
     np.testing.assert_allclose(pt.positions, q + a[:7] * 0.8 * 0.05, atol=1e-4)
 
 
+@pytest.mark.flaky(reruns=2)  # end to end through DDS in lockstep: a loaded 2-core machine can starve it; a rerun, not a looser check
 def test_sim_expert_twist_commands_are_recorded_as_the_expert_actions(ros, tmp_path):
     from toto_robot.data.demos import DemoDataset
     from toto_robot.ros_nodes.demo_recorder_node import DemoRecorderNode
@@ -322,6 +323,7 @@ def test_sim_expert_twist_commands_are_recorded_as_the_expert_actions(ros, tmp_p
     np.testing.assert_array_equal(ep["state"], states[k:k + n])  # JointState + PoseStamped rebuild the env's 19-d state
 
 
+@pytest.mark.flaky(reruns=2)  # end to end through DDS in lockstep: a loaded 2-core machine can starve it; a rerun, not a looser check
 def test_closed_loop_through_twist_does_what_the_offline_rollout_does(ros, tmp_path, request):
     from toto_robot.policies import load_policy
     from toto_robot.ros_nodes.policy_node import PolicyNode, gate_action
@@ -359,7 +361,7 @@ def test_closed_loop_through_twist_does_what_the_offline_rollout_does(ros, tmp_p
         P("joint_names", value=sim.joint_names[:7]), P("gripper_joint_names", value=sim.joint_names[7:]), P("pose_topic", value="toto/ee_pose"),
         P("output", value="twist"), P("max_linear_speed", value=sim.full_speed), P("rate_hz", value=0.0), P("command_stamp", value="frame"),
         P("stale_timeout_s", value=5.0)]))
-    assert spin_until(lambda: sim.episode >= episodes, timeout=150), f"{sim.steps} steps, {sim.episode} episodes"
+    assert spin_until(lambda: sim.episode >= episodes, timeout=300), f"{sim.steps} steps, {sim.episode} episodes"
     assert sim.successes == offline_success and len(executed) == len(offline) and sim.refused == 0
     np.testing.assert_array_equal(np.stack(executed), np.stack(offline))  # step for step, bit for bit
 

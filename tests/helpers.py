@@ -22,3 +22,17 @@ def tiny_toto_run(root: Path, resolution: int = 32, n_layer: int = 4, vocab: int
     tok.save_pretrained(final / "tokenizer")
     atomic_save_json({"tokenizer": {"name": "vq", "resolution": resolution, "tokens_per_frame": hw, "num_frames": 4}}, final / "data.json")
     return final
+
+
+def quiet_for(items: list, seconds: float):
+    """A condition for ``spin_until``: true once ``items`` has not grown for ``seconds`` (messages still on the
+    wire arrive first, then none)."""
+    import time
+
+    seen = {"n": len(items), "t": time.monotonic()}
+
+    def check() -> bool:
+        if len(items) != seen["n"]:
+            seen["n"], seen["t"] = len(items), time.monotonic()
+        return time.monotonic() - seen["t"] >= seconds
+    return check

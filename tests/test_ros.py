@@ -11,6 +11,7 @@ from rclpy.parameter import Parameter  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32MultiArray  # noqa: E402
 
+from helpers import quiet_for  # noqa: E402
 from toto_robot.ros.convert import ImageEncodingError, array_to_image_msg, array_to_multiarray, image_msg_to_array  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.xdist_group("ros")]
@@ -55,6 +56,7 @@ def test_encoder_node_publishes_the_encoders_features(ros, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.flaky(reruns=2)  # end to end through DDS: a loaded 2-core machine can starve it; a rerun, not a looser check
 def test_sim_expert_over_ros_is_recorded_then_cloned_then_driven_by_the_policy_node(ros, tmp_path):
     from toto_robot.data.demos import DemoDataset
     from toto_robot.policies import load_policy
@@ -105,22 +107,13 @@ def test_sim_expert_over_ros_is_recorded_then_cloned_then_driven_by_the_policy_n
     assert all(np.linalg.norm(x[:-1]) <= 1.0 + 1e-6 for x in actions)
 
     # the camera stops: once the frames still on the wire are worked off, the node stops acting and says the camera is stale
-    def quiet_for(seconds: float):
-        seen = {"n": len(actions), "t": time.monotonic()}
-
-        def check() -> bool:
-            if len(actions) != seen["n"]:
-                seen["n"], seen["t"] = len(actions), time.monotonic()
-            return time.monotonic() - seen["t"] >= seconds
-        return check
-
-    assert spin_until(quiet_for(1.0), timeout=15.0) and node.stale
+    assert spin_until(quiet_for(actions, 1.0), timeout=15.0) and node.stale
     # disabled by service: fresh frames, no actions
     client = peer.create_client(SetBool, "/toto_policy/enable")
     assert client.wait_for_service(timeout_sec=10)
     future = client.call_async(SetBool.Request(data=False))
     assert spin_until(future.done, timeout=10) and not node.enabled
-    quiet = quiet_for(1.0)  # commands already on the wire arrive, then none while frames keep coming
+    quiet = quiet_for(actions, 1.0)  # commands already on the wire arrive, then none while frames keep coming
     assert spin_until(lambda: (send(), quiet())[1], timeout=15.0)
     # a NaN joint reading is refused and the last good state is kept
     good = node.state.copy()

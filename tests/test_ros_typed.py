@@ -22,6 +22,7 @@ from sensor_msgs.msg import CompressedImage, Image, JointState  # noqa: E402
 from std_msgs.msg import Float32MultiArray, Float64MultiArray  # noqa: E402
 
 from toto_robot.ros import control  # noqa: E402
+from helpers import quiet_for  # noqa: E402
 from toto_robot.ros.convert import array_to_compressed_msg, array_to_image_msg, compressed_msg_to_array, image_msg_to_array  # noqa: E402
 
 pytestmark = [pytest.mark.ros, pytest.mark.xdist_group("ros")]
@@ -251,12 +252,7 @@ def test_policy_node_reads_joint_states_and_pose_and_commands_twist_and_gripper(
     np.testing.assert_allclose([t.twist.linear.x, t.twist.linear.y, t.twist.linear.z], a[:3] * 0.2, atol=1e-4)
     assert grips[0] == pytest.approx([0.08 + (a[3] + 1) / 2 * -0.08], abs=1e-4)
     # once per frame: the same frame re-sent is not acted on again (commands already on the wire arrive first)
-    seen = {"n": len(twists), "t": time.monotonic()}
-
-    def quiet() -> bool:
-        if len(twists) != seen["n"]:
-            seen["n"], seen["t"] = len(twists), time.monotonic()
-        return time.monotonic() - seen["t"] >= 1.0
+    quiet = quiet_for(twists, 1.0)
     assert spin_until(lambda: (send(), quiet())[1], timeout=15.0)
     assert len({(x.header.stamp.sec, x.header.stamp.nanosec) for x in twists}) == 1 and len(twists) <= 3
 

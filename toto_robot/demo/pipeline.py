@@ -300,8 +300,9 @@ def run_demo(cfg: DemoConfig) -> Path:
     st_cmp = cache.run("compare", cmp_cfg, compare_stage)
     stages.append(st_cmp)
 
-    atomic_save_json(demo_results(cfg, stages), out / "results.json")
-    report = write_report(cfg, out, stages, time.perf_counter() - t_start)
+    results = demo_results(cfg, stages)
+    atomic_save_json(results, out / "results.json")
+    report = write_report(cfg, out, stages, time.perf_counter() - t_start, results["paired"])
     log.info("demo report: %s", report)
     return report
 
@@ -412,7 +413,7 @@ def _step_flops_of_mae(d: Path, image_size: int) -> dict:
     return {"flops_per_step": per_step, "train_flops": per_step * mc["steps"]}
 
 
-def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float) -> Path:
+def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float, paired: list[dict]) -> Path:
     """The report's figures are copied next to it, so the run folder stands alone without the cache."""
     import shutil
 
@@ -513,7 +514,6 @@ def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float) -> Pa
         video = by["compare"].dir / "runs" / cfg.bc_task / label / f"seed{cfg.seeds[0]}" / "rollouts.mp4"
         s.figures.append((keep(video, f"rollouts_{label}.mp4"), f"{label}: first evaluation rollouts"))
 
-    paired = paired_tests(cfg, by["probe"].result, by["compare"].result)
     if paired:
         s = r.section("8. Toto against its controls, item by item")
         s.text.append("Toto against its controls item by item (exact McNemar test on the same validation images, or on the same seeded "

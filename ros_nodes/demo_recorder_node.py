@@ -149,7 +149,7 @@ class DemoRecorderNode(Node):
             img = resize_frames_u8(torch.from_numpy(img)[None], self.p["image_size"])[0].numpy()
         self._close_pending()
         if self.state is None:
-            self.get_logger().warn(f"no state on {self.p['state_topic']} yet; frame skipped", throttle_duration_sec=5.0)
+            self.get_logger().warning(f"no state on {self.p['state_topic']} yet; frame skipped", throttle_duration_sec=5.0)
             return
         self.pending = {"image": img, "state": self.state.copy()}
 

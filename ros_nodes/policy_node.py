@@ -244,7 +244,7 @@ class PolicyNode(Node):
             return False
         if time.monotonic() - self.image_time > self.p["stale_timeout_s"]:
             if not self.stale:
-                self.get_logger().warn(f"no frame for {self.p['stale_timeout_s']} s on {self.p['image_topic']}: output stopped")
+                self.get_logger().warning(f"no frame for {self.p['stale_timeout_s']} s on {self.p['image_topic']}: output stopped")
                 self.policy.reset()
             self.stale = True
             return False
@@ -252,7 +252,7 @@ class PolicyNode(Node):
         state = self.state
         if state is None:
             missing = self.proprio.missing()
-            self.get_logger().warn(f"no state on {self.p['state_topic']} yet{f' (missing {missing})' if missing else ''}; waiting",
+            self.get_logger().warning(f"no state on {self.p['state_topic']} yet{f' (missing {missing})' if missing else ''}; waiting",
                                    throttle_duration_sec=5.0)
             return False
         t0 = time.perf_counter()

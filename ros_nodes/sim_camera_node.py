@@ -181,9 +181,9 @@ class SimCameraNode(Node):
         t = msg.twist
         if max(abs(t.linear.x), abs(t.linear.y), abs(t.linear.z)) > self.full_speed * (1 + 1e-6):
             self.clipped += 1
-            self.get_logger().warn(f"twist faster than the sim's {self.full_speed:.2f} m/s: clipped", throttle_duration_sec=5.0)
+            self.get_logger().warning(f"twist faster than the sim's {self.full_speed:.2f} m/s: clipped", throttle_duration_sec=5.0)
         if abs(t.angular.x) + abs(t.angular.y) + abs(t.angular.z) > 0:
-            self.get_logger().warn("the sim's end effector keeps its orientation: angular velocity ignored", throttle_duration_sec=5.0)
+            self.get_logger().warning("the sim's end effector keeps its orientation: angular velocity ignored", throttle_duration_sec=5.0)
         self.pending_motion = motion
         self._combine()
 

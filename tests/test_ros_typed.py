@@ -257,6 +257,27 @@ def test_policy_node_reads_joint_states_and_pose_and_commands_twist_and_gripper(
     assert len({(x.header.stamp.sec, x.header.stamp.nanosec) for x in twists}) == 1 and len(twists) <= 3
 
 
+def test_policy_node_warns_about_a_stale_camera_and_missing_state_without_raising(ros, tmp_path):
+    """Every warning the node can give goes through one logger: warnings with and without throttling from
+    the same node must not trip rclpy's per-call-site filter check (a deprecated ``warn`` alias shares one
+    call site and raised "Requested logging filters cannot be changed between calls")."""
+    from toto_robot.ros_nodes.policy_node import PolicyNode
+
+    ctx, add, _ = ros
+    node = add(PolicyNode(context=ctx, parameter_overrides=[
+        P("policy_dir", value=str(tiny_policy(tmp_path / "pol"))), P("state_msg_type", value="joint_state"),
+        P("state_topic", value="joint_states"), P("joint_names", value=[f"fr3_joint{i}" for i in range(1, 8)]),
+        P("gripper_joint_names", value=["fr3_finger_joint1", "fr3_finger_joint2"]), P("pose_topic", value="ee_pose"),
+        P("rate_hz", value=0.0)]))
+    node.image, node.image_time = np.zeros((64, 64, 3), np.uint8), time.monotonic() - 60.0
+    assert node.tick() is False and node.stale  # stale camera: output stopped, warned once
+    node.image_time = time.monotonic()
+    for _ in range(3):  # fresh frame, no joint states yet: a throttled warning, every tick
+        assert node.tick() is False and not node.stale
+    node.image_time = time.monotonic() - 60.0
+    assert node.tick() is False and node.stale
+
+
 def test_a_joint_space_policy_commands_a_joint_trajectory_from_the_current_positions(ros, tmp_path):
     from toto_robot.policies import load_policy
     from toto_robot.ros_nodes.policy_node import PolicyNode, gate_action

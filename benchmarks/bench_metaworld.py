@@ -1,7 +1,8 @@
 """MetaWorld (CortexBench tasks) speed: expert-driven env steps/s with the camera (render + step, the
-benchmark's cost per frame), physics only, and the same render with MuJoCo's default visual settings
-(shadows, reflections, skybox, 4x multisampling on) as the reference, on the same model in one process.
-    MUJOCO_GL=egl OMP_NUM_THREADS=1 python benchmarks/bench_metaworld.py [--image-size 256] [--steps 100]
+benchmark's cost per frame), physics only, and the camera alone three ways in one process: the env's
+fast path (simplified render meshes, shadows/reflections/skybox/multisampling off), the same settings on
+metaworld's full meshes, and MuJoCo's default visual settings on the full meshes (the reference).
+    MUJOCO_GL=egl OMP_NUM_THREADS=1 python benchmarks/bench_metaworld.py [--image-size 256] [--steps 100] [--mesh-cell 0.01]
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import mujoco
 import numpy as np
 
 from toto_robot.sim_envs import METAWORLD_TASK_IDS, make_env
+from toto_robot.sim_envs.metaworld_env import MESH_CELL
 
 
 def run(env, n: int, render: bool) -> float:
@@ -60,15 +62,24 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--image-size", type=int, default=256)
     ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--mesh-cell", type=float, default=MESH_CELL, help="render mesh grid in metres (0: full meshes)")
     args = ap.parse_args()
     print(f"MetaWorld at {args.image_size} px, {args.steps} expert steps per figure (MUJOCO_GL={mujoco.__name__ and __import__('os').environ.get('MUJOCO_GL')})")
-    print(f"{'task':24s} {'render+step/s':>13s} {'step only/s':>12s} {'render fps':>11s} {'default fps':>12s} {'speed-up':>9s}")
+    print(f"{'task':24s} {'render+step/s':>13s} {'step only/s':>12s} {'render fps':>11s} {'full meshes':>12s} "
+          f"{'default fps':>12s} {'vs full':>8s} {'vs default':>11s} {'faces':>14s}")
     for task in METAWORLD_TASK_IDS:
-        env = make_env(task, image_size=args.image_size)
+        env = make_env(task, image_size=args.image_size, mesh_cell=args.mesh_cell)
+        ref = make_env(task, image_size=args.image_size, mesh_cell=0)
         full, phys = run(env, args.steps, True), run(env, args.steps, False)
-        fast, slow = fast_render_fps(env, args.steps), default_render_fps(env, max(10, args.steps // 4))
-        print(f"{task:24s} {full:13.1f} {phys:12.1f} {fast:11.1f} {slow:12.1f} {fast / slow:8.1f}x")
+        fast = fast_render_fps(env, args.steps)
+        ref.reset(seed=0)
+        mesh = fast_render_fps(ref, max(10, args.steps // 2))
+        slow = default_render_fps(ref, max(10, args.steps // 4))
+        lod = env.unwrapped.lod
+        faces = f"{lod.faces_before}->{lod.faces_after}" if lod else "full"
+        print(f"{task:24s} {full:13.1f} {phys:12.1f} {fast:11.1f} {mesh:12.1f} {slow:12.1f} {fast / mesh:7.1f}x {fast / slow:10.1f}x {faces:>14s}")
         env.close()
+        ref.close()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,10 @@ the project's observation contract, with metaworld's scripted experts for demons
   which is how the benchmark counts it, without rendering the steps after it.
 * Rendering: metaworld's corner cameras are mounted upside down (mujoco-py's flipped read-back hid it), so
   a camera whose up axis points down is turned 180 degrees (no mirroring); a ``mujoco.Renderer`` of its own with shadows, reflections, skybox and multisampling off
-  (a software rasteriser spends most of a frame on those); ``benchmarks/bench_metaworld.py`` measures it.
+  (a software rasteriser spends most of a frame on those), and the render meshes simplified to a
+  ``mesh_cell`` = 1 cm vertex grid (``render_lod.py``: the Sawyer's 67k triangles become ~14k; the physics
+  is bit-identical, a 64 px frame differs from the full-mesh one by 0.3/255 on average);
+  ``benchmarks/bench_metaworld.py`` measures both.
 """
 from __future__ import annotations
 
@@ -27,6 +30,7 @@ import numpy as np
 from gymnasium import spaces
 
 from toto_robot.sim_envs.metaworld_compat import patch_metaworld
+from toto_robot.sim_envs.render_lod import simplify_render_meshes
 
 # project task name -> metaworld env name (v3, as metaworld 3.1.1 spells them)
 METAWORLD_TASKS = {
@@ -37,13 +41,15 @@ METAWORLD_TASKS = {
     "mw_hammer": "hammer-v3",
 }
 PROPRIO_DIM = 4  # CortexBench's metaworld proprioception: obs[:4]
+MESH_CELL = 0.01  # metres: render meshes simplified to this vertex grid (None/0: metaworld's full meshes)
 
 
 class MetaWorldEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 80}  # metaworld: 5 substeps of 2.5 ms
 
     def __init__(self, task: str = "mw_drawer_open", image_size: int = 256, camera: str = "corner2", max_steps: int = 500,
-                 terminate_on_success: bool = True, render_mode: str | None = "rgb_array", randomization: dict | None = None):
+                 terminate_on_success: bool = True, render_mode: str | None = "rgb_array", randomization: dict | None = None,
+                 mesh_cell: float | None = MESH_CELL):
         if task not in METAWORLD_TASKS:
             raise ValueError(f"unknown MetaWorld task {task!r}; known: {sorted(METAWORLD_TASKS)}")
         if randomization:
@@ -61,6 +67,9 @@ class MetaWorldEnv(gym.Env):
         self.mw.seeded_rand_vec = True  # ... drawn from the env's seeded generator
         self.mw.max_path_length = self.max_steps
         self.model, self.data = self.mw.model, self.mw.data
+        self.mesh_cell = float(mesh_cell) if mesh_cell else None
+        # the camera draws the arm's meshes on a 1 cm vertex grid (render_lod.py): ~4x the frames/s, physics untouched
+        self.lod = simplify_render_meshes(self.model, cell=self.mesh_cell) if self.mesh_cell else None
         cameras = [mujoco.mj_id2name(self.model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(self.model.ncam)]
         if camera not in cameras:
             raise ValueError(f"unknown camera {camera!r}; this scene has {', '.join(c for c in cameras if c)}")

@@ -74,3 +74,44 @@ def test_collector_writes_metaworld_demonstrations(tmp_path):
     assert ep["image"].shape[1:] == (16, 16, 3) and ep["state"].shape[1] == 4 and ep["action"].shape[1] == 4
     assert np.abs(ep["action"]).max() <= 1.0
     assert ds.meta.action_space == "mocap_delta" and ds.meta.extra["camera"] == "corner2"
+
+
+def test_simplified_render_meshes_keep_the_physics_and_the_picture():
+    """The camera's coarse meshes (render_lod.py) change what is drawn, never what is simulated: the same
+    expert episode gives bit-identical states, and the frames stay close to the full-mesh frames."""
+    fine, coarse = make_env("mw_hammer", image_size=48, mesh_cell=0), make_env("mw_hammer", image_size=48)
+    assert fine.unwrapped.lod is None
+    lod = coarse.unwrapped.lod
+    assert lod.meshes >= 5 and lod.faces_after < 0.4 * lod.faces_before
+    obs_f, _ = fine.reset(seed=7)
+    obs_c, _ = coarse.reset(seed=7)
+    ex_f, ex_c = fine.unwrapped.make_expert(), coarse.unwrapped.make_expert()
+    diffs = []
+    for _ in range(40):
+        a_f, a_c = ex_f.act(), ex_c.act()
+        np.testing.assert_array_equal(a_f, a_c)
+        obs_f, *_ = fine.step(a_f)
+        obs_c, *_ = coarse.step(a_c)
+        np.testing.assert_array_equal(fine.unwrapped.data.qpos, coarse.unwrapped.data.qpos)
+        np.testing.assert_array_equal(obs_f["state"], obs_c["state"])
+        diffs.append(np.abs(obs_f["image"].astype(float) - obs_c["image"]).mean())
+    assert 0 < np.mean(diffs) < 2.0  # drawn differently, by less than 2/255 on average
+    fine.close()
+    coarse.close()
+
+
+def test_vertex_clustering_keeps_vertices_and_drops_collapsed_faces():
+    from toto_robot.sim_envs.render_lod import cluster_faces
+
+    # a 2 x 2 square of 8 triangles over a 3 x 3 vertex grid 1 cm apart
+    g = np.array([[x, y, 0.0] for y in range(3) for x in range(3)]) * 0.01
+    quads = [(0, 1, 4, 3), (1, 2, 5, 4), (3, 4, 7, 6), (4, 5, 8, 7)]
+    faces = np.array([t for a, b, c, d in quads for t in ((a, b, c), (a, c, d))])
+    same, idx = cluster_faces(g, faces, cell=0.001)  # finer than the grid: nothing changes
+    np.testing.assert_array_equal(same, faces)
+    np.testing.assert_array_equal(idx, np.arange(8))
+    coarse, idx = cluster_faces(g, faces, cell=0.015)  # cells {0,1,3,4}, {2,5}, {6,7}, {8}: 4 vertices left
+    assert set(coarse.ravel()) <= set(range(9)) and len(set(coarse.ravel())) == 4
+    assert all(len(set(f)) == 3 for f in coarse) and len({tuple(sorted(f)) for f in coarse}) == len(coarse) == 2
+    with pytest.raises(ValueError, match="cell"):
+        cluster_faces(g, faces, cell=0)

@@ -35,6 +35,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from toto_robot.policies.bc import BCConfig, train_bc
+from toto_robot.sim_envs.metaworld_env import MESH_CELL
 from toto_robot.policies.compare import plot_success
 from toto_robot.utils.config import ConfigError, check_bool, check_choice, check_int
 from toto_robot.utils.io import atomic_save_json, atomic_write, atomic_write_csv
@@ -79,7 +80,7 @@ class BenchmarkConfig:
         for key in ("demos", "eval_episodes", "eval_every", "epochs", "history", "batch_size", "image_size", "max_steps"):
             check_int(p[key], f"protocol.{key}", low=1)
         tasks = self.tasks or (FAST["tasks"] if self.fast else SUITES[self.suite])
-        return {**p, "suite": self.suite, "tasks": list(tasks), "camera": self.camera, "fast": self.fast}
+        return {**p, "suite": self.suite, "tasks": list(tasks), "camera": self.camera, "render_mesh_cell_m": MESH_CELL, "fast": self.fast}
 
 
 def run_benchmark(cfg: BenchmarkConfig) -> Path:
@@ -114,7 +115,7 @@ def collect_demos(task: str, proto: dict, root: Path) -> Path:
     """``proto["demos"]`` successful scripted-expert episodes of ``task`` (resumes; one folder per image size)."""
     from toto_robot.sim_envs.collect import CollectConfig, collect
 
-    out = root / f"{task}-{proto['image_size']}px-{proto['max_steps']}steps"
+    out = root / f"{task}-{proto['image_size']}px-{proto['max_steps']}steps-mesh{proto['render_mesh_cell_m'] * 100:g}cm"
     collect(CollectConfig(task=task, episodes=proto["demos"], out_dir=str(out), image_size=proto["image_size"], camera=proto["camera"],
                           noise=0.0, only_success=True, videos=False, preview_episodes=0, randomization={}, max_steps=proto["max_steps"]))
     return out
@@ -184,7 +185,8 @@ def write_protocol_md(proto: dict, cfg: BenchmarkConfig, path: Path) -> None:
     lines += ["", "Encoders:", ""] + [f"* {label}: {json.dumps(spec)}" for label, spec in cfg.encoders.items()]
     lines += ["", "Differences from CortexBench: metaworld 3.1.1's v3 tasks (CortexBench: v2), camera corner2 (top_cap2 is in its "
               "metaworld fork only), episodes end at the first success, tanh on the action output, AdamW with a one-cycle schedule, "
-              "the project's trainable pool unless the encoder asks for `pooling: authors`.", ""]
+              "the project's trainable pool unless the encoder asks for `pooling: authors`, render meshes simplified to a "
+              f"{proto['render_mesh_cell_m'] * 100:g} cm vertex grid (sim_envs/render_lod.py; physics unchanged).", ""]
     with atomic_write(path, "w") as f:
         f.write("\n".join(lines))
 

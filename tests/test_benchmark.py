@@ -67,6 +67,7 @@ def test_fast_benchmark_writes_table_plots_protocol_and_resumes(tmp_path, monkey
     for name in ("summary.md", "success.png", "curves.png", "protocol.md"):
         assert (out / name).stat().st_size > 0
     assert "best epoch" in (out / "summary.md").read_text()
+    assert "eval_episodes 1 (CortexBench: 25)" in (out / "protocol.md").read_text()  # every cut from the protocol is named
     demos = json.loads(next((tmp_path / "demos").glob("*/summary.json")).read_text())
     assert demos["episodes"] == 2 and demos["success_rate"] == 1.0  # the scripted expert's successful episodes
 

@@ -180,8 +180,13 @@ def markdown_table(summary: list[dict], proto: dict) -> str:
 
 
 def write_protocol_md(proto: dict, cfg: BenchmarkConfig, path: Path) -> None:
-    lines = ["# Protocol", "", f"Suite: {proto['suite']} ({'fast CI mode' if proto['fast'] else 'CortexBench protocol'}).", ""]
+    changed = {k: v for k, v in proto.items() if k in PROTOCOL and v != PROTOCOL[k]}
+    kind = "fast CI mode" if proto["fast"] else "CortexBench protocol, budgeted" if changed else "CortexBench protocol"
+    lines = ["# Protocol", "", f"Suite: {proto['suite']} ({kind}).", ""]
     lines += [f"* {k}: {v}" for k, v in proto.items() if k not in ("suite", "fast")]
+    if changed:
+        lines += ["", "Changed from CortexBench's protocol: " + ", ".join(f"{k} {v} (CortexBench: {PROTOCOL[k]})" for k, v in changed.items())
+                  + ". With fewer evaluations the best epoch is a maximum over fewer points, so it sits closer to the last epoch."]
     lines += ["", "Encoders:", ""] + [f"* {label}: {json.dumps(spec)}" for label, spec in cfg.encoders.items()]
     lines += ["", "Differences from CortexBench: metaworld 3.1.1's v3 tasks (CortexBench: v2), camera corner2 (top_cap2 is in its "
               "metaworld fork only), episodes end at the first success, tanh on the action output, AdamW with a one-cycle schedule, "

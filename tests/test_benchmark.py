@@ -45,20 +45,42 @@ def test_policy_reads_the_last_three_frames_oldest_first_and_round_trips(tmp_pat
     np.testing.assert_allclose(again.act({"image": frames[0], "state": state}), want[0], atol=1e-5)
 
 
+def test_act_batch_keeps_each_rollouts_history_and_action_chunk():
+    torch.manual_seed(0)
+    policy = Policy(build_encoder("random", pooling="average"), state_dim=4, action_dim=4, history=2, chunk=3, action_steps=2).eval()
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (2, 5, 64, 64, 3), dtype=np.uint8)  # two rollouts x five steps
+    states = rng.normal(size=(2, 5, 4)).astype(np.float32)
+    want = []
+    for r in range(2):  # each rollout alone through act()
+        policy.reset()
+        want.append([policy.act({"image": frames[r, t], "state": states[r, t]}) for t in range(5)])
+    memories = [policy.new_episode(), policy.new_episode()]
+    for t in range(5):
+        live = [0, 1] if t < 3 else [1]  # rollout 0 ends after three steps; rollout 1 goes on alone
+        actions, feats = policy.act_batch([{"image": frames[r, t], "state": states[r, t]} for r in live], [memories[r] for r in live])
+        assert actions.shape == (len(live), 4) and feats.shape == (len(live), 192)
+        for r, a in zip(live, actions):
+            np.testing.assert_allclose(a, want[r][t], atol=1e-5)
+    with pytest.raises(ValueError, match="2 observations for 1"):
+        policy.act_batch([{"image": frames[0, 0], "state": states[0, 0]}] * 2, [memories[0]])
+
+
 @pytest.mark.slow
 def test_fast_benchmark_writes_table_plots_protocol_and_resumes(tmp_path, monkeypatch):
     pytest.importorskip("metaworld", reason="metaworld (requirements/nodeps.txt)")
     from toto_robot.cli import main
 
     out = tmp_path / "bench"
-    args = ["benchmark", "fast=true", f"out_dir={out}", f"demos_dir={tmp_path / 'demos'}", "encoders=[random]", "+protocol.eval_episodes=1"]
+    args = ["benchmark", "fast=true", f"out_dir={out}", f"demos_dir={tmp_path / 'demos'}", "encoders=[random]", "+protocol.eval_episodes=1",
+            "+protocol.seeds=[100,200]", "workers=2", "eval_batch=2"]  # two runs in two spawned worker processes
     assert main(list(args)) == 0
     proto = json.loads((out / "protocol.json").read_text())["protocol"]
     assert proto["fast"] and proto["eval_episodes"] == 1 and proto["history"] == 3 and proto["hidden_sizes"] == [256, 256, 256] and proto["tasks"] == ["mw_button_press_topdown"]
     with open(out / "results.csv") as f:
-        (row,) = list(csv.DictReader(f))
-    assert row["encoder"] == "random" and row["seed"] == "100" and int(row["last_epoch"]) == 2
-    assert float(row["best_success"]) >= float(row["last_success"])
+        rows = list(csv.DictReader(f))
+    assert [(r["encoder"], r["seed"], int(r["last_epoch"])) for r in rows] == [("random", "100", 2), ("random", "200", 2)]
+    assert all(float(r["best_success"]) >= float(r["last_success"]) for r in rows)
     with open(out / "summary.csv") as f:
         summary = list(csv.DictReader(f))
     assert {r["task"] for r in summary} == {"mw_button_press_topdown", "mean"}

@@ -41,6 +41,9 @@ def test_bc_on_frozen_encoder_opens_the_drawer_and_reloads(cabinet_demos, tmp_pa
     policy = load_policy(policy_dir)
     result = evaluate_policy(policy, "franka_cabinet", episodes=6, progress=False)
     assert result["successes"] >= 4, result  # measured 9/10 with 60 demos; random actions never open it
+    lockstep = evaluate_policy(policy, "franka_cabinet", episodes=6, progress=False, batch=4)  # groups of 4 and 2 envs
+    assert lockstep["per_episode"] == result["per_episode"]  # the same seeded episodes, one batched encoder pass per step
+    assert lockstep["mean_return"] == pytest.approx(result["mean_return"], rel=0.02)
     obs = {"image": np.zeros((64, 64, 3), np.uint8), "state": np.zeros(19, np.float32)}
     again = load_policy(policy_dir)
     np.testing.assert_array_equal(policy.act(obs), again.act(obs))

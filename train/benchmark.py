@@ -31,7 +31,8 @@ def encoder_specs(c: dict) -> dict[str, dict]:
 def main(cfg: DictConfig) -> None:
     c = OmegaConf.to_container(cfg, resolve=True)
     out = run_benchmark(BenchmarkConfig(encoders=encoder_specs(c), out_dir=str(c["out_dir"]), suite=c["suite"], tasks=c["tasks"],
-                                        fast=c["fast"], demos_dir=c["demos_dir"], camera=c["camera"], overrides=c["protocol"] or {}))
+                                        fast=c["fast"], demos_dir=c["demos_dir"], camera=c["camera"], overrides=c["protocol"] or {},
+                                        workers=c["workers"], eval_batch=c["eval_batch"]))
     print((out / "summary.md").read_text())
 
 

@@ -55,6 +55,7 @@ class BCConfig:
     max_episodes: int | None = None
     eval_every: int = 0  # epochs between success evaluations in the sim task (0 = only at the end if eval_episodes)
     eval_episodes: int = 0
+    eval_batch: int = 1  # rollouts stepped in lockstep, their frames encoded in one pass (evaluate_policy's batch)
     patience: int = 0  # > 0: stop when the held-out loss has not improved for this many epochs
     keep_best: bool = True  # save the epoch with the lowest held-out loss (needs val_fraction > 0)
     token_cache: str | None = None  # folder of frozen demo tokens shared by runs with the same demos and backbone (any pooling or seed)
@@ -64,7 +65,7 @@ class BCConfig:
     def __post_init__(self):
         """Checked before any work; errors name the hydra key (policy.*) and the allowed range."""
         for key, low in (("epochs", 1), ("batch_size", 1), ("hidden", 1), ("history", 1), ("chunk", 1), ("action_steps", 1), ("eval_every", 0),
-                         ("eval_episodes", 0), ("patience", 0), ("seed", 0)):
+                         ("eval_episodes", 0), ("eval_batch", 1), ("patience", 0), ("seed", 0)):
             check_int(getattr(self, key), f"policy.{key}" if key != "seed" else "seed", low=low)
         if self.action_steps > self.chunk:
             raise ConfigError(f"policy.action_steps must be <= policy.chunk ({self.chunk}), got {self.action_steps}")
@@ -147,7 +148,8 @@ def train_bc(cfg: BCConfig) -> Path:
         if cfg.eval_episodes and ((cfg.eval_every and epoch % cfg.eval_every == 0) or epoch == cfg.epochs):
             from toto_robot.policies.evaluate import evaluate_policy
 
-            row["success_rate"] = evaluate_policy(policy, meta.task, cfg.eval_episodes, seed=cfg.seed, progress=False)["success_rate"]
+            row["success_rate"] = evaluate_policy(policy, meta.task, cfg.eval_episodes, seed=cfg.seed, progress=False,
+                                                 batch=cfg.eval_batch)["success_rate"]
         history.append(row)
         bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}" if row["val_loss"] == row["val_loss"] else "-")
         if row["val_loss"] < best[0]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -63,10 +64,14 @@ class BenchmarkConfig:
     demos_dir: str | None = None  # where demonstrations are collected (shared between benchmark runs); default out_dir/demos
     camera: str = "corner2"
     overrides: dict = field(default_factory=dict)  # any PROTOCOL key, e.g. {"epochs": 50}
+    workers: int = 1  # BC runs in parallel processes (each gets cores / workers torch threads)
+    eval_batch: int = 10  # rollouts stepped in lockstep with one batched encoder pass (same seeds; faster)
 
     def __post_init__(self):
         check_choice(self.suite, "suite", sorted(SUITES))
         check_bool(self.fast, "fast")
+        check_int(self.workers, "workers", low=1)
+        check_int(self.eval_batch, "eval_batch", low=1)
         if not self.encoders:
             raise ConfigError("encoders: name at least one encoder to benchmark")
         bad = sorted(set(self.overrides) - set(PROTOCOL))
@@ -91,14 +96,23 @@ def run_benchmark(cfg: BenchmarkConfig) -> Path:
     write_protocol_md(proto, cfg, out / "protocol.md")
     demos = {task: collect_demos(task, proto, Path(cfg.demos_dir) if cfg.demos_dir else out / "demos") for task in proto["tasks"]}
     runs = [(t, label, s) for t in proto["tasks"] for label in cfg.encoders for s in proto["seeds"]]
-    for task, label, seed in tqdm(runs, desc="benchmark", unit="run"):
-        run = run_dir(out, task, label, seed)
-        if (run / "result.json").is_file():
-            continue
-        train_bc(BCConfig(demos=str(demos[task]), out_dir=str(run), encoder=dict(cfg.encoders[label]), seed=seed, epochs=proto["epochs"],
-                          batch_size=proto["batch_size"], lr=proto["lr"], hidden_sizes=proto["hidden_sizes"], activation=proto["activation"],
-                          history=proto["history"], val_fraction=0.0, keep_best=False, eval_every=proto["eval_every"],
-                          eval_episodes=proto["eval_episodes"], token_cache=str(out / "token_cache")))
+    jobs = [bc_config(cfg, proto, demos[t], run_dir(out, t, label, s), label, s) for t, label, s in runs
+            if not (run_dir(out, t, label, s) / "result.json").is_file()]
+    bar = tqdm(total=len(runs), initial=len(runs) - len(jobs), desc="benchmark", unit="run")
+    if cfg.workers == 1 or len(jobs) <= 1:
+        for job in jobs:
+            train_bc(job)
+            bar.update(1)
+    else:  # spawned, not forked: the parent already holds rendering contexts and torch's thread pool
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        threads = max(1, (os.cpu_count() or 1) // cfg.workers)
+        with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(threads,)) as pool:
+            for future in as_completed([pool.submit(train_bc, job) for job in jobs]):
+                future.result()  # a failed run stops the benchmark with its own error; finished runs stay on disk
+                bar.update(1)
+    bar.close()
     rows = [run_row(out, t, label, s, proto["eval_episodes"]) for t, label, s in runs]
     atomic_write_csv(rows, out / "results.csv")
     summary = summarize(rows)
@@ -109,6 +123,20 @@ def run_benchmark(cfg: BenchmarkConfig) -> Path:
                   for r in summary], out / "success.png")
     plot_curves(out, proto, list(cfg.encoders), out / "curves.png")
     return out
+
+
+def bc_config(cfg: BenchmarkConfig, proto: dict, demos: Path, run: Path, label: str, seed: int) -> BCConfig:
+    """One (task, encoder, seed) run of the protocol: BC on every demo, evaluated every ``eval_every`` epochs."""
+    return BCConfig(demos=str(demos), out_dir=str(run), encoder=dict(cfg.encoders[label]), seed=seed, epochs=proto["epochs"],
+                    batch_size=proto["batch_size"], lr=proto["lr"], hidden_sizes=proto["hidden_sizes"], activation=proto["activation"],
+                    history=proto["history"], val_fraction=0.0, keep_best=False, eval_every=proto["eval_every"],
+                    eval_episodes=proto["eval_episodes"], eval_batch=cfg.eval_batch, token_cache=str(Path(cfg.out_dir) / "token_cache"))
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
 
 
 def collect_demos(task: str, proto: dict, root: Path) -> Path:

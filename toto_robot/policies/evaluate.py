@@ -9,45 +9,71 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from toto_robot.utils.config import check_int
 from toto_robot.utils.stats import wilson_interval  # noqa: F401  (re-exported: policies.wilson_interval)
 
 EVAL_SEED_OFFSET = 10_000
 
 
 def evaluate_policy(policy, task: str, episodes: int = 20, seed: int = 0, image_size: int | None = None,
-                    video_path: str | Path | None = None, randomization: dict | None = None, progress: bool = True) -> dict:
-    """``policy.act(obs) -> action`` (or any callable) on ``episodes`` seeded episodes of ``task``."""
+                    video_path: str | Path | None = None, randomization: dict | None = None, progress: bool = True,
+                    batch: int = 1) -> dict:
+    """``policy.act(obs) -> action`` (or any callable) on ``episodes`` seeded episodes of ``task``.
+
+    ``batch`` > 1 with a policy that has ``act_batch`` (BC): that many episodes run in lockstep, one
+    environment each, and every step encodes their frames in one pass. The episodes and seeds are the
+    same as one at a time; a batched forward may round differently in the last float bits."""
     from toto_robot.data.video import write_video
     from toto_robot.sim_envs import make_env
 
+    check_int(batch, "batch", low=1)
+    batched = batch > 1 and hasattr(policy, "act_batch")
+    width = min(batch, episodes) if batched else 1
     act = policy.act if hasattr(policy, "act") else policy
     if image_size is None:
         image_size = int(getattr(policy, "meta", {}).get("image_size", 64))
     camera = getattr(policy, "meta", {}).get("camera", "agentview")  # the view the policy was trained on
     length = getattr(policy, "meta", {}).get("max_steps")  # the episode length its demonstrations were collected with
-    env = make_env(task, image_size=image_size, camera=camera, randomization=randomization, **({"max_steps": length} if length else {}))
-    successes, returns, lengths, frames, per_episode = 0, [], [], [], []
-    for ep in tqdm(range(episodes), desc=f"eval {task}", unit="ep", leave=False, disable=not progress):
-        obs, _ = env.reset(seed=EVAL_SEED_OFFSET + seed * 1000 + ep)
-        if hasattr(policy, "reset"):  # a chunking policy must not carry actions over from the last episode
+    envs = [make_env(task, image_size=image_size, camera=camera, randomization=randomization, **({"max_steps": length} if length else {}))
+            for _ in range(max(1, width))]
+    success, returns, lengths = [False] * episodes, [0.0] * episodes, [0] * episodes
+    frames: dict[int, list] = {0: [], 1: []}  # the first two episodes, for the video
+    bar = tqdm(total=episodes, desc=f"eval {task}", unit="ep", leave=False, disable=not progress)
+    for first in range(0, episodes, len(envs)):
+        group = list(range(first, min(first + len(envs), episodes)))  # episode ids; group[j] runs in envs[j]
+        obs = [envs[j].reset(seed=EVAL_SEED_OFFSET + seed * 1000 + ep)[0] for j, ep in enumerate(group)]
+        memories = [policy.new_episode() for _ in group] if batched else None
+        if not batched and hasattr(policy, "reset"):  # a chunking policy must not carry actions over from the last episode
             policy.reset()
-        done, total, steps, success = False, 0.0, 0, False
-        while not done:
-            if video_path is not None and ep < 2:
-                frames.append(obs["image"])
-            obs, reward, terminated, truncated, info = env.step(act(obs))
-            total += reward
-            steps += 1
-            success = success or bool(info.get("success"))
-            done = terminated or truncated
-        successes += success
-        per_episode.append(int(success))
-        returns.append(total)
-        lengths.append(steps)
-    env.close()
-    if video_path is not None and frames:
-        write_video(video_path, np.stack(frames), fps=20)
+        live = list(range(len(group)))
+        while live:
+            if video_path is not None:
+                for j in live:
+                    if group[j] in frames:
+                        frames[group[j]].append(obs[j]["image"])
+            if batched:
+                actions = policy.act_batch([obs[j] for j in live], [memories[j] for j in live])[0]  # (len(live), A)
+            else:
+                actions = [act(obs[live[0]])]
+            still = []
+            for j, action in zip(live, actions):
+                ep = group[j]
+                obs[j], reward, terminated, truncated, info = envs[j].step(action)
+                returns[ep] += reward
+                lengths[ep] += 1
+                success[ep] = success[ep] or bool(info.get("success"))
+                if terminated or truncated:
+                    bar.update(1)
+                else:
+                    still.append(j)
+            live = still
+    bar.close()
+    for env in envs:
+        env.close()
+    if video_path is not None and frames[0]:
+        write_video(video_path, np.stack(frames[0] + frames[1]), fps=20)
+    successes = sum(success)
     lo, hi = wilson_interval(successes, episodes)
     return {"task": task, "episodes": episodes, "successes": int(successes), "success_rate": successes / max(1, episodes),
             "ci_low": lo, "ci_high": hi, "mean_return": float(np.mean(returns)), "mean_length": float(np.mean(lengths)),
-            "per_episode": per_episode}  # success of each seeded episode (the same seeds for every policy: paired tests)
+            "per_episode": [int(s) for s in success]}  # success of each seeded episode (the same seeds for every policy: paired tests)

@@ -69,8 +69,7 @@ class Policy(nn.Module):
         self.history, self.hidden_sizes, self.activation = history, list(hidden_sizes) if hidden_sizes else None, activation
         self.head = PolicyHead(encoder.feature_dim * history, state_dim if use_state else 0, action_dim * chunk, hidden,
                                self.hidden_sizes, activation)
-        self._queue: deque[np.ndarray] = deque()
-        self._frames: deque[torch.Tensor] = deque(maxlen=history)
+        self._episode = self.new_episode()  # what ``act`` remembers between calls
         self.register_buffer("state_mean", torch.as_tensor(np.zeros(state_dim) if state_mean is None else state_mean, dtype=torch.float32))
         self.register_buffer("state_std", torch.as_tensor(np.ones(state_dim) if state_std is None else state_std, dtype=torch.float32))
         self.meta = dict(meta or {})
@@ -95,31 +94,47 @@ class Policy(nn.Module):
     def forward(self, frames, state: torch.Tensor) -> torch.Tensor:
         return self.forward_tokens(self.encoder.encode_tokens(frames), state)
 
+    def new_episode(self) -> "EpisodeMemory":
+        """Empty memory for one rollout (``act_batch`` keeps one per environment)."""
+        return EpisodeMemory(self.history)
+
     def reset(self) -> None:
         """Forget the rest of the current action chunk and the frame history (call at the start of every episode)."""
-        self._queue.clear()
-        self._frames.clear()
+        self._episode = self.new_episode()
 
     @torch.no_grad()
-    def act_with_features(self, obs: dict) -> tuple[np.ndarray, np.ndarray]:
-        """-> (action float32 [A], pooled encoder features float32 [F]) from one encoder pass.
+    def act_batch(self, observations: list[dict], episodes: list["EpisodeMemory"]) -> tuple[np.ndarray, np.ndarray]:
+        """One encoder pass over B rollouts' frames -> (actions float32 [B, A], pooled features float32 [B, F]).
 
-        With action chunking, a new chunk is predicted only once the last one's ``action_steps``
-        actions have been executed; the features are always this frame's."""
-        image, state = _check_obs(obs, self.state_dim)
+        ``episodes[i]`` is rollout i's memory (``new_episode()``): its last frames' features and the rest of its
+        action chunk. With action chunking, a rollout predicts a new chunk only once the last one's
+        ``action_steps`` actions have been executed; the features are always this frame's."""
+        if len(observations) != len(episodes):
+            raise ValueError(f"act_batch: {len(observations)} observations for {len(episodes)} episode memories")
+        checked = [_check_obs(obs, self.state_dim) for obs in observations]
         self.eval()
-        feats = self.encoder(image[None])  # (1, F)
-        while len(self._frames) < self.history - 1:  # an episode's first frame stands in for the frames before it
-            self._frames.append(feats)
-        self._frames.append(feats)
-        if not self._queue:
-            stacked = torch.cat(list(self._frames), dim=-1)  # (1, history * F), oldest first
-            chunk = self.act_from_features(stacked, torch.from_numpy(state)[None].to(self.state_mean.device))[0].cpu().numpy()
-            chunk = chunk.reshape(self.chunk, self.action_dim)[: self.action_steps].astype(np.float32)  # (action_steps, A)
+        feats = self.encoder(np.stack([image for image, _ in checked]))  # (B, F)
+        for i, ep in enumerate(episodes):
+            while len(ep.frames) < self.history - 1:  # an episode's first frame stands in for the frames before it
+                ep.frames.append(feats[i : i + 1])
+            ep.frames.append(feats[i : i + 1])
+        due = [i for i, ep in enumerate(episodes) if not ep.queue]
+        if due:
+            stacked = torch.cat([torch.cat(list(episodes[i].frames), dim=-1) for i in due])  # (n, history * F), oldest first
+            states = torch.from_numpy(np.stack([checked[i][1] for i in due])).to(self.state_mean.device)  # (n, S)
+            chunks = self.act_from_features(stacked, states).cpu().numpy().reshape(len(due), self.chunk, self.action_dim)
+            chunks = chunks[:, : self.action_steps].astype(np.float32)  # (n, action_steps, A)
             if self.meta.get("binary_gripper"):  # regression averages open/close near the switch; commit to one
-                chunk[:, -1] = np.where(chunk[:, -1] > 0, 1.0, -1.0)
-            self._queue.extend(chunk)
-        return self._queue.popleft(), feats[0].cpu().numpy().astype(np.float32)
+                chunks[..., -1] = np.where(chunks[..., -1] > 0, 1.0, -1.0)
+            for i, chunk in zip(due, chunks):
+                episodes[i].queue.extend(chunk)
+        actions = np.stack([ep.queue.popleft() for ep in episodes])  # (B, A)
+        return actions, feats.cpu().numpy().astype(np.float32)
+
+    def act_with_features(self, obs: dict) -> tuple[np.ndarray, np.ndarray]:
+        """-> (action float32 [A], pooled encoder features float32 [F]) from one encoder pass."""
+        actions, feats = self.act_batch([obs], [self._episode])
+        return actions[0], feats[0]
 
     def act(self, obs: dict) -> np.ndarray:
         return self.act_with_features(obs)[0]
@@ -134,6 +149,14 @@ class Policy(nn.Module):
                           "history": self.history, "hidden_sizes": self.hidden_sizes, "activation": self.activation, **self.meta},
                          d / POLICY_CONFIG)
         return d
+
+
+class EpisodeMemory:
+    """One rollout's memory: the pooled features of its last ``history`` frames and its unexecuted actions."""
+
+    def __init__(self, history: int):
+        self.frames: deque[torch.Tensor] = deque(maxlen=history)  # (1, F) each, oldest first
+        self.queue: deque[np.ndarray] = deque()  # (A,) each
 
 
 def _check_obs(obs: dict, state_dim: int) -> tuple[np.ndarray, np.ndarray]:

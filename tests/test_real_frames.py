@@ -141,6 +141,72 @@ def test_perfect_features_track_a_moving_object_that_copying_the_first_mask_lose
     assert copy_first_j(unmoved)["J"] == 1.0
 
 
+class ShortContextColourEncoder(ColourEncoder):
+    """The colour encoder with a context of ``max_frames`` frames (like a Toto model); it records every clip length it reads."""
+
+    max_frames = 3
+
+    def __init__(self):
+        super().__init__("short")
+        self.calls = []
+
+    def layer_tokens(self, frames, layers):
+        assert frames.ndim == 5 and frames.shape[1] <= self.max_frames, f"a clip of {frames.shape[1]} frames exceeds the context"
+        self.calls.append(frames[0].clone())
+        return super().layer_tokens(frames, layers)
+
+
+def test_clips_longer_than_the_context_are_read_in_windows_that_start_with_frame_zero(tmp_path):
+    from toto_robot.probes.label_propagation import clip_windows
+
+    assert clip_windows(5, None) == [[0, 1, 2, 3, 4]] and clip_windows(3, 3) == [[0, 1, 2]]
+    assert clip_windows(7, 3) == [[0, 1, 2], [0, 3, 4], [0, 5, 6]]
+    assert clip_windows(8, 3) == [[0, 1, 2], [0, 3, 4], [0, 5, 6], [0, 7]]
+    with pytest.raises(ValueError, match="at least 2"):
+        clip_windows(4, 1)
+    write_davis(tmp_path, {"square": square_clip(T=10, step=3)})
+    videos = davis_videos(tmp_path, size=64)
+    enc = ShortContextColourEncoder()
+    long = propagation_j(enc, videos)
+    assert len(enc.calls) == 5  # windows [0,1,2], [0,3,4], [0,5,6], [0,7,8], [0,9]
+    frames = torch.from_numpy(videos[0][0])
+    for call in enc.calls:
+        assert torch.equal(call[0], frames[0])  # every window starts with the annotated frame
+    whole = propagation_j(ColourEncoder(), videos)  # per-frame features: windows change nothing
+    assert long["J"] == pytest.approx(whole["J"]) and long["F"] == pytest.approx(whole["F"])
+    floor = copy_first_j(videos)
+    assert long["J"] > 0.85 and long["J"] > floor["J"] + 0.2 and long["F"] > floor["F"] + 0.2, (long, floor)
+    from helpers import tiny_toto_run
+
+    toto = build_encoder("toto", checkpoint=str(tiny_toto_run(tmp_path / "toto")), pooling="average")  # a causal model, 4 frames of context
+    assert toto.max_frames == 4
+    write_davis(tmp_path / "long", {"square": square_clip(T=12, step=2)})
+    scores = propagation_j(toto, davis_videos(tmp_path / "long", size=64))
+    assert 0.0 <= scores["J"] <= 1.0 and 0.0 <= scores["F"] <= 1.0 and len(scores["per_video_F"]) == 1
+
+
+def test_boundary_f_matches_hand_computed_cases():
+    from toto_robot.probes.label_propagation import boundary, boundary_f
+
+    gt = np.zeros((64, 64), np.int64)
+    gt[5, 5] = 1  # a one-pixel object: its boundary is itself; the tolerance at 64 x 64 is ceil(0.008 * 90.5) = 1 px
+    near, far = np.zeros_like(gt), np.zeros_like(gt)
+    near[5, 6], far[5, 8] = 1, 1  # one pixel over: matched; three over: not (a diagonal neighbour is sqrt(2) > 1 away)
+    assert boundary_f(gt, gt, 1) == 1.0 and boundary_f(near, gt, 1) == 1.0 and boundary_f(far, gt, 1) == 0.0
+    assert boundary_f(np.zeros_like(gt), np.zeros_like(gt), 1) == 1.0 and boundary_f(np.zeros_like(gt), gt, 1) == 0.0
+    square = np.zeros((64, 64), bool)
+    square[10:20, 10:20] = True
+    assert boundary(square).sum() == 36  # the ring of a 10 x 10 square
+    shifted = np.roll(square, 4, axis=1)
+    pb, gb = boundary(shifted), boundary(square)
+    from toto_robot.probes.label_propagation import dilate
+
+    p = (pb & dilate(gb, 1)).sum() / pb.sum()
+    r = (gb & dilate(pb, 1)).sum() / gb.sum()
+    assert boundary_f(shifted.astype(int), square.astype(int), 1) == pytest.approx(2 * p * r / (p + r))
+    assert 0.3 < boundary_f(shifted.astype(int), square.astype(int), 1) < 0.9
+
+
 def test_group_folds_never_put_an_episode_on_both_sides():
     rng = np.random.default_rng(0)
     groups = np.repeat(np.arange(11), rng.integers(1, 30, 11))

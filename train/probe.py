@@ -34,9 +34,11 @@ def main(cfg: DictConfig) -> None:
 
         videos = shapes_videos(**kwargs) if cfg.probe.dataset == "label_propagation" else davis_videos(**kwargs)
         rows = propagation_sweep(encoder, videos, cfg.layers, out_dir=out)
-        best = max(rows, key=lambda r: r["J"])
-        print(f"{encoder.name}: best layer {best['layer']}/{encoder.num_layers} J {best['J']:.3f} "
-              f"(copy first mask {best['copy_first_J']:.3f}, {len(videos)} clips); {out / 'label_propagation.png'}")
+        best = max(rows, key=lambda r: r["J&F"])
+        print(f"{encoder.name}: best layer {best['layer']}/{encoder.num_layers} J {best['J']:.3f} F {best['F']:.3f} "
+              f"(copy first mask J {best['copy_first_J']:.3f} F {best['copy_first_F']:.3f}, {len(videos)} clips); {out / 'label_propagation.png'}")
+        if cfg.probe.dataset == "davis":
+            write_davis_sequences(encoder, videos, kwargs, best["layer"], out / "davis_sequences.csv")
         return
     if cfg.probe.dataset == "ee_regression":
         from toto_robot.probes.regression import best_regression_row, regression_sweep
@@ -58,6 +60,23 @@ def main(cfg: DictConfig) -> None:
         b = best_row(rows, pooling)
         print(f"{encoder.name} {pooling}: best layer {b['layer']}/{encoder.num_layers} val_acc {b['val_acc']:.3f} (chance {data.chance():.3f})")
     print(f"layer sweep: {out / 'layer_sweep.png'}")
+
+
+def write_davis_sequences(encoder, videos, kwargs: dict, layer: int, path: Path) -> None:
+    """J and F of every sequence at ``layer``, beside copying the first mask, and their mean."""
+    from toto_robot.probes.davis import davis_sequences
+    from toto_robot.probes.label_propagation import copy_first_j, propagation_j
+    from toto_robot.utils.io import atomic_write_csv
+
+    names = davis_sequences(**{k: kwargs[k] for k in ("root", "res", "split", "sequences", "max_sequences") if k in kwargs})
+    ours, floor = propagation_j(encoder, videos, layer), copy_first_j(videos)
+    rows = [{"sequence": n, "frames": len(v[1]), "objects": int(v[1].max()), "J": j, "F": f, "copy_first_J": cj, "copy_first_F": cf}
+            for n, v, j, f, cj, cf in zip(names, videos, ours["per_video"], ours["per_video_F"], floor["per_video"], floor["per_video_F"])]
+    rows.append({"sequence": "mean", "frames": sum(len(v[1]) for v in videos), "objects": "", "J": ours["J"], "F": ours["F"],
+                 "copy_first_J": floor["J"], "copy_first_F": floor["F"]})
+    atomic_write_csv(rows, path)
+    for r in rows:
+        print(f"  {r['sequence']:<24} J {r['J']:.3f} F {r['F']:.3f}   copy first mask J {r['copy_first_J']:.3f} F {r['copy_first_F']:.3f}")
 
 
 if __name__ == "__main__":

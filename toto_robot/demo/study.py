@@ -50,7 +50,7 @@ class StudyConfig:
     robot_root: str | None = None
     robot_kwargs: dict = field(default_factory=lambda: {"stride": 2})
     davis_root: str | None = None
-    davis_kwargs: dict = field(default_factory=lambda: {"max_sequences": 10, "max_frames": 8})
+    davis_kwargs: dict = field(default_factory=lambda: {"max_sequences": 10, "max_frames": 24})
 
     def __post_init__(self):
         if not self.recipes:

@@ -100,27 +100,33 @@ def read_sequence(frames_dir: Path, masks_dir: Path, max_frames: int | None = No
     return video, label
 
 
+def davis_sequences(root: str | Path, res: str = "480p", split: str | None = "val", sequences: list[str] | None = None,
+                    max_sequences: int | None = None) -> list[str]:
+    """The sequence names ``davis_videos`` reads, in its order: ``sequences`` when given; otherwise
+    ``ImageSets/2017/<split>.txt`` when it exists, else every sequence folder (sorted); the first ``max_sequences``."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DavisFormatError(f"DAVIS root not found: {root}")
+    frames_dir = resolution_dir(root, "JPEGImages", res)
+    names = (list(sequences) if sequences is not None else sequence_names(root, frames_dir, split))[:max_sequences]
+    if not names:
+        raise DavisFormatError(f"{frames_dir}: no sequence folders")
+    return names
+
+
 def davis_videos(root: str | Path, res: str = "480p", split: str | None = "val", sequences: list[str] | None = None,
                  max_sequences: int | None = None, max_frames: int | None = None, stride: int = 1,
                  size: int = 256) -> list[tuple[np.ndarray, np.ndarray]]:
     """A DAVIS-layout folder -> ``[(frames uint8 [T, size, size, 3], masks int64 [T, size, size]), ...]``, the
-    input of ``propagation_j`` / ``propagation_sweep``.
-
-    ``sequences`` names them explicitly; otherwise ``ImageSets/2017/<split>.txt`` when it exists, else every
-    sequence folder (sorted). ``max_sequences`` keeps the first ones, ``max_frames`` the first frames of each
-    after taking every ``stride``-th.
+    input of ``propagation_j`` / ``propagation_sweep``, one per name of ``davis_sequences`` (same arguments).
+    ``max_frames`` keeps the first frames of each after taking every ``stride``-th.
     """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DavisFormatError(f"DAVIS root not found: {root}")
     if stride < 1 or size < 1:
         raise ValueError(f"stride and size must be positive, got stride={stride} size={size}")
+    names = davis_sequences(root, res, split, sequences, max_sequences)
+    root = Path(root).expanduser()
     frames_dir = resolution_dir(root, "JPEGImages", res)
     masks_dir = resolution_dir(root, "Annotations", res)
-    names = list(sequences) if sequences is not None else sequence_names(root, frames_dir, split)
-    names = names[:max_sequences]
-    if not names:
-        raise DavisFormatError(f"{frames_dir}: no sequence folders")
     videos = []
     for name in names:
         if not (frames_dir / name).is_dir():

@@ -1,13 +1,21 @@
 """Semi-supervised video object segmentation by label propagation (paper Sec. 4.5, the DAVIS
 protocol of Jabri et al. 2020): the first frame's mask is given; every later frame takes the labels
 of its k nearest tokens (cosine similarity, softmax with a temperature) among the first frame and
-the previous ``context`` frames; masks are upsampled and scored by J (region IoU).
+the previous ``context`` frames; masks are upsampled and scored by J (region IoU) and F (boundary
+F-measure, DAVIS's tolerance of 0.008 of the image diagonal), per clip and averaged.
 
     score = propagation_j(encoder, [(frames, masks), ...])     # frames uint8 [T,H,W,3], masks [T,H,W] ids 0..K
     floor = copy_first_j([(frames, masks), ...])               # the trivial baseline: frame 0's mask on every frame
+    score["J"], score["F"], score["J&F"], score["per_video"], score["per_video_F"]
 
 An encoder's J means something only beside ``copy_first_j`` of the same clips: on slow-moving objects
 copying the first mask already scores well.
+
+Clips longer than the encoder's context (``encoder.max_frames``: a Toto model holds 8 frames of 64 px
+patch tokens at the tiny sizes) are read in windows: the first window is frames 0..W-1; every later
+one is frame 0 followed by the next W-1 frames, so each frame is encoded in a video that starts with
+the annotated frame. Propagation then runs over the whole clip as usual: a window's first frames take
+their labels from the previous window's predictions (the last ``context`` frames) and from frame 0's mask.
 """
 from __future__ import annotations
 
@@ -18,12 +26,29 @@ import torch.nn.functional as F
 from toto_robot.encoders.base import Encoder
 
 
+def clip_windows(num_frames: int, max_frames: int | None) -> list[list[int]]:
+    """Frame indices of each encoder pass: the whole clip, or windows of ``max_frames`` that restart from frame 0."""
+    if max_frames is None or num_frames <= max_frames:
+        return [list(range(num_frames))]
+    if max_frames < 2:
+        raise ValueError(f"label propagation needs an encoder context of at least 2 frames, got {max_frames}")
+    step = max_frames - 1
+    return [list(range(max_frames))] + [[0, *range(s, min(s + step, num_frames))] for s in range(max_frames, num_frames, step)]
+
+
 @torch.no_grad()
 def clip_tokens(encoder: Encoder, frames: np.ndarray, layer: int | None = None) -> torch.Tensor:
-    """uint8 [T, H, W, 3] -> per-frame tokens [T, N, C] (a clip goes through the encoder as a video)."""
+    """uint8 [T, H, W, 3] -> per-frame tokens [T, N, C]; a clip goes through the encoder as a video, in
+    windows starting with frame 0 when it is longer than the encoder's context (module docstring)."""
     layer = encoder.layer if layer is None else layer
-    tokens = encoder.hidden_states(frames[None], [layer])[layer][0]  # (T*N, C)
-    return tokens.reshape(len(frames), -1, tokens.shape[-1]).float()
+    out: list[torch.Tensor | None] = [None] * len(frames)
+    for window in clip_windows(len(frames), getattr(encoder, "max_frames", None)):
+        tokens = encoder.hidden_states(frames[window][None], [layer])[layer][0]  # (W*N, C)
+        tokens = tokens.reshape(len(window), -1, tokens.shape[-1])  # (W, N, C)
+        for j, t in enumerate(window):
+            if out[t] is None:  # frame 0 keeps its tokens from the first window
+                out[t] = tokens[j]
+    return torch.stack(out).float()  # (T, N, C)
 
 
 def soft_labels(mask: np.ndarray, num_labels: int, grid: int) -> torch.Tensor:
@@ -58,6 +83,49 @@ def jaccard(pred: np.ndarray, gt: np.ndarray, num_objects: int) -> float:
     return float(np.mean(scores))
 
 
+def boundary(mask: np.ndarray) -> np.ndarray:
+    """bool [H, W] -> its boundary pixels: mask pixels with a 4-neighbour outside the mask (or on the image edge)."""
+    m = np.pad(mask, 1, constant_values=False)
+    inner = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
+    return mask & ~inner
+
+
+def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    """bool [H, W] grown by a disk of ``radius`` pixels."""
+    yy, xx = np.mgrid[-radius : radius + 1, -radius : radius + 1]
+    disk = torch.from_numpy((yy**2 + xx**2 <= radius**2).astype(np.float32))[None, None]
+    grown = F.conv2d(torch.from_numpy(mask.astype(np.float32))[None, None], disk, padding=radius)
+    return grown[0, 0].numpy() > 0.5
+
+
+def boundary_f(pred: np.ndarray, gt: np.ndarray, num_objects: int, bound_th: float = 0.008) -> float:
+    """DAVIS's F: per object, the F-measure of boundary precision and recall, a boundary pixel counting as matched
+    within ``bound_th`` of the image diagonal (at least 1 pixel); mean over objects 1..K; absent from both counts as 1."""
+    radius = max(1, int(np.ceil(bound_th * np.hypot(*gt.shape))))
+    scores = []
+    for k in range(1, num_objects + 1):
+        pb, gb = boundary(pred == k), boundary(gt == k)
+        if not pb.any() or not gb.any():
+            scores.append(float(not pb.any() and not gb.any()))
+            continue
+        precision = (pb & dilate(gb, radius)).sum() / pb.sum()
+        recall = (gb & dilate(pb, radius)).sum() / gb.sum()
+        scores.append(0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall))
+    return float(np.mean(scores))
+
+
+def clip_scores(pred: np.ndarray, masks: np.ndarray) -> tuple[float, float]:
+    """Predicted and true masks [T, H, W] -> (J, F) averaged over the frames after the first."""
+    k = int(masks.max())
+    return (float(np.mean([jaccard(pred[t], masks[t], k) for t in range(1, len(masks))])),
+            float(np.mean([boundary_f(pred[t], masks[t], k) for t in range(1, len(masks))])))
+
+
+def summarize_clips(scores: list[tuple[float, float]]) -> dict:
+    j, f = float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
+    return {"J": j, "F": f, "J&F": (j + f) / 2, "per_video": [s[0] for s in scores], "per_video_F": [s[1] for s in scores]}
+
+
 def segment(tokens: torch.Tensor, first_mask: np.ndarray, num_objects: int, size: int, **kw) -> np.ndarray:
     """Propagate ``first_mask`` through a clip's tokens -> predicted masks [T, size, size]."""
     T, N, _ = tokens.shape
@@ -71,22 +139,18 @@ def segment(tokens: torch.Tensor, first_mask: np.ndarray, num_objects: int, size
 
 
 def propagation_j(encoder: Encoder, videos: list[tuple[np.ndarray, np.ndarray]], layer: int | None = None, **kw) -> dict:
-    """J (mean region IoU, frames after the first) of label propagation with ``encoder``'s tokens."""
-    per_video = []
+    """J (mean region IoU) and F (boundary F-measure) over the frames after the first, per clip and averaged,
+    of label propagation with ``encoder``'s tokens."""
+    scores = []
     for frames, masks in videos:
-        k = int(masks.max())
-        pred = segment(clip_tokens(encoder, frames, layer), masks[0], k, masks.shape[-1], **kw)
-        per_video.append(float(np.mean([jaccard(pred[t], masks[t], k) for t in range(1, len(masks))])))
-    return {"J": float(np.mean(per_video)), "per_video": per_video}
+        pred = segment(clip_tokens(encoder, frames, layer), masks[0], int(masks.max()), masks.shape[-1], **kw)
+        scores.append(clip_scores(pred, masks))
+    return summarize_clips(scores)
 
 
 def copy_first_j(videos: list[tuple[np.ndarray, np.ndarray]]) -> dict:
-    """J of copying the first mask to every later frame, scored like ``propagation_j`` (same ``jaccard``, frames after the first)."""
-    per_video = []
-    for _frames, masks in videos:
-        k = int(masks.max())
-        per_video.append(float(np.mean([jaccard(masks[0], masks[t], k) for t in range(1, len(masks))])))
-    return {"J": float(np.mean(per_video)), "per_video": per_video}
+    """J and F of copying the first mask to every later frame, scored like ``propagation_j``."""
+    return summarize_clips([clip_scores(np.broadcast_to(masks[:1], masks.shape), masks) for _frames, masks in videos])
 
 
 def propagation_sweep(encoder: Encoder, videos, layers: list[int] | None = None, out_dir=None, **kw) -> list[dict]:
@@ -98,16 +162,19 @@ def propagation_sweep(encoder: Encoder, videos, layers: list[int] | None = None,
     from toto_robot.utils.plots import pyplot, save_figure
 
     layers = list(range(1, encoder.num_layers + 1)) if layers is None else list(layers)
-    floor = copy_first_j(videos)["J"]
-    rows = [{"encoder": encoder.name, "layer": l, "depth": l / encoder.num_layers, "J": propagation_j(encoder, videos, l, **kw)["J"],
-             "copy_first_J": floor} for l in layers]
+    floor = copy_first_j(videos)
+    rows = []
+    for l in layers:
+        s = propagation_j(encoder, videos, l, **kw)
+        rows.append({"encoder": encoder.name, "layer": l, "depth": l / encoder.num_layers, "J": s["J"], "F": s["F"], "J&F": s["J&F"],
+                     "copy_first_J": floor["J"], "copy_first_F": floor["F"]})
     if out_dir is not None:
         out = Path(out_dir)
         atomic_write_csv(rows, out / "label_propagation.csv")
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
         ax.plot([r["depth"] for r in rows], [r["J"] for r in rows], marker="o", label=encoder.name)
-        ax.axhline(floor, color="grey", ls=":", label="copy first mask")
+        ax.axhline(floor["J"], color="grey", ls=":", label="copy first mask")
         ax.set_xlabel("relative depth of layer")
         ax.set_ylabel("J (region IoU)")
         ax.set_title("label propagation")

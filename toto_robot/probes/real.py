@@ -34,7 +34,7 @@ def real_frame_scores(encoder: Encoder, davis_root: str | Path | None = None, ro
     ``davis_kwargs`` go to ``davis_videos`` (max_sequences, max_frames, stride, size, res, split), ``robot_kwargs``
     to ``robot_frames`` (target, target_key, image_key, max_episodes, stride, max_frames, size).
 
-    Returns ``{"encoder", "layer"}`` plus, with DAVIS clips, ``davis_J`` and ``davis_copy_first_J``; with robot
+    Returns ``{"encoder", "layer"}`` plus, with DAVIS clips, ``davis_J``/``davis_F`` and ``davis_copy_first_J``/``_F``; with robot
     frames, ``robot_r2_<pooling>`` for each pooling and ``robot_raw_pixels_r2``.
     """
     if davis_root is not None and davis is None:
@@ -46,8 +46,8 @@ def real_frame_scores(encoder: Encoder, davis_root: str | Path | None = None, ro
     layer = encoder.layer if layer is None else int(layer)
     scores: dict = {"encoder": encoder.name, "layer": layer}
     if davis is not None:
-        scores["davis_J"] = propagation_j(encoder, davis, layer)["J"]
-        scores["davis_copy_first_J"] = copy_first_j(davis)["J"]
+        ours, floor = propagation_j(encoder, davis, layer), copy_first_j(davis)
+        scores |= {"davis_J": ours["J"], "davis_F": ours["F"], "davis_copy_first_J": floor["J"], "davis_copy_first_F": floor["F"]}
     if robot is not None:
         feats = pooled_features(encoder, robot.frames, [layer], poolings)
         for p in poolings:

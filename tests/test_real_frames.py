@@ -329,7 +329,14 @@ def test_probe_command_on_a_davis_folder(tmp_path):
     stdout = probe_cli("probe=davis", f"probe.kwargs.root={tmp_path / 'davis'}", "probe.kwargs.size=64", f"out_dir={tmp_path / 'lp'}")
     assert "copy first mask" in stdout
     with open(tmp_path / "lp" / "label_propagation.csv") as f:
-        assert [r["layer"] for r in csv.DictReader(f)] == ["1", "2"]
+        sweep = list(csv.DictReader(f))
+    assert [r["layer"] for r in sweep] == ["1", "2"] and "per_video" not in sweep[0]
+    best = max(sweep, key=lambda r: float(r["J&F"]))
+    with open(tmp_path / "lp" / "davis_sequences.csv") as f:
+        seqs = list(csv.DictReader(f))
+    assert [r["sequence"] for r in seqs] == ["square", "mean"]  # one clip: its scores are the mean, the best layer's
+    for key in ("J", "F", "copy_first_J", "copy_first_F"):
+        assert float(seqs[0][key]) == pytest.approx(float(seqs[1][key])) == pytest.approx(float(best[key]))
     assert "root:" in (tmp_path / "lp" / "config.yaml").read_text()
 
 

@@ -38,7 +38,7 @@ def main(cfg: DictConfig) -> None:
         print(f"{encoder.name}: best layer {best['layer']}/{encoder.num_layers} J {best['J']:.3f} F {best['F']:.3f} "
               f"(copy first mask J {best['copy_first_J']:.3f} F {best['copy_first_F']:.3f}, {len(videos)} clips); {out / 'label_propagation.png'}")
         if cfg.probe.dataset == "davis":
-            write_davis_sequences(encoder, videos, kwargs, best["layer"], out / "davis_sequences.csv")
+            write_davis_sequences(best, videos, kwargs, out / "davis_sequences.csv")
         return
     if cfg.probe.dataset == "ee_regression":
         from toto_robot.probes.regression import best_regression_row, regression_sweep
@@ -62,17 +62,17 @@ def main(cfg: DictConfig) -> None:
     print(f"layer sweep: {out / 'layer_sweep.png'}")
 
 
-def write_davis_sequences(encoder, videos, kwargs: dict, layer: int, path: Path) -> None:
-    """J and F of every sequence at ``layer``, beside copying the first mask, and their mean."""
+def write_davis_sequences(best: dict, videos, kwargs: dict, path: Path) -> None:
+    """J and F of every sequence at the sweep's ``best`` layer, beside copying the first mask, and their mean."""
     from toto_robot.probes.davis import davis_sequences
-    from toto_robot.probes.label_propagation import copy_first_j, propagation_j
+    from toto_robot.probes.label_propagation import copy_first_j
     from toto_robot.utils.io import atomic_write_csv
 
     names = davis_sequences(**{k: kwargs[k] for k in ("root", "res", "split", "sequences", "max_sequences") if k in kwargs})
-    ours, floor = propagation_j(encoder, videos, layer), copy_first_j(videos)
+    floor = copy_first_j(videos)
     rows = [{"sequence": n, "frames": len(v[1]), "objects": int(v[1].max()), "J": j, "F": f, "copy_first_J": cj, "copy_first_F": cf}
-            for n, v, j, f, cj, cf in zip(names, videos, ours["per_video"], ours["per_video_F"], floor["per_video"], floor["per_video_F"])]
-    rows.append({"sequence": "mean", "frames": sum(len(v[1]) for v in videos), "objects": "", "J": ours["J"], "F": ours["F"],
+            for n, v, j, f, cj, cf in zip(names, videos, best["per_video"], best["per_video_F"], floor["per_video"], floor["per_video_F"])]
+    rows.append({"sequence": "mean", "frames": sum(len(v[1]) for v in videos), "objects": "", "J": best["J"], "F": best["F"],
                  "copy_first_J": floor["J"], "copy_first_F": floor["F"]})
     atomic_write_csv(rows, path)
     for r in rows:

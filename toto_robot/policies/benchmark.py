@@ -65,7 +65,7 @@ class BenchmarkConfig:
     camera: str = "corner2"
     overrides: dict = field(default_factory=dict)  # any PROTOCOL key, e.g. {"epochs": 50}
     workers: int = 1  # BC runs in parallel processes (each gets cores / workers torch threads)
-    eval_batch: int = 10  # rollouts stepped in lockstep with one batched encoder pass (same seeds; faster)
+    eval_batch: int = 10  # rollouts stepped in lockstep with one batched encoder pass (same seeds)
 
     def __post_init__(self):
         check_choice(self.suite, "suite", sorted(SUITES))

@@ -154,8 +154,9 @@ def copy_first_j(videos: list[tuple[np.ndarray, np.ndarray]]) -> dict:
 
 
 def propagation_sweep(encoder: Encoder, videos, layers: list[int] | None = None, out_dir=None, **kw) -> list[dict]:
-    """J of label propagation at each layer, with the copy-first-mask J of the same clips beside it in every row;
-    with ``out_dir`` writes ``label_propagation.csv`` and ``.png``."""
+    """J and F of label propagation at each layer, with the copy-first-mask J and F of the same clips beside them in
+    every row (and each clip's J and F as ``per_video`` / ``per_video_F``); with ``out_dir`` writes
+    ``label_propagation.csv`` (without the per-clip lists) and ``.png``."""
     from pathlib import Path
 
     from toto_robot.utils.io import atomic_write_csv
@@ -167,10 +168,10 @@ def propagation_sweep(encoder: Encoder, videos, layers: list[int] | None = None,
     for l in layers:
         s = propagation_j(encoder, videos, l, **kw)
         rows.append({"encoder": encoder.name, "layer": l, "depth": l / encoder.num_layers, "J": s["J"], "F": s["F"], "J&F": s["J&F"],
-                     "copy_first_J": floor["J"], "copy_first_F": floor["F"]})
+                     "copy_first_J": floor["J"], "copy_first_F": floor["F"], "per_video": s["per_video"], "per_video_F": s["per_video_F"]})
     if out_dir is not None:
         out = Path(out_dir)
-        atomic_write_csv(rows, out / "label_propagation.csv")
+        atomic_write_csv([{k: v for k, v in r.items() if not k.startswith("per_video")} for r in rows], out / "label_propagation.csv")
         plt = pyplot()
         fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
         ax.plot([r["depth"] for r in rows], [r["J"] for r in rows], marker="o", label=encoder.name)

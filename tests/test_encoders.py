@@ -219,3 +219,39 @@ def test_spatial_attention_codes_repeat_per_frame_and_need_whole_frames(tmp_path
     torch.testing.assert_close(enc.eval()(x), load_encoder(tmp_path / "saved").eval()(x))
     vit = build_encoder("mae_tiny", pooling="spatial_attention")
     assert vit.pool.grid == 8 and vit(frames(1, 64, 64)).shape == (1, 192)
+
+
+@pytest.mark.parametrize("positions", [False, True])
+def test_attention_pool_equals_projecting_every_token(positions):
+    """The factored pool (projections on the mixed token) is the textbook one (keys and values of all N
+    tokens, then attention): same outputs and same gradients, biases included."""
+    from toto_robot.encoders import AttentionPool
+
+    torch.manual_seed(0)
+    pool = AttentionPool(48, num_heads=8, positions=positions, grid=4).double()
+    with torch.no_grad():
+        for p in pool.parameters():
+            p.normal_(0, 0.5)
+    tokens = torch.randn(5, 32, 48, dtype=torch.float64)  # two frames of a 4 x 4 grid
+
+    def reference(x):
+        B, N, C = x.shape
+        h = pool.num_heads
+        x = pool.norm(x)
+        if positions:
+            x = x + pool.position_codes(N, x.device)
+        q = pool.query.expand(B, -1, -1).reshape(B, 1, h, C // h).transpose(1, 2)
+        k = pool.k(x).reshape(B, N, h, C // h).transpose(1, 2)
+        v = pool.v(x).reshape(B, N, h, C // h).transpose(1, 2)
+        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, C)
+
+    ours, ref = pool(tokens), reference(tokens)
+    assert ours.shape == (5, 48)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
+    grads = [torch.autograd.grad(f(tokens).square().sum(), list(pool.parameters()), allow_unused=True) for f in (pool, reference)]
+    for name, a, b in zip([n for n, _ in pool.named_parameters()], *grads):
+        if name == "k.bias":  # cancels in the softmax: no gradient in either form
+            assert a is None or a.abs().max() < 1e-10
+            assert b.abs().max() < 1e-10
+            continue
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=name)

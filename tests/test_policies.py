@@ -9,7 +9,7 @@ from toto_robot.encoders.base import FrameFormatError
 from toto_robot.policies import load_policy, wilson_interval
 from toto_robot.policies.bc import BCConfig, train_bc
 from toto_robot.policies.compare import CompareConfig, compare
-from toto_robot.policies.evaluate import evaluate_policy
+from toto_robot.policies.evaluate import close_envs, evaluate_policy
 from toto_robot.policies.policy import Policy
 from toto_robot.sim_envs.collect import CollectConfig, collect
 
@@ -44,6 +44,14 @@ def test_bc_on_frozen_encoder_opens_the_drawer_and_reloads(cabinet_demos, tmp_pa
     lockstep = evaluate_policy(policy, "franka_cabinet", episodes=6, progress=False, batch=4)  # groups of 4 and 2 envs
     assert lockstep["per_episode"] == result["per_episode"]  # the same seeded episodes, one batched encoder pass per step
     assert lockstep["mean_return"] == pytest.approx(result["mean_return"], rel=0.02)
+    pool: list = []  # environments kept between evaluations (BC's eval_every): the same seeded episodes every time
+    reused = [evaluate_policy(policy, "franka_cabinet", episodes=3, progress=False, batch=2, env_pool=pool) for _ in range(2)]
+    assert len(pool) == 2 and reused[0]["per_episode"] == reused[1]["per_episode"] == lockstep["per_episode"][:3]
+    assert reused[1]["mean_return"] == pytest.approx(reused[0]["mean_return"], rel=0.02)
+    with pytest.raises(ValueError, match="env_pool holds"):
+        evaluate_policy(policy, "franka_pick", episodes=1, progress=False, env_pool=pool)
+    close_envs(pool)
+    assert pool == []
     obs = {"image": np.zeros((64, 64, 3), np.uint8), "state": np.zeros(19, np.float32)}
     again = load_policy(policy_dir)
     np.testing.assert_array_equal(policy.act(obs), again.act(obs))

@@ -129,16 +129,22 @@ class AttentionPool(nn.Module):
         return self._codes[key]
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The single query lets the projections move off the tokens: q.(W_k x + b_k) = (W_k^T q).x + const
+        (the constant cancels in the softmax) and sum_n a_n (W_v x_n + b_v) = W_v (sum_n a_n x_n) + b_v
+        (the weights sum to 1). Same function as projecting every token's key and value, at h/C of the
+        cost: the projections run once per head on the mixed token, not on N tokens."""
         B, N, C = tokens.shape
-        h = self.num_heads
+        h, hs = self.num_heads, C // self.num_heads
         x = self.norm(tokens)
         if self.positions:
             x = x + self.position_codes(N, x.device)  # (B, N, C) + (N, C)
-        q = self.query.expand(B, -1, -1).reshape(B, 1, h, C // h).transpose(1, 2)  # (B, h, 1, hs)
-        k = self.k(x).reshape(B, N, h, C // h).transpose(1, 2)  # (B, h, N, hs)
-        v = self.v(x).reshape(B, N, h, C // h).transpose(1, 2)  # (B, h, N, hs)
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, h, 1, hs)
-        return out.transpose(1, 2).reshape(B, C)
+        q = self.query.reshape(h, 1, hs)  # (h, 1, hs)
+        qk = (q @ self.k.weight.reshape(h, hs, C)).squeeze(1) * hs ** -0.5  # (h, C): each head's query in token space
+        attn = (x @ qk.t()).softmax(dim=1)  # (B, N, h), over tokens
+        mixed = attn.transpose(1, 2) @ x  # (B, h, C): each head's attention-weighted token
+        w_v = self.v.weight.reshape(h, hs, C)
+        out = (mixed.unsqueeze(-2) @ w_v.transpose(1, 2).unsqueeze(0)).squeeze(-2)  # (B, h, 1, C) @ (1, h, C, hs) -> (B, h, hs)
+        return out.reshape(B, C) + self.v.bias  # (B, C)
 
 
 class ReadoutPool(nn.Module):

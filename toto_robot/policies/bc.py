@@ -26,6 +26,7 @@ from toto_robot.constants import ACTION, OBS_IMAGE, OBS_STATE
 from toto_robot.data.demos import DemoFormatError
 from toto_robot.data.formats import open_demos
 from toto_robot.encoders import encoder_from_spec
+from toto_robot.policies.evaluate import close_envs, evaluate_policy
 from toto_robot.policies.policy import Policy
 from toto_robot.probes.sweep import extract_encoder_tokens
 from toto_robot.utils.plots import pyplot, save_figure
@@ -130,33 +131,35 @@ def train_bc(cfg: BCConfig) -> Path:
     history = []
     best = (float("inf"), 0, None)  # (held-out loss, epoch, state)
     bar = tqdm(range(1, cfg.epochs + 1), desc=f"bc {encoder.name}", unit="epoch")
-    for epoch in bar:
-        policy.train()
-        perm, total = torch.randperm(len(tr_act), generator=g), 0.0
-        for i in range(0, len(perm), cfg.batch_size):
-            idx = perm[i:i + cfg.batch_size]
-            pred = policy.forward_tokens(tr_tok[tr_hist[idx]].to(cfg.device), tr_state[idx].to(cfg.device))  # (B, history, N, C) tokens
-            loss = F.mse_loss(pred, tr_act[idx].to(cfg.device))
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"behaviour cloning loss is {loss.item()} at epoch {epoch}: {_extreme_values(eps, cfg.demos)}")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-        row = {"epoch": epoch, "train_loss": total / len(tr_act), "val_loss": _val_loss(policy, tokens.get("val"), cfg.device)}
-        if cfg.eval_episodes and ((cfg.eval_every and epoch % cfg.eval_every == 0) or epoch == cfg.epochs):
-            from toto_robot.policies.evaluate import evaluate_policy
-
-            row["success_rate"] = evaluate_policy(policy, meta.task, cfg.eval_episodes, seed=cfg.seed, progress=False,
-                                                 batch=cfg.eval_batch)["success_rate"]
-        history.append(row)
-        bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}" if row["val_loss"] == row["val_loss"] else "-")
-        if row["val_loss"] < best[0]:
-            best = (row["val_loss"], epoch, {k: v.detach().clone() for k, v in policy.state_dict().items()})
-        elif cfg.patience and epoch - best[1] >= cfg.patience:
-            log.info("early stop at epoch %d: held-out loss last improved at epoch %d", epoch, best[1])
-            break
+    eval_envs: list = []  # built by the first evaluation, reused by the later ones (a renderer is slow to build)
+    try:
+        for epoch in bar:
+            policy.train()
+            perm, total = torch.randperm(len(tr_act), generator=g), 0.0
+            for i in range(0, len(perm), cfg.batch_size):
+                idx = perm[i:i + cfg.batch_size]
+                pred = policy.forward_tokens(tr_tok[tr_hist[idx]].to(cfg.device), tr_state[idx].to(cfg.device))  # (B, history, N, C) tokens
+                loss = F.mse_loss(pred, tr_act[idx].to(cfg.device))
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"behaviour cloning loss is {loss.item()} at epoch {epoch}: {_extreme_values(eps, cfg.demos)}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += loss.item() * len(idx)
+            row = {"epoch": epoch, "train_loss": total / len(tr_act), "val_loss": _val_loss(policy, tokens.get("val"), cfg.device)}
+            if cfg.eval_episodes and ((cfg.eval_every and epoch % cfg.eval_every == 0) or epoch == cfg.epochs):
+                row["success_rate"] = evaluate_policy(policy, meta.task, cfg.eval_episodes, seed=cfg.seed, progress=False,
+                                                     batch=cfg.eval_batch, env_pool=eval_envs)["success_rate"]
+            history.append(row)
+            bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}" if row["val_loss"] == row["val_loss"] else "-")
+            if row["val_loss"] < best[0]:
+                best = (row["val_loss"], epoch, {k: v.detach().clone() for k, v in policy.state_dict().items()})
+            elif cfg.patience and epoch - best[1] >= cfg.patience:
+                log.info("early stop at epoch %d: held-out loss last improved at epoch %d", epoch, best[1])
+                break
+    finally:
+        close_envs(eval_envs)
     if cfg.keep_best and best[2] is not None:
         policy.load_state_dict(best[2])
     policy.save_pretrained(out / "policy")

@@ -17,12 +17,17 @@ EVAL_SEED_OFFSET = 10_000
 
 def evaluate_policy(policy, task: str, episodes: int = 20, seed: int = 0, image_size: int | None = None,
                     video_path: str | Path | None = None, randomization: dict | None = None, progress: bool = True,
-                    batch: int = 1) -> dict:
+                    batch: int = 1, env_pool: list | None = None) -> dict:
     """``policy.act(obs) -> action`` (or any callable) on ``episodes`` seeded episodes of ``task``.
 
     ``batch`` > 1 with a policy that has ``act_batch`` (BC): that many episodes run in lockstep, one
     environment each, and every step encodes their frames in one pass. The episodes and seeds are the
-    same as one at a time; a batched forward may round differently in the last float bits."""
+    same as one at a time; a batched forward may round differently in the last float bits.
+
+    ``env_pool``: a list the caller keeps between evaluations of the same task and view (BC evaluating
+    every few epochs). The environments are built into it once and left open, and the caller closes
+    them (``close_envs``): a MuJoCo renderer takes about half a second to build, more than a short
+    rollout. Every episode is still seeded by ``reset``, so reuse changes no result."""
     from toto_robot.data.video import write_video
     from toto_robot.sim_envs import make_env
 
@@ -34,8 +39,14 @@ def evaluate_policy(policy, task: str, episodes: int = 20, seed: int = 0, image_
         image_size = int(getattr(policy, "meta", {}).get("image_size", 64))
     camera = getattr(policy, "meta", {}).get("camera", "agentview")  # the view the policy was trained on
     length = getattr(policy, "meta", {}).get("max_steps")  # the episode length its demonstrations were collected with
-    envs = [make_env(task, image_size=image_size, camera=camera, randomization=randomization, **({"max_steps": length} if length else {}))
-            for _ in range(max(1, width))]
+    spec = {"task": task, "image_size": image_size, "camera": camera, "randomization": randomization, **({"max_steps": length} if length else {})}
+    envs = env_pool if env_pool is not None else []
+    if envs and getattr(envs[0], "_toto_spec", None) != spec:
+        raise ValueError(f"env_pool holds environments for {envs[0]._toto_spec}, not {spec}")
+    while len(envs) < max(1, width):
+        envs.append(make_env(**spec))
+        envs[-1]._toto_spec = spec
+    envs = envs[: max(1, width)]
     success, returns, lengths = [False] * episodes, [0.0] * episodes, [0] * episodes
     frames: dict[int, list] = {0: [], 1: []}  # the first two episodes, for the video
     bar = tqdm(total=episodes, desc=f"eval {task}", unit="ep", leave=False, disable=not progress)
@@ -68,8 +79,8 @@ def evaluate_policy(policy, task: str, episodes: int = 20, seed: int = 0, image_
                     still.append(j)
             live = still
     bar.close()
-    for env in envs:
-        env.close()
+    if env_pool is None:
+        close_envs(envs)
     if video_path is not None and frames[0]:
         write_video(video_path, np.stack(frames[0] + frames[1]), fps=20)
     successes = sum(success)
@@ -77,3 +88,10 @@ def evaluate_policy(policy, task: str, episodes: int = 20, seed: int = 0, image_
     return {"task": task, "episodes": episodes, "successes": int(successes), "success_rate": successes / max(1, episodes),
             "ci_low": lo, "ci_high": hi, "mean_return": float(np.mean(returns)), "mean_length": float(np.mean(lengths)),
             "per_episode": [int(s) for s in success]}  # success of each seeded episode (the same seeds for every policy: paired tests)
+
+
+def close_envs(envs: list) -> None:
+    """Close the environments of an ``env_pool`` and empty it."""
+    for env in envs:
+        env.close()
+    envs.clear()

@@ -1,4 +1,4 @@
-"""MuJoCo manipulation suite (gymnasium): Franka and Kuka arms, pick and cabinet tasks, pixels; and
+"""MuJoCo manipulation suite (gymnasium): Franka and Kuka arms, pick, cabinet and reach tasks, pixels; and
 CortexBench's MetaWorld tasks (``mw_*``, ``metaworld_env.py``) behind the same observation contract.
 
     import gymnasium as gym, toto_robot.sim_envs
@@ -21,6 +21,8 @@ TASK_IDS = {
     "franka_cabinet": ("TotoRobot/FrankaCabinet-v0", "franka", "cabinet"),
     "kuka_pick": ("TotoRobot/KukaPick-v0", "kuka", "pick"),
     "kuka_cabinet": ("TotoRobot/KukaCabinet-v0", "kuka", "cabinet"),
+    "franka_reach": ("TotoRobot/FrankaReach-v0", "franka", "reach"),
+    "kuka_reach": ("TotoRobot/KukaReach-v0", "kuka", "reach"),
 }
 
 for _key, (_id, _robot, _task) in TASK_IDS.items():

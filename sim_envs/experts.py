@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from toto_robot.sim_envs.tasks import CabinetTask, PickTask
+from toto_robot.sim_envs.tasks import CabinetTask, PickTask, ReachTask
 
 
 def _toward(env, target: np.ndarray, gripper: float, gain: float = 1.0) -> np.ndarray:
@@ -80,6 +80,22 @@ class CabinetExpert:
         return a
 
 
+class ReachExpert:
+    """Straight to the target with the gripper open (``noise`` perturbs every step)."""
+
+    def __init__(self, env, noise: float = 0.0, rng: np.random.Generator | None = None):
+        self.env, self.noise, self.rng = env, noise, rng or np.random.default_rng(0)
+
+    def reset(self):
+        pass
+
+    def act(self, obs=None) -> np.ndarray:
+        a = _toward(self.env, self.env.task.target_pos(self.env), -1)
+        if self.noise:
+            a[:3] = np.clip(a[:3] + self.rng.normal(0, self.noise, 3), -1, 1)
+        return a
+
+
 def make_expert(env, noise: float = 0.0, rng: np.random.Generator | None = None):
     """The scripted expert of ``env``'s task (``env`` may be wrapped)."""
     base = env.unwrapped
@@ -89,4 +105,6 @@ def make_expert(env, noise: float = 0.0, rng: np.random.Generator | None = None)
         return PickExpert(base, noise, rng)
     if isinstance(base.task, CabinetTask):
         return CabinetExpert(base, noise, rng)
+    if isinstance(base.task, ReachTask):
+        return ReachExpert(base, noise, rng)
     raise ValueError(f"no scripted expert for task {type(base.task).__name__}")

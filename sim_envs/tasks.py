@@ -147,4 +147,48 @@ class CabinetTask(Task):
         return self.color
 
 
-TASKS = {"pick": PickTask, "cabinet": CabinetTask}
+class ReachTask(Task):
+    """MVP's reach: a target sphere floats over the table, seen only in the image (the proprioception
+    holds the arm, not the target); success = the gripper within ``success_distance`` of it."""
+
+    name = "reach"
+    max_steps = 50
+    RANGE_LOW = np.array([0.4, -0.25, TABLE_HEIGHT + 0.05])  # where targets appear (inside the env's workspace)
+    RANGE_HIGH = np.array([0.7, 0.25, TABLE_HEIGHT + 0.3])
+
+    def __init__(self, success_distance: float = 0.04):
+        self.success_distance = success_distance
+
+    def build(self, spec):
+        target = spec.worldbody.add_body(name="reach_target", pos=[0.55, 0, TABLE_HEIGHT + 0.15])
+        target.add_geom(name="reach_target_geom", type=mujoco.mjtGeom.mjGEOM_SPHERE, size=[0.03, 0, 0], rgba=[0.9, 0.15, 0.15, 1],
+                        contype=0, conaffinity=0)  # seen, never touched
+
+    def reset(self, env, rng):
+        while True:  # never within twice the success distance of the homed gripper, nor behind the arm from the front cameras
+            target = rng.uniform(self.RANGE_LOW, self.RANGE_HIGH)
+            behind_arm = target[0] < 0.54 and abs(target[1]) < 0.09
+            if np.linalg.norm(target - env.grip_pos()) > 2 * self.success_distance and not behind_arm:
+                break
+        env.model.body_pos[env.model.body("reach_target").id] = target
+
+    def target_pos(self, env) -> np.ndarray:
+        return env.data.body("reach_target").xpos.copy()
+
+    def distance(self, env) -> float:
+        return float(np.linalg.norm(env.grip_pos() - self.target_pos(env)))
+
+    def reward(self, env):
+        return float(1 - np.tanh(10 * self.distance(env)) + 5 * self.success(env))
+
+    def success(self, env):
+        return self.distance(env) < self.success_distance
+
+    def label(self, env):
+        """3 x 3 cell of the target over its reset range in x and y."""
+        frac = (self.target_pos(env)[:2] - self.RANGE_LOW[:2]) / (self.RANGE_HIGH[:2] - self.RANGE_LOW[:2])
+        cx, cy = np.clip((frac * 3).astype(int), 0, 2)
+        return int(3 * cx + cy)
+
+
+TASKS = {"pick": PickTask, "cabinet": CabinetTask, "reach": ReachTask}

@@ -185,3 +185,27 @@ def test_rendering_works_headless_without_any_gl_setting():
     assert out.returncode == 0, out.stderr[-2000:]
     backend, std = out.stdout.split()
     assert backend == "egl" and float(std) > 5
+
+
+@pytest.mark.parametrize("task", ["franka_reach", "kuka_reach"])
+def test_reach_target_is_seen_in_the_image_and_not_told_in_the_state(task):
+    import mujoco
+
+    env = make_env(task, image_size=64)
+    base = env.unwrapped
+    seg = mujoco.Renderer(base.model, 64, 64)
+    seg.enable_segmentation_rendering()
+    obs, targets, labels = [], [], set()
+    for seed in range(6):
+        o, info = env.reset(seed=seed)
+        obs.append(o)
+        targets.append(base.task.target_pos(base))
+        labels.add(info["label"])
+        assert geom_pixels(seg, base, base.camera, ["reach_target_geom"]) >= 4  # a few pixels at 64 px, never hidden
+    assert min(np.linalg.norm(targets[0] - t) for t in targets[1:]) > 0.01 and len(labels) >= 3
+    for o in obs[1:]:  # the arm homes to the same pose: only the image says where the target is
+        np.testing.assert_allclose(o["state"], obs[0]["state"], atol=1e-5)
+        assert not np.array_equal(o["image"], obs[0]["image"])
+    base.reset(seed=0)
+    assert not base.task.success(base) and base.task.distance(base) > base.task.success_distance
+    seg.close()

@@ -61,12 +61,12 @@ def test_bc_on_frozen_encoder_opens_the_drawer_and_reloads(cabinet_demos, tmp_pa
         policy.act({"image": obs["image"].astype(np.float32), "state": obs["state"]})
 
 
-@pytest.mark.parametrize("vec_env", ["dummy", "subproc"])
-def test_ppo_trains_on_frozen_features_and_reloads(tmp_path, vec_env):
+@pytest.mark.parametrize("vec_env,cache_tokens", [("dummy", True), ("subproc", True), ("dummy", False)])
+def test_ppo_trains_on_frozen_features_and_reloads(tmp_path, vec_env, cache_tokens):
     from toto_robot.policies.ppo import PPOConfig, train_ppo
 
     policy_dir = train_ppo(PPOConfig(task="franka_cabinet", out_dir=str(tmp_path / "ppo"), image_size=32, total_timesteps=256, n_envs=2, n_steps=64,
-                                     batch_size=64, n_epochs=1, eval_episodes=1, net_arch=(32, 32), vec_env=vec_env))
+                                     batch_size=64, n_epochs=1, eval_episodes=1, net_arch=(32, 32), vec_env=vec_env, cache_tokens=cache_tokens))
     result = json.loads((tmp_path / "ppo" / "result.json").read_text())
     assert result["eval"]["episodes"] == 1 and result["timesteps"] == 256
     # two envs of 128 steps each: one 70-step episode ended in each, both in the learning curve
@@ -85,6 +85,32 @@ def test_ppo_trains_on_frozen_features_and_reloads(tmp_path, vec_env):
         if not k.startswith("pool."):
             torch.testing.assert_close(after_sd[k], v, rtol=0, atol=0)
     assert a.shape == (4,) and np.all(np.abs(a) <= 1)
+
+
+def test_frozen_tokens_wrapper_feeds_ppo_the_same_features_as_encoding_inside_the_extractor(tmp_path):
+    import torch
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from toto_robot.encoders import build_encoder, load_encoder
+    from toto_robot.policies.ppo import TOKENS, FrozenEncoderExtractor, FrozenTokenExtractor, FrozenTokens
+
+    build_encoder("random", pooling="spatial_attention").save_pretrained(tmp_path / "enc")
+    venv = make_vec_env("toto_robot.sim_envs:TotoRobot/FrankaReach-v0", n_envs=2, seed=0, env_kwargs={"image_size": 32, "max_steps": 3})
+    wrapped = FrozenTokens(venv, load_encoder(tmp_path / "enc"))
+    raw = {k: np.stack([e.reset(seed=i)[0][k] for i, e in enumerate(venv.envs)]) for k in ("image", "state")}
+    inside = FrozenEncoderExtractor(venv.observation_space, str(tmp_path / "enc"))
+    cached = FrozenTokenExtractor(wrapped.observation_space, str(tmp_path / "enc"))
+    with torch.no_grad():
+        a = inside({k: torch.from_numpy(v) for k, v in raw.items()})
+        b = cached({k: torch.from_numpy(v) for k, v in wrapped._convert(raw).items()})
+    assert a.shape == b.shape == (2, inside.features_dim)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    obs = wrapped.reset()
+    assert set(obs) == {TOKENS, "state"} and obs[TOKENS].shape == (2, *wrapped.observation_space[TOKENS].shape)
+    for _ in range(3):  # 3-step episodes: the last step hands back terminal observations, as tokens too
+        obs, _, dones, infos = wrapped.step(np.zeros((2, 4), np.float32))
+    assert dones.all() and all(info["terminal_observation"][TOKENS].shape == obs[TOKENS].shape[1:] for info in infos)
+    wrapped.close()
 
 
 def test_compare_gives_every_encoder_the_same_budget_and_resumes(cabinet_demos, tmp_path):

@@ -188,16 +188,24 @@ class PPOPolicy:
 
     def act(self, obs: dict) -> np.ndarray:
         image, state = _check_obs(obs, self.state_dim)
-        action, _ = self.model.predict({OBS_IMAGE: image, OBS_STATE: state}, deterministic=True)
+        if self.meta.get("cache_tokens"):  # trained on FrozenTokens: the policy reads the backbone's tokens
+            from toto_robot.policies.ppo import TOKENS
+
+            with torch.no_grad():
+                tokens = self.model.policy.features_extractor.encoder.encode_tokens(image[None]).float().cpu().numpy()[0]  # (N, C)
+            observation = {TOKENS: tokens, OBS_STATE: state}
+        else:
+            observation = {OBS_IMAGE: image, OBS_STATE: state}
+        action, _ = self.model.predict(observation, deterministic=True)
         return np.asarray(action, np.float32)
 
 
 def _ppo_policy_kwargs(directory: Path, meta: dict) -> dict:
     """Point the saved extractor at this folder's encoder (the run may have been moved or copied)."""
-    from toto_robot.policies.ppo import FrozenEncoderExtractor
+    from toto_robot.policies.ppo import FrozenEncoderExtractor, FrozenTokenExtractor
 
     arch = list(meta.get("net_arch", [256, 256]))
-    return {"features_extractor_class": FrozenEncoderExtractor, "features_extractor_kwargs": {"encoder_dir": str(directory / "encoder")},
+    return {"features_extractor_class": FrozenTokenExtractor if meta.get("cache_tokens") else FrozenEncoderExtractor, "features_extractor_kwargs": {"encoder_dir": str(directory / "encoder")},
             "net_arch": {"pi": arch, "vf": arch}}
 
 

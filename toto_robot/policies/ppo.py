@@ -1,9 +1,11 @@
 """PPO (stable-baselines3) on frozen encoder features plus proprioception.
 
-The frozen encoder sits inside SB3's feature extractor: the backbone never trains, its pool
-trains with the actor-critic. Observations are the env's ``{"image", "state"}`` dict; SB3
-hands the image over channels-first in [0, 1], which the extractor turns back into the uint8
-channels-last frames every encoder takes.
+The backbone never trains; its pool trains with the actor-critic. With ``cache_tokens`` (the
+default) a vectorised-env wrapper (``FrozenTokens``) runs the backbone once per env step, over all
+envs' frames in one pass, and the rollout buffer keeps the tokens: PPO's update epochs then read
+them instead of re-encoding every frame ``n_epochs`` times. Without it the backbone sits inside SB3's
+feature extractor (SB3 hands the image over channels-first in [0, 1], turned back into the uint8
+channels-last frames every encoder takes) and runs on every forward.
 
     from toto_robot.policies.ppo import PPOConfig, train_ppo
     train_ppo(PPOConfig(task="franka_cabinet", encoder={"name": "random"}, total_timesteps=50_000, out_dir="runs/ppo/x"))
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from toto_robot.constants import OBS_IMAGE, OBS_STATE
 from toto_robot.encoders import encoder_from_spec, load_encoder
@@ -57,6 +60,59 @@ class FrozenEncoderExtractor(BaseFeaturesExtractor):
         return torch.cat([feats, self.state_norm(obs[OBS_STATE].float())], dim=-1)
 
 
+TOKENS = "tokens"  # observation key of the frozen tokens (``cache_tokens``)
+
+
+class FrozenTokens(VecEnvWrapper):
+    """``{"image", "state"}`` -> ``{"tokens": float32 [N, C], "state"}``: the frozen backbone's tokens of
+    every env's frame, computed in one no-grad pass per step (terminal observations too)."""
+
+    def __init__(self, venv: VecEnv, encoder):
+        self.encoder = encoder.eval()
+        image_space = venv.observation_space[OBS_IMAGE]
+        probe = self._encode(np.zeros((1, *image_space.shape), np.uint8))  # (1, N, C)
+        space = gym.spaces.Dict({TOKENS: gym.spaces.Box(-np.inf, np.inf, probe.shape[1:], np.float32),
+                                 OBS_STATE: venv.observation_space[OBS_STATE]})
+        super().__init__(venv, observation_space=space)
+
+    def _encode(self, images: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.encoder.encode_tokens(images).float().cpu().numpy()  # (B, N, C)
+
+    def _convert(self, obs: dict) -> dict:
+        return {TOKENS: self._encode(obs[OBS_IMAGE]), OBS_STATE: obs[OBS_STATE]}
+
+    def reset(self):
+        return self._convert(self.venv.reset())
+
+    def step_wait(self):
+        obs, rewards, dones, infos = self.venv.step_wait()
+        ended = [i for i, info in enumerate(infos) if "terminal_observation" in info]  # SB3 bootstraps truncated episodes from these
+        if ended:
+            last = self._convert({k: np.stack([infos[i]["terminal_observation"][k] for i in ended]) for k in (OBS_IMAGE, OBS_STATE)})
+            for j, i in enumerate(ended):
+                infos[i]["terminal_observation"] = {k: v[j] for k, v in last.items()}
+        return self._convert(obs), rewards, dones, infos
+
+
+class FrozenTokenExtractor(BaseFeaturesExtractor):
+    """{"tokens", "state"} -> [pooled tokens, normalised state]; the backbone in ``encoder_dir`` is kept
+    (and saved) but only its pool runs here."""
+
+    def __init__(self, observation_space: gym.spaces.Dict, encoder_dir: str):
+        encoder = load_encoder(encoder_dir)
+        state_dim = observation_space[OBS_STATE].shape[0]
+        super().__init__(observation_space, features_dim=encoder.feature_dim + state_dim)
+        self.encoder = encoder
+        self.state_norm = nn.LayerNorm(state_dim)
+
+    apply = FrozenEncoderExtractor.apply
+
+    def forward(self, obs: dict) -> torch.Tensor:
+        feats = self.encoder.pool(obs[TOKENS].float())  # (B, N, C) -> (B, F)
+        return torch.cat([feats, self.state_norm(obs[OBS_STATE].float())], dim=-1)
+
+
 @dataclass
 class PPOConfig:
     task: str = "franka_cabinet"
@@ -77,6 +133,7 @@ class PPOConfig:
     device: str = "cpu"
     eval_episodes: int = 10
     net_arch: tuple[int, ...] = (256, 256)
+    cache_tokens: bool = True  # backbone once per env step (FrozenTokens); False: inside the extractor, on every forward
 
 
 def train_ppo(cfg: PPOConfig) -> Path:
@@ -107,8 +164,10 @@ def train_ppo(cfg: PPOConfig) -> Path:
                        env_kwargs={"image_size": cfg.image_size, "camera": cfg.camera}, monitor_kwargs={"info_keywords": ("success",)},
                        vec_env_cls=SubprocVecEnv if cfg.vec_env == "subproc" else DummyVecEnv,
                        vec_env_kwargs={"start_method": "spawn"} if cfg.vec_env == "subproc" else None)
-    kwargs = {"features_extractor_class": FrozenEncoderExtractor, "features_extractor_kwargs": {"encoder_dir": str(policy_dir / "encoder")},
-              "net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)}}
+    if cfg.cache_tokens:
+        env = FrozenTokens(env, encoder)
+    kwargs = {"features_extractor_class": FrozenTokenExtractor if cfg.cache_tokens else FrozenEncoderExtractor,
+              "features_extractor_kwargs": {"encoder_dir": str(policy_dir / "encoder")}, "net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)}}
     model = PPO("MultiInputPolicy", env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate,
                 gamma=cfg.gamma, ent_coef=cfg.ent_coef, seed=cfg.seed, device=cfg.device, policy_kwargs=kwargs, verbose=0)
     model.learn(total_timesteps=cfg.total_timesteps, progress_bar=True)
@@ -116,7 +175,7 @@ def train_ppo(cfg: PPOConfig) -> Path:
     model.policy.features_extractor.encoder.save_pretrained(policy_dir / "encoder")  # with the trained pool
     atomic_save_json({"kind": "ppo", "task": cfg.task, "image_size": cfg.image_size, "camera": cfg.camera, "state_dim": env.observation_space[OBS_STATE].shape[0],
                       "action_dim": env.action_space.shape[0], "encoder": encoder.name,
-                      "net_arch": list(cfg.net_arch)}, policy_dir / POLICY_CONFIG)
+                      "net_arch": list(cfg.net_arch), "cache_tokens": cfg.cache_tokens}, policy_dir / POLICY_CONFIG)
     env.close()
     curve = read_monitor(monitor_dir)
     plot_learning_curve(curve, out / "learning_curve.png", cfg.task, encoder.name)

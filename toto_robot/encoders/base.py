@@ -130,7 +130,8 @@ class AttentionPool(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """The single query lets the projections move off the tokens: q.(W_k x + b_k) = (W_k^T q).x + const
-        (the constant cancels in the softmax) and sum_n a_n (W_v x_n + b_v) = W_v (sum_n a_n x_n) + b_v
+        (the constant shifts every score of a head alike and cancels in the softmax, so ``k.bias``, kept
+        for checkpoints, gets no gradient) and sum_n a_n (W_v x_n + b_v) = W_v (sum_n a_n x_n) + b_v
         (the weights sum to 1). Same function as projecting every token's key and value, at h/C of the
         cost: the projections run once per head on the mixed token, not on N tokens."""
         B, N, C = tokens.shape

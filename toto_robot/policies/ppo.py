@@ -95,18 +95,9 @@ class FrozenTokens(VecEnvWrapper):
         return self._convert(obs), rewards, dones, infos
 
 
-class FrozenTokenExtractor(BaseFeaturesExtractor):
+class FrozenTokenExtractor(FrozenEncoderExtractor):
     """{"tokens", "state"} -> [pooled tokens, normalised state]; the backbone in ``encoder_dir`` is kept
     (and saved) but only its pool runs here."""
-
-    def __init__(self, observation_space: gym.spaces.Dict, encoder_dir: str):
-        encoder = load_encoder(encoder_dir)
-        state_dim = observation_space[OBS_STATE].shape[0]
-        super().__init__(observation_space, features_dim=encoder.feature_dim + state_dim)
-        self.encoder = encoder
-        self.state_norm = nn.LayerNorm(state_dim)
-
-    apply = FrozenEncoderExtractor.apply
 
     def forward(self, obs: dict) -> torch.Tensor:
         feats = self.encoder.pool(obs[TOKENS].float())  # (B, N, C) -> (B, F)

@@ -209,3 +209,21 @@ def test_reach_target_is_seen_in_the_image_and_not_told_in_the_state(task):
     base.reset(seed=0)
     assert not base.task.success(base) and base.task.distance(base) > base.task.success_distance
     seg.close()
+
+
+def test_reach_reward_pays_for_reaching_the_target_not_for_hovering():
+    env = make_env("franka_reach", image_size=16)
+    expert = make_expert(env)
+    env.reset(seed=3)
+    returns, done = 0.0, False
+    while not done:
+        _, r, term, trunc, info = env.step(expert.act())
+        returns, done = returns + r, term or trunc
+    assert info["success"] and term
+    env.reset(seed=3)
+    still, rewards, done = 0.0, [], False
+    while not done:  # hold still: every step costs its distance
+        _, r, term, trunc, _ = env.step(np.zeros(4, np.float32))
+        rewards.append(r)
+        still, done = still + r, term or trunc
+    assert max(rewards) < 0 and returns > still + 10

@@ -9,9 +9,20 @@ from toto_robot.sim_envs.arena import TABLE_HEIGHT
 COLORS = np.array([[0.85, 0.2, 0.2], [0.2, 0.7, 0.3], [0.2, 0.4, 0.9], [0.95, 0.8, 0.2], [0.6, 0.25, 0.75]])
 
 
+def grid_cell(xy, low, high, n: int = 3) -> int:
+    """Row-major cell (x major) of the point ``xy`` on an ``n x n`` grid over [low, high] in x and y; points
+    outside the range count in the edge cells."""
+    frac = (np.asarray(xy, dtype=float)[:2] - np.asarray(low, dtype=float)) / (np.asarray(high, dtype=float) - np.asarray(low, dtype=float))
+    cx, cy = np.clip(frac * n, 0, n - 1).astype(int)
+    return int(n * cx + cy)
+
+
 class Task:
     name = ""
     max_steps = 80
+    # x, y range that reset draws the task's object from ((x0, y0), (x1, y1)); None: nothing to locate
+    position_range: tuple[tuple[float, float], tuple[float, float]] | None = None
+    has_colours = False  # label() is the object's colour (an index into COLORS)
 
     def build(self, spec: mujoco.MjSpec) -> None:
         """Add this task's objects to the world."""
@@ -29,12 +40,18 @@ class Task:
         """A discrete label of what the scene shows (used by probes)."""
         return 0
 
+    def object_pos(self, env) -> np.ndarray:
+        """World position of the object that ``position_range`` locates."""
+        raise NotImplementedError(f"task {self.name!r} has no object to locate")
+
 
 class PickTask(Task):
     """A cube on the table; success = lifted ``lift_height`` above the table for ``hold_steps`` steps."""
 
     name = "pick"
     max_steps = 60
+    position_range = ((0.45, -0.15), (0.62, 0.15))
+    has_colours = True
 
     def __init__(self, lift_height: float = 0.08, hold_steps: int = 3):
         self.lift_height, self.hold_steps = lift_height, hold_steps
@@ -55,13 +72,16 @@ class PickTask(Task):
         m.geom_rbound[gid] = half * np.sqrt(3)
         self.color = int(rng.integers(len(COLORS)))
         m.geom_rgba[gid, :3] = COLORS[self.color]
-        x, y, yaw = rng.uniform(0.45, 0.62), rng.uniform(-0.15, 0.15), rng.uniform(-np.pi / 4, np.pi / 4)
+        (x0, y0), (x1, y1) = self.position_range
+        x, y, yaw = rng.uniform(x0, x1), rng.uniform(y0, y1), rng.uniform(-np.pi / 4, np.pi / 4)
         adr = m.jnt_qposadr[m.joint("cube_joint").id]
         d.qpos[adr:adr + 7] = [x, y, TABLE_HEIGHT + half + 0.001, np.cos(yaw / 2), 0, 0, np.sin(yaw / 2)]
         self.held = 0
 
     def cube_pos(self, env) -> np.ndarray:
         return env.data.body("cube").xpos.copy()
+
+    object_pos = cube_pos
 
     def cube_height(self, env) -> float:
         half = env.model.geom_size[env.model.geom("cube_geom").id][0]
@@ -88,6 +108,8 @@ class CabinetTask(Task):
 
     name = "cabinet"
     max_steps = 70
+    position_range = ((0.76, -0.1), (0.82, 0.1))
+    has_colours = True
     HANDLE_OFFSET = 0.09  # handle bar sits this far in front of the drawer face
 
     def __init__(self, open_distance: float = 0.12):
@@ -122,9 +144,13 @@ class CabinetTask(Task):
 
     def reset(self, env, rng):
         m = env.model
-        m.body_pos[m.body("cabinet").id] = [rng.uniform(0.76, 0.82), rng.uniform(-0.1, 0.1), TABLE_HEIGHT]
+        (x0, y0), (x1, y1) = self.position_range
+        m.body_pos[m.body("cabinet").id] = [rng.uniform(x0, x1), rng.uniform(y0, y1), TABLE_HEIGHT]
         self.color = int(rng.integers(len(COLORS)))
         m.geom_rgba[m.geom("drawer_face").id, :3] = COLORS[self.color]
+
+    def object_pos(self, env) -> np.ndarray:
+        return env.data.body("cabinet").xpos.copy()
 
     def opening(self, env) -> float:
         return float(env.data.joint("drawer_slide").qpos[0])
@@ -155,6 +181,7 @@ class ReachTask(Task):
     max_steps = 50
     RANGE_LOW = np.array([0.4, -0.25, TABLE_HEIGHT + 0.05])  # where targets appear (inside the env's workspace)
     RANGE_HIGH = np.array([0.7, 0.25, TABLE_HEIGHT + 0.3])
+    position_range = (tuple(RANGE_LOW[:2]), tuple(RANGE_HIGH[:2]))
 
     def __init__(self, success_distance: float = 0.04):
         self.success_distance = success_distance
@@ -175,6 +202,8 @@ class ReachTask(Task):
     def target_pos(self, env) -> np.ndarray:
         return env.data.body("reach_target").xpos.copy()
 
+    object_pos = target_pos
+
     def distance(self, env) -> float:
         return float(np.linalg.norm(env.grip_pos() - self.target_pos(env)))
 
@@ -189,9 +218,7 @@ class ReachTask(Task):
 
     def label(self, env):
         """3 x 3 cell of the target over its reset range in x and y."""
-        frac = (self.target_pos(env)[:2] - self.RANGE_LOW[:2]) / (self.RANGE_HIGH[:2] - self.RANGE_LOW[:2])
-        cx, cy = np.clip((frac * 3).astype(int), 0, 2)
-        return int(3 * cx + cy)
+        return grid_cell(self.target_pos(env), *self.position_range)
 
 
 TASKS = {"pick": PickTask, "cabinet": CabinetTask, "reach": ReachTask}

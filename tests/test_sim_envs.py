@@ -227,3 +227,13 @@ def test_reach_reward_pays_for_reaching_the_target_not_for_hovering():
         rewards.append(r)
         still, done = still + r, term or trunc
     assert max(rewards) < 0 and returns > still + 10
+
+
+def test_position_probe_locates_the_reach_target_and_refuses_a_colour_it_does_not_vary():
+    from toto_robot.probes.datasets import sim_probe_data
+
+    data = sim_probe_data("franka_reach", "position", n_train=12, n_val=6, image_size=16)
+    labels = np.concatenate([data.y_train, data.y_val])
+    assert len(set(labels.tolist())) >= 3 and labels.min() >= 0 and labels.max() <= 8
+    with pytest.raises(ValueError, match="colour"):
+        sim_probe_data("franka_reach", "colour", n_train=2, n_val=1, image_size=16)

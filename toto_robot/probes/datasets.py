@@ -47,8 +47,7 @@ def _split(name, x, y, n_train, classes):
 def sim_probe_data(task: str = "franka_pick", target: str = "position", n_train: int = 300, n_val: int = 100,
                    image_size: int = 64, seed: int = 0, camera: str = "agentview") -> ProbeData:
     from toto_robot.sim_envs import make_env
-    from toto_robot.sim_envs.tasks import COLORS
-    from toto_robot.sim_envs.tasks import PickTask
+    from toto_robot.sim_envs.tasks import COLORS, PickTask, grid_cell
 
     if target not in ("position", "colour", "offset"):
         raise ValueError(f"sim probe target must be 'position', 'colour' or 'offset', got {target!r}")
@@ -59,11 +58,9 @@ def sim_probe_data(task: str = "franka_pick", target: str = "position", n_train:
             env.close()
             raise ValueError(f"sim probe target 'offset' (cube relative to the gripper) needs a pick task, got {task!r}")
         return _offset_probe_data(env, task, n_train, n_val, seed)
-    # position target: the object's (cube's or cabinet's) table position in a 3 x 3 grid over its reset range
-    if isinstance(base.task, PickTask):
-        where, (x0, x1), (y0, y1) = (lambda: base.task.cube_pos(base)), (0.45, 0.62), (-0.15, 0.15)
-    else:
-        where, (x0, x1), (y0, y1) = (lambda: base.data.body("cabinet").xpos.copy()), (0.76, 0.82), (-0.1, 0.1)
+    if target == "colour" and not base.task.has_colours:
+        env.close()
+        raise ValueError(f"sim probe target 'colour' needs a task whose object colour varies (pick, cabinet), got {task!r}")
     rng = np.random.default_rng(seed)
     xs, ys = [], []
     for i in tqdm(range(n_train + n_val), desc=f"probe data {task}/{target}", unit="img", leave=False):
@@ -73,11 +70,8 @@ def sim_probe_data(task: str = "franka_pick", target: str = "position", n_train:
         xs.append(obs["image"])
         if target == "colour":
             ys.append(base.task.label(base))
-        else:
-            x, y = where()[:2]
-            bx = int(np.clip((x - x0) / (x1 - x0) * 3, 0, 2))
-            by = int(np.clip((y - y0) / (y1 - y0) * 3, 0, 2))
-            ys.append(3 * bx + by)
+        else:  # the object's (cube's, cabinet's, reach target's) table position in a 3 x 3 grid over its reset range
+            ys.append(grid_cell(base.task.object_pos(base), *base.task.position_range))
     env.close()
     classes = [f"x{i // 3}y{i % 3}" for i in range(9)] if target == "position" else [f"colour{i}" for i in range(len(COLORS))]
     return _split(f"{task}_{target}", np.stack(xs), np.asarray(ys, np.int64), n_train, classes)

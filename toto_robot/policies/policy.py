@@ -189,11 +189,9 @@ class PPOPolicy:
     def act(self, obs: dict) -> np.ndarray:
         image, state = _check_obs(obs, self.state_dim)
         if self.meta.get("cache_tokens"):  # trained on FrozenTokens: the policy reads the backbone's tokens
-            from toto_robot.policies.ppo import TOKENS
+            from toto_robot.policies.ppo import TOKENS, frozen_tokens
 
-            with torch.no_grad():
-                tokens = self.model.policy.features_extractor.encoder.encode_tokens(image[None]).float().cpu().numpy()[0]  # (N, C)
-            observation = {TOKENS: tokens, OBS_STATE: state}
+            observation = {TOKENS: frozen_tokens(self.model.policy.features_extractor.encoder, image[None])[0], OBS_STATE: state}
         else:
             observation = {OBS_IMAGE: image, OBS_STATE: state}
         action, _ = self.model.predict(observation, deterministic=True)

@@ -56,11 +56,20 @@ class FrozenEncoderExtractor(BaseFeaturesExtractor):
         if img.dtype != torch.uint8:
             scale = 255.0 if float(img.max()) <= 1.0 + 1e-6 else 1.0
             img = (img * scale).round().clamp(0, 255).to(torch.uint8)
-        feats = self.encoder.pool(self.encoder.encode_tokens(img).float())  # (B, F)
-        return torch.cat([feats, self.state_norm(obs[OBS_STATE].float())], dim=-1)
+        return self.features(self.encoder.encode_tokens(img), obs[OBS_STATE])
+
+    def features(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Frozen tokens [B, N, C] + state [B, S] -> [pooled tokens, normalised state] [B, F + S]."""
+        return torch.cat([self.encoder.pool(tokens.float()), self.state_norm(state.float())], dim=-1)
 
 
 TOKENS = "tokens"  # observation key of the frozen tokens (``cache_tokens``)
+
+
+def frozen_tokens(encoder, images: np.ndarray) -> np.ndarray:
+    """uint8 frames [B, H, W, 3] -> the frozen backbone's tokens, float32 [B, N, C] (no gradient)."""
+    with torch.no_grad():
+        return encoder.encode_tokens(images).float().cpu().numpy()
 
 
 class FrozenTokens(VecEnvWrapper):
@@ -70,17 +79,13 @@ class FrozenTokens(VecEnvWrapper):
     def __init__(self, venv: VecEnv, encoder):
         self.encoder = encoder.eval()
         image_space = venv.observation_space[OBS_IMAGE]
-        probe = self._encode(np.zeros((1, *image_space.shape), np.uint8))  # (1, N, C)
+        probe = frozen_tokens(self.encoder, np.zeros((1, *image_space.shape), np.uint8))  # (1, N, C)
         space = gym.spaces.Dict({TOKENS: gym.spaces.Box(-np.inf, np.inf, probe.shape[1:], np.float32),
                                  OBS_STATE: venv.observation_space[OBS_STATE]})
         super().__init__(venv, observation_space=space)
 
-    def _encode(self, images: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return self.encoder.encode_tokens(images).float().cpu().numpy()  # (B, N, C)
-
     def _convert(self, obs: dict) -> dict:
-        return {TOKENS: self._encode(obs[OBS_IMAGE]), OBS_STATE: obs[OBS_STATE]}
+        return {TOKENS: frozen_tokens(self.encoder, obs[OBS_IMAGE]), OBS_STATE: obs[OBS_STATE]}
 
     def reset(self):
         return self._convert(self.venv.reset())
@@ -100,8 +105,7 @@ class FrozenTokenExtractor(FrozenEncoderExtractor):
     (and saved) but only its pool runs here."""
 
     def forward(self, obs: dict) -> torch.Tensor:
-        feats = self.encoder.pool(obs[TOKENS].float())  # (B, N, C) -> (B, F)
-        return torch.cat([feats, self.state_norm(obs[OBS_STATE].float())], dim=-1)
+        return self.features(obs[TOKENS], obs[OBS_STATE])
 
 
 @dataclass

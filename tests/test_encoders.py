@@ -181,7 +181,7 @@ def _where_task(n: int, grid: int = 6, dim: int = 32, seed: int = 0):
     return tokens, torch.stack([cells // grid, cells % grid], 1).float() / (grid - 1)
 
 
-@pytest.mark.parametrize("pooling", ["attention", "spatial_attention"])
+@pytest.mark.parametrize("pooling", ["attention", "spatial_attention", "keypoints"])
 def test_spatial_attention_pooling_reads_where_an_object_is(pooling):
     from toto_robot.encoders.base import build_pool
 
@@ -199,10 +199,35 @@ def test_spatial_attention_pooling_reads_where_an_object_is(pooling):
     with torch.no_grad():
         val = F.mse_loss(head(pool(xv)), yv).item()
     baseline = yv.var(0).sum().item() / 2  # predicting the mean
-    if pooling == "spatial_attention":
+    if pooling in ("spatial_attention", "keypoints"):
         assert val < 0.1 * baseline, (val, baseline)
     else:  # content-only pooling cannot tell one cell from another
         assert val > 0.7 * baseline, (val, baseline)
+
+
+def test_keypoints_pool_is_the_soft_argmax_of_its_scores(tmp_path):
+    """Every keypoint is the softmax-weighted mean of the token cells' (x, y) in [-1, 1]: a token that
+    dominates a keypoint's score puts that keypoint on its cell; save and reload keep the function."""
+    from toto_robot.encoders.base import build_pool
+
+    pool = build_pool("keypoints", 8, grid=4)
+    with torch.no_grad():
+        pool.score.weight.zero_()
+        pool.score.bias.zero_()
+        pool.score.weight[0, 0] = 50.0  # keypoint 0 follows channel 0; keypoints 1-3 score nothing: the grid's centre
+    tokens = torch.zeros(2, 16, 8)
+    tokens[0, 4 * 1 + 3, 0] = 1.0  # row 1, column 3
+    tokens[1, 4 * 3 + 0, 0] = 1.0  # row 3, column 0
+    out = pool(tokens).reshape(2, 4, 2)
+    torch.testing.assert_close(out[:, 0], torch.tensor([[1.0, -1 / 3], [-1.0, 1.0]]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(out[:, 1:], torch.zeros(2, 3, 2), atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="not whole frames of a 4 x 4"):
+        pool(torch.randn(2, 17, 8))
+    enc = build_encoder("toto", checkpoint=str(tiny_toto_run(tmp_path)), pooling="keypoints")
+    x = frames(2, 32, 32)
+    enc.save_pretrained(tmp_path / "saved")
+    torch.testing.assert_close(enc.eval()(x), load_encoder(tmp_path / "saved").eval()(x))
+    assert enc(x).shape == (2, enc.feature_dim) and build_encoder("mae_tiny", pooling="keypoints")(frames(1, 64, 64)).shape == (1, 192)
 
 
 def test_spatial_attention_codes_repeat_per_frame_and_need_whole_frames(tmp_path):

@@ -148,6 +148,46 @@ class AttentionPool(nn.Module):
         return out.reshape(B, C) + self.v.bias  # (B, C)
 
 
+class KeypointPool(nn.Module):
+    """Spatial soft-argmax (robomimic's ``SpatialSoftmax``, Levine et al. 2016) over the token grid:
+    a linear map scores every token for ``dim // 2`` keypoints, a softmax over the tokens (with a
+    learned temperature) turns each keypoint's scores into weights, and the keypoint is the weighted
+    mean of the tokens' (x, y) cell centres in [-1, 1]. [B, N, C] -> [B, C] = (x, y) of C/2 keypoints.
+
+    The output is nothing but positions, so a policy reads *where* things are from the first update:
+    at initialisation the random scores already peak on tokens that stand out (a target, the gripper).
+    An attention pool starts from a near-uniform average and has to learn to look before it can say
+    where. Video tokens (T frames in raster order) share the softmax over all T x grid x grid cells.
+    """
+
+    def __init__(self, dim: int, grid: int | None = None):
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"keypoints pooling needs an even token dim, got {dim}")
+        self.dim, self.grid = dim, grid
+        self.norm = nn.LayerNorm(dim)
+        self.score = nn.Linear(dim, dim // 2)
+        self.log_temperature = nn.Parameter(torch.zeros(()))
+        self._cells: dict[tuple[int, str], torch.Tensor] = {}
+
+    def cell_centres(self, n: int, device: torch.device) -> torch.Tensor:
+        """[n, 2] (x, y) in [-1, 1] of each token's cell, for whole frames of the token grid."""
+        g = self.grid or math.isqrt(n)
+        if not g or n % (g * g):
+            raise ValueError(f"keypoints pooling: {n} tokens are not whole frames of a {g} x {g} token grid")
+        key = (n, str(device))
+        if key not in self._cells:
+            c = torch.linspace(-1.0, 1.0, g) if g > 1 else torch.zeros(1)
+            ys, xs = torch.meshgrid(c, c, indexing="ij")
+            self._cells[key] = torch.stack([xs.flatten(), ys.flatten()], dim=1).repeat(n // (g * g), 1).to(device)
+        return self._cells[key]
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        B, N, C = tokens.shape
+        weights = (self.score(self.norm(tokens)) * self.log_temperature.exp()).softmax(dim=1)  # (B, N, K), over tokens
+        return (weights.transpose(1, 2) @ self.cell_centres(N, tokens.device)).reshape(B, C)  # (B, K, 2) -> (B, 2K = C)
+
+
 class ReadoutPool(nn.Module):
     """No parameters: the encoder already read out one vector per frame (a ViT's class token, or MAE's
     normed mean token), [B, T, C]; one frame passes through unchanged, a clip's frames are averaged."""
@@ -160,7 +200,7 @@ class ReadoutPool(nn.Module):
         return tokens.mean(dim=1)
 
 
-POOLINGS = ("attention", "average", "spatial_attention")
+POOLINGS = ("attention", "average", "spatial_attention", "keypoints")
 # read-outs a ViT's authors use as its feature (encoders.vit): the final-norm class token (MVP, VC-1, MAE
 # pre-training) and MAE's ``--global_pool`` (fc_norm of the mean patch token); "authors" picks the model's own.
 READOUT_POOLINGS = ("cls", "global_pool")
@@ -173,6 +213,8 @@ def build_pool(kind: str, dim: int, grid: int | None = None) -> nn.Module:
         return AttentionPool(dim, positions=True, grid=grid)
     if kind == "average":
         return AveragePool(dim)
+    if kind == "keypoints":
+        return KeypointPool(dim, grid=grid)
     if kind in (*READOUT_POOLINGS, "authors"):
         raise ValueError(f"pooling {kind!r} reads out a ViT's class token or fc_norm; this encoder has none: "
                          f"choose one of {', '.join(POOLINGS)}")

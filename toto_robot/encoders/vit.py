@@ -22,7 +22,7 @@ Each baseline as its authors run it (``pooling="authors"``):
   mean of the last block's patch tokens (``pooling="global_pool"``).
 
 ``pooling`` may also be ``cls`` or ``global_pool`` by name, or one of the project's trainable pools
-(attention, average, spatial_attention) over the patch tokens, which are what probes read.
+(attention, average, spatial_attention, keypoints) over the patch tokens, which are what probes read.
 
 Nothing is downloaded: the checkpoint is a local file the user gives (``.pth``/``.pt`` from
 ``torch.save`` or ``.safetensors``). Decoder, mask-token and classifier-head keys of MAE

@@ -1,4 +1,4 @@
-"""A probe on frozen tokens: pooling (attention, average or spatial_attention) -> BatchNorm (no affine) -> linear classifier.
+"""A probe on frozen tokens: pooling (attention, average, spatial_attention or keypoints) -> BatchNorm (no affine) -> linear classifier.
 
 The paper's protocol (Sec. 3.5): the backbone is frozen; the attention pool and the linear layer
 are trained together with AdamW and a cosine schedule. Tokens are extracted once per layer and

@@ -124,6 +124,9 @@ class PPOConfig:
     learning_rate: float = 3e-4
     gamma: float = 0.98
     ent_coef: float = 0.0
+    gae_lambda: float = 0.95
+    log_std_init: float = 0.0  # initial log std of the Gaussian policy (actions live in [-1, 1]: 0 explores with std 1)
+    normalize_reward: bool = False  # scale rewards by a running estimate of the return's std (SB3 VecNormalize, observations untouched)
     seed: int = 0
     device: str = "cpu"
     eval_episodes: int = 10
@@ -134,7 +137,7 @@ class PPOConfig:
 def train_ppo(cfg: PPOConfig) -> Path:
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecNormalize
 
     from toto_robot.policies.evaluate import evaluate_policy
     from toto_robot.policies.policy import POLICY_CONFIG, load_policy
@@ -161,10 +164,13 @@ def train_ppo(cfg: PPOConfig) -> Path:
                        vec_env_kwargs={"start_method": "spawn"} if cfg.vec_env == "subproc" else None)
     if cfg.cache_tokens:
         env = FrozenTokens(env, encoder)
+    if cfg.normalize_reward:  # the Monitor underneath still records the task's own returns
+        env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=cfg.gamma)
     kwargs = {"features_extractor_class": FrozenTokenExtractor if cfg.cache_tokens else FrozenEncoderExtractor,
-              "features_extractor_kwargs": {"encoder_dir": str(policy_dir / "encoder")}, "net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)}}
+              "features_extractor_kwargs": {"encoder_dir": str(policy_dir / "encoder")}, "net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)},
+              "log_std_init": cfg.log_std_init}
     model = PPO("MultiInputPolicy", env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate,
-                gamma=cfg.gamma, ent_coef=cfg.ent_coef, seed=cfg.seed, device=cfg.device, policy_kwargs=kwargs, verbose=0)
+                gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, ent_coef=cfg.ent_coef, seed=cfg.seed, device=cfg.device, policy_kwargs=kwargs, verbose=0)
     model.learn(total_timesteps=cfg.total_timesteps, progress_bar=True)
     model.save(policy_dir / "model.zip")
     model.policy.features_extractor.encoder.save_pretrained(policy_dir / "encoder")  # with the trained pool

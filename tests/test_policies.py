@@ -198,3 +198,43 @@ def test_action_chunking_predicts_k_actions_and_executes_the_first_steps(cabinet
     assert len(calls) == 3  # a new episode starts with a new chunk
     with pytest.raises(ValueError, match="action_steps"):
         Policy(policy.encoder, 19, 4, chunk=2, action_steps=3)
+
+
+def test_steps_to_threshold_reads_the_moving_training_success():
+    from toto_robot.policies.compare_ppo import moving_success, steps_to
+
+    # 50-step episodes: 4 failures, then successes; window 4
+    curve = [{"timesteps": 50 * (i + 1), "success": float(i >= 4), "r": 0.0} for i in range(10)]
+    steps, avg = moving_success(curve, 4)
+    np.testing.assert_allclose(avg[:8], [0, 0, 0, 0, 0.25, 0.5, 0.75, 1.0])
+    assert steps_to(curve, 0.5, 4) == 300 and steps_to(curve, 1.0, 4) == 400
+    assert steps_to(curve, 0.5, 20) is None  # never a full window
+    assert steps_to(curve[:4], 0.1, 4) is None
+
+
+def test_compare_ppo_gives_every_encoder_the_same_budget_and_resumes(tmp_path):
+    from toto_robot.policies.compare_ppo import PPOCompareConfig, compare_ppo
+    from toto_robot.policies.ppo import read_monitor
+
+    with pytest.raises(ValueError, match="seed"):
+        PPOCompareConfig(tasks=["franka_reach"], encoders={"r": {"name": "random"}}, out_dir=str(tmp_path), ppo={"seed": 3})
+    cfg = PPOCompareConfig(tasks=["franka_reach"], encoders={"avg": {"name": "random", "pooling": "average"}, "attn": {"name": "random"}},
+                           out_dir=str(tmp_path / "cmp"), seeds=[0], window=2,
+                           ppo={"image_size": 32, "total_timesteps": 128, "n_envs": 2, "n_steps": 64, "batch_size": 64, "n_epochs": 1,
+                                "eval_episodes": 2, "net_arch": (16,), "log_std_init": -1.0, "normalize_reward": True})
+    out = compare_ppo(cfg)
+    table = (out / "summary.md").read_text()
+    assert "| franka_reach | avg |" in table and "| franka_reach | attn |" in table and "128 env steps" in table
+    for label in ("avg", "attn"):
+        run = out / "runs/franka_reach" / label / "seed0"
+        ppo = json.loads((run / "ppo_config.json").read_text())
+        assert ppo["total_timesteps"] == 128 and ppo["log_std_init"] == -1.0 and ppo["seed"] == 0
+        rows = read_monitor(run / "monitor")
+        # rewards are normalised for PPO only: the curve keeps the task's own returns (-10 x distance per step, 50 steps)
+        assert len(rows) == 2 and all(r["r"] < -10 for r in rows if not r["success"])
+    assert (out / "learning_curves.png").is_file() and (out / "success.png").is_file()
+    results = (out / "results.csv").read_text()
+    assert results.count("franka_reach") == 2 and "steps_to_0.8" in results
+    stamp = (out / "runs/franka_reach/avg/seed0/result.json").stat().st_mtime_ns
+    compare_ppo(cfg)  # finished runs are kept, not retrained
+    assert (out / "runs/franka_reach/avg/seed0/result.json").stat().st_mtime_ns == stamp

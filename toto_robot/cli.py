@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-policy": ("toto_robot.train.train_policy", "behaviour cloning or PPO on a frozen encoder"),
     "evaluate": ("toto_robot.train.evaluate", "success rate of a saved policy in a MuJoCo task"),
     "compare": ("toto_robot.train.compare", "compare encoders with BC on the same tasks, seeds and budget"),
+    "compare-ppo": ("toto_robot.train.compare_ppo", "compare encoders by PPO learning curves on the same tasks, seeds and env steps"),
     "benchmark": ("toto_robot.train.benchmark", "CortexBench's MetaWorld protocol on frozen encoders: best/last-epoch success table"),
     "tokenize": ("toto_robot.train.tokenize", "train a visual tokenizer (dVAE, VQ, patches) and write token shards"),
     "demo": ("toto_robot.train.demo", "the whole pipeline on simulated robot videos, ending in a report"),

@@ -108,7 +108,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> Path:
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         threads = max(1, (os.cpu_count() or 1) // cfg.workers)
-        with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init, initargs=(threads,)) as pool:
+        with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=worker_init, initargs=(threads,)) as pool:
             for future in as_completed([pool.submit(train_bc, job) for job in jobs]):
                 future.result()  # a failed run stops the benchmark with its own error; finished runs stay on disk
                 bar.update(1)
@@ -133,7 +133,7 @@ def bc_config(cfg: BenchmarkConfig, proto: dict, demos: Path, run: Path, label: 
                     eval_episodes=proto["eval_episodes"], eval_batch=cfg.eval_batch, token_cache=str(Path(cfg.out_dir) / "token_cache"))
 
 
-def _worker_init(threads: int) -> None:
+def worker_init(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)

@@ -125,7 +125,7 @@ def markdown_table(summary: list[dict]) -> str:
 
 
 
-def plot_success(summary: list[dict], path: Path) -> None:
+def plot_success(summary: list[dict], path: Path, title: str = "BC on frozen encoders") -> None:
     plt = pyplot()
     tasks = sorted({r["task"] for r in summary})
     encs = list(dict.fromkeys(r["label"] for r in summary))
@@ -145,7 +145,7 @@ def plot_success(summary: list[dict], path: Path) -> None:
     ax.set_xticks(range(len(tasks)), tasks, fontsize=8)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("success rate")
-    ax.set_title("BC on frozen encoders")
+    ax.set_title(title)
     ax.legend(fontsize=7)
     save_figure(fig, path)
 

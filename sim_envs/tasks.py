@@ -88,10 +88,13 @@ class PickTask(Task):
         return float(self.cube_pos(env)[2] - half - TABLE_HEIGHT)
 
     def reward(self, env):
+        """Shaping in [-3, 0] (reach the cube, then lift it) and +10 on success. Every step before
+        success costs something, so ending the episode by succeeding pays (a positive per-step reward
+        with termination on success would pay a PPO policy to hold the cube just below the goal)."""
         dist = np.linalg.norm(env.grip_pos() - self.cube_pos(env))
         reach = 1 - np.tanh(10 * dist)
         lift = np.clip(self.cube_height(env) / self.lift_height, 0, 1)
-        return float(reach + 2 * lift * (dist < 0.05) + 5 * self.success(env))
+        return float(reach + 2 * lift * (dist < 0.05) - 3 + 10 * self.success(env))
 
     def after_step(self, env):
         self.held = self.held + 1 if self.cube_height(env) > self.lift_height else 0
@@ -163,8 +166,11 @@ class CabinetTask(Task):
         return self.handle_pos(env) + np.array([self.HANDLE_OFFSET / 2, 0, 0])
 
     def reward(self, env):
+        """Shaping in [-6, 0] (reach the handle, then pull) and +10 on success; as for pick, every step
+        before success costs, so opening the drawer sooner pays more."""
         reach = 1 - np.tanh(10 * np.linalg.norm(env.grip_pos() - self.hook_pos(env)))
-        return float(reach + 5 * self.opening(env) / self.open_distance + 5 * self.success(env))
+        pulled = min(self.opening(env) / self.open_distance, 1.0)
+        return float(reach + 5 * pulled - 6 + 10 * self.success(env))
 
     def success(self, env):
         return self.opening(env) > self.open_distance

@@ -211,8 +211,10 @@ def test_reach_target_is_seen_in_the_image_and_not_told_in_the_state(task):
     seg.close()
 
 
-def test_reach_reward_pays_for_reaching_the_target_not_for_hovering():
-    env = make_env("franka_reach", image_size=16)
+@pytest.mark.parametrize("task", ["franka_reach", "franka_pick", "kuka_cabinet"])
+def test_reward_pays_for_succeeding_not_for_hovering(task):
+    """Episodes end at success, so every step before it must cost: the expert's return beats holding still."""
+    env = make_env(task, image_size=16)
     expert = make_expert(env)
     env.reset(seed=3)
     returns, done = 0.0, False

@@ -115,21 +115,21 @@ class PPOConfig:
     encoder: dict = field(default_factory=lambda: {"name": "random"})
     image_size: int = 64
     camera: str = "agentview"
-    total_timesteps: int = 20_000
-    n_envs: int = 4  # parallel envs: the encoder sees n_envs frames per forward
+    total_timesteps: int = 60_000
+    n_envs: int = 8  # parallel envs: the encoder sees n_envs frames per forward
     vec_env: str = "dummy"  # dummy (one process) | subproc (one process per env)
-    n_steps: int = 512  # per env: a rollout holds n_steps * n_envs transitions
+    n_steps: int = 64  # per env: a rollout holds n_steps * n_envs transitions
     batch_size: int = 128
-    n_epochs: int = 4
+    n_epochs: int = 10
     learning_rate: float = 3e-4
-    gamma: float = 0.98
+    gamma: float = 0.95
     ent_coef: float = 0.0
     gae_lambda: float = 0.95
-    log_std_init: float = 0.0  # initial log std of the Gaussian policy (actions live in [-1, 1]: 0 explores with std 1)
-    normalize_reward: bool = False  # scale rewards by a running estimate of the return's std (SB3 VecNormalize, observations untouched)
+    log_std_init: float = -1.0  # initial log std of the Gaussian policy (actions live in [-1, 1]: -1 explores with std 0.37)
+    normalize_reward: bool = True  # scale rewards by a running estimate of the return's std (SB3 VecNormalize, observations untouched)
     seed: int = 0
     device: str = "cpu"
-    eval_episodes: int = 10
+    eval_episodes: int = 30
     net_arch: tuple[int, ...] = (256, 256)
     cache_tokens: bool = True  # backbone once per env step (FrozenTokens); False: inside the extractor, on every forward
 

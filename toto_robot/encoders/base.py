@@ -94,6 +94,14 @@ def sincos_2d(dim: int, grid: int) -> torch.Tensor:
     return torch.cat([one_axis(dim // 2, gw), one_axis(dim // 2, gh)], dim=1).float()  # (grid*grid, dim)
 
 
+def frame_grid(n: int, grid: int | None, pooling: str) -> int:
+    """Side of the square token raster that ``n`` tokens fill in whole frames (``grid=None``: n is one frame)."""
+    g = grid or math.isqrt(n)
+    if not g or n % (g * g):
+        raise ValueError(f"{pooling} pooling: {n} tokens are not whole frames of a {g} x {g} token grid")
+    return g
+
+
 class AttentionPool(nn.Module):
     """One learned query cross-attends to the tokens (Toto Sec. 3.5): softmax(q W_k^T x) W_v x.
 
@@ -120,9 +128,7 @@ class AttentionPool(nn.Module):
 
     def position_codes(self, n: int, device: torch.device) -> torch.Tensor:
         """[n, dim] codes for n tokens: whole frames of the token grid."""
-        g = self.grid or math.isqrt(n)
-        if not g or n % (g * g):
-            raise ValueError(f"spatial_attention pooling: {n} tokens are not whole frames of a {g} x {g} token grid")
+        g = frame_grid(n, self.grid, "spatial_attention")
         key = (n, str(device))
         if key not in self._codes:
             self._codes[key] = sincos_2d(self.dim, g).repeat(n // (g * g), 1).to(device)
@@ -172,9 +178,7 @@ class KeypointPool(nn.Module):
 
     def cell_centres(self, n: int, device: torch.device) -> torch.Tensor:
         """[n, 2] (x, y) in [-1, 1] of each token's cell, for whole frames of the token grid."""
-        g = self.grid or math.isqrt(n)
-        if not g or n % (g * g):
-            raise ValueError(f"keypoints pooling: {n} tokens are not whole frames of a {g} x {g} token grid")
+        g = frame_grid(n, self.grid, "keypoints")
         key = (n, str(device))
         if key not in self._cells:
             c = torch.linspace(-1.0, 1.0, g) if g > 1 else torch.zeros(1)

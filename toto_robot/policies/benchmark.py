@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from toto_robot.policies.bc import BCConfig, train_bc
 from toto_robot.sim_envs.metaworld_env import MESH_CELL
 from toto_robot.policies.compare import plot_success
 from toto_robot.utils.config import ConfigError, check_bool, check_choice, check_int
+from toto_robot.utils.parallel import run_jobs
 from toto_robot.utils.io import atomic_save_json, atomic_write, atomic_write_csv
 from toto_robot.utils.plots import pyplot, save_figure
 from toto_robot.utils.stats import wilson_interval
@@ -99,19 +99,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> Path:
     jobs = [bc_config(cfg, proto, demos[t], run_dir(out, t, label, s), label, s) for t, label, s in runs
             if not (run_dir(out, t, label, s) / "result.json").is_file()]
     bar = tqdm(total=len(runs), initial=len(runs) - len(jobs), desc="benchmark", unit="run")
-    if cfg.workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            train_bc(job)
-            bar.update(1)
-    else:  # spawned, not forked: the parent already holds rendering contexts and torch's thread pool
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        threads = max(1, (os.cpu_count() or 1) // cfg.workers)
-        with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=worker_init, initargs=(threads,)) as pool:
-            for future in as_completed([pool.submit(train_bc, job) for job in jobs]):
-                future.result()  # a failed run stops the benchmark with its own error; finished runs stay on disk
-                bar.update(1)
+    run_jobs(train_bc, jobs, cfg.workers, on_done=lambda: bar.update(1))
     bar.close()
     rows = [run_row(out, t, label, s, proto["eval_episodes"]) for t, label, s in runs]
     atomic_write_csv(rows, out / "results.csv")
@@ -131,12 +119,6 @@ def bc_config(cfg: BenchmarkConfig, proto: dict, demos: Path, run: Path, label: 
                     batch_size=proto["batch_size"], lr=proto["lr"], hidden_sizes=proto["hidden_sizes"], activation=proto["activation"],
                     history=proto["history"], val_fraction=0.0, keep_best=False, eval_every=proto["eval_every"],
                     eval_episodes=proto["eval_episodes"], eval_batch=cfg.eval_batch, token_cache=str(Path(cfg.out_dir) / "token_cache"))
-
-
-def worker_init(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 def collect_demos(task: str, proto: dict, root: Path) -> Path:

@@ -15,7 +15,6 @@ when the comparison is run again, so an interrupted comparison continues.
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from tqdm.auto import tqdm
 from toto_robot.policies.compare import plot_success
 from toto_robot.policies.evaluate import wilson_interval
 from toto_robot.policies.ppo import PPOConfig, read_monitor, train_ppo
+from toto_robot.utils.parallel import run_jobs
 from toto_robot.utils.io import atomic_save_json, atomic_write, atomic_write_csv
 from toto_robot.utils.plots import pyplot, save_figure
 
@@ -65,21 +65,7 @@ def compare_ppo(cfg: PPOCompareConfig) -> Path:
     jobs = [PPOConfig(**{**cfg.ppo, "task": t, "encoder": dict(cfg.encoders[label]), "seed": s, "out_dir": str(run_dir(out, t, label, s))})
             for t, label, s in runs if not (run_dir(out, t, label, s) / "result.json").is_file()]
     bar = tqdm(total=len(runs), initial=len(runs) - len(jobs), desc="compare ppo", unit="run")
-    if cfg.workers == 1 or len(jobs) <= 1:
-        for job in jobs:
-            train_ppo(job)
-            bar.update(1)
-    else:  # spawned, not forked: the parent may hold rendering contexts and torch's thread pool
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        from toto_robot.policies.benchmark import worker_init
-
-        threads = max(1, (os.cpu_count() or 1) // cfg.workers)
-        with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn"), initializer=worker_init, initargs=(threads,)) as pool:
-            for future in as_completed([pool.submit(train_ppo, job) for job in jobs]):
-                future.result()  # a failed run stops the comparison with its own error; finished runs stay on disk
-                bar.update(1)
+    run_jobs(train_ppo, jobs, cfg.workers, on_done=lambda: bar.update(1))
     bar.close()
     rows = [run_row(run_dir(out, t, label, s), t, label, s, cfg.thresholds, cfg.window) for t, label, s in runs]
     atomic_write_csv(rows, out / "results.csv")

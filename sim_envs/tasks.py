@@ -20,7 +20,8 @@ def grid_cell(xy, low, high, n: int = 3) -> int:
 class Task:
     name = ""
     max_steps = 80
-    # x, y range that reset draws the task's object from ((x0, y0), (x1, y1)); None: nothing to locate
+    # x, y range that reset draws the task's object from ((x0, y0), (x1, y1)); None: nothing to locate.
+    # A task that sets it also defines object_pos(env): the world position of that object.
     position_range: tuple[tuple[float, float], tuple[float, float]] | None = None
     has_colours = False  # label() is the object's colour (an index into COLORS)
 
@@ -39,10 +40,6 @@ class Task:
     def label(self, env) -> int:
         """A discrete label of what the scene shows (used by probes)."""
         return 0
-
-    def object_pos(self, env) -> np.ndarray:
-        """World position of the object that ``position_range`` locates."""
-        raise NotImplementedError(f"task {self.name!r} has no object to locate")
 
 
 class PickTask(Task):

@@ -67,14 +67,15 @@ def compare_ppo(cfg: PPOCompareConfig) -> Path:
     bar = tqdm(total=len(runs), initial=len(runs) - len(jobs), desc="compare ppo", unit="run")
     run_jobs(train_ppo, jobs, cfg.workers, on_done=lambda: bar.update(1))
     bar.close()
-    rows = [run_row(run_dir(out, t, label, s), t, label, s, cfg.thresholds, cfg.window) for t, label, s in runs]
+    curves = {(t, label, s): read_monitor(run_dir(out, t, label, s) / "monitor") for t, label, s in runs}  # read once: rows and plot
+    rows = [run_row(run_dir(out, t, label, s), curves[t, label, s], t, label, s, cfg.thresholds, cfg.window) for t, label, s in runs]
     atomic_write_csv(rows, out / "results.csv")
     summary = summarize(rows, cfg.thresholds)
     atomic_write_csv(summary, out / "summary.csv")
     with atomic_write(out / "summary.md", "w") as f:
         f.write(markdown_table(summary, cfg))
     plot_success([{**r, "label": r["encoder"]} for r in summary], out / "success.png", title="PPO on frozen encoders")
-    plot_learning_curves(out, cfg, out / "learning_curves.png")
+    plot_learning_curves(curves, cfg, out / "learning_curves.png")
     return out
 
 
@@ -90,12 +91,12 @@ def steps_to(curve: list[dict], threshold: float, window: int) -> int | None:
     return int(steps[window - 1 + hit[0]]) if hit.size else None
 
 
-def run_row(run: Path, task: str, label: str, seed: int, thresholds: list[float], window: int) -> dict:
+def run_row(run: Path, curve: list[dict], task: str, label: str, seed: int, thresholds: list[float], window: int) -> dict:
+    """One run's held-out success (``result.json``) and steps-to-threshold from its training ``curve`` (read_monitor)."""
     result = json.loads((run / "result.json").read_text())
     ev = result.get("eval")
     if not ev:
         raise RuntimeError(f"{run}: the PPO run has no held-out evaluation (set ppo.eval_episodes > 0)")
-    curve = read_monitor(run / "monitor")
     row = {"task": task, "encoder": label, "seed": seed, "timesteps": result["timesteps"], "train_episodes": len(curve),
            "successes": ev["successes"], "episodes": ev["episodes"], "success_rate": ev["success_rate"], "ci_low": ev["ci_low"],
            "ci_high": ev["ci_high"], "mean_return": ev["mean_return"], "final_train_success": result["final_train_success"]}
@@ -140,7 +141,7 @@ def markdown_table(summary: list[dict], cfg: PPOCompareConfig) -> str:
     return "\n".join(lines)
 
 
-def plot_learning_curves(out: Path, cfg: PPOCompareConfig, path: Path, points: int = 60) -> None:
+def plot_learning_curves(curves: dict[tuple[str, str, int], list[dict]], cfg: PPOCompareConfig, path: Path, points: int = 60) -> None:
     """Training success (moving average) and return against env steps: mean over seeds, min-max band."""
     plt = pyplot()
     fig, axes = plt.subplots(2, len(cfg.tasks), figsize=(4.4 * len(cfg.tasks), 6.0), dpi=120, squeeze=False)
@@ -148,7 +149,7 @@ def plot_learning_curves(out: Path, cfg: PPOCompareConfig, path: Path, points: i
         for label in cfg.encoders:
             grids = defaultdict(list)
             for seed in cfg.seeds:
-                curve = read_monitor(run_dir(out, task, label, seed) / "monitor")
+                curve = curves[task, label, seed]
                 if len(curve) < 2:
                     continue
                 steps, succ = moving_success(curve, cfg.window)

@@ -58,6 +58,9 @@ def sim_probe_data(task: str = "franka_pick", target: str = "position", n_train:
             env.close()
             raise ValueError(f"sim probe target 'offset' (cube relative to the gripper) needs a pick task, got {task!r}")
         return _offset_probe_data(env, task, n_train, n_val, seed)
+    if target == "position" and base.task.position_range is None:
+        env.close()
+        raise ValueError(f"sim probe target 'position' needs a task with an object placed over a range (pick, cabinet, reach), got {task!r}")
     if target == "colour" and not base.task.has_colours:
         env.close()
         raise ValueError(f"sim probe target 'colour' needs a task whose object colour varies (pick, cabinet), got {task!r}")

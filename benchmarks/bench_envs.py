@@ -1,6 +1,7 @@
 """Simulation speed per task: env steps/s with and without the camera, against raw MuJoCo on the same
-compiled model (``mj_step`` x substeps + ``Renderer.render``) as the reference (same process).
-    MUJOCO_GL=egl python benchmarks/bench_envs.py [--image-size 64]
+compiled model (``mj_step`` x substeps + ``Renderer.render``) as the reference (same process), and
+against the same env drawing its full meshes (``mesh_cell=None``), with how much the frames differ.
+    MUJOCO_GL=egl OMP_NUM_THREADS=1 python benchmarks/bench_envs.py [--image-size 64]
 """
 from __future__ import annotations
 
@@ -54,13 +55,17 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=200)
     args = ap.parse_args()
-    print(f"{'task':16s} {'env steps/s':>12s} {'no camera':>10s} {'raw mujoco':>11s} {'env / raw':>10s}")
+    print(f"{'task':16s} {'env steps/s':>12s} {'no camera':>10s} {'raw mujoco':>11s} {'env / raw':>10s} "
+          f"{'full meshes':>12s} {'speed-up':>9s} {'frame diff /255':>16s}")
     for task in TASK_IDS:
-        env = make_env(task, image_size=args.image_size)
+        env, env_full = make_env(task, image_size=args.image_size), make_env(task, image_size=args.image_size, mesh_cell=None)
         full, phys = steps_per_second(env, args.steps, True), steps_per_second(env, args.steps, False)
         raw = raw_steps_per_second(env, args.steps)
-        print(f"{task:16s} {full:12.1f} {phys:10.1f} {raw:11.1f} {full / raw:9.2f}x")
+        full_meshes = steps_per_second(env_full, args.steps, True)
+        diff = np.mean([np.abs(env.reset(seed=s)[0]["image"].astype(int) - env_full.reset(seed=s)[0]["image"]).mean() for s in range(5)])
+        print(f"{task:16s} {full:12.1f} {phys:10.1f} {raw:11.1f} {full / raw:9.2f}x {full_meshes:12.1f} {full / full_meshes:8.2f}x {diff:16.3f}")
         env.close()
+        env_full.close()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """One gymnasium env for every robot x task (robosuite-style robot / arena / task split).
 
 Observation: ``{"image": uint8 [S, S, 3], "state": float32 [19]}`` (+ ``"wrist_image"``), state =
-arm joint positions (7), velocities (7), finger positions (2), gripper site position (3).
+arm joint positions (7), velocities (7), finger positions (2), gripper site position (3). With
+``privileged=True`` also ``"privileged"``: what the simulator knows and the camera must find (the
+task's object position, then every non-robot joint's positions and velocities), for a critic that
+trains in simulation only (asymmetric actor-critic, Pinto et al. 2018); a policy never reads it.
 Action (``control="ee_delta"``): ``Box(-1, 1, (4,))`` = end-effector delta xyz (x ``max_delta``
 metres) + gripper (-1 open, +1 closed), tracked by damped-least-squares IK on joint position
 servos; ``control="joint_delta"``: ``Box(-1, 1, (8,))`` = 7 joint deltas (x ``max_joint_delta``) +
@@ -35,7 +38,8 @@ class ManipulationEnv(gym.Env):
     def __init__(self, robot: str = "franka", task: str = "pick", image_size: int = 128, camera: str = "agentview",
                  wrist_camera: bool = False, control: str = "ee_delta", max_steps: int | None = None,
                  randomization: Randomization | dict | None = None, render_mode: str | None = "rgb_array",
-                 max_delta: float = 0.03, max_joint_delta: float = 0.05, mesh_cell: float | None = MESH_CELL):
+                 max_delta: float = 0.03, max_joint_delta: float = 0.05, mesh_cell: float | None = MESH_CELL,
+                 privileged: bool = False):
         if robot not in ROBOTS:
             raise ValueError(f"unknown robot {robot!r}; known: {sorted(ROBOTS)}")
         if task not in TASKS:
@@ -82,11 +86,20 @@ class ManipulationEnv(gym.Env):
         self._scene_option = mujoco.MjvOption()
         self._scene_option.geomgroup[1] = 0
         self._scene_option.sitegroup[:] = 0
+        robot_joints = set(self.arm_joints.tolist()) | {m.joint(f).id for f in fingers}
+        others = [j for j in range(m.njnt) if j not in robot_joints]  # the task's objects: free, hinge, slide joints
+        width = np.diff(np.append(m.jnt_qposadr, m.nq))  # qpos entries per joint (joints are stored in order)
+        dof_width = np.diff(np.append(m.jnt_dofadr, m.nv))
+        self._object_qpos = np.concatenate([np.arange(m.jnt_qposadr[j], m.jnt_qposadr[j] + width[j]) for j in others] or [np.zeros(0, int)])
+        self._object_qvel = np.concatenate([np.arange(m.jnt_dofadr[j], m.jnt_dofadr[j] + dof_width[j]) for j in others] or [np.zeros(0, int)])
+        self.privileged = privileged
 
         img = spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
         obs = {"image": img, "state": spaces.Box(-np.inf, np.inf, (19,), np.float32)}
         if wrist_camera:
             obs["wrist_image"] = img
+        if privileged:
+            obs["privileged"] = spaces.Box(-np.inf, np.inf, self.privileged_state().shape, np.float32)
         self.observation_space = spaces.Dict(obs)
         self.action_space = spaces.Box(-1.0, 1.0, (4 if control == "ee_delta" else 8,), np.float32)
         self._home()
@@ -191,7 +204,16 @@ class ManipulationEnv(gym.Env):
         obs = {"image": self._render_camera(self.camera), "state": self._state()}
         if self.wrist_camera:
             obs["wrist_image"] = self._render_camera(PREFIX + "wrist")
+        if self.privileged:
+            obs["privileged"] = self.privileged_state()
         return obs
+
+    def privileged_state(self) -> np.ndarray:
+        """[object position (3, tasks with one), object joints' qpos, object joints' qvel]: the simulator's truth
+        about the task's objects, which the image shows and the proprioception does not."""
+        d = self.data
+        pos = self.task.object_pos(self) if hasattr(self.task, "object_pos") else np.zeros(0)
+        return np.concatenate([pos, d.qpos[self._object_qpos], d.qvel[self._object_qvel]]).astype(np.float32)
 
     def render(self):
         return self._render_camera(self.camera)

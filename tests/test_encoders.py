@@ -218,7 +218,7 @@ def test_keypoints_pool_is_the_soft_argmax_of_its_scores(tmp_path):
     tokens = torch.zeros(2, 16, 8)
     tokens[0, 4 * 1 + 3, 0] = 1.0  # row 1, column 3
     tokens[1, 4 * 3 + 0, 0] = 1.0  # row 3, column 0
-    out = pool(tokens).reshape(2, 4, 2)
+    out = pool.keypoints(tokens)  # (2, 4, 2)
     torch.testing.assert_close(out[:, 0], torch.tensor([[1.0, -1 / 3], [-1.0, 1.0]]), atol=1e-3, rtol=0)
     torch.testing.assert_close(out[:, 1:], torch.zeros(2, 3, 2), atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="not whole frames of a 4 x 4"):
@@ -228,6 +228,41 @@ def test_keypoints_pool_is_the_soft_argmax_of_its_scores(tmp_path):
     enc.save_pretrained(tmp_path / "saved")
     torch.testing.assert_close(enc.eval()(x), load_encoder(tmp_path / "saved").eval()(x))
     assert enc(x).shape == (2, enc.feature_dim) and build_encoder("mae_tiny", pooling="keypoints")(frames(1, 64, 64)).shape == (1, 192)
+
+
+def test_running_standardize_follows_the_training_batches_and_only_them():
+    """The first training batches are averaged exactly (two batches give the statistics of both together),
+    later ones with weight ``momentum``; evaluation and no-grad forwards use the statistics and never
+    change them; the keypoints pool's output is its keypoints standardised."""
+    from toto_robot.encoders.base import RunningStandardize, build_pool
+
+    torch.manual_seed(0)
+    a, b = torch.randn(64, 3) * 0.001 + 5.0, torch.randn(32, 3) * 0.002 + 5.01
+    norm = RunningStandardize(3, momentum=0.01)
+    norm(a)
+    norm(b)
+    both = torch.cat([a, b]).double()
+    torch.testing.assert_close(norm.mean.double(), both.mean(0), atol=1e-6, rtol=0)
+    torch.testing.assert_close(norm.var.double(), both.var(0, unbiased=False), atol=0, rtol=1e-3)
+    out = norm(torch.cat([a, b]))  # a third batch, already described by the statistics
+    assert out.mean(0).abs().max() < 0.05 and (out.std(0) - 1).abs().max() < 0.05
+    before = norm.mean.clone()
+    norm.eval()(torch.full((8, 3), 100.0))
+    with torch.no_grad():
+        norm.train()(torch.full((8, 3), 100.0))
+    assert torch.equal(norm.mean, before)
+    norm(torch.full((8, 3), 6.0))  # still exact: 8 of 200 samples
+    torch.testing.assert_close(norm.mean, before + 8 / 200 * (6.0 - before), atol=1e-5, rtol=0)
+    before = norm.mean.clone()
+    norm.count.fill_(1e6)
+    norm(torch.full((8, 3), 6.0))  # past the exact phase: the weight is momentum, not 8 / 1000008
+    torch.testing.assert_close(norm.mean, before + 0.01 * (6.0 - before), atol=1e-5, rtol=0)
+
+    pool = build_pool("keypoints", 8, grid=4)
+    tokens = torch.randn(16, 16, 8)
+    out = pool(tokens)  # a training forward: the first batch sets the statistics
+    torch.testing.assert_close(out, (pool.keypoints(tokens).reshape(16, 8) - pool.standardize.mean) / pool.standardize.var.sqrt(), atol=1e-4, rtol=0)
+    assert out.std(0).min() > 0.9 and pool.keypoints(tokens).std(0).max() < 0.5
 
 
 def test_spatial_attention_codes_repeat_per_frame_and_need_whole_frames(tmp_path):

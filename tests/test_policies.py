@@ -238,3 +238,32 @@ def test_compare_ppo_gives_every_encoder_the_same_budget_and_resumes(tmp_path):
     stamp = (out / "runs/franka_reach/avg/seed0/result.json").stat().st_mtime_ns
     compare_ppo(cfg)  # finished runs are kept, not retrained
     assert (out / "runs/franka_reach/avg/seed0/result.json").stat().st_mtime_ns == stamp
+
+
+def test_asymmetric_critic_values_the_simulator_state_and_the_actor_never_reads_it(tmp_path):
+    """With ``asymmetric_critic`` the critic sees the proprioception and the task's object state (the reach
+    target's position), not the image; the actor sees the frozen features and the proprioception, and the
+    saved policy acts from image and state alone."""
+    import torch
+
+    from toto_robot.policies.ppo import PRIVILEGED, TOKENS, AsymmetricActorCriticPolicy, PPOConfig, train_ppo
+
+    policy_dir = train_ppo(PPOConfig(task="franka_reach", out_dir=str(tmp_path / "ppo"), image_size=32, total_timesteps=128, n_envs=2, n_steps=64,
+                                     batch_size=64, n_epochs=1, eval_episodes=1, net_arch=(32, 32), asymmetric_critic=True,
+                                     encoder={"name": "random", "pooling": "keypoints"}))
+    policy = load_policy(policy_dir)
+    net = policy.model.policy
+    assert isinstance(net, AsymmetricActorCriticPolicy) and policy.meta["privileged_dim"] == 3  # the target's xyz
+    n = 4
+    obs = {TOKENS: torch.randn(n, *net.observation_space[TOKENS].shape), "state": torch.randn(n, 19), PRIVILEGED: torch.randn(n, 3)}
+    moved_target = {**obs, PRIVILEGED: obs[PRIVILEGED] + 0.5}
+    other_frame = {**obs, TOKENS: torch.randn_like(obs[TOKENS])}
+    with torch.no_grad():
+        mean = lambda o: net.get_distribution(o).distribution.mean  # noqa: E731
+        torch.testing.assert_close(mean(obs), mean(moved_target), rtol=0, atol=0)  # the actor never reads the simulator
+        assert not torch.allclose(mean(obs), mean(other_frame))  # it reads the image
+        torch.testing.assert_close(net.predict_values(obs), net.predict_values(other_frame), rtol=0, atol=0)  # the critic never reads the image
+        assert not torch.allclose(net.predict_values(obs), net.predict_values(moved_target))  # it reads the simulator
+    a = policy.act({"image": np.zeros((32, 32, 3), np.uint8), "state": np.zeros(19, np.float32)})
+    assert a.shape == (4,) and np.all(np.abs(a) <= 1)
+    assert json.loads((tmp_path / "ppo" / "result.json").read_text())["eval"]["episodes"] == 1

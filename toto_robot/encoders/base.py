@@ -154,16 +154,51 @@ class AttentionPool(nn.Module):
         return out.reshape(B, C) + self.v.bias  # (B, C)
 
 
+class RunningStandardize(nn.Module):
+    """Per-feature standardisation by running statistics: (x - mean) / std, the same function in
+    training and evaluation. Training-mode forwards with gradients enabled update the statistics from
+    their batch first (no gradient flows through them): an exact average over the first batches, then an
+    exponential one with weight ``momentum``, so the statistics follow features that are still being
+    learned. Saved with the module (buffers). [..., D] -> [..., D]."""
+
+    def __init__(self, dim: int, momentum: float = 0.01, eps: float = 1e-10):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("var", torch.ones(dim))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))  # samples seen
+
+    @torch.no_grad()
+    def update(self, x: torch.Tensor) -> None:
+        x = x.detach().reshape(-1, x.shape[-1]).to(self.mean.dtype)
+        n = x.shape[0]
+        w = max(n / float(self.count + n), self.momentum)
+        mean, var = x.mean(0), x.var(0, unbiased=False)
+        delta = mean - self.mean
+        self.mean += w * delta
+        self.var.mul_(1 - w).add_(w * var + w * (1 - w) * delta * delta)  # mixture of the two distributions
+        self.count += n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and torch.is_grad_enabled():
+            self.update(x)
+        return (x - self.mean) * torch.rsqrt(self.var + self.eps)
+
+
 class KeypointPool(nn.Module):
     """Spatial soft-argmax (robomimic's ``SpatialSoftmax``, Levine et al. 2016) over the token grid:
     a linear map scores every token for ``dim // 2`` keypoints, a softmax over the tokens (with a
     learned temperature) turns each keypoint's scores into weights, and the keypoint is the weighted
-    mean of the tokens' (x, y) cell centres in [-1, 1]. [B, N, C] -> [B, C] = (x, y) of C/2 keypoints.
+    mean of the tokens' (x, y) cell centres in [-1, 1]. [B, N, C] -> [B, C] = (x, y) of C/2 keypoints,
+    standardised by running statistics (``RunningStandardize``).
 
-    The output is nothing but positions, so a policy reads *where* things are from the first update:
-    at initialisation the random scores already peak on tokens that stand out (a target, the gripper).
-    An attention pool starts from a near-uniform average and has to learn to look before it can say
-    where. Video tokens (T frames in raster order) share the softmax over all T x grid x grid cells.
+    The output is nothing but positions, so a policy reads *where* things are from the first update.
+    The positions carry it before any training: on 800 Franka-reach frames, a ridge regression from the
+    untrained pool's keypoints over frozen Toto-tiny tokens put the target within 4 cm of the truth in 98%
+    of held-out frames. But LayerNorm-ed tokens score within a narrow range, so the softmax starts near
+    uniform and every keypoint sits within about 0.001 of its mean: to a policy MLP at its usual
+    initialisation that is a constant, and PPO spent tens of thousands of steps scaling it up. Hence the
+    standardisation. Video tokens (T frames in raster order) share the softmax over all T x grid x grid cells.
     """
 
     def __init__(self, dim: int, grid: int | None = None):
@@ -174,6 +209,7 @@ class KeypointPool(nn.Module):
         self.norm = nn.LayerNorm(dim)
         self.score = nn.Linear(dim, dim // 2)
         self.log_temperature = nn.Parameter(torch.zeros(()))
+        self.standardize = RunningStandardize(dim)
         self._cells: dict[tuple[int, str], torch.Tensor] = {}
 
     def cell_centres(self, n: int, device: torch.device) -> torch.Tensor:
@@ -186,10 +222,14 @@ class KeypointPool(nn.Module):
             self._cells[key] = torch.stack([xs.flatten(), ys.flatten()], dim=1).repeat(n // (g * g), 1).to(device)
         return self._cells[key]
 
+    def keypoints(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[B, N, C] -> [B, C/2, 2]: each keypoint's (x, y) in [-1, 1], before standardisation."""
+        weights = (self.score(self.norm(tokens)) * self.log_temperature.exp()).softmax(dim=1)  # (B, N, K), over tokens
+        return weights.transpose(1, 2) @ self.cell_centres(tokens.shape[1], tokens.device)  # (B, K, 2)
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         B, N, C = tokens.shape
-        weights = (self.score(self.norm(tokens)) * self.log_temperature.exp()).softmax(dim=1)  # (B, N, K), over tokens
-        return (weights.transpose(1, 2) @ self.cell_centres(N, tokens.device)).reshape(B, C)  # (B, K, 2) -> (B, 2K = C)
+        return self.standardize(self.keypoints(tokens).reshape(B, C))  # (B, C)
 
 
 class ReadoutPool(nn.Module):

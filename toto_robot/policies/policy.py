@@ -194,6 +194,10 @@ class PPOPolicy:
             observation = {TOKENS: frozen_tokens(self.model.policy.features_extractor.encoder, image[None])[0], OBS_STATE: state}
         else:
             observation = {OBS_IMAGE: image, OBS_STATE: state}
+        if self.meta.get("privileged_dim"):  # an asymmetric critic's input: acting never reads it, SB3 wants the key
+            from toto_robot.policies.ppo import PRIVILEGED
+
+            observation[PRIVILEGED] = np.zeros(self.meta["privileged_dim"], np.float32)
         action, _ = self.model.predict(observation, deterministic=True)
         return np.asarray(action, np.float32)
 

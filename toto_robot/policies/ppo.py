@@ -24,7 +24,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn as nn
-from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.policies import MultiInputActorCriticPolicy
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, MlpExtractor
 from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from toto_robot.constants import OBS_IMAGE, OBS_STATE
@@ -36,11 +37,12 @@ from toto_robot.utils.io import atomic_save_json
 class FrozenEncoderExtractor(BaseFeaturesExtractor):
     """{"image", "state"} -> [encoder features (pooled frozen tokens), state]."""
 
-    def __init__(self, observation_space: gym.spaces.Dict, encoder_dir: str):
+    def __init__(self, observation_space: gym.spaces.Dict, encoder_dir: str, train_pool: bool = True):
         encoder = load_encoder(encoder_dir)
         state_dim = observation_space[OBS_STATE].shape[0]
         super().__init__(observation_space, features_dim=encoder.feature_dim + state_dim)
         self.encoder = encoder
+        self.encoder.pool.requires_grad_(train_pool)  # False: the pool stays as initialised (its running statistics still follow)
         self.state_norm = nn.LayerNorm(state_dim)
 
     def apply(self, fn):
@@ -64,6 +66,7 @@ class FrozenEncoderExtractor(BaseFeaturesExtractor):
 
 
 TOKENS = "tokens"  # observation key of the frozen tokens (``cache_tokens``)
+PRIVILEGED = "privileged"  # observation key of the simulator's truth that only an asymmetric critic reads
 
 
 def frozen_tokens(encoder, images: np.ndarray) -> np.ndarray:
@@ -80,12 +83,13 @@ class FrozenTokens(VecEnvWrapper):
         self.encoder = encoder.eval()
         image_space = venv.observation_space[OBS_IMAGE]
         probe = frozen_tokens(self.encoder, np.zeros((1, *image_space.shape), np.uint8))  # (1, N, C)
+        self.keep = [k for k in venv.observation_space.spaces if k != OBS_IMAGE]  # state (+ privileged)
         space = gym.spaces.Dict({TOKENS: gym.spaces.Box(-np.inf, np.inf, probe.shape[1:], np.float32),
-                                 OBS_STATE: venv.observation_space[OBS_STATE]})
+                                 **{k: venv.observation_space[k] for k in self.keep}})
         super().__init__(venv, observation_space=space)
 
     def _convert(self, obs: dict) -> dict:
-        return {TOKENS: frozen_tokens(self.encoder, obs[OBS_IMAGE]), OBS_STATE: obs[OBS_STATE]}
+        return {TOKENS: frozen_tokens(self.encoder, obs[OBS_IMAGE]), **{k: obs[k] for k in self.keep}}
 
     def reset(self):
         return self._convert(self.venv.reset())
@@ -94,7 +98,7 @@ class FrozenTokens(VecEnvWrapper):
         obs, rewards, dones, infos = self.venv.step_wait()
         ended = [i for i, info in enumerate(infos) if "terminal_observation" in info]  # SB3 bootstraps truncated episodes from these
         if ended:
-            last = self._convert({k: np.stack([infos[i]["terminal_observation"][k] for i in ended]) for k in (OBS_IMAGE, OBS_STATE)})
+            last = self._convert({k: np.stack([infos[i]["terminal_observation"][k] for i in ended]) for k in (OBS_IMAGE, *self.keep)})
             for j, i in enumerate(ended):
                 infos[i]["terminal_observation"] = {k: v[j] for k, v in last.items()}
         return self._convert(obs), rewards, dones, infos
@@ -106,6 +110,40 @@ class FrozenTokenExtractor(FrozenEncoderExtractor):
 
     def forward(self, obs: dict) -> torch.Tensor:
         return self.features(obs[TOKENS], obs[OBS_STATE])
+
+
+class PrivilegedExtractor(BaseFeaturesExtractor):
+    """The asymmetric critic's input: {"state", "privileged"} -> LayerNorm([state, privileged]); no image."""
+
+    def __init__(self, observation_space: gym.spaces.Dict):
+        dim = observation_space[OBS_STATE].shape[0] + observation_space[PRIVILEGED].shape[0]
+        super().__init__(observation_space, features_dim=dim)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, obs: dict) -> torch.Tensor:
+        return self.norm(torch.cat([obs[OBS_STATE].float(), obs[PRIVILEGED].float()], dim=-1))
+
+
+class AsymmetricActorCriticPolicy(MultiInputActorCriticPolicy):
+    """Asymmetric actor-critic (Pinto et al. 2018): the actor reads the frozen encoder's features and the
+    proprioception, as the deployed policy does; the critic reads the proprioception and the simulator's
+    truth about the objects (``PrivilegedExtractor``). The critic exists only in training, so it may see
+    what a robot cannot: its value estimates no longer wait for the pool to learn where the target is,
+    and the actor's advantages stop carrying the noise of a critic that cannot see it."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, "share_features_extractor": False})
+
+    def make_features_extractor(self) -> BaseFeaturesExtractor:
+        if getattr(self, "features_extractor", None) is None:  # SB3 makes the actor's extractor first
+            return super().make_features_extractor()
+        return PrivilegedExtractor(self.observation_space)
+
+    def _build_mlp_extractor(self) -> None:
+        pi = MlpExtractor(self.features_extractor.features_dim, net_arch=self.net_arch, activation_fn=self.activation_fn, device=self.device)
+        vf = MlpExtractor(self.vf_features_extractor.features_dim, net_arch=self.net_arch, activation_fn=self.activation_fn, device=self.device)
+        pi.value_net, pi.latent_dim_vf = vf.value_net, vf.latent_dim_vf  # one module: the actor's tower, the critic's tower
+        self.mlp_extractor = pi
 
 
 @dataclass
@@ -132,6 +170,8 @@ class PPOConfig:
     eval_episodes: int = 30
     net_arch: tuple[int, ...] = (256, 256)
     cache_tokens: bool = True  # backbone once per env step (FrozenTokens); False: inside the extractor, on every forward
+    train_pool: bool = True  # False: the pool keeps its initial weights and only the actor-critic MLPs learn
+    asymmetric_critic: bool = False  # the critic reads the simulator's object state instead of the image (training only)
 
 
 def train_ppo(cfg: PPOConfig) -> Path:
@@ -159,7 +199,7 @@ def train_ppo(cfg: PPOConfig) -> Path:
         shutil.rmtree(monitor_dir)
     # "module:id" makes gymnasium import the registering module first, also inside subprocess envs
     env = make_vec_env(f"toto_robot.sim_envs:{TASK_IDS[cfg.task][0]}", n_envs=cfg.n_envs, seed=cfg.seed, monitor_dir=str(monitor_dir),
-                       env_kwargs={"image_size": cfg.image_size, "camera": cfg.camera}, monitor_kwargs={"info_keywords": ("success",)},
+                       env_kwargs={"image_size": cfg.image_size, "camera": cfg.camera, "privileged": cfg.asymmetric_critic}, monitor_kwargs={"info_keywords": ("success",)},
                        vec_env_cls=SubprocVecEnv if cfg.vec_env == "subproc" else DummyVecEnv,
                        vec_env_kwargs={"start_method": "spawn"} if cfg.vec_env == "subproc" else None)
     if cfg.cache_tokens:
@@ -167,16 +207,17 @@ def train_ppo(cfg: PPOConfig) -> Path:
     if cfg.normalize_reward:  # the Monitor underneath still records the task's own returns
         env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=cfg.gamma)
     kwargs = {"features_extractor_class": FrozenTokenExtractor if cfg.cache_tokens else FrozenEncoderExtractor,
-              "features_extractor_kwargs": {"encoder_dir": str(policy_dir / "encoder")}, "net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)},
+              "features_extractor_kwargs": {"encoder_dir": str(policy_dir / "encoder"), "train_pool": cfg.train_pool}, "net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)},
               "log_std_init": cfg.log_std_init}
-    model = PPO("MultiInputPolicy", env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate,
+    model = PPO(AsymmetricActorCriticPolicy if cfg.asymmetric_critic else "MultiInputPolicy", env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate,
                 gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, ent_coef=cfg.ent_coef, seed=cfg.seed, device=cfg.device, policy_kwargs=kwargs, verbose=0)
     model.learn(total_timesteps=cfg.total_timesteps, progress_bar=True)
     model.save(policy_dir / "model.zip")
     model.policy.features_extractor.encoder.save_pretrained(policy_dir / "encoder")  # with the trained pool
     atomic_save_json({"kind": "ppo", "task": cfg.task, "image_size": cfg.image_size, "camera": cfg.camera, "state_dim": env.observation_space[OBS_STATE].shape[0],
                       "action_dim": env.action_space.shape[0], "encoder": encoder.name,
-                      "net_arch": list(cfg.net_arch), "cache_tokens": cfg.cache_tokens}, policy_dir / POLICY_CONFIG)
+                      "net_arch": list(cfg.net_arch), "cache_tokens": cfg.cache_tokens,
+                      "privileged_dim": env.observation_space[PRIVILEGED].shape[0] if cfg.asymmetric_critic else 0}, policy_dir / POLICY_CONFIG)
     env.close()
     curve = read_monitor(monitor_dir)
     plot_learning_curve(curve, out / "learning_curve.png", cfg.task, encoder.name)

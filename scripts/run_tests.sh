@@ -8,7 +8,7 @@ case "$VENV" in /*) ;; *) VENV="$(pwd)/$VENV" ;; esac
 export PATH="$VENV/bin:$PATH"
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 export PYOPENGL_PLATFORM=${PYOPENGL_PLATFORM:-egl}
-"$VENV/bin/python" -m pytest -n 2 --dist loadgroup tests "$@"
+"$VENV/bin/python" -m pytest -n 2 --dist loadgroup --durations=20 tests "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "pytest collected no tests (exit 5); treating as success"

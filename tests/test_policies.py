@@ -61,12 +61,13 @@ def test_bc_on_frozen_encoder_opens_the_drawer_and_reloads(cabinet_demos, tmp_pa
         policy.act({"image": obs["image"].astype(np.float32), "state": obs["state"]})
 
 
-@pytest.mark.parametrize("vec_env,cache_tokens", [("dummy", True), ("subproc", True), ("dummy", False)])
-def test_ppo_trains_on_frozen_features_and_reloads(tmp_path, vec_env, cache_tokens):
+@pytest.mark.parametrize("vec_env,cache_tokens,train_pool", [("dummy", True, True), ("subproc", True, True), ("dummy", False, False)])
+def test_ppo_trains_on_frozen_features_and_reloads(tmp_path, vec_env, cache_tokens, train_pool):
     from toto_robot.policies.ppo import PPOConfig, train_ppo
 
     policy_dir = train_ppo(PPOConfig(task="franka_cabinet", out_dir=str(tmp_path / "ppo"), image_size=32, total_timesteps=256, n_envs=2, n_steps=64,
-                                     batch_size=64, n_epochs=1, eval_episodes=1, net_arch=(32, 32), vec_env=vec_env, cache_tokens=cache_tokens))
+                                     batch_size=64, n_epochs=1, eval_episodes=1, net_arch=(32, 32), vec_env=vec_env, cache_tokens=cache_tokens,
+                                     train_pool=train_pool))
     result = json.loads((tmp_path / "ppo" / "result.json").read_text())
     assert result["eval"]["episodes"] == 1 and result["timesteps"] == 256
     # two envs of 128 steps each: one 70-step episode ended in each, both in the learning curve
@@ -84,6 +85,8 @@ def test_ppo_trains_on_frozen_features_and_reloads(tmp_path, vec_env, cache_toke
     for k, v in before.state_dict().items():
         if not k.startswith("pool."):
             torch.testing.assert_close(after_sd[k], v, rtol=0, atol=0)
+    pool_moved = any(not torch.equal(after_sd[k], v) for k, v in before.state_dict().items() if k.startswith("pool."))
+    assert pool_moved == train_pool  # the pool trains with the actor-critic, unless train_pool=False
     assert a.shape == (4,) and np.all(np.abs(a) <= 1)
 
 

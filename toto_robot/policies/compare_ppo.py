@@ -62,8 +62,9 @@ def compare_ppo(cfg: PPOCompareConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     atomic_save_json(asdict(cfg), out / "compare_config.json")
     runs = [(t, label, s) for t in cfg.tasks for label in cfg.encoders for s in cfg.seeds]
+    # seed by seed, every encoder in turn: a comparison stopped early holds the same seeds for each encoder
     jobs = [PPOConfig(**{**cfg.ppo, "task": t, "encoder": dict(cfg.encoders[label]), "seed": s, "out_dir": str(run_dir(out, t, label, s))})
-            for t, label, s in runs if not (run_dir(out, t, label, s) / "result.json").is_file()]
+            for t in cfg.tasks for s in cfg.seeds for label in cfg.encoders if not (run_dir(out, t, label, s) / "result.json").is_file()]
     bar = tqdm(total=len(runs), initial=len(runs) - len(jobs), desc="compare ppo", unit="run")
     run_jobs(train_ppo, jobs, cfg.workers, on_done=lambda: bar.update(1))
     bar.close()

@@ -42,7 +42,7 @@ class FrozenEncoderExtractor(BaseFeaturesExtractor):
         state_dim = observation_space[OBS_STATE].shape[0]
         super().__init__(observation_space, features_dim=encoder.feature_dim + state_dim)
         self.encoder = encoder
-        self.encoder.pool.requires_grad_(train_pool)  # False: the pool stays as initialised (its running statistics still follow)
+        self.encoder.pool.requires_grad_(train_pool)  # False: the pool keeps its initial weights (its running statistics still follow)
         self.state_norm = nn.LayerNorm(state_dim)
 
     def apply(self, fn):

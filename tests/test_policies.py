@@ -228,6 +228,7 @@ def test_compare_ppo_gives_every_encoder_the_same_budget_and_resumes(tmp_path):
     out = compare_ppo(cfg)
     table = (out / "summary.md").read_text()
     assert "| franka_reach | avg |" in table and "| franka_reach | attn |" in table and "128 env steps" in table
+    assert "| franka_reach | avg vs attn |" in table and (out / "paired.csv").is_file()
     for label in ("avg", "attn"):
         run = out / "runs/franka_reach" / label / "seed0"
         ppo = json.loads((run / "ppo_config.json").read_text())
@@ -270,3 +271,22 @@ def test_asymmetric_critic_values_the_simulator_state_and_the_actor_never_reads_
     a = policy.act({"image": np.zeros((32, 32, 3), np.uint8), "state": np.zeros(19, np.float32)})
     assert a.shape == (4,) and np.all(np.abs(a) <= 1)
     assert json.loads((tmp_path / "ppo" / "result.json").read_text())["eval"]["episodes"] == 1
+
+
+def test_compare_ppo_pairs_encoders_on_the_same_held_out_episodes(tmp_path):
+    """The first encoder against each other one: outcomes of every seed's seeded episodes, joined in seed order,
+    in an exact McNemar test (reference: 3 episodes only the first solves, none only the second -> p = 2 / 2**3)."""
+    from toto_robot.policies.compare_ppo import paired_table, paired_tests, run_dir
+
+    outcomes = {("toto", 0): [1, 1, 0], ("toto", 1): [1, 1, 1], ("random", 0): [0, 0, 0], ("random", 1): [1, 0, 1],
+                ("mae", 0): [1, 1, 0], ("mae", 1): [1, 1, 1]}
+    for (label, seed), per_episode in outcomes.items():
+        run = run_dir(tmp_path, "franka_reach", label, seed)
+        run.mkdir(parents=True)
+        (run / "result.json").write_text(json.dumps({"eval": {"per_episode": per_episode}}))
+    runs = [("franka_reach", label, s) for label in ("toto", "random", "mae") for s in (0, 1)]
+    rows = paired_tests(tmp_path, runs)
+    assert [(r["encoder"], r["versus"]) for r in rows] == [("toto", "random"), ("toto", "mae")]
+    assert rows[0] == {"task": "franka_reach", "encoder": "toto", "versus": "random", "n": 6, "a": 5, "b": 2, "a_only": 3, "b_only": 0, "p": 0.25}
+    assert rows[1]["a_only"] == rows[1]["b_only"] == 0 and rows[1]["p"] == 1.0
+    assert "| franka_reach | toto vs random | 5 vs 2 of 6 | 3 / 0 | 0.25 |" in paired_table(rows)

@@ -223,7 +223,8 @@ def test_policy_node_reads_joint_states_and_pose_and_commands_twist_and_gripper(
         P("command_stamp", value="frame"), P("gripper_open_position", value=0.08), P("gripper_closed_position", value=0.0)]))
     peer = add(rclpy.create_node("robot", context=ctx))
     twists, grips = [], []
-    peer.create_subscription(TwistStamped, "toto/cmd_twist", twists.append, 10)
+    # this node's commands carry its frame_id; a command from another test's node still shutting down does not
+    peer.create_subscription(TwistStamped, "toto/cmd_twist", lambda m: twists.append(m) if m.header.frame_id == "fr3_link0" else None, 10)
     peer.create_subscription(Float64MultiArray, "toto/gripper_cmd", lambda m: grips.append(list(m.data)), 10)
     js_pub, pose_pub = peer.create_publisher(JointState, "joint_states", 10), peer.create_publisher(PoseStamped, "ee_pose", 10)
     img_pub = peer.create_publisher(Image, "camera/image_raw", 10)

@@ -28,6 +28,7 @@ from toto_robot.policies.ppo import PPOConfig, read_monitor, train_ppo
 from toto_robot.utils.parallel import run_jobs
 from toto_robot.utils.io import atomic_save_json, atomic_write, atomic_write_csv
 from toto_robot.utils.plots import pyplot, save_figure
+from toto_robot.utils.stats import mcnemar_exact
 
 
 @dataclass
@@ -73,8 +74,10 @@ def compare_ppo(cfg: PPOCompareConfig) -> Path:
     atomic_write_csv(rows, out / "results.csv")
     summary = summarize(rows, cfg.thresholds)
     atomic_write_csv(summary, out / "summary.csv")
+    paired = paired_tests(out, runs)
+    atomic_write_csv(paired, out / "paired.csv")
     with atomic_write(out / "summary.md", "w") as f:
-        f.write(markdown_table(summary, cfg))
+        f.write(markdown_table(summary, cfg) + paired_table(paired))
     plot_success([{**r, "label": r["encoder"]} for r in summary], out / "success.png", title="PPO on frozen encoders")
     plot_learning_curves(curves, cfg, out / "learning_curves.png")
     return out
@@ -124,6 +127,30 @@ def summarize(rows: list[dict], thresholds: list[float]) -> list[dict]:
             row[f"steps_to_{t:g}_reached"] = len(hits)
         out.append(row)
     return out
+
+
+def paired_tests(out: Path, runs: list[tuple[str, str, int]]) -> list[dict]:
+    """The first encoder against each other one, per task: exact McNemar test on the same held-out
+    episodes (evaluation seeds follow the run's seed, so seed s of every encoder meets the same episodes)."""
+    outcomes = {(t, label, s): json.loads((run_dir(out, t, label, s) / "result.json").read_text())["eval"]["per_episode"] for t, label, s in runs}
+    labels = list(dict.fromkeys(label for _, label, _ in runs))
+    rows = []
+    for task in dict.fromkeys(t for t, _, _ in runs):
+        seeds = list(dict.fromkeys(s for t, _, s in runs if t == task))
+        for other in labels[1:]:
+            a = [x for s in seeds for x in outcomes[task, labels[0], s]]
+            b = [x for s in seeds for x in outcomes[task, other, s]]
+            rows.append({"task": task, "encoder": labels[0], "versus": other, **mcnemar_exact(a, b)})
+    return rows
+
+
+def paired_table(paired: list[dict]) -> str:
+    if not paired:
+        return ""
+    lines = ["", "| task | encoder vs | successes | episodes only the first solves / only the second | exact McNemar p |", "|---|---|---|---|---|"]
+    for r in paired:
+        lines.append(f"| {r['task']} | {r['encoder']} vs {r['versus']} | {r['a']} vs {r['b']} of {r['n']} | {r['a_only']} / {r['b_only']} | {r['p']:.2g} |")
+    return "\n".join(lines) + "\n\nPaired on the same held-out episodes: seed s of every encoder is evaluated on the same seeded episodes.\n"
 
 
 def markdown_table(summary: list[dict], cfg: PPOCompareConfig) -> str:

@@ -11,8 +11,9 @@ servos; ``control="joint_delta"``: ``Box(-1, 1, (8,))`` = 7 joint deltas (x ``ma
 gripper. ``info["success"]`` is the task's sparse success flag; the reward is dense.
 
 Rendering: the robots' collision meshes stand in for their visual meshes, and every render mesh is
-drawn on a ``mesh_cell`` vertex grid (1 cm; ``render_lod.py``; physics untouched). At 64 px a step
-(physics + IK + frame) takes 1.4-2.5x less time than with full meshes (``benchmarks/bench_sim.py``).
+drawn on a ``mesh_cell`` vertex grid (1 cm; ``render_lod.py``; physics untouched). At 64 px that gave
+1.6-1.9x the env steps/s of full meshes on Franka pick and reach and 2.6-3.4x on Kuka (Franka cabinet
+about the same) in ``benchmarks/bench_envs.py``.
 """
 from __future__ import annotations
 
@@ -212,7 +213,7 @@ class ManipulationEnv(gym.Env):
         """[object position (3, tasks with one), object joints' qpos, object joints' qvel]: the simulator's truth
         about the task's objects, which the image shows and the proprioception does not."""
         d = self.data
-        pos = self.task.object_pos(self) if hasattr(self.task, "object_pos") else np.zeros(0)
+        pos = self.task.object_pos(self) if self.task.position_range is not None else np.zeros(0)
         return np.concatenate([pos, d.qpos[self._object_qpos], d.qvel[self._object_qvel]]).astype(np.float32)
 
     def render(self):

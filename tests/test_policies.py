@@ -276,7 +276,7 @@ def test_asymmetric_critic_values_the_simulator_state_and_the_actor_never_reads_
 def test_compare_ppo_pairs_encoders_on_the_same_held_out_episodes(tmp_path):
     """The first encoder against each other one: outcomes of every seed's seeded episodes, joined in seed order,
     in an exact McNemar test (reference: 3 episodes only the first solves, none only the second -> p = 2 / 2**3)."""
-    from toto_robot.policies.compare_ppo import paired_table, paired_tests, run_dir
+    from toto_robot.policies.compare_ppo import paired_table, paired_tests, read_result, run_dir
 
     outcomes = {("toto", 0): [1, 1, 0], ("toto", 1): [1, 1, 1], ("random", 0): [0, 0, 0], ("random", 1): [1, 0, 1],
                 ("mae", 0): [1, 1, 0], ("mae", 1): [1, 1, 1]}
@@ -285,7 +285,7 @@ def test_compare_ppo_pairs_encoders_on_the_same_held_out_episodes(tmp_path):
         run.mkdir(parents=True)
         (run / "result.json").write_text(json.dumps({"eval": {"per_episode": per_episode}}))
     runs = [("franka_reach", label, s) for label in ("toto", "random", "mae") for s in (0, 1)]
-    rows = paired_tests(tmp_path, runs)
+    rows = paired_tests({key: read_result(run_dir(tmp_path, *key)) for key in runs})
     assert [(r["encoder"], r["versus"]) for r in rows] == [("toto", "random"), ("toto", "mae")]
     assert rows[0] == {"task": "franka_reach", "encoder": "toto", "versus": "random", "n": 6, "a": 5, "b": 2, "a_only": 3, "b_only": 0, "p": 0.25}
     assert rows[1]["a_only"] == rows[1]["b_only"] == 0 and rows[1]["p"] == 1.0

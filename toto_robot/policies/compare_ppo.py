@@ -70,11 +70,12 @@ def compare_ppo(cfg: PPOCompareConfig) -> Path:
     run_jobs(train_ppo, jobs, cfg.workers, on_done=lambda: bar.update(1))
     bar.close()
     curves = {(t, label, s): read_monitor(run_dir(out, t, label, s) / "monitor") for t, label, s in runs}  # read once: rows and plot
-    rows = [run_row(run_dir(out, t, label, s), curves[t, label, s], t, label, s, cfg.thresholds, cfg.window) for t, label, s in runs]
+    results = {(t, label, s): read_result(run_dir(out, t, label, s)) for t, label, s in runs}  # read once: rows and paired tests
+    rows = [run_row(results[t, label, s], curves[t, label, s], t, label, s, cfg.thresholds, cfg.window) for t, label, s in runs]
     atomic_write_csv(rows, out / "results.csv")
     summary = summarize(rows, cfg.thresholds)
     atomic_write_csv(summary, out / "summary.csv")
-    paired = paired_tests(out, runs)
+    paired = paired_tests(results)
     atomic_write_csv(paired, out / "paired.csv")
     with atomic_write(out / "summary.md", "w") as f:
         f.write(markdown_table(summary, cfg) + paired_table(paired))
@@ -95,12 +96,17 @@ def steps_to(curve: list[dict], threshold: float, window: int) -> int | None:
     return int(steps[window - 1 + hit[0]]) if hit.size else None
 
 
-def run_row(run: Path, curve: list[dict], task: str, label: str, seed: int, thresholds: list[float], window: int) -> dict:
-    """One run's held-out success (``result.json``) and steps-to-threshold from its training ``curve`` (read_monitor)."""
+def read_result(run: Path) -> dict:
+    """A finished run's ``result.json``, which must hold a held-out evaluation."""
     result = json.loads((run / "result.json").read_text())
-    ev = result.get("eval")
-    if not ev:
+    if not result.get("eval"):
         raise RuntimeError(f"{run}: the PPO run has no held-out evaluation (set ppo.eval_episodes > 0)")
+    return result
+
+
+def run_row(result: dict, curve: list[dict], task: str, label: str, seed: int, thresholds: list[float], window: int) -> dict:
+    """One run's held-out success (``read_result``) and steps-to-threshold from its training ``curve`` (read_monitor)."""
+    ev = result["eval"]
     row = {"task": task, "encoder": label, "seed": seed, "timesteps": result["timesteps"], "train_episodes": len(curve),
            "successes": ev["successes"], "episodes": ev["episodes"], "success_rate": ev["success_rate"], "ci_low": ev["ci_low"],
            "ci_high": ev["ci_high"], "mean_return": ev["mean_return"], "final_train_success": result["final_train_success"]}
@@ -129,10 +135,12 @@ def summarize(rows: list[dict], thresholds: list[float]) -> list[dict]:
     return out
 
 
-def paired_tests(out: Path, runs: list[tuple[str, str, int]]) -> list[dict]:
+def paired_tests(results: dict[tuple[str, str, int], dict]) -> list[dict]:
     """The first encoder against each other one, per task: exact McNemar test on the same held-out
-    episodes (evaluation seeds follow the run's seed, so seed s of every encoder meets the same episodes)."""
-    outcomes = {(t, label, s): json.loads((run_dir(out, t, label, s) / "result.json").read_text())["eval"]["per_episode"] for t, label, s in runs}
+    episodes (evaluation seeds follow the run's seed, so seed s of every encoder meets the same episodes).
+    ``results``: (task, encoder, seed) -> the run's ``result.json``, in the comparison's order."""
+    runs = list(results)
+    outcomes = {key: r["eval"]["per_episode"] for key, r in results.items()}
     labels = list(dict.fromkeys(label for _, label, _ in runs))
     rows = []
     for task in dict.fromkeys(t for t, _, _ in runs):

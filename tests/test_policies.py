@@ -273,6 +273,67 @@ def test_asymmetric_critic_values_the_simulator_state_and_the_actor_never_reads_
     assert json.loads((tmp_path / "ppo" / "result.json").read_text())["eval"]["episodes"] == 1
 
 
+def test_attached_loss_adds_exactly_its_gradient():
+    """_AttachLoss passes x through unchanged and adds d(loss) to the backward of whatever x feeds."""
+    import torch
+
+    from toto_robot.policies.ppo import _AttachLoss
+
+    w = torch.tensor([1.0, 2.0], requires_grad=True)
+    x = torch.tensor([3.0, -1.0], requires_grad=True)
+    y = _AttachLoss.apply(x, (w ** 2).sum())
+    torch.testing.assert_close(y, x, rtol=0, atol=0)
+    (5 * y).sum().backward()
+    torch.testing.assert_close(x.grad, torch.full((2,), 5.0))  # x's own gradient, untouched
+    torch.testing.assert_close(w.grad, 2 * w.detach())  # plus the attached loss's, with weight 1
+
+
+def test_auxiliary_head_learns_the_object_state_and_the_actor_never_reads_it(tmp_path):
+    """With ``aux_coef`` a linear head on the actor's features regresses the reach target's position during
+    PPO's updates: on one fixed batch of real frames its loss falls under PPO's own optimiser, the pool's
+    weights move with it, and neither the actor nor the critic reads the simulator's state."""
+    import torch
+
+    from toto_robot.policies.ppo import PRIVILEGED, TOKENS, AuxiliaryStatePolicy, PPOConfig, frozen_tokens, train_ppo
+
+    policy_dir = train_ppo(PPOConfig(task="franka_reach", out_dir=str(tmp_path / "ppo"), image_size=32, total_timesteps=128, n_envs=2, n_steps=64,
+                                     batch_size=64, n_epochs=1, eval_episodes=1, net_arch=(32, 32), aux_coef=1.0,
+                                     encoder={"name": "random", "pooling": "keypoints"}))
+    result = json.loads((tmp_path / "ppo" / "result.json").read_text())
+    assert np.isfinite(result["final_aux_loss"]) and result["eval"]["episodes"] == 1
+    policy = load_policy(policy_dir)
+    net = policy.model.policy
+    assert isinstance(net, AuxiliaryStatePolicy) and policy.meta["privileged_dim"] == 3  # the target's xyz
+    from toto_robot.sim_envs import make_env
+
+    env = make_env("franka_reach", image_size=32, privileged=True)
+    frames, targets = [], []
+    for seed in range(16):
+        obs, _ = env.reset(seed=seed)
+        frames.append(obs["image"])
+        targets.append(obs[PRIVILEGED])
+    env.close()
+    encoder = net.features_extractor.encoder
+    batch = {TOKENS: torch.as_tensor(frozen_tokens(encoder, np.stack(frames))), "state": torch.zeros(16, 19), PRIVILEGED: torch.as_tensor(np.stack(targets))}
+    actions = torch.zeros(16, 4)
+    with torch.no_grad():
+        mean = lambda o: net.get_distribution(o).distribution.mean  # noqa: E731
+        moved = {**batch, PRIVILEGED: batch[PRIVILEGED] + 0.5}
+        torch.testing.assert_close(mean(batch), mean(moved), rtol=0, atol=0)
+        torch.testing.assert_close(net.predict_values(batch), net.predict_values(moved), rtol=0, atol=0)
+    pool_before = [p.detach().clone() for p in encoder.pool.parameters()]
+    net.set_training_mode(True)
+    losses = []
+    for _ in range(60):
+        values, _, _ = net.evaluate_actions(batch, actions)
+        net.optimizer.zero_grad()
+        (0 * values.sum()).backward()  # PPO's loss with weight 0: the only gradient left is the attached auxiliary loss
+        net.optimizer.step()
+        losses.append(net.aux_loss)
+    assert losses[-1] < 0.5 * losses[0]
+    assert any(not torch.equal(a, b) for a, b in zip(pool_before, encoder.pool.parameters()))
+
+
 def test_compare_ppo_pairs_encoders_on_the_same_held_out_episodes(tmp_path):
     """The first encoder against each other one: outcomes of every seed's seeded episodes, joined in seed order,
     in an exact McNemar test (reference: 3 episodes only the first solves, none only the second -> p = 2 / 2**3)."""

@@ -30,6 +30,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 
 from toto_robot.constants import OBS_IMAGE, OBS_STATE
 from toto_robot.encoders import encoder_from_spec, load_encoder
+from toto_robot.encoders.base import RunningStandardize
 from toto_robot.utils.plots import pyplot, save_figure
 from toto_robot.utils.io import atomic_save_json
 
@@ -147,6 +148,53 @@ class AsymmetricActorCriticPolicy(MultiInputActorCriticPolicy):
         self.mlp_extractor = pi
 
 
+class _AttachLoss(torch.autograd.Function):
+    """Identity on ``x`` whose backward also sends d(loss)/d(loss) = 1 into ``loss``: whatever backward
+    pass reaches ``x`` adds the gradient of ``loss`` too. SB3's PPO builds its own loss from the values
+    an ``evaluate_actions`` returns; an auxiliary loss rides along on them, exactly, without a copy of
+    PPO's training loop."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, torch.ones((), dtype=grad.dtype, device=grad.device)
+
+
+class AuxiliaryStatePolicy(MultiInputActorCriticPolicy):
+    """Actor-critic with an auxiliary regression (Pinto et al. 2018 Sec. IV-D, Lample & Chaplot 2017): a
+    linear head on the actor's features predicts the simulator's object state (the env's ``privileged``
+    observation, standardised by running statistics), with weight ``aux_coef`` in every PPO minibatch.
+    The pool thus learns *where* the object is from a supervised signal instead of the policy gradient
+    alone; the frozen backbone's tokens decide how well it can. The actor and the critic read the image
+    and the proprioception only, as the deployed policy does; the head exists in training only."""
+
+    def __init__(self, *args, aux_coef: float = 1.0, **kwargs):
+        self.aux_coef = aux_coef
+        super().__init__(*args, **kwargs)
+
+    def _build_mlp_extractor(self) -> None:
+        super()._build_mlp_extractor()  # (SB3's _build calls it before it makes the optimizer: the head trains too)
+        dim = self.observation_space[PRIVILEGED].shape[0]
+        self.aux_head = nn.Linear(self.features_extractor.features_dim, dim)
+        self.aux_target = RunningStandardize(dim)
+        self.aux_loss = float("nan")  # the last minibatch's, for the logs
+
+    def extract_features(self, obs, features_extractor=None):
+        features = super().extract_features(obs, features_extractor)
+        self._features = features  # evaluate_actions' auxiliary head reads them
+        return features
+
+    def evaluate_actions(self, obs, actions):
+        values, log_prob, entropy = super().evaluate_actions(obs, actions)
+        target = self.aux_target(obs[PRIVILEGED].float())  # (B, P), standardised
+        loss = nn.functional.mse_loss(self.aux_head(self._features), target)
+        self.aux_loss = loss.item()
+        return _AttachLoss.apply(values, self.aux_coef * loss), log_prob, entropy
+
+
 @dataclass
 class PPOConfig:
     task: str = "franka_cabinet"
@@ -173,6 +221,7 @@ class PPOConfig:
     cache_tokens: bool = True  # backbone once per env step (FrozenTokens); False: inside the extractor, on every forward
     train_pool: bool = True  # False: the pool keeps its initial weights and only the actor-critic MLPs learn
     asymmetric_critic: bool = False  # the critic reads the simulator's object state instead of the image (training only)
+    aux_coef: float = 0.0  # > 0: the actor's features also regress the simulator's object state with this weight (training only)
 
 
 def train_ppo(cfg: PPOConfig) -> Path:
@@ -188,6 +237,9 @@ def train_ppo(cfg: PPOConfig) -> Path:
         raise ValueError(f"vec_env must be 'dummy' or 'subproc', got {cfg.vec_env!r}")
     if cfg.task not in TASK_IDS:
         raise ValueError(f"unknown task {cfg.task!r}; known: {sorted(TASK_IDS)}")
+    if cfg.aux_coef < 0 or (cfg.aux_coef and cfg.asymmetric_critic):
+        raise ValueError(f"aux_coef must be >= 0 and is not combined with asymmetric_critic, got aux_coef={cfg.aux_coef}")
+    privileged = cfg.asymmetric_critic or cfg.aux_coef > 0
     out = Path(cfg.out_dir)
     policy_dir = out / "policy"
     out.mkdir(parents=True, exist_ok=True)
@@ -200,7 +252,7 @@ def train_ppo(cfg: PPOConfig) -> Path:
         shutil.rmtree(monitor_dir)
     # "module:id" makes gymnasium import the registering module first, also inside subprocess envs
     env = make_vec_env(f"toto_robot.sim_envs:{TASK_IDS[cfg.task][0]}", n_envs=cfg.n_envs, seed=cfg.seed, monitor_dir=str(monitor_dir),
-                       env_kwargs={"image_size": cfg.image_size, "camera": cfg.camera, "privileged": cfg.asymmetric_critic}, monitor_kwargs={"info_keywords": ("success",)},
+                       env_kwargs={"image_size": cfg.image_size, "camera": cfg.camera, "privileged": privileged}, monitor_kwargs={"info_keywords": ("success",)},
                        vec_env_cls=SubprocVecEnv if cfg.vec_env == "subproc" else DummyVecEnv,
                        vec_env_kwargs={"start_method": "spawn"} if cfg.vec_env == "subproc" else None)
     if cfg.cache_tokens:
@@ -210,7 +262,10 @@ def train_ppo(cfg: PPOConfig) -> Path:
     kwargs = {"features_extractor_class": FrozenTokenExtractor if cfg.cache_tokens else FrozenEncoderExtractor,
               "features_extractor_kwargs": {"encoder_dir": str(policy_dir / "encoder"), "train_pool": cfg.train_pool}, "net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)},
               "log_std_init": cfg.log_std_init}
-    model = PPO(AsymmetricActorCriticPolicy if cfg.asymmetric_critic else "MultiInputPolicy", env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate,
+    if cfg.aux_coef:
+        kwargs["aux_coef"] = cfg.aux_coef
+    policy = AsymmetricActorCriticPolicy if cfg.asymmetric_critic else AuxiliaryStatePolicy if cfg.aux_coef else "MultiInputPolicy"
+    model = PPO(policy, env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate,
                 gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, ent_coef=cfg.ent_coef, seed=cfg.seed, device=cfg.device, policy_kwargs=kwargs, verbose=0)
     model.learn(total_timesteps=cfg.total_timesteps, progress_bar=True)
     model.save(policy_dir / "model.zip")
@@ -218,12 +273,14 @@ def train_ppo(cfg: PPOConfig) -> Path:
     atomic_save_json({"kind": "ppo", "task": cfg.task, "image_size": cfg.image_size, "camera": cfg.camera, "state_dim": env.observation_space[OBS_STATE].shape[0],
                       "action_dim": env.action_space.shape[0], "encoder": encoder.name,
                       "net_arch": list(cfg.net_arch), "cache_tokens": cfg.cache_tokens,
-                      "privileged_dim": env.observation_space[PRIVILEGED].shape[0] if cfg.asymmetric_critic else 0}, policy_dir / POLICY_CONFIG)
+                      "privileged_dim": env.observation_space[PRIVILEGED].shape[0] if privileged else 0}, policy_dir / POLICY_CONFIG)
     env.close()
     curve = read_monitor(monitor_dir)
     plot_learning_curve(curve, out / "learning_curve.png", cfg.task, encoder.name)
     result = {"timesteps": cfg.total_timesteps, "episodes": len(curve), "final_train_success": _tail_mean(curve, "success"),
               "final_train_return": _tail_mean(curve, "r")}
+    if cfg.aux_coef:
+        result["final_aux_loss"] = model.policy.aux_loss  # the auxiliary regression's last minibatch (standardised units: 1 = guessing the mean)
     if cfg.eval_episodes:
         result["eval"] = evaluate_policy(load_policy(policy_dir), cfg.task, cfg.eval_episodes, seed=cfg.seed, image_size=cfg.image_size)
     atomic_save_json(result, out / "result.json")

@@ -28,6 +28,7 @@ from toto_robot.sim_envs.robots import GRIPPER_PREFIX, PREFIX, ROBOTS, build_rob
 from toto_robot.sim_envs.tasks import TASKS
 
 CONTROL_DT = 0.05  # 20 Hz control
+ROBOT_CAMERAS = ("wrist", "hand")  # on the robot (eef body): eye-in-hand at 75 degrees, and MVP's wide egocentric view
 WORKSPACE_LOW = np.array([0.3, -0.35, 0.41])
 WORKSPACE_HIGH = np.array([0.8, 0.35, 0.9])
 MESH_CELL = 0.01  # metres: render meshes simplified to this vertex grid (None/0: full meshes)
@@ -55,10 +56,14 @@ class ManipulationEnv(gym.Env):
 
         spec = build_arena()
         robot_spec = build_robot_spec(self.robot)
-        if wrist_camera or camera == "wrist":
+        if wrist_camera or camera in ROBOT_CAMERAS:
             # Eye-in-hand: 5 cm in front of the hand, level with it, looking straight down past the
             # fingertips, which sit at the left edge of the image. The eef frame's z points down the fingers.
             robot_spec.body(f"{GRIPPER_PREFIX}eef").add_camera(name="wrist", pos=[0, 0.05, -0.097], quat=[0, 0.7071068, 0.7071068, 0], fovy=75)
+        if camera == "hand":
+            # MVP's egocentric camera (PixMC: on the hand, 120-degree field of view): the wrist mount with a
+            # wide lens, so the whole table stays in view from above it and the fingertips with it
+            robot_spec.body(f"{GRIPPER_PREFIX}eef").add_camera(name="hand", pos=[0, 0.05, -0.097], quat=[0, 0.7071068, 0.7071068, 0], fovy=120)
         spec.worldbody.add_frame(pos=[0, 0, 0.4]).attach_body(robot_spec.body("base"), PREFIX, "")
         self.task.build(spec)
         self.model = spec.compile()
@@ -66,9 +71,9 @@ class ManipulationEnv(gym.Env):
         self.mesh_cell = float(mesh_cell) if mesh_cell else None
         self.lod = simplify_render_meshes(self.model, cell=self.mesh_cell) if self.mesh_cell else None
         cameras = [mujoco.mj_id2name(self.model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(self.model.ncam)]
-        self.camera = PREFIX + "wrist" if camera == "wrist" else camera  # robot cameras carry the robot's prefix
+        self.camera = PREFIX + camera if camera in ROBOT_CAMERAS else camera  # robot cameras carry the robot's prefix
         if self.camera not in cameras:
-            raise ValueError(f"unknown camera {camera!r}; this scene has {', '.join(['wrist'] + [c for c in cameras if not c.endswith('wrist')])}")
+            raise ValueError(f"unknown camera {camera!r}; this scene has {', '.join([*ROBOT_CAMERAS, *(c for c in cameras if not c.startswith(PREFIX))])}")
         self.data = mujoco.MjData(self.model)
         self.n_substeps = int(round(CONTROL_DT / self.model.opt.timestep))
         m = self.model

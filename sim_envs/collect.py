@@ -43,7 +43,7 @@ class CollectConfig:
     episodes: int = 20
     out_dir: str = "runs/demos/franka_pick"
     image_size: int = 64
-    camera: str = "agentview"  # agentview | sideview | workspace | wrist
+    camera: str = "agentview"  # agentview | sideview | workspace | wrist | hand
     mode: str = "expert"  # expert | random
     noise: float = 0.1  # expert exploration noise (in action units), more diverse videos
     seed: int = 0

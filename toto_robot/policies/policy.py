@@ -207,7 +207,7 @@ def _ppo_policy_kwargs(directory: Path, meta: dict) -> dict:
     from toto_robot.policies.ppo import FrozenEncoderExtractor, FrozenTokenExtractor
 
     arch = list(meta.get("net_arch", [256, 256]))
-    return {"features_extractor_class": FrozenTokenExtractor if meta.get("cache_tokens") else FrozenEncoderExtractor, "features_extractor_kwargs": {"encoder_dir": str(directory / "encoder")},
+    return {"features_extractor_class": FrozenTokenExtractor if meta.get("cache_tokens") else FrozenEncoderExtractor, "features_extractor_kwargs": {"encoder_dir": str(directory / "encoder"), "estimate_dim": meta.get("estimate_dim", 0)},
             "net_arch": {"pi": arch, "vf": arch}}
 
 

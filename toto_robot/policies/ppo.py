@@ -38,13 +38,17 @@ from toto_robot.utils.io import atomic_save_json
 class FrozenEncoderExtractor(BaseFeaturesExtractor):
     """{"image", "state"} -> [encoder features (pooled frozen tokens), state]."""
 
-    def __init__(self, observation_space: gym.spaces.Dict, encoder_dir: str, train_pool: bool = True):
+    def __init__(self, observation_space: gym.spaces.Dict, encoder_dir: str, train_pool: bool = True, estimate_dim: int = 0):
         encoder = load_encoder(encoder_dir)
         state_dim = observation_space[OBS_STATE].shape[0]
-        super().__init__(observation_space, features_dim=encoder.feature_dim + state_dim)
+        super().__init__(observation_space, features_dim=encoder.feature_dim + state_dim + estimate_dim)
         self.encoder = encoder
         self.encoder.pool.requires_grad_(train_pool)  # False: the pool keeps its initial weights (its running statistics still follow)
         self.state_norm = nn.LayerNorm(state_dim)
+        # estimate_dim > 0: a linear estimate of the simulator's object state from the pooled tokens, which
+        # the actor and critic read (trained by AuxiliaryStatePolicy's regression, not by PPO's loss)
+        self.estimator = nn.Linear(encoder.feature_dim, estimate_dim) if estimate_dim else None
+        self.estimate: torch.Tensor | None = None  # the last forward's, with its graph
 
     def apply(self, fn):
         """SB3 re-initialises the whole feature extractor (orthogonal init) when it builds the policy;
@@ -62,8 +66,13 @@ class FrozenEncoderExtractor(BaseFeaturesExtractor):
         return self.features(self.encoder.encode_tokens(img), obs[OBS_STATE])
 
     def features(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """Frozen tokens [B, N, C] + state [B, S] -> [pooled tokens, normalised state] [B, F + S]."""
-        return torch.cat([self.encoder.pool(tokens.float()), self.state_norm(state.float())], dim=-1)
+        """Frozen tokens [B, N, C] + state [B, S] -> [pooled tokens, normalised state (, estimate)] [B, F + S (+ P)]."""
+        pooled = self.encoder.pool(tokens.float())  # (B, F)
+        parts = [pooled, self.state_norm(state.float())]
+        if self.estimator is not None:
+            self.estimate = self.estimator(pooled)  # (B, P), standardised units
+            parts.append(self.estimate.detach())
+        return torch.cat(parts, dim=-1)
 
 
 TOKENS = "tokens"  # observation key of the frozen tokens (``cache_tokens``)
@@ -164,33 +173,25 @@ class _AttachLoss(torch.autograd.Function):
 
 
 class AuxiliaryStatePolicy(MultiInputActorCriticPolicy):
-    """Actor-critic with an auxiliary regression (Pinto et al. 2018 Sec. IV-D, Lample & Chaplot 2017): a
-    linear head on the actor's features predicts the simulator's object state (the env's ``privileged``
-    observation, standardised by running statistics), with weight ``aux_coef`` in every PPO minibatch.
-    The pool thus learns *where* the object is from a supervised signal instead of the policy gradient
-    alone; the frozen backbone's tokens decide how well it can. The actor and the critic read the image
-    and the proprioception only, as the deployed policy does; the head exists in training only."""
+    """Actor-critic that estimates the simulator's object state from the image and acts on the estimate
+    too (the pattern of RMA's adaptation module and of Pinto et al. 2018's auxiliary task): the extractor's
+    ``estimator``, a linear map of the pooled frozen tokens, regresses the env's ``privileged`` observation
+    (standardised by running statistics) with weight ``aux_coef`` in every PPO minibatch, and the actor and
+    critic read its output beside the pooled tokens and the proprioception. The pool thus learns *where*
+    the object is from a supervised signal as well as from the policy gradient; how well it can is the
+    frozen backbone's tokens. Nothing reads the privileged observation but the regression's target, so the
+    saved policy acts from image and proprioception alone."""
 
     def __init__(self, *args, aux_coef: float = 1.0, **kwargs):
         self.aux_coef = aux_coef
         super().__init__(*args, **kwargs)
-
-    def _build_mlp_extractor(self) -> None:
-        super()._build_mlp_extractor()  # (SB3's _build calls it before it makes the optimizer: the head trains too)
-        dim = self.observation_space[PRIVILEGED].shape[0]
-        self.aux_head = nn.Linear(self.features_extractor.features_dim, dim)
-        self.aux_target = RunningStandardize(dim)
+        self.aux_target = RunningStandardize(self.observation_space[PRIVILEGED].shape[0])
         self.aux_loss = float("nan")  # the last minibatch's, for the logs
 
-    def extract_features(self, obs, features_extractor=None):
-        features = super().extract_features(obs, features_extractor)
-        self._features = features  # evaluate_actions' auxiliary head reads them
-        return features
-
     def evaluate_actions(self, obs, actions):
-        values, log_prob, entropy = super().evaluate_actions(obs, actions)
+        values, log_prob, entropy = super().evaluate_actions(obs, actions)  # (runs the extractor: its estimate is this batch's)
         target = self.aux_target(obs[PRIVILEGED].float())  # (B, P), standardised
-        loss = nn.functional.mse_loss(self.aux_head(self._features), target)
+        loss = nn.functional.mse_loss(self.features_extractor.estimate, target)
         self.aux_loss = loss.item()
         return _AttachLoss.apply(values, self.aux_coef * loss), log_prob, entropy
 
@@ -264,6 +265,7 @@ def train_ppo(cfg: PPOConfig) -> Path:
               "log_std_init": cfg.log_std_init}
     if cfg.aux_coef:
         kwargs["aux_coef"] = cfg.aux_coef
+        kwargs["features_extractor_kwargs"]["estimate_dim"] = env.observation_space[PRIVILEGED].shape[0]
     policy = AsymmetricActorCriticPolicy if cfg.asymmetric_critic else AuxiliaryStatePolicy if cfg.aux_coef else "MultiInputPolicy"
     model = PPO(policy, env, n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs, learning_rate=cfg.learning_rate,
                 gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, ent_coef=cfg.ent_coef, seed=cfg.seed, device=cfg.device, policy_kwargs=kwargs, verbose=0)
@@ -273,7 +275,8 @@ def train_ppo(cfg: PPOConfig) -> Path:
     atomic_save_json({"kind": "ppo", "task": cfg.task, "image_size": cfg.image_size, "camera": cfg.camera, "state_dim": env.observation_space[OBS_STATE].shape[0],
                       "action_dim": env.action_space.shape[0], "encoder": encoder.name,
                       "net_arch": list(cfg.net_arch), "cache_tokens": cfg.cache_tokens,
-                      "privileged_dim": env.observation_space[PRIVILEGED].shape[0] if privileged else 0}, policy_dir / POLICY_CONFIG)
+                      "privileged_dim": env.observation_space[PRIVILEGED].shape[0] if privileged else 0,
+                      "estimate_dim": kwargs["features_extractor_kwargs"].get("estimate_dim", 0)}, policy_dir / POLICY_CONFIG)
     env.close()
     curve = read_monitor(monitor_dir)
     plot_learning_curve(curve, out / "learning_curve.png", cfg.task, encoder.name)

@@ -289,9 +289,10 @@ def test_attached_loss_adds_exactly_its_gradient():
 
 
 def test_auxiliary_head_learns_the_object_state_and_the_actor_never_reads_it(tmp_path):
-    """With ``aux_coef`` a linear head on the actor's features regresses the reach target's position during
-    PPO's updates: on one fixed batch of real frames its loss falls under PPO's own optimiser, the pool's
-    weights move with it, and neither the actor nor the critic reads the simulator's state."""
+    """With ``aux_coef`` the extractor's estimator (linear, on the pooled tokens) regresses the reach target's
+    position during PPO's updates: on one fixed batch of real frames its loss falls under PPO's own
+    optimiser and the pool's weights move with it; the actor reads the estimate, and neither the actor
+    nor the critic reads the simulator's state."""
     import torch
 
     from toto_robot.policies.ppo import PRIVILEGED, TOKENS, AuxiliaryStatePolicy, PPOConfig, frozen_tokens, train_ppo
@@ -332,6 +333,11 @@ def test_auxiliary_head_learns_the_object_state_and_the_actor_never_reads_it(tmp
         losses.append(net.aux_loss)
     assert losses[-1] < 0.5 * losses[0]
     assert any(not torch.equal(a, b) for a, b in zip(pool_before, encoder.pool.parameters()))
+    net.set_training_mode(False)
+    with torch.no_grad():
+        before = mean(batch)
+        net.features_extractor.estimator.weight.mul_(2)
+        assert not torch.allclose(mean(batch), before)  # the actor reads the estimate
 
 
 def test_compare_ppo_pairs_encoders_on_the_same_held_out_episodes(tmp_path):

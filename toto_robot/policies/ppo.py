@@ -222,7 +222,7 @@ class PPOConfig:
     cache_tokens: bool = True  # backbone once per env step (FrozenTokens); False: inside the extractor, on every forward
     train_pool: bool = True  # False: the pool keeps its initial weights and only the actor-critic MLPs learn
     asymmetric_critic: bool = False  # the critic reads the simulator's object state instead of the image (training only)
-    aux_coef: float = 0.0  # > 0: the actor's features also regress the simulator's object state with this weight (training only)
+    aux_coef: float = 0.0  # > 0: the pool also learns a linear estimate of the simulator's object state (this weight), which the policy reads
 
 
 def train_ppo(cfg: PPOConfig) -> Path:

@@ -48,19 +48,29 @@ def within_4cm(features: np.ndarray, targets: np.ndarray, n_fit: int = 600) -> f
     return share
 
 
-def main() -> None:
-    from toto_robot.encoders import encoder_from_spec
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_encoder_args(ap: argparse.ArgumentParser) -> None:
+    """--toto (required), --toto-layer, --mae, --mae-layer: the encoders these reach diagnostics compare."""
     ap.add_argument("--toto", required=True, help="a Toto pre-training run's final/ folder")
     ap.add_argument("--toto-layer", type=int, default=3)
     ap.add_argument("--mae", help="a mae_tiny checkpoint (optional)")
     ap.add_argument("--mae-layer", type=int, default=4)
-    args = ap.parse_args()
-    specs = {"Toto": {"name": "toto", "checkpoint": args.toto, "layer": args.toto_layer, "pooling": "keypoints"},
-             "random-init": {"name": "random", "like": args.toto, "layer": args.toto_layer, "pooling": "keypoints", "seed": 0}}
+
+
+def encoder_specs(args: argparse.Namespace, pooling: str = "keypoints") -> dict[str, dict]:
+    """Toto, its random-init control (same architecture, seed 0) and MAE-tiny if given -> encoder specs."""
+    specs = {"Toto": {"name": "toto", "checkpoint": args.toto, "layer": args.toto_layer, "pooling": pooling},
+             "random-init": {"name": "random", "like": args.toto, "layer": args.toto_layer, "pooling": pooling, "seed": 0}}
     if args.mae:
-        specs["MAE-tiny"] = {"name": "mae_tiny", "checkpoint": args.mae, "layer": args.mae_layer, "pooling": "keypoints"}
+        specs["MAE-tiny"] = {"name": "mae_tiny", "checkpoint": args.mae, "layer": args.mae_layer, "pooling": pooling}
+    return specs
+
+
+def main() -> None:
+    from toto_robot.encoders import encoder_from_spec
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_encoder_args(ap)
+    specs = encoder_specs(ap.parse_args())
     sets = {"arm at home": frames(False), "random actions": frames(True)}
     print(f"{'encoder':12s} {'frames':15s} {'keypoints <4cm':>15s} {'average pool <4cm':>18s} {'keypoint spread':>16s}")
     for name, spec in specs.items():

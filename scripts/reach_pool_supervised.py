@@ -72,24 +72,20 @@ def fit_and_score(spec: dict, train, held, steps: int = 3000) -> tuple[float, fl
 
 
 def main() -> None:
+    from reach_keypoint_readout import add_encoder_args, encoder_specs  # (this folder)
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--toto", required=True, help="a Toto pre-training run's final/ folder")
-    ap.add_argument("--toto-layer", type=int, default=3)
-    ap.add_argument("--mae", help="a mae_tiny checkpoint (optional)")
-    ap.add_argument("--mae-layer", type=int, default=4)
+    add_encoder_args(ap)
     ap.add_argument("--cameras", default="agentview,workspace")
     ap.add_argument("--target", choices=("table", "offset"), default="table")
     args = ap.parse_args()
-    specs = {"Toto": {"name": "toto", "checkpoint": args.toto, "layer": args.toto_layer},
-             "random-init": {"name": "random", "like": args.toto, "layer": args.toto_layer}}
-    if args.mae:
-        specs["MAE-tiny"] = {"name": "mae_tiny", "checkpoint": args.mae, "layer": args.mae_layer}
+    specs = encoder_specs(args)
     print(f"{'camera':10s} {'encoder':12s} {'pooling':18s} {'within 4 cm':>12s} {'median error':>13s}")
     for camera in args.cameras.split(","):
         train, held = episodes(camera, 400, 0, target=args.target), episodes(camera, 100, 10_000, target=args.target)
         for name, spec in specs.items():
             for pooling in ("keypoints", "spatial_attention"):
-                share, median = fit_and_score({**spec, "pooling": pooling}, train, held)
+                share, median = fit_and_score({**spec, "pooling": pooling}, train, held)  # (the spec's pooling replaced)
                 print(f"{camera:10s} {name:12s} {pooling:18s} {share:12.2f} {median:10.1f} cm", flush=True)
 
 

@@ -28,7 +28,11 @@ from toto_robot.sim_envs.robots import GRIPPER_PREFIX, PREFIX, ROBOTS, build_rob
 from toto_robot.sim_envs.tasks import TASKS
 
 CONTROL_DT = 0.05  # 20 Hz control
-ROBOT_CAMERAS = ("wrist", "hand")  # on the robot (eef body): eye-in-hand at 75 degrees, and MVP's wide egocentric view
+# Cameras on the robot's hand, by name -> vertical field of view (degrees). One mount for both: 5 cm in front
+# of the hand, level with it, looking straight down past the fingertips, which sit at the image's left edge
+# (the eef frame's z points down the fingers). "wrist": the eye-in-hand view Franka pick is learnt from;
+# "hand": MVP's egocentric view (PixMC: on the hand, a 120-degree lens), the whole table in view from above it.
+ROBOT_CAMERAS = {"wrist": 75, "hand": 120}
 WORKSPACE_LOW = np.array([0.3, -0.35, 0.41])
 WORKSPACE_HIGH = np.array([0.8, 0.35, 0.9])
 MESH_CELL = 0.01  # metres: render meshes simplified to this vertex grid (None/0: full meshes)
@@ -56,14 +60,9 @@ class ManipulationEnv(gym.Env):
 
         spec = build_arena()
         robot_spec = build_robot_spec(self.robot)
-        if wrist_camera or camera in ROBOT_CAMERAS:
-            # Eye-in-hand: 5 cm in front of the hand, level with it, looking straight down past the
-            # fingertips, which sit at the left edge of the image. The eef frame's z points down the fingers.
-            robot_spec.body(f"{GRIPPER_PREFIX}eef").add_camera(name="wrist", pos=[0, 0.05, -0.097], quat=[0, 0.7071068, 0.7071068, 0], fovy=75)
-        if camera == "hand":
-            # MVP's egocentric camera (PixMC: on the hand, 120-degree field of view): the wrist mount with a
-            # wide lens, so the whole table stays in view from above it and the fingertips with it
-            robot_spec.body(f"{GRIPPER_PREFIX}eef").add_camera(name="hand", pos=[0, 0.05, -0.097], quat=[0, 0.7071068, 0.7071068, 0], fovy=120)
+        for name, fovy in ROBOT_CAMERAS.items():  # the view asked for, and the wrist view for obs["wrist_image"]
+            if name == camera or (name == "wrist" and wrist_camera):
+                robot_spec.body(f"{GRIPPER_PREFIX}eef").add_camera(name=name, pos=[0, 0.05, -0.097], quat=[0, 0.7071068, 0.7071068, 0], fovy=fovy)
         spec.worldbody.add_frame(pos=[0, 0, 0.4]).attach_body(robot_spec.body("base"), PREFIX, "")
         self.task.build(spec)
         self.model = spec.compile()

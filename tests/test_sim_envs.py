@@ -137,19 +137,20 @@ def test_hand_camera_sees_most_reach_targets_where_the_wrist_camera_misses_most(
     camera sees 6. Both ride on the hand, so the view moves with it."""
     import mujoco
 
-    env = make_env("franka_reach", image_size=64, camera="hand").unwrapped
-    seg = mujoco.Renderer(env.model, 64, 64)
-    seg.enable_segmentation_rendering()
-    seen = {"hand": 0, "wrist": 0}
-    for seed in range(20):
-        env.reset(seed=seed)
-        for cam in seen:
-            seen[cam] += geom_pixels(seg, env, "robot_" + cam, ["reach_target_geom"]) > 0
+    envs = {cam: make_env("franka_reach", image_size=64, camera=cam).unwrapped for cam in ("hand", "wrist")}
+    segs = {cam: mujoco.Renderer(env.model, 64, 64) for cam, env in envs.items()}
+    seen = {cam: 0 for cam in envs}
+    for cam, env in envs.items():
+        segs[cam].enable_segmentation_rendering()
+        for seed in range(20):  # the same seeds place the same targets in both envs
+            env.reset(seed=seed)
+            seen[cam] += geom_pixels(segs[cam], env, env.camera, ["reach_target_geom"]) > 0
+        segs[cam].close()
     assert seen["hand"] >= 16 and seen["wrist"] <= 10, seen
+    env = envs["hand"]
     before = env.render()
     env.step(np.array([1, 0, 0, -1], np.float32))
     assert np.abs(env.render().astype(int) - before).mean() > 1
-    seg.close()
 
 
 def test_workspace_camera_shows_the_cube_larger_than_agentview():

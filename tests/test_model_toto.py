@@ -132,6 +132,78 @@ def test_fused_kernels_match_plain_ops_in_value_and_gradient(n_head, n_kv_head):
             torch.testing.assert_close(x, y, atol=2e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("n_head,n_kv_head,blk", [(4, 4, 16), (4, 2, 16), (4, 1, 32), (2, 2, 128)])
+def test_blocked_causal_attention_matches_torch_kernel_in_value_and_gradient(n_head, n_kv_head, blk):
+    torch.manual_seed(0)
+    B, L, hd = 2, 70, 8  # 70 positions: the last block is a partial one (or the only one, blk=128)
+    q = torch.randn(B, n_head, L, hd, requires_grad=True)
+    k, v = (torch.randn(B, n_kv_head, L, hd, requires_grad=True) for _ in range(2))
+    a = [q, k, v]
+    b = [t.detach().clone().requires_grad_() for t in a]
+    out_f, grad_f = _grads(lambda *i: fused._BlockCausalAttention.apply(*i, blk), *a)
+    out_r, grad_r = _grads(fused.causal_attention_reference, *b)
+    for x, y in zip(out_f + grad_f, out_r + grad_r):
+        assert x.shape == y.shape
+        torch.testing.assert_close(x, y, atol=5e-6, rtol=1e-5)
+
+
+def _backward_nodes(loss: torch.Tensor) -> set[str]:
+    seen, todo = {}, [loss.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is not None and id(node) not in seen:
+            seen[id(node)] = node.name()
+            todo.extend(n for n, _ in node.next_functions)
+    return set(seen.values())
+
+
+def test_train_step_runs_blocked_attention_with_the_same_logits_and_gradients_as_torch_kernel(monkeypatch):
+    pytest.importorskip("transformers")
+    from toto_robot.model.hf import export_hf
+
+    monkeypatch.setattr(fused, "BLOCKED_LENGTHS", (16, 1024))  # short test sequences take the blocked path too
+
+    m = tiny(n_layer=2, n_kv_head=2).train()
+    x = torch.randint(0, m.config.vocab_size, (2, 40))
+    with torch.no_grad():
+        ref = export_hf(m).eval()(x).logits
+    results = []
+    for blocked in (True, False):
+        for block in m.layers:
+            block.attn.blocked = blocked
+        m.zero_grad()
+        out = m(x, targets=x)
+        out.loss.backward()
+        assert ("_BlockCausalAttentionBackward" in _backward_nodes(out.loss)) == blocked
+        torch.testing.assert_close(out.logits.detach(), ref, atol=1e-5, rtol=0)  # the HF parity holds in training too
+        results.append({n: p.grad.clone() for n, p in m.named_parameters()})
+    for n in results[0]:
+        torch.testing.assert_close(results[0][n], results[1][n], atol=1e-6, rtol=1e-4)
+    q = torch.randn(1, 4, 512, 32, requires_grad=True)
+    assert fused.use_blocked_attention(q)
+    with torch.no_grad():  # inference keeps torch's kernel
+        assert not fused.use_blocked_attention(q)
+    monkeypatch.undo()
+    assert not fused.use_blocked_attention(q[:, :, :64]) and not fused.use_blocked_attention(torch.randn(1, 4, 2048, 32, requires_grad=True))
+
+
+def test_counted_train_flops_do_not_depend_on_the_attention_kernel():
+    from toto_robot.utils.flops import train_flops
+
+    m = tiny(n_layer=2).train()
+    x = torch.randint(0, m.config.vocab_size, (1, 256))  # long enough for the blocked kernel
+    counts = []
+    for blocked in (False, True):
+        for block in m.layers:
+            block.attn.blocked = blocked
+        with train_flops() as counter:
+            out = m(x, targets=x)
+            out.loss.backward()
+        counts.append(counter.total)
+    assert counts[0] == counts[1] > 0
+    assert "_BlockCausalAttentionBackward" in _backward_nodes(m(x, targets=x).loss)  # outside the counter it runs blocked
+
+
 def test_grouped_query_attention_model_caches_and_matches_hf():
     pytest.importorskip("transformers")
     from toto_robot.model.hf import export_hf

@@ -1,4 +1,4 @@
-"""Fused train-step kernels for the Toto decoder: RMSNorm, rotary q/k split, SwiGLU.
+"""Fused train-step kernels for the Toto decoder: RMSNorm, rotary q/k split, SwiGLU, causal attention.
 
 Each is an ``autograd.Function`` with a hand-written backward that reads and writes every big tensor
 as few times as it can and allocates as few temporaries as it can (on a CPU the elementwise passes
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 
 def _plain() -> bool:
@@ -156,3 +157,85 @@ def swiglu(h: torch.Tensor) -> torch.Tensor:
     if _plain():
         return swiglu_reference(h)
     return _SwiGLU.apply(h)
+
+
+# ---- causal attention for CPU training ------------------------------------------------------------
+# On a CPU, torch's fused (flash) attention kernel runs its backward at about 40% of the machine's
+# matmul rate. Cutting the queries into blocks of a few dozen rows and running each block against
+# the keys up to its end as batched matmuls skips the masked upper triangle as flash does, keeps each
+# block's scores in cache, and lets the backward read the saved probabilities instead of recomputing
+# them. Forward+backward against torch's kernel, one thread: 1.2x at 256 positions, 1.3-1.5x at 512,
+# 1.1-1.2x at 1024, none at 2048 and below 128; a Toto-tiny train step at 512 positions 1.16x
+# (benchmarks/bench_model.py --attention). The price is memory: the probabilities, B H L^2 / 2 floats
+# per layer, are kept for the backward. Inference keeps torch's kernel (its forward is as fast).
+BLOCKED_LENGTHS = (256, 1024)  # sequence lengths that use the blocked kernel; others use torch's
+
+
+def causal_attention_reference(q, k, v):
+    """q (B, H, L, hd), k, v (B, Hkv, L, hd) -> (B, H, L, hd), torch's kernel."""
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=q.shape[1] != k.shape[1])
+
+
+def attention_block(head_dim: int) -> int:
+    """Query rows per block: the fastest of 32/64/128 measured for each head size at 512 positions."""
+    return 32 if head_dim <= 32 else 64
+
+
+class _BlockCausalAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, blk):
+        B, H, L, hd = q.shape
+        Hkv = k.shape[1]
+        g = H // Hkv  # query heads per key/value head (1: multi-head attention)
+        scale = hd ** -0.5
+        qg = q.reshape(B * Hkv, g, L, hd)  # the query heads of one key/value head side by side
+        kf, vf = k.reshape(B * Hkv, L, hd), v.reshape(B * Hkv, L, hd)
+        out = q.new_empty(B * Hkv, g, L, hd)
+        upper = torch.ones(blk, blk, dtype=torch.bool, device=q.device).triu_(1)
+        probs = []
+        for s in range(0, L, blk):
+            e = min(s + blk, L)
+            qb = qg[:, :, s:e].reshape(B * Hkv, g * (e - s), hd)  # (BHkv, g b, hd); a view when g = 1
+            scores = torch.baddbmm(q.new_empty(1, 1, 1), qb, kf[:, :e].transpose(1, 2), beta=0, alpha=scale)  # (BHkv, g b, e)
+            scores.view(B * Hkv, g, e - s, e)[..., s:e].masked_fill_(upper[: e - s, : e - s], float("-inf"))
+            p = torch.softmax(scores, dim=-1)
+            out[:, :, s:e] = torch.bmm(p, vf[:, :e]).view(B * Hkv, g, e - s, hd)
+            probs.append(p)
+        ctx.save_for_backward(q, k, v, *probs)
+        ctx.blk = blk
+        return out.view(B, H, L, hd)
+
+    @staticmethod
+    def backward(ctx, gout):
+        q, k, v, *probs = ctx.saved_tensors
+        B, H, L, hd = q.shape
+        Hkv = k.shape[1]
+        g, blk, scale = H // Hkv, ctx.blk, hd ** -0.5
+        qg, go = q.reshape(B * Hkv, g, L, hd), gout.reshape(B * Hkv, g, L, hd)
+        kf, vf = k.reshape(B * Hkv, L, hd), v.reshape(B * Hkv, L, hd)
+        dq = torch.empty_like(qg)
+        dk, dv = torch.zeros_like(kf), torch.zeros_like(vf)
+        for p, s in zip(probs, range(0, L, blk)):
+            e = min(s + blk, L)
+            gb = go[:, :, s:e].reshape(B * Hkv, g * (e - s), hd)  # (BHkv, g b, hd)
+            dv[:, :e].baddbmm_(p.transpose(1, 2), gb)  # dV += P^T dO
+            dscores = torch._softmax_backward_data(torch.bmm(gb, vf[:, :e].transpose(1, 2)), p, -1, p.dtype)  # P (dP - rowsum(P dP))
+            dq[:, :, s:e] = torch.baddbmm(q.new_empty(1, 1, 1), dscores, kf[:, :e], beta=0, alpha=scale).view(B * Hkv, g, e - s, hd)
+            dk[:, :e].baddbmm_(dscores.transpose(1, 2), qg[:, :, s:e].reshape(B * Hkv, g * (e - s), hd), alpha=scale)
+        return dq.view(B, H, L, hd), dk.view(B, Hkv, L, hd), dv.view(B, Hkv, L, hd), None
+
+
+def use_blocked_attention(q: torch.Tensor) -> bool:
+    """The blocked kernel pays off in a CPU float32 train step at ``BLOCKED_LENGTHS`` positions.
+    Under a dispatch mode (FLOP counting in ``utils/flops.py``, fake tensors) torch's kernel runs, so
+    a step's counted FLOPs follow the usual attention convention whichever kernel trains."""
+    return (torch.is_grad_enabled() and q.requires_grad and not _plain() and q.device.type == "cpu"
+            and q.dtype == torch.float32 and BLOCKED_LENGTHS[0] <= q.shape[2] <= BLOCKED_LENGTHS[1] and _get_current_dispatch_mode() is None)
+
+
+def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, blocked: bool = True) -> torch.Tensor:
+    """Causal self-attention over a whole sequence: q (B, H, L, hd), k, v (B, Hkv, L, hd) -> (B, H, L, hd).
+    ``blocked=False`` always runs torch's kernel."""
+    if blocked and use_blocked_attention(q):
+        return _BlockCausalAttention.apply(q, k, v, attention_block(q.shape[-1]))
+    return causal_attention_reference(q, k, v)

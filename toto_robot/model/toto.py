@@ -7,7 +7,9 @@ F SwiGLU hidden width, V vocabulary (tokenizer codes + 4 special ids).
 
 The train step is lean: one matmul for q, k and v (``attn.wqkv``, rows q | k | v) and one for the
 SwiGLU gate and up projections (``mlp.w13``, rows gate | up), and the elementwise work (RMSNorm,
-rotary embedding, SwiGLU) runs as fused autograd functions (``model/fused.py``). Checkpoints written
+rotary embedding, SwiGLU) runs as fused autograd functions (``model/fused.py``). A CPU float32 train step runs causal
+attention as blocked batched matmuls (``fused.causal_attention``; ``Attention.blocked = False``
+switches it off), everything else uses torch's fused attention kernel. Checkpoints written
 with separate ``wq/wk/wv`` and ``w1/w3`` weights load as they are (``convert_legacy_keys``).
 
 `forward(idx, targets, return_layers)` returns logits, the loss, and the residual stream after the
@@ -27,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from toto_robot.model.fused import qkv_rope, rms_norm, rope_tables, swiglu
+from toto_robot.model.fused import causal_attention, qkv_rope, rms_norm, rope_tables, swiglu
 from toto_robot.utils.io import CheckpointError, check_state_dict, load_pretrained, save_pretrained
 
 ARCH = "toto"
@@ -124,6 +126,8 @@ class KVCache:
 
 
 class Attention(nn.Module):
+    blocked = True  # CPU train steps use fused.causal_attention's blocked kernel (False: torch's kernel)
+
     def __init__(self, cfg: TotoConfig, layer: int):
         super().__init__()
         self.n_head, self.n_kv_head, self.head_dim, self.layer = cfg.n_head, cfg.kv_heads, cfg.head_dim, layer
@@ -143,7 +147,9 @@ class Attention(nn.Module):
                 v = torch.cat([cache.v[self.layer], v], dim=2)
                 causal = L > 1  # a single new query attends to everything cached
             cache.k[self.layer], cache.v[self.layer] = k, v
-        if causal and k.shape[2] != L:  # several new queries after a cached prefix
+        if cache is None and not (self.dropout and self.training):  # a whole sequence: the train step, features
+            y = causal_attention(q, k, v, self.blocked)  # (B, H, L, hd); blocked kernel in a CPU train step
+        elif causal and k.shape[2] != L:  # several new queries after a cached prefix
             mask = torch.ones(L, k.shape[2], dtype=torch.bool, device=x.device).tril(k.shape[2] - L)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         else:

@@ -138,13 +138,19 @@ def test_blocked_causal_attention_matches_torch_kernel_in_value_and_gradient(n_h
     B, L, hd = 2, 70, 8  # 70 positions: the last block is a partial one (or the only one, blk=128)
     q = torch.randn(B, n_head, L, hd, requires_grad=True)
     k, v = (torch.randn(B, n_kv_head, L, hd, requires_grad=True) for _ in range(2))
-    a = [q, k, v]
-    b = [t.detach().clone().requires_grad_() for t in a]
-    out_f, grad_f = _grads(lambda *i: fused._BlockCausalAttention.apply(*i, blk), *a)
+    b = [t.detach().clone().requires_grad_() for t in (q, k, v)]
     out_r, grad_r = _grads(fused.causal_attention_reference, *b)
-    for x, y in zip(out_f + grad_f, out_r + grad_r):
-        assert x.shape == y.shape
-        torch.testing.assert_close(x, y, atol=5e-6, rtol=1e-5)
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):  # one thread accumulates dK, dV in place, more threads out of place
+            torch.set_num_threads(n)
+            a = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+            out_f, grad_f = _grads(lambda *i: fused._BlockCausalAttention.apply(*i, blk), *a)
+            for x, y in zip(out_f + grad_f, out_r + grad_r):
+                assert x.shape == y.shape
+                torch.testing.assert_close(x, y, atol=5e-6, rtol=1e-5)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _backward_nodes(loss: torch.Tensor) -> set[str]:

@@ -165,8 +165,8 @@ def swiglu(h: torch.Tensor) -> torch.Tensor:
 # the keys up to its end as batched matmuls skips the masked upper triangle as flash does, keeps each
 # block's scores in cache, and lets the backward read the saved probabilities instead of recomputing
 # them. Forward+backward against torch's kernel, one thread: 1.2x at 256 positions, 1.3-1.5x at 512,
-# 1.1-1.2x at 1024, none at 2048 and below 128; a Toto-tiny train step at 512 positions 1.16x
-# (benchmarks/bench_model.py --attention). The price is memory: the probabilities, B H L^2 / 2 floats
+# 1.1-1.2x at 1024, none at 2048 and below 128; a train step at 512 positions 1.16x (Toto-tiny) and
+# 1.09x (small) on one thread, 1.19x and 1.16x on two (benchmarks/bench_model.py --attention). The price is memory: the probabilities, B H L^2 / 2 floats
 # per layer, are kept for the backward. Inference keeps torch's kernel (its forward is as fast).
 BLOCKED_LENGTHS = (256, 1024)  # sequence lengths that use the blocked kernel; others use torch's
 
@@ -215,13 +215,24 @@ class _BlockCausalAttention(torch.autograd.Function):
         kf, vf = k.reshape(B * Hkv, L, hd), v.reshape(B * Hkv, L, hd)
         dq = torch.empty_like(qg)
         dk, dv = torch.zeros_like(kf), torch.zeros_like(vf)
+        # dK and dV gather every block's products into their first e rows. On one thread that is an
+        # in-place baddbmm_ (no temporaries); it runs one matmul per batch entry on a slice, which
+        # several threads share badly, so with more threads each product is made whole and added.
+        in_place = torch.get_num_threads() == 1
         for p, s in zip(probs, range(0, L, blk)):
             e = min(s + blk, L)
             gb = go[:, :, s:e].reshape(B * Hkv, g * (e - s), hd)  # (BHkv, g b, hd)
-            dv[:, :e].baddbmm_(p.transpose(1, 2), gb)  # dV += P^T dO
+            qb = qg[:, :, s:e].reshape(B * Hkv, g * (e - s), hd)
             dscores = torch._softmax_backward_data(torch.bmm(gb, vf[:, :e].transpose(1, 2)), p, -1, p.dtype)  # P (dP - rowsum(P dP))
             dq[:, :, s:e] = torch.baddbmm(q.new_empty(1, 1, 1), dscores, kf[:, :e], beta=0, alpha=scale).view(B * Hkv, g, e - s, hd)
-            dk[:, :e].baddbmm_(dscores.transpose(1, 2), qg[:, :, s:e].reshape(B * Hkv, g * (e - s), hd), alpha=scale)
+            if in_place:
+                dv[:, :e].baddbmm_(p.transpose(1, 2), gb)  # dV += P^T dO
+                dk[:, :e].baddbmm_(dscores.transpose(1, 2), qb, alpha=scale)  # dK += scale dS^T Q
+            else:
+                dv[:, :e] += torch.bmm(p.transpose(1, 2), gb)
+                dk[:, :e] += torch.bmm(dscores.transpose(1, 2), qb)
+        if not in_place:
+            dk.mul_(scale)
         return dq.view(B, H, L, hd), dk.view(B, Hkv, L, hd), dv.view(B, Hkv, L, hd), None
 
 

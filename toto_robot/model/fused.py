@@ -165,9 +165,10 @@ def swiglu(h: torch.Tensor) -> torch.Tensor:
 # the keys up to its end as batched matmuls skips the masked upper triangle as flash does, keeps each
 # block's scores in cache, and lets the backward read the saved probabilities instead of recomputing
 # them. Forward+backward against torch's kernel, one thread: 1.2x at 256 positions, 1.3-1.5x at 512,
-# 1.1-1.2x at 1024, none at 2048 and below 128; a train step at 512 positions 1.16x (Toto-tiny) and
-# 1.09x (small) on one thread, 1.19x and 1.16x on two (benchmarks/bench_model.py --attention). The price is memory: the probabilities, B H L^2 / 2 floats
-# per layer, are kept for the backward. Inference keeps torch's kernel (its forward is as fast).
+# 1.1-1.2x at 1024, none at 2048 and below 128. A train step at 512 positions: 1.16x (Toto-tiny) and
+# 1.09x (small) on one thread, 1.19x and 1.16x on two (benchmarks/bench_model.py --attention).
+# The price is memory: the probabilities, B H L^2 / 2 floats per layer, are kept for the backward.
+# Inference keeps torch's kernel (its forward is as fast).
 BLOCKED_LENGTHS = (256, 1024)  # sequence lengths that use the blocked kernel; others use torch's
 
 

@@ -1,6 +1,7 @@
 """Policies on frozen encoders: BC learns the expert's drawer-opening from pixels, PPO runs and reloads,
 the comparison harness gives every encoder the same budget, and evaluation intervals are right."""
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -216,7 +217,7 @@ def test_steps_to_threshold_reads_the_moving_training_success():
 
 
 def test_compare_ppo_gives_every_encoder_the_same_budget_and_resumes(tmp_path):
-    from toto_robot.policies.compare_ppo import PPOCompareConfig, compare_ppo
+    from toto_robot.policies.compare_ppo import PAIRED_FIELDS, PPOCompareConfig, compare_ppo
     from toto_robot.policies.ppo import read_monitor
 
     with pytest.raises(ValueError, match="seed"):
@@ -242,6 +243,9 @@ def test_compare_ppo_gives_every_encoder_the_same_budget_and_resumes(tmp_path):
     stamp = (out / "runs/franka_reach/avg/seed0/result.json").stat().st_mtime_ns
     compare_ppo(cfg)  # finished runs are kept, not retrained
     assert (out / "runs/franka_reach/avg/seed0/result.json").stat().st_mtime_ns == stamp
+    compare_ppo(replace(cfg, encoders={"avg": cfg.encoders["avg"]}))  # one encoder: its table, nothing to pair
+    assert "avg vs" not in (out / "summary.md").read_text() and "| franka_reach | avg |" in (out / "summary.md").read_text()
+    assert (out / "paired.csv").read_text().splitlines() == [",".join(PAIRED_FIELDS)]
 
 
 def test_asymmetric_critic_values_the_simulator_state_and_the_actor_never_reads_it(tmp_path):

@@ -76,7 +76,7 @@ def compare_ppo(cfg: PPOCompareConfig) -> Path:
     summary = summarize(rows, cfg.thresholds)
     atomic_write_csv(summary, out / "summary.csv")
     paired = paired_tests(results)
-    atomic_write_csv(paired, out / "paired.csv")
+    atomic_write_csv(paired, out / "paired.csv", fieldnames=PAIRED_FIELDS)  # header only when one encoder ran
     with atomic_write(out / "summary.md", "w") as f:
         f.write(markdown_table(summary, cfg) + paired_table(paired))
     plot_success([{**r, "label": r["encoder"]} for r in summary], out / "success.png", title="PPO on frozen encoders")
@@ -133,6 +133,9 @@ def summarize(rows: list[dict], thresholds: list[float]) -> list[dict]:
             row[f"steps_to_{t:g}_reached"] = len(hits)
         out.append(row)
     return out
+
+
+PAIRED_FIELDS = ["task", "encoder", "versus", "n", "a", "b", "a_only", "b_only", "p"]
 
 
 def paired_tests(results: dict[tuple[str, str, int], dict]) -> list[dict]:

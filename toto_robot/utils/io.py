@@ -294,6 +294,8 @@ def atomic_write_csv(rows: list[dict], path: str | os.PathLike, fieldnames: list
     """A table of dicts as CSV with a header row, written atomically."""
     import csv
 
+    if not rows and not fieldnames:
+        raise ValueError(f"no rows to write to {path} and no column names given")
     with atomic_write(path, "w") as f:
         w = csv.DictWriter(f, fieldnames=fieldnames or list(rows[0]))
         w.writeheader()

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from toto_robot.utils.io import find_checkpoint, is_partial
 
@@ -40,18 +39,12 @@ def run_job(code: str, cfg: dict, crash_at: str | None = None, trace: Path | Non
     return res.returncode
 
 
-def reference(code: str, cfg: dict, tmp_path: Path, monkeypatch) -> list[str]:
-    """Run uninterrupted (in this process: no start-up cost) and return the labels of the crash points it passed."""
+def reference(code: str, cfg: dict, tmp_path: Path) -> list[str]:
+    """Run uninterrupted and return the labels of the crash points it passed. It runs in a fresh process
+    like the killed runs: a test process carries state from earlier tests (renderers, threads) that
+    an uninterrupted user run would not."""
     trace = tmp_path / "trace.txt"
-    monkeypatch.setenv("TOTO_CRASH_TRACE", str(trace))
-    monkeypatch.setattr(sys, "argv", ["-c", json.dumps(cfg)])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in the subprocesses (OMP_NUM_THREADS=1), so that float sums match bit for bit
-    try:
-        exec(code, {})
-    finally:
-        torch.set_num_threads(threads)
-        monkeypatch.delenv("TOTO_CRASH_TRACE")
+    assert run_job(code, cfg, trace=trace) == 0
     return trace.read_text().splitlines()
 
 
@@ -66,11 +59,11 @@ def leftovers(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if is_partial(p) or p.name.endswith((".old", ".new")))
 
 
-def test_collect_killed_at_every_write_keeps_each_episode_once_with_its_video(tmp_path, monkeypatch):
+def test_collect_killed_at_every_write_keeps_each_episode_once_with_its_video(tmp_path):
     from toto_robot.data.demos import DemoDataset
 
     cfg = dict(task="franka_pick", episodes=2, image_size=32, noise=0.05, preview_episodes=2)
-    ref = reference(COLLECT, {**cfg, "out_dir": str(tmp_path / "ref")}, tmp_path, monkeypatch)
+    ref = reference(COLLECT, {**cfg, "out_dir": str(tmp_path / "ref")}, tmp_path)
     kills = ["wrote episode_000000.mp4",  # video landed, episode not
              "write episode_000000.npz",  # inside the episode write (a temporary file is left)
              "wrote episode_000000.npz",  # episode landed, its seed not yet in collect_state.json (issue case 1)
@@ -106,11 +99,11 @@ def _tokenize_cfg(tmp_path: Path) -> dict:
                           dict(name="images", kind="bundled_images", count=8)])
 
 
-def test_tokenize_killed_inside_and_between_shard_and_index_writes_gives_identical_shards(tmp_path, monkeypatch):
+def test_tokenize_killed_inside_and_between_shard_and_index_writes_gives_identical_shards(tmp_path):
     from toto_robot.data.shards import ShardDataset
 
     cfg = _tokenize_cfg(tmp_path)
-    ref = reference(TOKENIZE, {**cfg, "out_dir": str(tmp_path / "ref")}, tmp_path, monkeypatch)
+    ref = reference(TOKENIZE, {**cfg, "out_dir": str(tmp_path / "ref")}, tmp_path)
     bins = [label.split()[1] for label in ref if label.startswith("write ") and label.endswith(".bin")]
     assert len(bins) == 2 + 2 + 1  # 2 videos, 20 synthetic videos in 2 batches, 1 bundle of images
     kills = [f"wrote {bins[0]}",  # shard landed, index not
@@ -128,13 +121,13 @@ def test_tokenize_killed_inside_and_between_shard_and_index_writes_gives_identic
     assert len(ShardDataset(out)) == len(ShardDataset(tmp_path / "ref")) == 2 * 2 + 20 + 8 // 4
 
 
-def test_pretrain_killed_inside_checkpoint_writes_and_swaps_resumes_bit_exact(tmp_path, monkeypatch):
+def test_pretrain_killed_inside_checkpoint_writes_and_swaps_resumes_bit_exact(tmp_path):
     from test_pretrain_trainer import make_shards
 
     shards = make_shards(tmp_path / "shards", n=32)
     cfg = dict(shards=str(shards), model="toto_tiny", model_overrides={"n_layer": 1}, lr=3e-3, min_lr=3e-4, warmup_steps=2, max_steps=6,
                batch_tokens=4 * 65, micro_batch=4, checkpoint_every=2, log_every=2, eval_sequences=4, seed=0)
-    ref = reference(PRETRAIN, {**cfg, "out_dir": str(tmp_path / "ref")}, tmp_path, monkeypatch)
+    ref = reference(PRETRAIN, {**cfg, "out_dir": str(tmp_path / "ref")}, tmp_path)
     kills = ["write trainer_state.pt",  # inside the first checkpoint, staged in checkpoint.new: the rerun starts from scratch
              "moved checkpoint.new to checkpoint",  # first checkpoint complete
              "moved checkpoint to checkpoint.old",  # between the two renames of the next swap (issue case 2)

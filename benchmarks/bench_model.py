@@ -29,7 +29,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from toto_robot.model.hf import export_hf  # noqa: E402
-from toto_robot.model.toto import RMSNorm, Toto, TotoConfig  # noqa: E402
+from toto_robot.model.toto import Toto, TotoConfig  # noqa: E402
+from toto_robot.utils.flops import matmul_params  # noqa: E402
 
 
 def _rss() -> int:
@@ -127,10 +128,6 @@ def matmul_rate(n: int = 1024, device: str = "cpu") -> float:
     return 2 * n**3 / statistics.median(t)
 
 
-def _norms(model: Toto) -> list[RMSNorm]:
-    return [m for m in model.modules() if isinstance(m, RMSNorm)]
-
-
 def bench_size(size: str, args, device: str) -> dict:
     torch.manual_seed(0)
     cfg = TotoConfig.from_name(size)
@@ -170,8 +167,7 @@ def bench_size(size: str, args, device: str) -> dict:
         # at least as slow: HF time / our matmul time bounds the ratio any other saving could reach
         sec = matmul_seconds(lambda: step(ours, False))
         matmul_s = sec["linear"] + sec["attention"]
-        embedding = ours.tok_emb.weight.numel() if not cfg.tie_embeddings else 0  # an untied input table is a lookup
-        linear_flops = 6 * tokens * (ours.num_params() - embedding - sum(n.weight.numel() for n in _norms(ours)))
+        linear_flops = 6 * tokens * matmul_params(ours)
         res["bound"] = {**{f"{k}_s": v for k, v in sec.items()}, "matmul_share": matmul_s / sec["all"],
                         "ratio_ceiling": statistics.median(res["train"]["hf_s"]) / matmul_s,
                         "ratio_ceiling_linear": statistics.median(res["train"]["hf_s"]) / sec["linear"],

@@ -194,7 +194,7 @@ class PPOPolicy:
             observation = {TOKENS: frozen_tokens(self.model.policy.features_extractor.encoder, image[None])[0], OBS_STATE: state}
         else:
             observation = {OBS_IMAGE: image, OBS_STATE: state}
-        if self.meta.get("privileged_dim"):  # an asymmetric critic's input: acting never reads it, SB3 wants the key
+        if self.meta.get("privileged_dim"):  # the asymmetric critic's or the auxiliary regression's input: acting never reads it, SB3 wants the key
             from toto_robot.policies.ppo import PRIVILEGED
 
             observation[PRIVILEGED] = np.zeros(self.meta["privileged_dim"], np.float32)

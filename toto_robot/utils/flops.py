@@ -35,16 +35,22 @@ def _register_cpu_attention() -> None:
         return fc.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
 
 
-def model_flops_per_token(model, seq: int) -> int:
-    """Analytic training FLOPs per token of a decoder (PaLM's MFU convention): 6 per parameter that
-    takes part in a matmul (forward 2, backward 4), plus attention's score and value matmuls,
-    12 * layers * width * sequence length (counted as if not causal, the usual convention).
-    An untied input embedding is a lookup, not a matmul, and is left out."""
+def matmul_params(model) -> int:
+    """Parameters of a decoder that take part in a matmul: all of them but an untied input embedding,
+    which is a lookup (norm weights are counted too, as the convention does: a rounding error)."""
     cfg = model.config
     n = model.num_params()
     if not getattr(cfg, "tie_embeddings", True) and not getattr(cfg, "input_dim", 0):
         n -= model.tok_emb.weight.numel()
-    return 6 * n + 12 * cfg.n_layer * cfg.n_embd * seq
+    return n
+
+
+def model_flops_per_token(model, seq: int) -> int:
+    """Analytic training FLOPs per token of a decoder (PaLM's MFU convention): 6 per parameter that
+    takes part in a matmul (forward 2, backward 4), plus attention's score and value matmuls,
+    12 * layers * width * sequence length (counted as if not causal, the usual convention)."""
+    cfg = model.config
+    return 6 * matmul_params(model) + 12 * cfg.n_layer * cfg.n_embd * seq
 
 
 class _Counter:
@@ -62,4 +68,4 @@ def train_flops():
     counter.total = int(mode.get_total_flops())
 
 
-__all__ = ["model_flops_per_token", "train_flops"]
+__all__ = ["matmul_params", "model_flops_per_token", "train_flops"]

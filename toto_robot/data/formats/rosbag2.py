@@ -11,6 +11,31 @@ one resumable unit, keyed by the sha256 of its files, see ``common``) and picks 
   ``trajectory_msgs/JointTrajectory`` (first point's positions) or a multi-array; or, with
   ``action_from=next_state`` / ``next_state_delta``, the next frame's state (or its change).
 
+Several topics, the ROS nodes' conventions. A real arm records its state and commands on several
+topics; ``state_topics`` / ``action_topics`` (lists, in place of ``state_topic`` / ``action_topic``)
+read them the way ``ros_nodes/policy_node.py`` and ``demo_recorder_node.py`` do, with the same
+functions (``toto_robot.ros.control``) and the same parameters, so a bag of the policy node's own
+commands imports into the actions the policy was trained on:
+
+* ``state_topics``: their parts concatenated in the order listed. ``sensor_msgs/JointState`` ->
+  ``[positions(joint_names), velocities(joint_names), positions(gripper_joint_names)]``, merged by
+  joint name (``JointStateMapper``: the driver's order does not matter, arm and fingers may come in
+  separate messages; a named joint the topic never carries is an error naming it and the names
+  present); ``geometry_msgs/PoseStamped`` -> xyz (``pose_quat``: then qx, qy, qz, qw, which the
+  policy node does not read); a multi-array -> its data. The policy node's layout is the joints, then
+  the pose xyz: list them in that order.
+* ``action_topics``: one motion topic and one gripper topic, giving ``[motion..., gripper]`` in
+  [-1, 1] whatever order they are listed in. ``geometry_msgs/TwistStamped`` / ``Twist`` -> linear /
+  ``max_linear_speed`` (then angular / ``max_angular_speed`` with ``twist_angular``), clipped to
+  [-1, 1]; ``trajectory_msgs/JointTrajectory`` -> the first point's velocities (by ``joint_names``) /
+  ``max_joint_speed``; ``std_msgs/Float64MultiArray`` (or Float32) ``[position]`` -> the gripper,
+  ``gripper_open_position`` .. ``gripper_closed_position`` mapped onto -1 .. +1. Commands beyond the
+  speeds are clipped (as the recorder does) and counted in a warning. ``action_space`` defaults to
+  ``ee_delta`` (twist) or ``joint_delta`` (trajectory), what the policy node checks before driving.
+
+Each listed topic is aligned to the frames on its own, by the rules below; ``gripper_hold_s`` lets a
+gripper command stay in force longer than ``tolerance_s`` (controllers commanded only on change).
+
 A topic left unset is picked when one topic of a fitting type exists (ties broken by names such as
 "state"/"joint" and "action"/"cmd"); otherwise the error lists the candidates.
 
@@ -78,9 +103,22 @@ class RosbagImportConfig:
     image_size: int | None = None
     min_frames: int = 2
     skip_bad: bool = False
+    # several topics, read as the policy node and demo recorder read them (see the module doc)
+    state_topics: list[str] | None = None
+    joint_names: list[str] | None = None  # arm joints in the policy's state order
+    gripper_joint_names: list[str] | None = None  # finger joints whose positions follow the arm's velocities
+    pose_quat: bool = False  # PoseStamped -> xyz + quaternion (the policy node reads xyz only)
+    action_topics: list[str] | None = None
+    twist_angular: bool = False  # [vx, vy, vz, wx, wy, wz, gripper] rather than [vx, vy, vz, gripper]
+    max_linear_speed: float = 0.1  # m/s at action 1
+    max_angular_speed: float = 0.5  # rad/s at action 1
+    max_joint_speed: float = 0.5  # rad/s at action 1 (JointTrajectory commands)
+    gripper_open_position: float = 0.04  # gripper command at action -1
+    gripper_closed_position: float = 0.0  # gripper command at action +1
+    gripper_hold_s: float | None = None  # how long a gripper command stays in force (None: tolerance_s)
 
     def __post_init__(self):
-        from toto_robot.utils.config import check_choice, check_number
+        from toto_robot.utils.config import ConfigError, check_bool, check_choice, check_number
 
         check_choice(self.action_from, "format.read.action_from", ("topic", "next_state", "next_state_delta"))
         check_choice(self.stamps, "format.read.stamps", ("header", "log"))
@@ -88,6 +126,76 @@ class RosbagImportConfig:
         self.tolerance_s = check_number(self.tolerance_s, "format.read.tolerance_s", low=0, low_open=True)
         if self.gap_s is not None:
             self.gap_s = check_number(self.gap_s, "format.read.gap_s", low=0, low_open=True)
+        self.state_topics = _topic_list(self.state_topics, "format.read.state_topics")
+        self.action_topics = _topic_list(self.action_topics, "format.read.action_topics")
+        self.joint_names = _name_list(self.joint_names, "format.read.joint_names")
+        self.gripper_joint_names = _name_list(self.gripper_joint_names, "format.read.gripper_joint_names")
+        if self.state_topics is not None and self.state_topic:
+            raise ConfigError(f"format.read: give state_topic ({self.state_topic}) or state_topics ({self.state_topics}), not both")
+        if self.action_topics is not None and self.action_topic:
+            raise ConfigError(f"format.read: give action_topic ({self.action_topic}) or action_topics ({self.action_topics}), not both")
+        if self.action_topics is not None and self.action_from != "topic":
+            raise ConfigError(f"format.read.action_topics is read with action_from=topic, not {self.action_from}")
+        if self.state_topics is None and (self.joint_names or self.gripper_joint_names or self.pose_quat):
+            raise ConfigError("format.read.joint_names, gripper_joint_names and pose_quat shape the state of state_topics: "
+                              "list the state topics there, e.g. state_topics=[/joint_states,/tcp_pose] (state_topic keeps "
+                              "each message's own layout)")
+        self.pose_quat = check_bool(self.pose_quat, "format.read.pose_quat")
+        self.twist_angular = check_bool(self.twist_angular, "format.read.twist_angular")
+        for k in ("max_linear_speed", "max_angular_speed", "max_joint_speed"):
+            setattr(self, k, check_number(getattr(self, k), f"format.read.{k}", low=0, low_open=True))
+        self.gripper_open_position = check_number(self.gripper_open_position, "format.read.gripper_open_position")
+        self.gripper_closed_position = check_number(self.gripper_closed_position, "format.read.gripper_closed_position")
+        if self.gripper_open_position == self.gripper_closed_position:
+            raise ConfigError("format.read.gripper_open_position and gripper_closed_position are equal: the gripper command would carry nothing")
+        if self.gripper_hold_s is not None:
+            self.gripper_hold_s = check_number(self.gripper_hold_s, "format.read.gripper_hold_s", low=0, low_open=True)
+
+    def options(self) -> dict:
+        """What makes two imports mean the same (the ledger compares it); the several-topic settings only where used."""
+        out = {k: v for k, v in asdict(self).items() if k not in ("src", "out_dir", "skip_bad")}
+        if self.state_topics is None:
+            for k in STATE_TOPICS_KEYS:
+                out.pop(k)
+        if self.action_topics is None:
+            for k in ACTION_TOPICS_KEYS:
+                out.pop(k)
+        return out
+
+
+STATE_TOPICS_KEYS = ("state_topics", "joint_names", "gripper_joint_names", "pose_quat")
+ACTION_TOPICS_KEYS = ("action_topics", "twist_angular", "max_linear_speed", "max_angular_speed", "max_joint_speed",
+                      "gripper_open_position", "gripper_closed_position", "gripper_hold_s")
+
+
+def _name_list(value, key: str) -> list[str] | None:
+    from toto_robot.utils.config import ConfigError
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key} must be a list of names, got {value!r}")
+    dup = sorted({v for v in value if list(value).count(v) > 1})
+    if dup:
+        raise ConfigError(f"{key} lists {dup} twice")
+    return list(value)
+
+
+def _topic_list(value, key: str) -> list[str] | None:
+    from toto_robot.utils.config import ConfigError
+
+    names = _name_list(value, key)
+    if names is None:
+        return None
+    if not names:
+        raise ConfigError(f"{key} is empty: list the topics, or leave it null")
+    return [_topic_name(n) for n in names]
+
+
+def _topic_name(name: str) -> str:
+    return name if name.startswith("/") else "/" + name
 
 
 def find_bags(src: str | Path) -> list[Path]:
@@ -114,7 +222,7 @@ def _short(msgtype: str) -> str:
 def _pick(topics: dict[str, str], wanted: str | None, types: tuple[str, ...], what: str, hints: tuple[str, ...], where: str,
           exclude: tuple[str | None, ...] = ()) -> str:
     if wanted:
-        name = wanted if wanted.startswith("/") else "/" + wanted
+        name = _topic_name(wanted)
         if name not in topics:
             raise DemoImportError(f"{where}: no topic {name} for the {what}; topics: " + ", ".join(f"{t} ({_short(m)})" for t, m in sorted(topics.items())))
         if topics[name] not in types:
@@ -172,10 +280,148 @@ def _vector(msg, msgtype: str, joint_order: list | None, where: str) -> tuple[np
 class Stream:
     times: np.ndarray  # int64 ns, sorted
     values: list
+    msgtype: str = ""
 
 
-def read_bag(path: Path, cfg: RosbagImportConfig) -> tuple[dict[str, Stream], dict, dict]:
-    """The chosen topics of one bag as time-sorted streams, plus the chosen topic names and the bag's custom data."""
+MOTION_TYPES = ("geometry_msgs/msg/TwistStamped", "geometry_msgs/msg/Twist", "trajectory_msgs/msg/JointTrajectory")
+MULTIARRAY_TYPES = ("std_msgs/msg/Float32MultiArray", "std_msgs/msg/Float64MultiArray")
+
+
+class Decoder:
+    """One state or action topic's messages -> vectors (None: nothing complete yet); ``finish`` checks the whole topic."""
+
+    def __init__(self, topic: str, msgtype: str, convert, finish=None, clipped: str = ""):
+        self.topic, self.msgtype, self.convert, self._finish = topic, msgtype, convert, finish
+        self.clipped_what, self.clipped, self.count = clipped, 0, 0  # commands beyond the speeds / gripper range
+
+    def __call__(self, msg, here: str) -> np.ndarray | None:
+        from toto_robot.ros.control import ControlError
+
+        self.count += 1
+        try:
+            return self.convert(msg, here)
+        except ControlError as e:
+            raise DemoImportError(f"{here}: {e}") from e
+
+    def finish(self, where: str) -> None:
+        if self._finish is not None:
+            self._finish(where)
+        if self.clipped:
+            log.warning("%s: %d of %d commands on %s exceed %s and were clipped to [-1, 1], as the demo recorder does",
+                        where, self.clipped, self.count, self.topic, self.clipped_what)
+
+
+def _legacy_decoder(topic: str, msgtype: str) -> Decoder:
+    """``state_topic`` / ``action_topic``: each message's own layout (see ``_vector``)."""
+    order: dict = {"joints": None}
+
+    def convert(msg, here):
+        vec, order["joints"] = _vector(msg, msgtype, order["joints"], here)
+        return vec
+
+    return Decoder(topic, msgtype, convert)
+
+
+def _state_decoder(topic: str, msgtype: str, cfg: RosbagImportConfig, where: str) -> Decoder:
+    """A topic of ``state_topics``, read as the policy node's ``Proprioception`` reads it."""
+    from toto_robot.ros import control
+
+    if msgtype == "sensor_msgs/msg/JointState":
+        if not cfg.joint_names:
+            raise DemoImportError(f"{where}: state topic {topic} is a JointState: set format.read.joint_names to the arm joints "
+                                  f"in the policy's state order (and gripper_joint_names for the fingers)")
+        mapper = control.JointStateMapper(cfg.joint_names, cfg.gripper_joint_names or ())
+        present: dict[str, None] = {}
+
+        def convert(msg, here):
+            present.update(dict.fromkeys(msg.name))
+            return mapper.vector() if mapper.update(msg) else None
+
+        def finish(where):
+            missing = mapper.missing()
+            if missing:
+                raise DemoImportError(f"{where}: {topic} never carries joint{'s' if len(missing) > 1 else ''} "
+                                      f"{', '.join(map(repr, missing))}; names present: {list(present) or 'none'}")
+        return Decoder(topic, msgtype, convert, finish)
+    if msgtype == "geometry_msgs/msg/PoseStamped":
+        def pose(msg, here):
+            xyz = control.pose_position(msg)
+            if not cfg.pose_quat:
+                return xyz
+            q = msg.pose.orientation
+            return np.concatenate([xyz, np.array([q.x, q.y, q.z, q.w], np.float32)])
+        return Decoder(topic, msgtype, pose)
+    if msgtype in MULTIARRAY_TYPES:
+        return Decoder(topic, msgtype, lambda msg, here: np.asarray(msg.data, np.float64))
+    raise DemoImportError(f"{where}: state topic {topic} carries {_short(msgtype)}; state_topics take "
+                          f"{', '.join(map(_short, STATE_TYPES))}")
+
+
+def _action_decoder(topic: str, msgtype: str, cfg: RosbagImportConfig, where: str) -> Decoder:
+    """A topic of ``action_topics``, read as the demo recorder reads the policy node's commands."""
+    from types import SimpleNamespace
+
+    from toto_robot.ros import control
+
+    if msgtype in ("geometry_msgs/msg/TwistStamped", "geometry_msgs/msg/Twist"):
+        def twist(msg, here):
+            msg = msg if hasattr(msg, "twist") else SimpleNamespace(twist=msg)
+            t = msg.twist
+            lin = np.abs([t.linear.x, t.linear.y, t.linear.z]).max() / cfg.max_linear_speed
+            ang = np.abs([t.angular.x, t.angular.y, t.angular.z]).max()
+            dec.clipped += bool(lin > 1 or (cfg.twist_angular and ang / cfg.max_angular_speed > 1))
+            dec.angular_dropped += bool(not cfg.twist_angular and ang > 0)
+            return control.action_from_twist(msg, cfg.max_linear_speed, cfg.max_angular_speed, cfg.twist_angular)
+
+        def finish(where):
+            if dec.angular_dropped:
+                log.warning("%s: %d of %d twists on %s carry angular rates, which twist_angular=false leaves out of the action",
+                            where, dec.angular_dropped, dec.count, topic)
+        dec = Decoder(topic, msgtype, twist, finish, f"max_linear_speed={cfg.max_linear_speed}"
+                      + (f" or max_angular_speed={cfg.max_angular_speed}" if cfg.twist_angular else ""))
+        dec.angular_dropped = 0
+        return dec
+    if msgtype == "trajectory_msgs/msg/JointTrajectory":
+        if not cfg.joint_names:
+            raise DemoImportError(f"{where}: action topic {topic} is a JointTrajectory: set format.read.joint_names "
+                                  f"(the order of the joint rates in the action)")
+
+        def trajectory(msg, here):
+            if msg.points:
+                v = np.asarray(msg.points[0].velocities, np.float64)
+                dec.clipped += bool(v.size and np.abs(v).max() > cfg.max_joint_speed)
+            return control.action_from_joint_trajectory(msg, cfg.joint_names, cfg.max_joint_speed)
+        dec = Decoder(topic, msgtype, trajectory, clipped=f"max_joint_speed={cfg.max_joint_speed}")
+        return dec
+    if msgtype in MULTIARRAY_TYPES:
+        lo, hi = sorted((cfg.gripper_open_position, cfg.gripper_closed_position))
+
+        def gripper(msg, here):
+            if len(msg.data) and not lo <= float(msg.data[0]) <= hi:
+                dec.clipped += 1
+            return np.array([control.gripper_from_msg(msg, cfg.gripper_open_position, cfg.gripper_closed_position)], np.float32)
+        dec = Decoder(topic, msgtype, gripper, clipped=f"the gripper range [{cfg.gripper_open_position}, {cfg.gripper_closed_position}]")
+        return dec
+    raise DemoImportError(f"{where}: action topic {topic} carries {_short(msgtype)}; action_topics take a motion command "
+                          f"({', '.join(map(_short, MOTION_TYPES))}) and a gripper command (std_msgs/Float64MultiArray)")
+
+
+def _command_order(topics: list[str], types: dict[str, str], where: str) -> list[str]:
+    """``action_topics`` as ``[motion, gripper]``: the policy node's action layout, whatever order they were listed in."""
+    motion = [t for t in topics if types[t] in MOTION_TYPES]
+    gripper = [t for t in topics if types[t] in MULTIARRAY_TYPES]
+    listing = ", ".join(f"{t} ({_short(types[t])})" for t in topics)
+    if len(motion) != 1 or len(gripper) != 1 or len(topics) != 2:
+        raise DemoImportError(f"{where}: action_topics must be one motion command ({', '.join(map(_short, MOTION_TYPES))}) and one "
+                              f"gripper command (std_msgs/Float64MultiArray), the policy node's [motion..., gripper]; got {listing}. "
+                              f"A whole normalised action on one multi-array topic is action_topic")
+    return motion + gripper
+
+
+def read_bag(path: Path, cfg: RosbagImportConfig) -> tuple[dict[str, Stream | list[Stream]], dict, dict]:
+    """The chosen topics of one bag as time-sorted streams, plus the chosen topic names and the bag's custom data.
+
+    ``streams["state"]`` / ``streams["action"]`` are lists, one stream per topic in ``chosen``'s order."""
     from rosbags.highlevel import AnyReader, AnyReaderError
     from rosbags.typesys import Stores, get_typestore
 
@@ -187,57 +433,85 @@ def read_bag(path: Path, cfg: RosbagImportConfig) -> tuple[dict[str, Stream], di
         raise DemoImportError(f"{where}: not a readable rosbag2 ({type(e).__name__}: {e})") from e
     try:
         topics = {t: info.msgtype for t, info in reader.topics.items()}
-        chosen = {"image": _pick(topics, cfg.image_topic, IMAGE_TYPES, "camera", ("image", "color", "rgb"), where)}
-        chosen["state"] = _pick(topics, cfg.state_topic, STATE_TYPES, "state", ("state", "joint", "pose"), where)
+        chosen: dict = {"image": _pick(topics, cfg.image_topic, IMAGE_TYPES, "camera", ("image", "color", "rgb"), where)}
+        decoders: dict[str, Decoder] = {}
+        if cfg.state_topics is not None:
+            chosen["state"] = [_pick(topics, t, STATE_TYPES, "state", (), where) for t in cfg.state_topics]
+            for t in chosen["state"]:
+                decoders[t] = _state_decoder(t, topics[t], cfg, where)
+        else:
+            chosen["state"] = [_pick(topics, cfg.state_topic, STATE_TYPES, "state", ("state", "joint", "pose"), where)]
+            decoders[chosen["state"][0]] = _legacy_decoder(chosen["state"][0], topics[chosen["state"][0]])
         if cfg.action_from == "topic":
-            chosen["action"] = _pick(topics, cfg.action_topic, ACTION_TYPES, "action", ("action", "cmd", "command"), where,
-                                     exclude=(chosen["state"],))
+            if cfg.action_topics is not None:
+                picked = [_pick(topics, t, ACTION_TYPES, "action", (), where) for t in cfg.action_topics]
+                chosen["action"] = _command_order(picked, topics, where)
+                for t in chosen["action"]:
+                    if t in decoders:
+                        raise DemoImportError(f"{where}: {t} is listed as both a state and an action topic")
+                    decoders[t] = _action_decoder(t, topics[t], cfg, where)
+            else:
+                chosen["action"] = [_pick(topics, cfg.action_topic, ACTION_TYPES, "action", ("action", "cmd", "command"), where,
+                                          exclude=tuple(chosen["state"]))]
+                if chosen["action"][0] in decoders:
+                    raise DemoImportError(f"{where}: {chosen['action'][0]} is both the state and the action topic")
+                decoders[chosen["action"][0]] = _legacy_decoder(chosen["action"][0], topics[chosen["action"][0]])
         if cfg.episode_topic:
             chosen["episode"] = _pick(topics, cfg.episode_topic, EPISODE_TYPES, "episode end", (), where)
-        by_topic = {t: k for k, t in chosen.items()}
-        raw: dict[str, list] = {k: [] for k in chosen}
-        joint_order = {"state": None, "action": None}
-        conns = [c for c in reader.connections if c.topic in by_topic]
-        counts = {k: 0 for k in chosen}
+        singles = {chosen["image"]: "image", **({chosen["episode"]: "episode"} if "episode" in chosen else {})}
+        raw: dict[str, list] = {k: [] for k in (*singles, *decoders)}
+        conns = [c for c in reader.connections if c.topic in raw]
+        counts = {k: 0 for k in raw}
         for conn, log_ns, data in reader.messages(connections=conns):
-            kind = by_topic[conn.topic]
-            i = counts[kind]
-            counts[kind] += 1
+            topic = conn.topic
+            i = counts[topic]
+            counts[topic] += 1
             msg = reader.deserialize(data, conn.msgtype)
             t = _stamp_ns(msg, log_ns, cfg.stamps)
-            here = f"{where} {conn.topic} message {i}"
-            if kind == "image":
+            here = f"{where} {topic} message {i}"
+            if singles.get(topic) == "image":
                 try:
                     img = compressed_msg_to_array(msg) if conn.msgtype.endswith("CompressedImage") else image_msg_to_array(msg)
                 except ImageEncodingError as e:
                     raise DemoImportError(f"{here}: {e}") from e
-                raw[kind].append((t, img))
-            elif kind == "episode":
-                raw[kind].append((t, bool(getattr(msg, "data", cfg.success))))
+                raw[topic].append((t, img))
+            elif singles.get(topic) == "episode":
+                raw[topic].append((t, bool(getattr(msg, "data", cfg.success))))
             else:
-                vec, joint_order[kind] = _vector(msg, conn.msgtype, joint_order[kind], here)
+                vec = decoders[topic](msg, here)
+                if vec is None:
+                    continue
                 if not np.isfinite(vec).all():
                     raise DemoImportError(f"{here} (t={t / 1e9:.3f} s): NaN/inf in {_short(conn.msgtype)}: {vec}")
-                raw[kind].append((t, vec))
+                raw[topic].append((t, vec))
         storage = getattr(reader.readers[0], "storage", None)  # rosbags keeps metadata.yaml custom_data there
         custom = dict(getattr(getattr(storage, "metadata", None), "custom", None) or {})
     finally:
         reader.close()
-    for kind, topic in chosen.items():
-        if kind != "episode" and not raw[kind]:
+    for topic, dec in decoders.items():
+        if counts[topic]:
+            dec.finish(where)
+    for topic in (chosen["image"], *decoders):
+        if not raw[topic]:
+            kind = "image" if topic == chosen["image"] else "state" if topic in chosen["state"] else "action"
             raise DemoImportError(f"{where}: topic {topic} ({kind}) has no messages")
-    streams = {}
-    for kind, items in raw.items():
-        items.sort(key=lambda x: x[0])
-        streams[kind] = Stream(np.array([t for t, _ in items], np.int64), [v for _, v in items])
-        if kind in ("state", "action"):
-            dims = {len(v) for v in streams[kind].values}
+
+    def stream(topic: str) -> Stream:
+        items = sorted(raw[topic], key=lambda x: x[0])
+        return Stream(np.array([t for t, _ in items], np.int64), [v for _, v in items], topics[topic])
+
+    streams: dict = {"image": stream(chosen["image"])}
+    if "episode" in chosen:
+        streams["episode"] = stream(chosen["episode"])
+    for kind in ("state", "action"):
+        streams[kind] = [stream(t) for t in chosen.get(kind, [])]
+        for t, st in zip(chosen.get(kind, []), streams[kind]):
+            dims = {len(v) for v in st.values}
             if len(dims) > 1:
-                raise DemoImportError(f"{where}: {chosen[kind]} messages have different lengths {sorted(dims)}")
-        if kind == "image":
-            shapes = {v.shape for v in streams[kind].values}
-            if len(shapes) > 1:
-                raise DemoImportError(f"{where}: {chosen[kind]} frames have different sizes {sorted(shapes)}")
+                raise DemoImportError(f"{where}: {t} messages have different lengths {sorted(dims)}")
+    shapes = {v.shape for v in streams["image"].values}
+    if len(shapes) > 1:
+        raise DemoImportError(f"{where}: {chosen['image']} frames have different sizes {sorted(shapes)}")
     return streams, chosen, custom
 
 
@@ -273,53 +547,81 @@ def _nearest(times: np.ndarray, query: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return j, np.abs(times[j] - query).astype(np.float64)
 
 
+def _align_state(st: Stream, tf: np.ndarray, start_t: int, tol: int, how: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per frame: the index into ``st`` of its state (-1: none within ``tol``) and the time to the candidate (ns, inf if none)."""
+    pos = np.flatnonzero(st.times > start_t)
+    times = st.times[pos]
+    if len(times) == 0:
+        return np.full(len(tf), -1), np.full(len(tf), np.inf)
+    if how == "nearest":
+        j, gap = _nearest(times, tf)
+    else:  # latest: the last state at or before the frame (what the ROS demo recorder pairs a frame with)
+        j = np.searchsorted(times, tf, side="right") - 1
+        gap = np.where(j >= 0, tf - times[np.maximum(j, 0)], np.inf)
+    return np.where(gap <= tol, pos[np.maximum(j, 0)], -1), gap
+
+
+def _align_command(st: Stream, tf: np.ndarray, nxt: np.ndarray, start_t: int, hold: int) -> np.ndarray:
+    """Per frame: the index into ``st`` of the last command before the next frame, at most ``hold`` ns older than the frame (-1: none)."""
+    pos = np.flatnonzero(st.times > start_t)
+    times = st.times[pos]
+    if len(times) == 0:
+        return np.full(len(tf), -1)
+    k = np.searchsorted(times, nxt, side="left") - 1  # last command strictly before the next frame
+    valid = k >= 0
+    stale = np.zeros(len(tf), bool)
+    stale[valid] = tf[valid] - times[k[valid]] > hold
+    return np.where(valid & ~stale, pos[np.maximum(k, 0)], -1)
+
+
 def align_episode(streams: dict, chosen: dict, lo: int, hi: int, start_t: int, end_t: int | None, period_ns: int,
                   cfg: RosbagImportConfig, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
-    """Frames lo..hi-1 with their state and action (see module doc). Returns (image, state, action, dropped) or None if too short."""
+    """Frames lo..hi-1 with their state and action (see module doc). Returns (image, state, action, dropped) or None if too short.
+
+    Every state and action topic is aligned on its own; a frame is kept once all of them have a message for it."""
     tf = streams["image"].times[lo:hi]
     tol = int(round(cfg.tolerance_s * 1e9))
-    st = streams["state"]
-    s_ok = st.times > start_t
-    s_times, s_vals = st.times[s_ok], [v for v, k in zip(st.values, s_ok) if k]
     n = len(tf)
-    if cfg.state_align == "nearest":
-        j, gap = _nearest(s_times, tf)
-    else:  # latest: the last state at or before the frame (what the ROS demo recorder pairs a frame with)
-        j = np.searchsorted(s_times, tf, side="right") - 1
-        gap = np.where(j >= 0, tf - s_times[np.maximum(j, 0)] if len(s_times) else np.inf, np.inf)
-    state_idx = np.where(gap <= tol, j, -1)
-    action_idx = np.zeros(n, int)
+    states = [_align_state(st, tf, start_t, tol, cfg.state_align) for st in streams["state"]]
+    actions = []
     if cfg.action_from == "topic":
-        ac = streams["action"]
-        a_ok = ac.times > start_t
-        a_times = ac.times[a_ok]
-        a_pos = np.flatnonzero(a_ok)
         nxt = np.append(tf[1:], end_t if end_t is not None else tf[-1] + period_ns)
-        k = np.searchsorted(a_times, nxt, side="left") - 1  # last action strictly before the next frame
-        valid = (k >= 0)
-        stale = np.zeros(n, bool)
-        stale[valid] = tf[valid] - a_times[k[valid]] > tol
-        action_idx = np.where(valid & ~stale, a_pos[np.maximum(k, 0)], -1)
-    ok = (state_idx >= 0) & (action_idx >= 0)
+        gripper_hold = cfg.gripper_hold_s if cfg.gripper_hold_s is not None and cfg.action_topics is not None else cfg.tolerance_s
+        holds = [cfg.tolerance_s] * len(streams["action"])
+        if cfg.action_topics is not None:
+            holds[-1] = gripper_hold  # [motion, gripper]: see _command_order
+        actions = [(_align_command(st, tf, nxt, start_t, int(round(h * 1e9))), h) for st, h in zip(streams["action"], holds)]
+    ok = np.ones(n, bool)
+    for idx, _ in states:
+        ok &= idx >= 0
+    for idx, _ in actions:
+        ok &= idx >= 0
     first = int(np.argmax(ok)) if ok.any() else n
     if not ok[first:].all():
         i = first + int(np.argmax(~ok[first:]))
-        if state_idx[i] < 0:
-            raise DemoImportError(f"{where}: unsynchronised stamps: camera frame {lo + i} at {tf[i] / 1e9:.3f} s has no state on "
-                                  f"{chosen['state']} within {cfg.tolerance_s} s ({cfg.state_align} one is {gap[i] / 1e9:.3f} s away)")
-        raise DemoImportError(f"{where}: unsynchronised stamps: camera frame {lo + i} at {tf[i] / 1e9:.3f} s has no action on "
-                              f"{chosen['action']} issued before the next frame and at most {cfg.tolerance_s} s old")
+        for topic, (idx, gap) in zip(chosen["state"], states):
+            if idx[i] < 0:
+                raise DemoImportError(f"{where}: unsynchronised stamps: camera frame {lo + i} at {tf[i] / 1e9:.3f} s has no state on "
+                                      f"{topic} within {cfg.tolerance_s} s ({cfg.state_align} one is {gap[i] / 1e9:.3f} s away)")
+        for topic, (idx, hold) in zip(chosen.get("action", []), actions):
+            if idx[i] < 0:
+                raise DemoImportError(f"{where}: unsynchronised stamps: camera frame {lo + i} at {tf[i] / 1e9:.3f} s has no action on "
+                                      f"{topic} issued before the next frame and at most {hold} s old")
     keep = np.arange(first, n)
     if cfg.action_from != "topic":
         keep = keep[:-1]  # the last frame has no next state
     if len(keep) < cfg.min_frames:
         return None
+
+    def gather(streams_, aligned, rows):
+        return np.stack([np.concatenate([st.values[a[0][i]] for st, a in zip(streams_, aligned)]) for i in rows]).astype(np.float32)
+
     image = np.stack([streams["image"].values[lo + i] for i in keep])
-    state = np.stack([s_vals[state_idx[i]] for i in keep]).astype(np.float32)
+    state = gather(streams["state"], states, keep)
     if cfg.action_from == "topic":
-        action = np.stack([streams["action"].values[action_idx[i]] for i in keep]).astype(np.float32)
+        action = gather(streams["action"], actions, keep)
     else:
-        nxt_state = np.stack([s_vals[state_idx[i + 1]] for i in keep]).astype(np.float32)
+        nxt_state = gather(streams["state"], states, keep + 1)
         action = nxt_state - state if cfg.action_from == "next_state_delta" else nxt_state
     return image, state, action, first
 
@@ -329,8 +631,11 @@ def bag_episodes(path: Path, cfg: RosbagImportConfig, info: dict) -> Iterator[Ep
     frames = streams["image"].times
     period = int(np.median(np.diff(frames))) if len(frames) > 1 else int(1e9 / (cfg.fps or 10.0))
     info.setdefault("fps", cfg.fps or (round(1e9 / period, 3) if period > 0 else 10.0))
-    info.setdefault("topics", chosen)
+    listed = {"state": cfg.state_topics is not None, "action": cfg.action_topics is not None}
+    info.setdefault("topics", {k: v if isinstance(v, str) or listed[k] else v[0] for k, v in chosen.items()})  # one name for state_topic
     info.setdefault("custom", custom)
+    if cfg.action_topics is not None:  # the demo recorder's names for what a twist or a joint trajectory policy outputs
+        info.setdefault("command_space", "joint_delta" if streams["action"][0].msgtype == "trajectory_msgs/msg/JointTrajectory" else "ee_delta")
     seeds = json.loads(custom[SEEDS_KEY]) if SEEDS_KEY in custom else []
     for e, (lo, hi, start_t, end_t, success) in enumerate(_episode_windows(frames, streams, cfg)):
         if hi - lo == 0:
@@ -360,14 +665,17 @@ def import_rosbag2(cfg: RosbagImportConfig) -> dict:
         if META_KEY in info.get("custom", {}):
             return DemoMeta.from_json(json.loads(info["custom"][META_KEY]))
         topics = info["topics"]
+        extra = {"topics": topics, "tolerance_s": cfg.tolerance_s, "stamps": cfg.stamps}
+        if cfg.state_topics is not None or cfg.action_topics is not None:  # what the policy node needs set the same way
+            opts = cfg.options()
+            extra["ros_conventions"] = {k: opts[k] for k in (*STATE_TOPICS_KEYS, *ACTION_TOPICS_KEYS) if k in opts and "topics" not in k}
+        space = cfg.action_space or ("state" if cfg.action_from == "next_state" else "state_delta" if cfg.action_from == "next_state_delta"
+                                     else info.get("command_space", "ros"))
         return DemoMeta(source="rosbag2", task=cfg.task or Path(cfg.src).name, image_size=tuple(ep.image.shape[1:3]),
                         state_dim=ep.state.shape[1], action_dim=ep.action.shape[1], fps=float(info["fps"]),
-                        action_space=cfg.action_space or ("state" if cfg.action_from == "next_state" else
-                                                          "state_delta" if cfg.action_from == "next_state_delta" else "ros"),
-                        extra={"topics": topics, "tolerance_s": cfg.tolerance_s, "stamps": cfg.stamps})
+                        action_space=space, extra=extra)
 
-    options = {k: v for k, v in asdict(cfg).items() if k not in ("src", "out_dir", "skip_bad")}
-    return run_import(units, cfg.out_dir, "rosbag2", options, make_meta, cfg.image_size, cfg.skip_bad)
+    return run_import(units, cfg.out_dir, "rosbag2", cfg.options(), make_meta, cfg.image_size, cfg.skip_bad)
 
 
 # ---------------------------------------------------------------- export

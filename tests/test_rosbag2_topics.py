@@ -225,6 +225,8 @@ def test_several_topics_name_what_is_wrong(tmp_path, caplog):
         run("o5", state_topic="/joint_states")
     with pytest.raises(ConfigError, match="shape the state of state_topics"):
         RosbagImportConfig(src=str(bag), out_dir=str(tmp_path / "o6"), state_topic="/joint_states", joint_names=ARM)
+    with pytest.raises(ConfigError, match="gripper_hold_s holds the gripper command of action_topics"):
+        RosbagImportConfig(src=str(bag), out_dir=str(tmp_path / "o6"), action_topic="/servo_node/delta_twist_cmds", gripper_hold_s=1.0)
     with pytest.raises(ConfigError, match="gripper_open_position and gripper_closed_position are equal"):
         run("o7", gripper_closed_position=OPEN)
     # a gripper commanded only on change: its one command is stale for later frames unless gripper_hold_s says it holds

@@ -149,6 +149,9 @@ class RosbagImportConfig:
         if self.gripper_open_position == self.gripper_closed_position:
             raise ConfigError("format.read.gripper_open_position and gripper_closed_position are equal: the gripper command would carry nothing")
         if self.gripper_hold_s is not None:
+            if self.action_topics is None:
+                raise ConfigError("format.read.gripper_hold_s holds the gripper command of action_topics; set action_topics "
+                                  "(e.g. [/servo_node/delta_twist_cmds, /gripper_controller/commands])")
             self.gripper_hold_s = check_number(self.gripper_hold_s, "format.read.gripper_hold_s", low=0, low_open=True)
 
     def options(self) -> dict:
@@ -586,7 +589,7 @@ def align_episode(streams: dict, chosen: dict, lo: int, hi: int, start_t: int, e
     actions = []
     if cfg.action_from == "topic":
         nxt = np.append(tf[1:], end_t if end_t is not None else tf[-1] + period_ns)
-        gripper_hold = cfg.gripper_hold_s if cfg.gripper_hold_s is not None and cfg.action_topics is not None else cfg.tolerance_s
+        gripper_hold = cfg.gripper_hold_s if cfg.gripper_hold_s is not None else cfg.tolerance_s
         holds = [cfg.tolerance_s] * len(streams["action"])
         if cfg.action_topics is not None:
             holds[-1] = gripper_hold  # [motion, gripper]: see _command_order

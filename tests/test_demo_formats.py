@@ -16,7 +16,7 @@ import pytest
 from toto_robot.data.demos import DemoDataset, DemoMeta
 from toto_robot.data.formats import open_demos
 from toto_robot.data.formats.common import DemoImportError
-from toto_robot.data.formats.lerobot import LeRobotDataset, LeRobotImportConfig, export_lerobot, import_lerobot
+from toto_robot.data.formats.lerobot import LeRobotDataset, LeRobotImportConfig, export_lerobot, import_lerobot, open_lerobot
 from toto_robot.data.formats.rlds import RLDSImportConfig, export_rlds, import_rlds
 from toto_robot.data.formats.rosbag2 import RosbagImportConfig, export_rosbag2, import_rosbag2
 from toto_robot.data.formats.tfrecord import TFRecordError, parse_example, read_records, serialize_example, write_records
@@ -226,8 +226,13 @@ def test_lerobot_reader_names_what_is_wrong(sim_demos, tmp_path):
         LeRobotDataset(out)[0]
     info = json.loads((out / "meta" / "info.json").read_text())
     (out / "meta" / "info.json").write_text(json.dumps({**info, "codebase_version": "v2.1"}))
-    with pytest.raises(DemoImportError, match="v2.1.*convert_dataset_v21_to_v30"):
+    with pytest.raises(DemoImportError, match="v2.1; LeRobotDataset reads v3.x"):
         LeRobotDataset(out)
+    with pytest.raises(DemoImportError, match="missing meta/episodes.jsonl"):
+        open_lerobot(out)  # the v2.1 reader, which finds no v2.1 layout
+    (out / "meta" / "info.json").write_text(json.dumps({**info, "codebase_version": "v1.6"}))
+    with pytest.raises(DemoImportError, match="'v1.6'; this project reads v2.0, v2.1 and v3.x"):
+        open_lerobot(out)
 
 
 # ---------------------------------------------------------------- rosbag2

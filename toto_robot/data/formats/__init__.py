@@ -2,11 +2,11 @@
 (``toto_robot.data.demos``):
 
 * ``rosbag2``  (``ros2 bag record``: MCAP or sqlite3) -- import (topics aligned by stamp) and export (replays with ``ros2 bag play``)
-* ``lerobot``  (LeRobot dataset v3.0: parquet + MP4)   -- read (also directly by behaviour cloning) and export
+* ``lerobot``  (LeRobot dataset v2.1 or v3.0: parquet + MP4) -- read (also directly by behaviour cloning); export as v3.0
 * ``rlds``     (Open X-Embodiment RLDS TFRecords)       -- read (also directly by behaviour cloning) and export
 
 ``open_demos(folder)`` opens any of the folders behaviour cloning can learn from: a demo folder, a
-LeRobot v3 dataset or an RLDS dataset, as an object with ``meta``, ``len()`` and ``[i]`` -> episode dict.
+LeRobot v2.1/v3 dataset or an RLDS dataset, as an object with ``meta``, ``len()`` and ``[i]`` -> episode dict.
 """
 from __future__ import annotations
 
@@ -60,17 +60,17 @@ def detect_format(root: str | Path) -> str:
         return "lerobot"
     if root.is_dir() and ((root / "features.json").is_file() or any(root.rglob("features.json"))):
         return "rlds"
-    raise DemoFormatError(f"{root} is not a demonstration dataset: no {META_NAME} (demo folder), meta/info.json (LeRobot v3) "
+    raise DemoFormatError(f"{root} is not a demonstration dataset: no {META_NAME} (demo folder), meta/info.json (LeRobot) "
                           "or features.json (RLDS); rosbag2 recordings are imported first: toto-robot import-demos format=rosbag2")
 
 
 def open_demos(root: str | Path):
-    """A demo folder, LeRobot v3 dataset or RLDS dataset, as episodes of the project's format."""
+    """A demo folder, LeRobot v2.1/v3 dataset or RLDS dataset, as episodes of the project's format."""
     fmt = detect_format(root)
     if fmt == "demos":
         return DemoDataset(root)
     if fmt == "lerobot":
-        from toto_robot.data.formats.lerobot import LeRobotDataset
+        from toto_robot.data.formats.lerobot import open_lerobot
 
-        return LeRobotDataset(root)
+        return open_lerobot(root)
     return RLDSDemos(root)

@@ -1,4 +1,5 @@
-"""LeRobot dataset v3.0 read and written with pyarrow and PyAV (no ``lerobot``, ``datasets`` or pandas).
+"""LeRobot dataset v3.0 read and written with pyarrow and PyAV (no ``lerobot``, ``datasets`` or pandas); v2.0 / v2.1
+folders are read by ``lerobot_v21.LeRobotV21Dataset`` through the same reader (``open_lerobot`` picks by version).
 
 The layout follows LeRobot's ``codebase_version`` "v3.0" (``lerobot/datasets/utils.py``)::
 
@@ -12,7 +13,9 @@ The layout follows LeRobot's ``codebase_version`` "v3.0" (``lerobot/datasets/uti
 
 An episode's frames of a camera are found in its video file at ``videos/<key>/from_timestamp +
 timestamp``; a decoded frame must sit within ``tolerance_s`` of that time (LeRobot's own rule, 1e-4 s).
-Cameras stored as ``image`` (PNG bytes in the data parquet) are read too.
+Cameras stored as ``image`` (PNG bytes in the data parquet) are read too. Keys left unset are picked
+(``STATE_KEYS``, ``ACTION_KEYS``, the first camera) and named in one log line; episodes that ``meta/`` lists
+but whose files are absent (a partial download) are left out and named in one warning.
 
 ``export_lerobot`` writes a demo folder in this layout: H.264 (yuv420p, crf 18 by default) videos,
 or with ``use_videos=False`` PNG images in the parquet (bit-exact frames). States, actions, rewards and
@@ -36,7 +39,7 @@ import numpy as np
 
 from toto_robot.constants import ACTION, LANGUAGE, OBS_IMAGE, OBS_STATE, OBS_WRIST_IMAGE, REWARD, SEED, SUCCESS
 from toto_robot.data.demos import DemoDataset, DemoMeta, validate_episode
-from toto_robot.data.formats.common import DemoImportError, Episode, Unit, content_key, run_import
+from toto_robot.data.formats.common import SUMMARY_NAME, DemoImportError, Episode, Unit, run_import
 from toto_robot.utils.io import atomic_save_json, staged_dir
 
 log = logging.getLogger(__name__)
@@ -270,29 +273,184 @@ def _png_bytes(img: np.ndarray) -> bytes:
 
 
 # ---------------------------------------------------------------- read
+# Keys tried, in order, when a key is not set: the standard LeRobot names first, then the ones users' recordings use.
+STATE_KEYS = ("observation.state", "state", "observation.states", "states")
+ACTION_KEYS = ("action", "actions")
+MISSING_NAMED = 8  # episode ids a partial-dataset warning names before "..."
+
+
+def read_info(root: Path) -> dict:
+    path = Path(root) / "meta" / "info.json"
+    if not path.is_file():
+        raise DemoImportError(f"{root} is not a LeRobot dataset: no meta/info.json")
+    try:
+        info = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DemoImportError(f"{path}: not valid JSON ({e})") from e
+    for field in ("features", "fps"):
+        if field not in info:
+            raise DemoImportError(f"{path}: no {field!r} (has {sorted(info)})")
+    return info
+
+
+def open_lerobot(root: str | Path, **keys) -> "LeRobotDataset":
+    """A LeRobot dataset folder, v2.x (one parquet and one video per episode, ``meta/*.jsonl``) or v3.x, read by
+    the reader its ``codebase_version`` needs; ``keys`` are ``LeRobotDataset``'s arguments."""
+    version = str(read_info(Path(root)).get("codebase_version", "?"))
+    if version.startswith("v2"):
+        from toto_robot.data.formats.lerobot_v21 import LeRobotV21Dataset
+
+        return LeRobotV21Dataset(root, **keys)
+    if version.startswith("v3"):
+        return LeRobotDataset(root, **keys)
+    raise DemoImportError(f"{root}: LeRobot codebase_version {version!r}; this project reads v2.0, v2.1 and v3.x")
+
+
+def _image_hw(ft: dict) -> tuple[int, int]:
+    """(height, width) of a camera feature: by its axis names when given (some recorders write [C, H, W]), else [H, W, C]."""
+    shape, names = [int(n) for n in ft["shape"]], ft.get("names") or []
+    names = [str(n).lower() for n in names] if len(names) == len(shape) and all(isinstance(n, str) for n in names) else []
+    if "height" in names and "width" in names:
+        return shape[names.index("height")], shape[names.index("width")]
+    if len(shape) == 3 and shape[0] in (1, 3, 4) and shape[2] not in (1, 3, 4):
+        return shape[1], shape[2]
+    return shape[0], shape[1]
+
+
 class LeRobotDataset:
     """A LeRobot v3 dataset folder as episodes of the project's format: ``len(ds)``, ``ds[i]`` -> dict of arrays,
-    ``ds.meta`` (``DemoMeta``), so behaviour cloning reads it as it reads a demo folder."""
+    ``ds.meta`` (``DemoMeta``), so behaviour cloning reads it as it reads a demo folder. ``LeRobotV21Dataset``
+    (``lerobot_v21.py``) reads v2.x through the same code; ``open_lerobot`` picks the reader by version.
+
+    Keys left as None are picked: the first camera, then the first of ``STATE_KEYS`` / ``ACTION_KEYS`` that
+    the dataset has; one log line names what was picked. Episodes that ``meta/`` lists but whose data or video
+    files are absent (a partial download) are left out and named in one warning (``ds.missing_episodes``)."""
+
+    VERSION = "v3"
 
     def __init__(self, root: str | Path, image_key: str | None = None, wrist_image_key: str | None = None,
-                 state_key: str = "observation.state", action_key: str = "action", tolerance_s: float = 1e-4,
+                 state_key: str | None = None, action_key: str | None = None, tolerance_s: float = 1e-4,
                  task: str | None = None, action_space: str | None = None):
+        self.root = Path(root)
+        self.info = info = read_info(self.root)
+        version = str(info.get("codebase_version", "?"))
+        if not version.startswith(self.VERSION):
+            raise DemoImportError(f"{self.root}: LeRobot codebase_version {version}; {type(self).__name__} reads {self.VERSION}.x "
+                                  "(open_lerobot picks the reader by version)")
+        self.features, self.fps, self.tolerance_s = info["features"], float(info["fps"]), tolerance_s
+        side = self.root / SIDECAR
+        self.sidecar = json.loads(side.read_text()) if side.is_file() else None
+        self.tasks: dict[int, str] = self._read_tasks()
+        listed = self._read_episodes()
+        if not listed:
+            raise DemoImportError(f"{self.root}: meta/ lists no episodes")
+        self._columns = self._sample_columns()
+        self._pick_keys(image_key, wrist_image_key, state_key, action_key)
+        self.episodes, missing = [], []
+        for ep in listed:
+            absent = [p for p in self.episode_files(ep) if not p.is_file()]
+            if absent:
+                missing.append((int(ep["episode_index"]), absent[0]))
+            else:
+                self.episodes.append(ep)
+        self.missing_episodes = [i for i, _ in missing]
+        if not self.episodes:
+            i, path = missing[0]
+            raise DemoImportError(f"{self.root}: none of the {len(listed)} episodes meta/ lists has its files "
+                                  f"(episode {i} needs {path.relative_to(self.root)})")
+        if missing:
+            ids = ", ".join(str(i) for i, _ in missing[:MISSING_NAMED]) + (", ..." if len(missing) > MISSING_NAMED else "")
+            log.warning("%s: %d of %d episodes listed in meta/ have no files here (partial dataset), left out: %s "
+                        "(episode %d needs %s); importing the %d present", self.root, len(missing), len(listed), ids,
+                        missing[0][0], missing[0][1].relative_to(self.root), len(self.episodes))
+        self._wanted = [self.state_key, self.action_key, "episode_index", "frame_index", "timestamp", "next.reward", "next.success"]
+        self._wanted += [k for k in (self.image_key, self.wrist_image_key) if k and self.features[k]["dtype"] == "image"]
+        self._data = None
+        self._video_cache: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
+        self._digests: dict[Path, bytes] = {}
+        self._matched_by_order = False  # warned once that frames are matched in order, not by timestamp
+        self.meta = self._make_meta(task, action_space)
+
+    # ------------------------------------------------ what differs between v3 and v2.x (LeRobotV21Dataset overrides these)
+    def _read_tasks(self) -> dict[int, str]:
+        import pyarrow.parquet as pq
+
+        path = self.root / "meta" / "tasks.parquet"
+        if not path.is_file():
+            return {}
+        t = pq.read_table(path)
+        name_col = "task" if "task" in t.column_names else "__index_level_0__"
+        return dict(zip(t.column("task_index").to_pylist(), t.column(name_col).to_pylist()))
+
+    def _read_episodes(self) -> list[dict]:
+        """Every episode ``meta/`` lists (present or not), by ``episode_index``: at least ``episode_index`` and ``length``."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        self.root = Path(root)
-        info_path = self.root / "meta" / "info.json"
-        if not info_path.is_file():
-            raise DemoImportError(f"{self.root} is not a LeRobot dataset: no meta/info.json")
-        self.info = info = json.loads(info_path.read_text())
-        version = str(info.get("codebase_version", "?"))
-        if not version.startswith("v3"):
-            raise DemoImportError(f"{self.root}: LeRobot codebase_version {version}; this reader reads v3.x "
-                                  "(convert v2.1 datasets with lerobot's convert_dataset_v21_to_v30)")
-        self.features, self.fps, self.tolerance_s = info["features"], float(info["fps"]), tolerance_s
+        ep_files = sorted((self.root / "meta" / "episodes").glob("*/*.parquet"))
+        if not ep_files:
+            raise DemoImportError(f"{self.root}: missing meta/episodes/*/*.parquet")
+        tables = [pq.read_table(f, columns=[c for c in pq.read_schema(f).names if not c.startswith("stats/")]) for f in ep_files]
+        return pa.concat_tables(tables, promote_options="default").sort_by("episode_index").to_pylist()
+
+    def _template_path(self, name: str, **fields) -> Path:
+        template = self.info.get(name) or {"data_path": DATA_PATH, "video_path": VIDEO_PATH}[name]
+        try:
+            return self.root / template.format(**fields)
+        except (KeyError, IndexError, ValueError) as e:
+            raise DemoImportError(f"{self.root}: meta/info.json {name} {template!r} has a field this reader does not fill ({e}); "
+                                  f"it fills {sorted(fields)}") from e
+
+    def episode_files(self, ep: dict) -> list[Path]:
+        """The files an episode's frames come from: its data parquet, then one video per camera read from a video."""
+        files = [self._template_path("data_path", chunk_index=self._ep_field(ep, "data/chunk_index"),
+                                     file_index=self._ep_field(ep, "data/file_index"))]
+        return files + [self._video_location(k, ep)[0] for k in self._video_keys()]
+
+    def _video_location(self, key: str, ep: dict) -> tuple[Path, float]:
+        """The video file holding an episode's frames of camera ``key``, and the time in it where the episode starts."""
+        return (self._template_path("video_path", video_key=key, chunk_index=self._ep_field(ep, f"videos/{key}/chunk_index"),
+                                    file_index=self._ep_field(ep, f"videos/{key}/file_index")),
+                float(self._ep_field(ep, f"videos/{key}/from_timestamp")))
+
+    def _ep_field(self, ep: dict, name: str):
+        if ep.get(name) is None:
+            raise DemoImportError(f"{self.root}: meta/episodes has no {name!r} for episode {ep.get('episode_index')} "
+                                  f"(columns: {sorted(k for k in ep)})")
+        return ep[name]
+
+    def _episode_table(self, e: int):
+        """(table, rows): the data rows of episode ``e`` (a position in ``self.episodes``), in frame order."""
+        if self._data is None:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            files = sorted({self.episode_files(ep)[0] for ep in self.episodes})
+            tables = [pq.read_table(f, columns=[c for c in self._wanted if c in pq.read_schema(f).names]) for f in files]
+            t = pa.concat_tables(tables, promote_options="default")
+            ep = t.column("episode_index").to_numpy()
+            order = np.lexsort((t.column("frame_index").to_numpy(), ep))
+            self._data = t.take(order)
+            self._ep_index = self._data.column("episode_index").to_numpy()
+        return self._data, np.flatnonzero(self._ep_index == self.episodes[e]["episode_index"])
+
+    # ------------------------------------------------ keys
+    def _sample_columns(self) -> dict:
+        """Column name -> arrow type of one data parquet (a key may be a column that info.json's features omit)."""
+        import pyarrow.parquet as pq
+
+        sample = next(iter(sorted((self.root / "data").rglob("*.parquet"))), None)
+        if sample is None:
+            raise DemoImportError(f"{self.root}: no data/**/*.parquet")
+        schema = pq.read_schema(sample)
+        return {name: schema.field(name).type for name in schema.names}
+
+    def _video_keys(self) -> list[str]:
+        return [k for k in (self.image_key, self.wrist_image_key) if k and self.features[k]["dtype"] == "video"]
+
+    def _pick_keys(self, image_key, wrist_image_key, state_key, action_key) -> None:
         cams = [k for k, ft in self.features.items() if ft.get("dtype") in ("video", "image")]
-        side = self.root / SIDECAR
-        self.sidecar = json.loads(side.read_text()) if side.is_file() else None
+        known = sorted(set(self.features) | set(self._columns))
         if self.sidecar and not image_key:
             inv = {v: k for k, v in self.sidecar.get("cameras", {}).items()}
             image_key, wrist_image_key = inv.get(OBS_IMAGE), wrist_image_key or inv.get(OBS_WRIST_IMAGE)
@@ -300,65 +458,72 @@ class LeRobotDataset:
             if not cams:
                 raise DemoImportError(f"{self.root}: no camera feature (dtype video or image) in meta/info.json")
             image_key = cams[0]
-            if len(cams) > 1:
-                log.info("%s: using camera %s of %s (choose with image_key)", self.root, image_key, cams)
-        for what, key in (("camera", image_key), ("wrist camera", wrist_image_key), ("state", state_key), ("action", action_key)):
+        for what, key in (("camera", image_key), ("wrist camera", wrist_image_key)):
             if key is not None and key not in self.features:
                 raise DemoImportError(f"{self.root}: no feature {key!r} for the {what}; features: {sorted(self.features)}")
-        for what, key in (("camera", image_key), ("wrist camera", wrist_image_key)):
             if key is not None and key not in cams:
                 raise DemoImportError(f"{self.root}: {key!r} is a {self.features[key]['dtype']} feature, not a camera")
-        self.image_key, self.wrist_image_key, self.state_key, self.action_key = image_key, wrist_image_key, state_key, action_key
-        ep_files = sorted((self.root / "meta" / "episodes").glob("*/*.parquet"))
-        data_files = sorted((self.root / "data").glob("*/*.parquet"))
-        if not ep_files or not data_files:
-            raise DemoImportError(f"{self.root}: missing {'meta/episodes/*/*.parquet' if not ep_files else 'data/*/*.parquet'}")
-        ep_cols = None
-        tables = []
-        for f in ep_files:
-            schema = pq.read_schema(f)
-            ep_cols = [c for c in schema.names if not c.startswith("stats/")]
-            tables.append(pq.read_table(f, columns=ep_cols))
-        self.episodes = pa.concat_tables(tables, promote_options="default").sort_by("episode_index").to_pylist()
-        wanted = [c for c in (state_key, action_key, "episode_index", "frame_index", "timestamp", "task_index", "next.reward", "next.success")
-                  if c in self.features or c in ("episode_index", "frame_index", "timestamp")]
-        wanted += [k for k in (image_key, wrist_image_key) if k and self.features[k]["dtype"] == "image"]
-        self.data_files = data_files
-        self._wanted = wanted
-        self._data = None
-        tasks_path = self.root / "meta" / "tasks.parquet"
-        self.tasks: dict[int, str] = {}
-        if tasks_path.is_file():
-            t = pq.read_table(tasks_path)
-            name_col = "task" if "task" in t.column_names else "__index_level_0__"
-            self.tasks = dict(zip(t.column("task_index").to_pylist(), t.column(name_col).to_pylist()))
-        self._video_cache: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
-        self.meta = self._make_meta(task, action_space)
+
+        def pick(what: str, key: str | None, candidates: tuple[str, ...]) -> str:
+            if key is not None:
+                if key not in known:
+                    raise DemoImportError(f"{self.root}: no feature {key!r} for the {what}; features and columns: {known}")
+                return key
+            for c in candidates:
+                if c in known:
+                    return c
+            raise DemoImportError(f"{self.root}: none of {list(candidates)} for the {what}; features and columns: {known} "
+                                  f"(set format.read.{what}_key)")
+
+        self.image_key, self.wrist_image_key = image_key, wrist_image_key
+        self.state_key, self.action_key = pick("state", state_key, STATE_KEYS), pick("action", action_key, ACTION_KEYS)
+        log.info("%s: camera %s%s%s, state %s [%d], action %s [%d] (format.read.image_key, state_key, action_key choose others)",
+                 self.root, image_key, f" of {cams}" if len(cams) > 1 else "", f", wrist camera {wrist_image_key}" if wrist_image_key else "",
+                 self.state_key, self._dim(self.state_key), self.action_key, self._dim(self.action_key))
+
+    def _dim(self, key: str) -> int:
+        """Width of a vector feature: from info.json's shape, else from the data's list type or first row."""
+        if key in self.features:
+            return int(np.prod(self.features[key]["shape"]))
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        typ = self._columns[key]
+        if pa.types.is_fixed_size_list(typ):
+            return int(typ.list_size)
+        if not (pa.types.is_list(typ) or pa.types.is_large_list(typ)):
+            return 1
+        sample = next(iter(sorted((self.root / "data").rglob("*.parquet"))))
+        return len(pq.read_table(sample, columns=[key]).column(key)[0].as_py())
 
     def _make_meta(self, task, action_space) -> DemoMeta:
-        shape = self.features[self.image_key]["shape"]
-        if self.sidecar and tuple(self.sidecar["image_size"]) == (int(shape[0]), int(shape[1])):
+        size = _image_hw(self.features[self.image_key])
+        if self.sidecar and tuple(self.sidecar["image_size"]) == size:
             return DemoMeta.from_json({k: v for k, v in self.sidecar.items() if k in DemoMeta.__dataclass_fields__})
-        return DemoMeta(source="lerobot", task=task or (self.tasks.get(0) or self.root.name), image_size=(int(shape[0]), int(shape[1])),
-                        state_dim=int(self.features[self.state_key]["shape"][0]), action_dim=int(self.features[self.action_key]["shape"][0]),
+        return DemoMeta(source="lerobot", task=task or (self.tasks.get(0) or self.root.name), image_size=size,
+                        state_dim=self._dim(self.state_key), action_dim=self._dim(self.action_key),
                         fps=self.fps, action_space=action_space or "lerobot",
                         extra={"lerobot": str(self.root), "robot_type": self.info.get("robot_type"), "camera": self.image_key})
 
+    # ------------------------------------------------ episodes
     def __len__(self) -> int:
         return len(self.episodes)
 
-    def _table(self):
-        if self._data is None:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
+    def episode_key(self, e: int) -> str:
+        """An import ledger key for episode ``e``: its ``episode_index`` and the sha256 of the files it is read from, so
+        that a rerun after more of a partial dataset arrives imports only the new episodes."""
+        import hashlib
 
-            tables = [pq.read_table(f, columns=[c for c in self._wanted if c in pq.read_schema(f).names]) for f in self.data_files]
-            t = pa.concat_tables(tables, promote_options="default")
-            ep = t.column("episode_index").to_numpy()
-            order = np.lexsort((t.column("frame_index").to_numpy(), ep))
-            self._data = t.take(order)
-            self._ep_index = self._data.column("episode_index").to_numpy()
-        return self._data
+        h = hashlib.sha256()
+        for f in self.episode_files(self.episodes[e]):
+            if f not in self._digests:
+                d = hashlib.sha256()
+                with open(f, "rb") as fh:
+                    for block in iter(lambda: fh.read(1 << 20), b""):
+                        d.update(block)
+                self._digests[f] = d.digest()
+            h.update(str(f.relative_to(self.root)).encode() + b"\0" + self._digests[f])
+        return f"{h.hexdigest()}:{self.episodes[e]['episode_index']}"
 
     def _column(self, t, key: str, rows: np.ndarray) -> np.ndarray:
         """One column's rows as [rows] (scalar features) or [rows, n] (vector features, fixed-size or plain lists)."""
@@ -366,11 +531,21 @@ class LeRobotDataset:
 
         values = t.column(key).take(rows).combine_chunks()
         if pa.types.is_list(values.type) or pa.types.is_large_list(values.type) or pa.types.is_fixed_size_list(values.type):
-            return np.asarray(values.flatten().to_numpy(zero_copy_only=False)).reshape(len(rows), -1)
+            flat = np.asarray(values.flatten().to_numpy(zero_copy_only=False))
+            if len(rows) and len(flat) % len(rows):
+                raise DemoImportError(f"{self.root}: {key} rows have different lengths ({len(flat)} values in {len(rows)} rows)")
+            return flat.reshape(len(rows), -1)
         return np.asarray(values.to_numpy(zero_copy_only=False))
 
+    def _timestamps(self, t, rows: np.ndarray) -> np.ndarray:
+        """Seconds from the episode's start of each row: ``timestamp``, else ``frame_index / fps``."""
+        if "timestamp" in t.column_names:
+            return self._column(t, "timestamp", rows).astype(np.float64).reshape(-1)
+        frame = self._column(t, "frame_index", rows) if "frame_index" in t.column_names else np.arange(len(rows))
+        return frame.astype(np.float64).reshape(-1) / self.fps
+
     def _frames(self, key: str, e: int, rows, t) -> np.ndarray:
-        ft = self.features[key]
+        ft, ep_index = self.features[key], self.episodes[e]["episode_index"]
         if ft["dtype"] == "image":
             from PIL import Image
 
@@ -380,53 +555,71 @@ class LeRobotDataset:
                 if data is None and item and item.get("path"):
                     data = (self.root / item["path"]).read_bytes()
                 if data is None:
-                    raise DemoImportError(f"{self.root}: episode {e}: an empty {key} image")
+                    raise DemoImportError(f"{self.root}: episode {ep_index}: an empty {key} image")
                 frames.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.uint8))
             return np.stack(frames)
-        meta = self.episodes[e]
-        path = self.root / self.info["video_path"].format(video_key=key, chunk_index=meta[f"videos/{key}/chunk_index"],
-                                                           file_index=meta[f"videos/{key}/file_index"])
+        path, start = self._video_location(key, self.episodes[e])
         if path not in self._video_cache:
-            self._video_cache.clear()  # one decoded file per camera at a time
+            self._video_cache.clear()  # one decoded file at a time
             self._video_cache[path] = decode_video(path)
         frames, times = self._video_cache[path]
-        query = meta[f"videos/{key}/from_timestamp"] + self._column(t, "timestamp", rows).astype(np.float64).reshape(-1)
-        idx = np.clip(np.searchsorted(times, query), 1, len(times) - 1)
-        idx = np.where(np.abs(times[idx - 1] - query) <= np.abs(times[idx] - query), idx - 1, idx)
+        query = start + self._timestamps(t, rows)
+        if len(times) == 1:
+            idx = np.zeros(len(query), int)
+        else:
+            idx = np.clip(np.searchsorted(times, query), 1, len(times) - 1)
+            idx = np.where(np.abs(times[idx - 1] - query) <= np.abs(times[idx] - query), idx - 1, idx)
         err = np.abs(times[idx] - query)
+        if (err > self.tolerance_s).any() and start == 0 and len(times) == len(query):
+            # A file that is this episode alone with one frame per data row, whose timestamps are not the video's times
+            # (recorders that log wall-clock times but encode at the nominal fps): row k is frame k.
+            if not self._matched_by_order:
+                log.warning("%s: the timestamp column is not the video's frame times (episode %d: up to %.3f s apart); each "
+                            "episode's video holds one frame per data row, so frames are matched in order", self.root, ep_index,
+                            float(np.abs(times - query).max()))
+                self._matched_by_order = True
+            return frames
         if (err > self.tolerance_s).any():
             i = int(np.argmax(err > self.tolerance_s))
-            raise DemoImportError(f"{path}: episode {e} frame {i} is wanted at {query[i]:.4f} s, the nearest frame is at {times[idx[i]]:.4f} s "
+            raise DemoImportError(f"{path}: episode {ep_index} frame {i} is wanted at {query[i]:.4f} s, the nearest frame is at {times[idx[i]]:.4f} s "
                                   f"(tolerance {self.tolerance_s} s): timestamps and video are out of sync")
+        if len(idx) == len(frames) and (idx == np.arange(len(idx))).all():
+            return frames  # the whole file is this episode (v2.x): no copy
         return frames[idx]
 
     def _episode_arrays(self, e: int) -> dict:
-        t = self._table()
-        rows = np.flatnonzero(self._ep_index == self.episodes[e]["episode_index"])
-        if len(rows) != self.episodes[e]["length"]:
-            raise DemoImportError(f"{self.root}: episode {e} has {len(rows)} frames in data/, meta/episodes says {self.episodes[e]['length']}")
+        t, rows = self._episode_table(e)
+        ep_meta = self.episodes[e]
+        ep_index = ep_meta["episode_index"]
+        for key in (self.state_key, self.action_key):
+            if key not in t.column_names:
+                raise DemoImportError(f"{self.root}: episode {ep_index}: no data column {key!r} (has {t.column_names})")
+        if "length" in ep_meta and len(rows) != ep_meta["length"]:
+            raise DemoImportError(f"{self.root}: episode {ep_index} has {len(rows)} frames in data/, meta/ says {ep_meta['length']}")
         ep = {OBS_IMAGE: self._frames(self.image_key, e, rows, t),
               OBS_STATE: self._column(t, self.state_key, rows).astype(np.float32).reshape(len(rows), -1),
               ACTION: self._column(t, self.action_key, rows).astype(np.float32).reshape(len(rows), -1)}
         if self.wrist_image_key:
             ep[OBS_WRIST_IMAGE] = self._frames(self.wrist_image_key, e, rows, t)
-        ep[REWARD] = (self._column(t, "next.reward", rows).astype(np.float32).reshape(-1) if "next.reward" in self._wanted
+        ep[REWARD] = (self._column(t, "next.reward", rows).astype(np.float32).reshape(-1) if "next.reward" in t.column_names
                       else np.zeros(len(rows), np.float32))
-        ep[SUCCESS] = np.asarray(bool(self._column(t, "next.success", rows).any()) if "next.success" in self._wanted else False)
-        if self.sidecar and e < len(self.sidecar.get("episode_seeds", [])) and self.sidecar["episode_seeds"][e] is not None:
-            ep[SEED] = np.asarray(self.sidecar["episode_seeds"][e], np.int64)
-        tasks = self.episodes[e].get("tasks") or []
+        ep[SUCCESS] = np.asarray(bool(self._column(t, "next.success", rows).any()) if "next.success" in t.column_names else False)
+        seeds = self.sidecar.get("episode_seeds", []) if self.sidecar else []
+        if ep_index < len(seeds) and seeds[ep_index] is not None:
+            ep[SEED] = np.asarray(seeds[ep_index], np.int64)
+        tasks = ep_meta.get("tasks") or []
         if tasks and not (self.sidecar and tasks == [self.sidecar.get("task")]):
             ep[LANGUAGE] = np.asarray(" | ".join(tasks))
         return ep
 
     def __getitem__(self, e: int) -> dict:
         ep = self._episode_arrays(e)
+        where = f"{self.root} episode {self.episodes[e]['episode_index']}"
         for key in (OBS_STATE, ACTION):
             bad = ~np.isfinite(ep[key]).all(axis=1)
             if bad.any():
-                raise DemoImportError(f"{self.root}: episode {e}: {key} ({getattr(self, key + '_key', key)}) has NaN/inf at frame {int(np.argmax(bad))}")
-        validate_episode(ep, self.meta, where=f"{self.root} episode {e}")
+                raise DemoImportError(f"{where}: {key} ({getattr(self, key + '_key', key)}) has NaN/inf at frame {int(np.argmax(bad))}")
+        validate_episode(ep, self.meta, where=where)
         return ep
 
     def __iter__(self):
@@ -445,8 +638,8 @@ class LeRobotImportConfig:
     out_dir: str
     image_key: str | None = None
     wrist_image_key: str | None = None
-    state_key: str = "observation.state"
-    action_key: str = "action"
+    state_key: str | None = None  # None: the first of STATE_KEYS the dataset has
+    action_key: str | None = None  # None: the first of ACTION_KEYS
     tolerance_s: float = 1e-4
     task: str | None = None
     action_space: str | None = None
@@ -455,11 +648,17 @@ class LeRobotImportConfig:
 
 
 def import_lerobot(cfg: LeRobotImportConfig) -> dict:
-    """LeRobot v3 folder -> demo folder, one ledger unit per episode (keyed by the dataset's content)."""
-    ds = LeRobotDataset(cfg.src, cfg.image_key, cfg.wrist_image_key, cfg.state_key, cfg.action_key, cfg.tolerance_s, cfg.task, cfg.action_space)
-    root = ds.root
-    files = [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")]
-    key = content_key(files, root)
-    units = [Unit(f"{key}:{e}", f"{root} episode {e}", lambda e=e: iter([ds.episode(e)])) for e in range(len(ds))]
+    """LeRobot v2.x or v3 folder -> demo folder, one ledger unit per episode (keyed by its index and its files' content).
+    The ledger records the keys the reader picked, so a rerun that would pick others is refused."""
+    ds = open_lerobot(cfg.src, image_key=cfg.image_key, wrist_image_key=cfg.wrist_image_key, state_key=cfg.state_key,
+                      action_key=cfg.action_key, tolerance_s=cfg.tolerance_s, task=cfg.task, action_space=cfg.action_space)
+    units = [Unit(ds.episode_key(e), f"{ds.root} episode {ds.episodes[e]['episode_index']}", lambda e=e: iter([ds.episode(e)]))
+             for e in range(len(ds))]
     options = {k: v for k, v in asdict(cfg).items() if k not in ("src", "out_dir", "skip_bad")}
-    return run_import(units, cfg.out_dir, "lerobot", options, lambda ep: ds.meta, cfg.image_size, cfg.skip_bad)
+    options.update(image_key=ds.image_key, wrist_image_key=ds.wrist_image_key, state_key=ds.state_key, action_key=ds.action_key,
+                   unit_key="episode files")
+    summary = run_import(units, cfg.out_dir, "lerobot", options, lambda ep: ds.meta, cfg.image_size, cfg.skip_bad)
+    if ds.missing_episodes:
+        summary["source_episodes_without_files"] = ds.missing_episodes
+        atomic_save_json(summary, Path(cfg.out_dir) / SUMMARY_NAME)
+    return summary

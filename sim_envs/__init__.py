@@ -10,6 +10,8 @@ import sys
 
 from gymnasium.envs.registration import register, registry
 
+from toto_robot.utils.config import ConfigError
+
 # Headless machines (no X display): MuJoCo renders offscreen through EGL unless the user chose a
 # backend (MUJOCO_GL=osmesa|glfw|egl). Must happen before the first ``import mujoco``.
 if sys.platform.startswith("linux") and not os.environ.get("DISPLAY") and "MUJOCO_GL" not in os.environ:
@@ -51,5 +53,5 @@ def make_env(task: str, **kwargs):
     if task in METAWORLD_TASK_IDS:
         return gym.make(METAWORLD_TASK_IDS[task], disable_env_checker=True, **kwargs)
     if task not in TASK_IDS:
-        raise ValueError(f"unknown task {task!r}; known: {ALL_TASKS}")
+        raise ConfigError(f"unknown task {task!r}; known: {ALL_TASKS}")
     return gym.make(TASK_IDS[task][0], **kwargs)

@@ -26,6 +26,7 @@ from toto_robot.sim_envs.arena import Randomization, build_arena, randomize_visu
 from toto_robot.sim_envs.render_lod import simplify_render_meshes
 from toto_robot.sim_envs.robots import GRIPPER_PREFIX, PREFIX, ROBOTS, build_robot_spec
 from toto_robot.sim_envs.tasks import TASKS
+from toto_robot.utils.config import ConfigError
 
 CONTROL_DT = 0.05  # 20 Hz control
 # Cameras on the robot's hand, by name -> vertical field of view (degrees). One mount for both: 5 cm in front
@@ -47,11 +48,11 @@ class ManipulationEnv(gym.Env):
                  max_delta: float = 0.03, max_joint_delta: float = 0.05, mesh_cell: float | None = MESH_CELL,
                  privileged: bool = False):
         if robot not in ROBOTS:
-            raise ValueError(f"unknown robot {robot!r}; known: {sorted(ROBOTS)}")
+            raise ConfigError(f"unknown robot {robot!r}; known: {sorted(ROBOTS)}")
         if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; known: {sorted(TASKS)}")
+            raise ConfigError(f"unknown task {task!r}; known: {sorted(TASKS)}")
         if control not in ("ee_delta", "joint_delta"):
-            raise ValueError(f"control must be ee_delta or joint_delta, got {control!r}")
+            raise ConfigError(f"control must be ee_delta or joint_delta, got {control!r}")
         self.robot, self.task = ROBOTS[robot], TASKS[task]()
         self.image_size, self.camera, self.wrist_camera, self.control = image_size, camera, wrist_camera, control
         self.max_steps = max_steps or self.task.max_steps
@@ -72,7 +73,7 @@ class ManipulationEnv(gym.Env):
         cameras = [mujoco.mj_id2name(self.model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(self.model.ncam)]
         self.camera = PREFIX + camera if camera in ROBOT_CAMERAS else camera  # robot cameras carry the robot's prefix
         if self.camera not in cameras:
-            raise ValueError(f"unknown camera {camera!r}; this scene has {', '.join([*ROBOT_CAMERAS, *(c for c in cameras if not c.startswith(PREFIX))])}")
+            raise ConfigError(f"unknown camera {camera!r}; this scene has {', '.join([*ROBOT_CAMERAS, *(c for c in cameras if not c.startswith(PREFIX))])}")
         self.data = mujoco.MjData(self.model)
         self.n_substeps = int(round(CONTROL_DT / self.model.opt.timestep))
         m = self.model

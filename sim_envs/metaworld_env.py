@@ -31,6 +31,7 @@ from gymnasium import spaces
 
 from toto_robot.sim_envs.metaworld_compat import patch_metaworld
 from toto_robot.sim_envs.render_lod import simplify_render_meshes
+from toto_robot.utils.config import ConfigError
 
 # project task name -> metaworld env name (v3, as metaworld 3.1.1 spells them)
 METAWORLD_TASKS = {
@@ -51,11 +52,11 @@ class MetaWorldEnv(gym.Env):
                  terminate_on_success: bool = True, render_mode: str | None = "rgb_array", randomization: dict | None = None,
                  mesh_cell: float | None = MESH_CELL):
         if task not in METAWORLD_TASKS:
-            raise ValueError(f"unknown MetaWorld task {task!r}; known: {sorted(METAWORLD_TASKS)}")
+            raise ConfigError(f"unknown MetaWorld task {task!r}; known: {sorted(METAWORLD_TASKS)}")
         if randomization:
-            raise ValueError("MetaWorld tasks take no visual randomization (their placement is drawn from the reset seed)")
+            raise ConfigError("MetaWorld tasks take no visual randomization (their placement is drawn from the reset seed)")
         if not 1 <= int(max_steps) <= 500:
-            raise ValueError(f"max_steps must be in 1..500 (metaworld's path length), got {max_steps}")
+            raise ConfigError(f"max_steps must be in 1..500 (metaworld's path length), got {max_steps}")
         patch_metaworld()
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS_GOAL_OBSERVABLE
 
@@ -72,7 +73,7 @@ class MetaWorldEnv(gym.Env):
         self.lod = simplify_render_meshes(self.model, cell=self.mesh_cell) if self.mesh_cell else None
         cameras = [mujoco.mj_id2name(self.model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(self.model.ncam)]
         if camera not in cameras:
-            raise ValueError(f"unknown camera {camera!r}; this scene has {', '.join(c for c in cameras if c)}")
+            raise ConfigError(f"unknown camera {camera!r}; this scene has {', '.join(c for c in cameras if c)}")
         self.camera = camera
         self.control = "mocap_delta"  # continuous gripper effort (BC does not snap it to +-1 as for ee_delta)
         self._renderer: mujoco.Renderer | None = None

@@ -14,8 +14,10 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+from toto_robot.errors import UserError
 
-class AssetError(FileNotFoundError):
+
+class AssetError(UserError, FileNotFoundError):
     """Robot model files are not installed."""
 
 

@@ -5,11 +5,40 @@
     toto-robot pretrain --help          # hydra's own help: config groups and overrides
 
 Every argument after the subcommand is passed to hydra unchanged.
+
+Errors. A mistake the user can fix prints one line, ``error: <what is wrong>``, on stderr and exits
+with status 2; ``HYDRA_FULL_ERROR=1`` shows its full traceback instead. These are
+
+* the project's own errors, every class derived from ``toto_robot.errors.UserError`` (a config value
+  out of range, a missing or mismatched checkpoint, a corrupt video, a demo folder in the wrong
+  format, ...), raised anywhere in the job;
+* hydra's config errors (``user_config_errors``): an unknown key without ``+``, a group option that
+  does not exist, an override that does not parse, a mandatory ``???`` value left unset.
+
+Any other exception is a bug and keeps its full traceback (exit status 1).
+
+How. ``@hydra.main`` runs the job inside hydra's ``run_and_report``, which prints its own shortened
+traceback and calls ``sys.exit(1)`` for every exception, unless the environment variable
+``HYDRA_FULL_ERROR=1`` is set, in which case it re-raises the exception unchanged. ``run_command``
+sets that variable (hydra's documented switch) while the job runs and restores it afterwards, so the
+exception reaches this module, which sorts it with a plain ``except``. The train/*.py entry points stay
+ordinary ``@hydra.main`` functions (hydra's output folders, ``--help``, ``--cfg`` and ``-m`` sweeps work
+as before) and hold no error handling; run directly (``python -m toto_robot.train.pretrain``,
+torchrun) they report errors the way hydra does. For an error raised inside a job hydra itself first
+writes ``Error executing job with overrides: [...]``, so such a report is two lines.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import re
 import sys
+from typing import Iterator
+
+from toto_robot.errors import UserError, one_line
+
+FULL_ERROR = "HYDRA_FULL_ERROR"  # hydra re-raises a job's exception when this is "1"
 
 # subcommand -> (module in toto_robot.train with a hydra ``main``, one-line description)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -61,7 +90,69 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(COMMANDS[name][0])
     # hydra reads sys.argv itself; show the subcommand as the program name in its help.
     sys.argv = [f"toto-robot {name}", *rest]
-    result = module.main()
+    return run_command(module.main)
+
+
+def user_config_errors() -> tuple[type[BaseException], ...]:
+    """hydra's and omegaconf's exceptions for a config the user got wrong (not for a bug in a job)."""
+    from hydra.errors import ConfigCompositionException, OverrideParseException, SearchPathException
+    from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
+
+    # ConfigCompositionException covers MissingConfigException (a group option that does not exist)
+    return (ConfigCompositionException, OverrideParseException, SearchPathException,
+            MissingMandatoryValue, InterpolationToMissingValueError)
+
+
+def error_line(exc: BaseException) -> str:
+    """The one line that reports ``exc``: ``error: <message>``."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import InterpolationToMissingValueError, MissingMandatoryValue
+
+    if isinstance(exc, OverrideParseException):
+        return f"error: cannot parse the override {exc.override!r}: {one_line(exc.message)}"
+    if isinstance(exc, MissingConfigException):
+        # "In 'probe': Could not find 'encoder/x'", then the group's options and hydra's search path
+        head = str(exc).splitlines()[0]
+        options = f"; available: {', '.join(exc.options)}" if exc.options else ""
+        return f"error: {head}{options}"
+    key = None
+    if isinstance(exc, MissingMandatoryValue):
+        key = exc.full_key  # the dotted path from the root, "encoder.checkpoint"
+    elif isinstance(exc, InterpolationToMissingValueError):  # "... interpolation: Missing mandatory value: <key>"
+        found = re.search(r"Missing mandatory value: (\S+)", str(exc))
+        key = found.group(1) if found else None
+    if key:
+        return f"error: missing mandatory value {key} (set it on the command line: {key}=...)"
+    if isinstance(exc, (MissingMandatoryValue, InterpolationToMissingValueError)):
+        return f"error: {str(exc).splitlines()[0]}"  # omegaconf's "full_key: / object_type=" lines add nothing
+    return f"error: {one_line(str(exc))}"
+
+
+@contextlib.contextmanager
+def hydra_reraises() -> Iterator[None]:
+    """Make ``@hydra.main`` re-raise a job's exception instead of printing it and exiting (see above)."""
+    before = os.environ.get(FULL_ERROR)
+    os.environ[FULL_ERROR] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(FULL_ERROR, None)
+        else:
+            os.environ[FULL_ERROR] = before
+
+
+def run_command(hydra_main) -> int:
+    """Call a ``@hydra.main`` function; a user error becomes one ``error:`` line and status 2."""
+    full = os.environ.get(FULL_ERROR) == "1"
+    try:
+        with hydra_reraises():
+            result = hydra_main()
+    except (UserError, *user_config_errors()) as exc:
+        if full:
+            raise
+        print(error_line(exc), file=sys.stderr)
+        return 2
     return int(result) if isinstance(result, int) else 0
 
 

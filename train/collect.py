@@ -11,7 +11,7 @@ from toto_robot.sim_envs.collect import CollectConfig, collect
 
 
 def to_config(cfg: DictConfig) -> CollectConfig:
-    c = OmegaConf.to_container(cfg.collect, resolve=True)
+    c = OmegaConf.to_container(cfg.collect, resolve=True, throw_on_missing=True)
     return CollectConfig(task=cfg.task.name, image_size=cfg.task.image_size, camera=cfg.task.camera, out_dir=str(cfg.out_dir), **c)
 
 

@@ -11,6 +11,7 @@ import hydra
 from omegaconf import DictConfig
 
 from toto_robot.policies import evaluate_policy, load_policy
+from toto_robot.utils.config import ConfigError
 from toto_robot.utils.io import atomic_save_json
 
 
@@ -19,7 +20,7 @@ def main(cfg: DictConfig) -> None:
     policy = load_policy(cfg.policy_dir)
     task = cfg.task or policy.meta.get("task")
     if not task:
-        raise ValueError(f"{cfg.policy_dir} does not record its task; pass task=<franka_pick|franka_cabinet|kuka_pick|kuka_cabinet>")
+        raise ConfigError(f"{cfg.policy_dir} does not record its task; pass task=<franka_pick|franka_cabinet|kuka_pick|kuka_cabinet>")
     out = Path(cfg.out_dir)
     result = evaluate_policy(policy, task, cfg.episodes, seed=cfg.seed, video_path=out / "rollouts.mp4" if cfg.video else None)
     atomic_save_json(result, out / "eval.json")

@@ -11,10 +11,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from toto_robot.utils.config import ConfigError
+
 
 def run(cfg: DictConfig) -> Path:
     fmt = cfg.format.name
-    write = OmegaConf.to_container(cfg.format.write, resolve=True)
+    write = OmegaConf.to_container(cfg.format.write, resolve=True, throw_on_missing=True)
     if fmt == "rosbag2":
         from toto_robot.data.formats.rosbag2 import export_rosbag2
 
@@ -27,7 +29,7 @@ def run(cfg: DictConfig) -> Path:
         from toto_robot.data.formats.rlds import export_rlds
 
         return export_rlds(str(cfg.demos), str(cfg.out_dir), **write)
-    raise ValueError(f"unknown format {fmt!r}: expected rosbag2, lerobot or rlds")
+    raise ConfigError(f"unknown format {fmt!r}: expected rosbag2, lerobot or rlds")
 
 
 @hydra.main(config_path="pkg://toto_robot.configs", config_name="export_demos", version_base="1.3")

@@ -9,10 +9,12 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from toto_robot.utils.config import ConfigError
+
 
 def run(cfg: DictConfig) -> dict:
     fmt = cfg.format.name
-    read = OmegaConf.to_container(cfg.format.read, resolve=True)
+    read = OmegaConf.to_container(cfg.format.read, resolve=True, throw_on_missing=True)
     common = {"src": str(cfg.src), "out_dir": str(cfg.out_dir), "task": cfg.task, "image_size": cfg.image_size, "skip_bad": bool(cfg.skip_bad)}
     if fmt == "rosbag2":
         from toto_robot.data.formats.rosbag2 import RosbagImportConfig, import_rosbag2
@@ -26,7 +28,7 @@ def run(cfg: DictConfig) -> dict:
         from toto_robot.data.formats.rlds import RLDSImportConfig, import_rlds
 
         return import_rlds(RLDSImportConfig(**common, **read))
-    raise ValueError(f"unknown format {fmt!r}: expected rosbag2, lerobot or rlds")
+    raise ConfigError(f"unknown format {fmt!r}: expected rosbag2, lerobot or rlds")
 
 
 @hydra.main(config_path="pkg://toto_robot.configs", config_name="import_demos", version_base="1.3")

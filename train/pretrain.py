@@ -12,10 +12,10 @@ from toto_robot.pretrain.trainer import PretrainConfig, pretrain
 
 
 def to_config(cfg: DictConfig) -> PretrainConfig:
-    t = OmegaConf.to_container(cfg.trainer, resolve=True)
+    t = OmegaConf.to_container(cfg.trainer, resolve=True, throw_on_missing=True)
     return PretrainConfig(shards=cfg.shards, out_dir=str(cfg.out_dir), model=cfg.model.name,
-                          model_overrides=OmegaConf.to_container(cfg.model.overrides, resolve=True), init_from=cfg.init_from,
-                          resume=cfg.resume, mixture=OmegaConf.to_container(cfg.mixture, resolve=True), **t)
+                          model_overrides=OmegaConf.to_container(cfg.model.overrides, resolve=True, throw_on_missing=True), init_from=cfg.init_from,
+                          resume=cfg.resume, mixture=OmegaConf.to_container(cfg.mixture, resolve=True, throw_on_missing=True), **t)
 
 
 @hydra.main(config_path="pkg://toto_robot.configs", config_name="pretrain", version_base="1.3")

@@ -26,8 +26,8 @@ def main(cfg: DictConfig) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "config.yaml", "w") as f:
         f.write(OmegaConf.to_yaml(cfg, resolve=True))
-    encoder = encoder_from_spec(OmegaConf.to_container(cfg.encoder, resolve=True)).to(cfg.device)
-    kwargs = OmegaConf.to_container(cfg.probe.kwargs, resolve=True)
+    encoder = encoder_from_spec(OmegaConf.to_container(cfg.encoder, resolve=True, throw_on_missing=True)).to(cfg.device)
+    kwargs = OmegaConf.to_container(cfg.probe.kwargs, resolve=True, throw_on_missing=True)
     if cfg.probe.dataset in ("label_propagation", "davis"):
         from toto_robot.probes.davis import davis_videos
         from toto_robot.probes.label_propagation import propagation_sweep, shapes_videos

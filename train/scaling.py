@@ -9,7 +9,7 @@ from toto_robot.pretrain.scaling import ScalingConfig, scaling_sweep
 
 @hydra.main(config_path="pkg://toto_robot.configs", config_name="scaling", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    c = OmegaConf.to_container(cfg, resolve=True)
+    c = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     c.pop("hydra", None)
     c["out_dir"] = str(cfg.out_dir)
     fit = scaling_sweep(ScalingConfig(**c))

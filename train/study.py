@@ -16,6 +16,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from toto_robot.demo.study import StudyConfig, run_study
+from toto_robot.utils.config import ConfigError
 
 STUDY_KEYS = ("recipes", "publish", "select", "out_dir", "cache_dir", "fast", "robot_root", "robot_kwargs", "davis_root", "davis_kwargs")
 
@@ -27,13 +28,13 @@ def tokenizer_entry(value):
     path = resources.files("toto_robot.configs") / "tokenizer" / f"{value}.yaml"
     if not path.is_file():
         names = sorted(p.name.removesuffix(".yaml") for p in (resources.files("toto_robot.configs") / "tokenizer").iterdir() if p.name.endswith(".yaml"))
-        raise ValueError(f"unknown tokenizer {value!r} in a study recipe; known: {', '.join(names)}")
+        raise ConfigError(f"unknown tokenizer {value!r} in a study recipe; known: {', '.join(names)}")
     return OmegaConf.to_container(OmegaConf.load(str(path)), resolve=True)
 
 
 @hydra.main(config_path="pkg://toto_robot.configs", config_name="study", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    c = OmegaConf.to_container(cfg, resolve=True)
+    c = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     c.pop("hydra", None)
     study = {k: c.pop(k) for k in STUDY_KEYS if k in c}
     recipes = {name: {k: tokenizer_entry(v) if k == "tokenizer" else v for k, v in (over or {}).items()}

@@ -15,22 +15,22 @@ from omegaconf import DictConfig, OmegaConf
 
 from toto_robot.data.tokenize import DatasetSpec, ShardJobConfig, training_frames, write_shards
 from toto_robot.tokenizers.training import TokenizerTrainConfig, train_tokenizer
-from toto_robot.utils.config import check_int
+from toto_robot.utils.config import ConfigError, check_int
 from toto_robot.utils.io import atomic_write
 
 
 def shard_config(cfg: DictConfig, tokenizer_dir: str) -> ShardJobConfig:
-    datasets = [DatasetSpec(**d) for d in OmegaConf.to_container(cfg.data.datasets, resolve=True)]
+    datasets = [DatasetSpec(**d) for d in OmegaConf.to_container(cfg.data.datasets, resolve=True, throw_on_missing=True)]
     return ShardJobConfig(tokenizer_dir=tokenizer_dir, datasets=datasets, out_dir=str(Path(cfg.out_dir) / "shards"),
-                          **OmegaConf.to_container(cfg.shards, resolve=True))
+                          **OmegaConf.to_container(cfg.shards, resolve=True, throw_on_missing=True))
 
 
 def run(cfg: DictConfig) -> Path:
     if cfg.stage not in ("train", "shards", "all"):
-        raise ValueError(f"stage must be train, shards or all, got {cfg.stage!r}")
-    t = OmegaConf.to_container(cfg.train, resolve=True)
+        raise ConfigError(f"stage must be train, shards or all, got {cfg.stage!r}")
+    t = OmegaConf.to_container(cfg.train, resolve=True, throw_on_missing=True)
     max_frames = check_int(t.pop("max_frames"), "train.max_frames", low=1)
-    train_cfg = TokenizerTrainConfig(kind=cfg.tokenizer.kind, params=OmegaConf.to_container(cfg.tokenizer.params, resolve=True),
+    train_cfg = TokenizerTrainConfig(kind=cfg.tokenizer.kind, params=OmegaConf.to_container(cfg.tokenizer.params, resolve=True, throw_on_missing=True),
                                      out_dir=cfg.tokenizer_dir or str(Path(cfg.out_dir) / "tokenizer"), **t)
     shards_cfg = shard_config(cfg, train_cfg.out_dir)  # both configs are checked before any work
     out = Path(cfg.out_dir)
@@ -42,8 +42,8 @@ def run(cfg: DictConfig) -> Path:
         from toto_robot.tokenizers import build_tokenizer, load_dalle_weights
 
         if cfg.tokenizer.kind != "dvae":
-            raise ValueError(f"dalle_encoder/dalle_decoder need tokenizer=dvae_8k, not a {cfg.tokenizer.kind!r} tokenizer")
-        tok = build_tokenizer("dvae", **OmegaConf.to_container(cfg.tokenizer.params, resolve=True))
+            raise ConfigError(f"dalle_encoder/dalle_decoder need tokenizer=dvae_8k, not a {cfg.tokenizer.kind!r} tokenizer")
+        tok = build_tokenizer("dvae", **OmegaConf.to_container(cfg.tokenizer.params, resolve=True, throw_on_missing=True))
         load_dalle_weights(tok, cfg.dalle_encoder, cfg.dalle_decoder or None)
         tok.save_pretrained(tokenizer_dir)
         print(f"tokenizer: {tokenizer_dir} (official DALL-E weights)")

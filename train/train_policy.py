@@ -10,6 +10,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from toto_robot.utils.config import ConfigError
 from toto_robot.utils.io import atomic_write
 
 
@@ -18,20 +19,20 @@ def run(cfg: DictConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     with atomic_write(out / "config.yaml", "w") as f:
         f.write(OmegaConf.to_yaml(cfg, resolve=True))
-    p = {k: v for k, v in OmegaConf.to_container(cfg.policy, resolve=True).items() if k != "kind"}
+    p = {k: v for k, v in OmegaConf.to_container(cfg.policy, resolve=True, throw_on_missing=True).items() if k != "kind"}
     if cfg.policy.kind == "bc":
         from toto_robot.policies.bc import BCConfig, train_bc
 
         if not cfg.demos:
-            raise ValueError("policy=bc needs demos=<demonstration folder> (toto-robot collect, or the ROS demo recorder)")
-        return train_bc(BCConfig(demos=str(cfg.demos), out_dir=str(out), encoder=OmegaConf.to_container(cfg.encoder, resolve=True), seed=cfg.seed, device=cfg.device, **p))
+            raise ConfigError("policy=bc needs demos=<demonstration folder> (toto-robot collect, or the ROS demo recorder)")
+        return train_bc(BCConfig(demos=str(cfg.demos), out_dir=str(out), encoder=OmegaConf.to_container(cfg.encoder, resolve=True, throw_on_missing=True), seed=cfg.seed, device=cfg.device, **p))
     if cfg.policy.kind == "ppo":
         from toto_robot.policies.ppo import PPOConfig, train_ppo
 
         p["net_arch"] = tuple(p["net_arch"])
-        return train_ppo(PPOConfig(task=cfg.task.name, image_size=cfg.task.image_size, camera=cfg.task.camera, out_dir=str(out), encoder=OmegaConf.to_container(cfg.encoder, resolve=True),
+        return train_ppo(PPOConfig(task=cfg.task.name, image_size=cfg.task.image_size, camera=cfg.task.camera, out_dir=str(out), encoder=OmegaConf.to_container(cfg.encoder, resolve=True, throw_on_missing=True),
                                    seed=cfg.seed, device=cfg.device, **p))
-    raise ValueError(f"unknown policy kind {cfg.policy.kind!r}: expected bc or ppo")
+    raise ConfigError(f"unknown policy kind {cfg.policy.kind!r}: expected bc or ppo")
 
 
 @hydra.main(config_path="pkg://toto_robot.configs", config_name="train_policy", version_base="1.3")

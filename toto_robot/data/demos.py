@@ -33,6 +33,7 @@ from typing import Iterator
 import numpy as np
 
 from toto_robot.constants import ACTION, LANGUAGE, OBS_IMAGE, OBS_STATE, OBS_WRIST_IMAGE, REWARD, SEED, SUCCESS
+from toto_robot.errors import UserError
 from toto_robot.utils.io import atomic_save_json, atomic_write, remove_partial
 
 FORMAT_VERSION = 1
@@ -41,7 +42,7 @@ EPISODE_DIR = "episodes"
 _EPISODE_RE = re.compile(r"episode_(\d{6})\.npz")
 
 
-class DemoFormatError(ValueError):
+class DemoFormatError(UserError, ValueError):
     """A demonstration file or folder does not follow the format above."""
 
 

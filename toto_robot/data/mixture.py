@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from toto_robot.utils.config import ConfigError
+
 PAPER_WEIGHTS = {"imagenet": 0.2, "kinetics600": 0.1, "ego4d": 0.1, "howto100m": 0.6}
 
 
@@ -15,17 +17,17 @@ class MixtureSampler:
 
     def __init__(self, indices_by_source: dict[str, np.ndarray], weights: dict[str, float] | None = None, seed: int = 0):
         if not indices_by_source:
-            raise ValueError("mixture sampler needs at least one non-empty source")
+            raise ConfigError("mixture sampler needs at least one non-empty source")
         weights = dict(weights or {s: 1.0 for s in indices_by_source})
         unknown = set(weights) - set(indices_by_source)
         if unknown:
-            raise ValueError(f"mixture weights name sources that the data lacks: {sorted(unknown)} (have {sorted(indices_by_source)})")
+            raise ConfigError(f"mixture weights name sources that the data lacks: {sorted(unknown)} (have {sorted(indices_by_source)})")
         bad = {s: w for s, w in weights.items() if not (np.isfinite(w) and w >= 0)}
         if bad:
-            raise ValueError(f"mixture weights must be finite numbers >= 0, got {bad}")
+            raise ConfigError(f"mixture weights must be finite numbers >= 0, got {bad}")
         self.sources = [s for s in sorted(indices_by_source) if weights.get(s, 0) > 0 and len(indices_by_source[s])]
         if not self.sources:
-            raise ValueError("every mixture weight is zero or names an empty source")
+            raise ConfigError("every mixture weight is zero or names an empty source")
         w = np.array([weights[s] for s in self.sources], dtype=np.float64)
         self.probs = w / w.sum()
         self.indices = {s: np.asarray(indices_by_source[s]) for s in self.sources}

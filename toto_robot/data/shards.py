@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from toto_robot.errors import UserError
 from toto_robot.utils.io import atomic_save_json, atomic_write, remove_partial
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ INDEX_NAME = "index.json"
 FORMAT_VERSION = 1
 
 
-class ShardError(ValueError):
+class ShardError(UserError, ValueError):
     """A shard folder is missing, corrupt, or does not match the tokenizer/model reading it."""
 
 

@@ -26,6 +26,7 @@ from toto_robot.data.clips import pack_images, sample_clip
 from toto_robot.data.sequence import codes_to_sequence, seq_len
 from toto_robot.data.shards import ShardWriter
 from toto_robot.data.video import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoDecodeError, list_media, read_image, read_video
+from toto_robot.errors import DataFormatError, InputNotFoundError
 from toto_robot.utils.config import ConfigError, check_choice, check_int
 
 log = logging.getLogger(__name__)
@@ -108,13 +109,13 @@ def plan_units(cfg: ShardJobConfig) -> list[_Unit]:
         if ds.kind == "video":
             files = list_media(ds.path, VIDEO_SUFFIXES)
             if not files:
-                raise FileNotFoundError(f"dataset {ds.name!r}: no videos under {ds.path}")
+                raise InputNotFoundError(f"dataset {ds.name!r}: no videos under {ds.path}")
             units += [_Unit(f"{ds.name}-{_slug(f)}-{content_key(ds.path, [f], ds.clips_per_video)}", ds.name, "video",
                             {"file": str(f), "clips": ds.clips_per_video}) for f in files]
         elif ds.kind == "image":
             files = list_media(ds.path, IMAGE_SUFFIXES)[: ds.count or None]
             if not files:
-                raise FileNotFoundError(f"dataset {ds.name!r}: no images under {ds.path}")
+                raise InputNotFoundError(f"dataset {ds.name!r}: no images under {ds.path}")
             for i in range(0, len(files), cfg.images_per_shard):
                 chunk = files[i:i + cfg.images_per_shard]
                 units.append(_Unit(f"{ds.name}-{content_key(ds.path, chunk)}", ds.name, "image", {"files": [str(f) for f in chunk]}))
@@ -127,7 +128,7 @@ def plan_units(cfg: ShardJobConfig) -> list[_Unit]:
                 n = min(per, ds.count - i)
                 units.append(_Unit(f"{ds.name}-{i // per:05d}-{n}x{ds.clips_per_video}", ds.name, "video", {"synthetic": n, "clips": ds.clips_per_video}))
         else:
-            raise ValueError(f"dataset {ds.name!r}: unknown kind {ds.kind!r} (video, image, synthetic, bundled_images)")
+            raise ConfigError(f"dataset {ds.name!r}: unknown kind {ds.kind!r} (video, image, synthetic, bundled_images)")
     return units
 
 
@@ -193,7 +194,7 @@ def write_shards(cfg: ShardJobConfig) -> Path:
 
     tok = load_tokenizer(cfg.tokenizer_dir)
     if cfg.resolution % tok.downsample:
-        raise ValueError(f"resolution {cfg.resolution} is not divisible by the tokenizer's downsampling factor {tok.downsample}")
+        raise ConfigError(f"resolution {cfg.resolution} is not divisible by the tokenizer's downsampling factor {tok.downsample}")
     hw = cfg.resolution // tok.downsample
     about = {"name": tok.kind, "hash": tok.hash(), "path": str(Path(cfg.tokenizer_dir).resolve()),
              "num_frames": cfg.num_frames, "tokens_per_frame": hw * hw, "resolution": cfg.resolution}
@@ -243,18 +244,20 @@ def training_frames(cfg: ShardJobConfig, max_frames: int = 4096) -> np.ndarray:
     rng = np.random.default_rng(cfg.seed)
     frames: list[np.ndarray] = []
     units = plan_units(cfg)
+    skipped = 0
     for i in rng.permutation(len(units)):
         unit = units[i]
         try:
             clips = _clips_for(unit, cfg, _rng(cfg.seed, unit.name))
         except VideoDecodeError as e:
             log.warning("skipping %s: %s", unit.name, e)
+            skipped += 1
             continue
         for clip in clips:
             frames.extend(clip)
         if len(frames) >= 2 * max_frames:
             break
     if not frames:
-        raise ValueError("no frames found in the configured datasets")
+        raise DataFormatError(f"no frames found in the configured datasets ({skipped} of {len(units)} inputs could not be decoded)")
     stack = np.stack(frames)
     return stack[rng.permutation(len(stack))[:max_frames]]

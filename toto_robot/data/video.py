@@ -10,6 +10,7 @@ from typing import Iterator
 import av
 import numpy as np
 
+from toto_robot.errors import UserError
 from toto_robot.utils.io import crash_point, temp_path
 
 log = logging.getLogger(__name__)
@@ -17,7 +18,7 @@ VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
-class VideoDecodeError(RuntimeError):
+class VideoDecodeError(UserError, RuntimeError):
     """A video file could not be decoded (missing, corrupt, truncated, or no video stream)."""
 
 

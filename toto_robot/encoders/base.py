@@ -21,12 +21,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from toto_robot.errors import UserError
+from toto_robot.utils.config import ConfigError
 from toto_robot.utils.io import atomic_save_json, check_state_dict, save_pretrained
 
 ENCODER_CONFIG = "encoder.json"
 
 
-class FrameFormatError(ValueError):
+class FrameFormatError(UserError, ValueError):
     """Frames passed to an encoder or tokenizer have the wrong type, shape, dtype or channel count."""
 
 
@@ -260,9 +262,9 @@ def build_pool(kind: str, dim: int, grid: int | None = None) -> nn.Module:
     if kind == "keypoints":
         return KeypointPool(dim, grid=grid)
     if kind in (*READOUT_POOLINGS, "authors"):
-        raise ValueError(f"pooling {kind!r} reads out a ViT's class token or fc_norm; this encoder has none: "
+        raise ConfigError(f"pooling {kind!r} reads out a ViT's class token or fc_norm; this encoder has none: "
                          f"choose one of {', '.join(POOLINGS)}")
-    raise ValueError(f"unknown pooling {kind!r}: expected one of {', '.join(POOLINGS)} "
+    raise ConfigError(f"unknown pooling {kind!r}: expected one of {', '.join(POOLINGS)} "
                      f"(ViT baselines also: {', '.join(READOUT_POOLINGS)}, authors)")
 
 
@@ -341,7 +343,7 @@ class Encoder(nn.Module, ABC):
         layers = list(range(1, self.num_layers + 1)) if layers is None else list(layers)
         bad = [l for l in layers if not 0 <= l <= self.num_layers]
         if bad:
-            raise ValueError(f"{self.name}: layers {bad} outside 0..{self.num_layers}")
+            raise ConfigError(f"{self.name}: layers {bad} outside 0..{self.num_layers}")
         with torch.no_grad():
             return self.layer_tokens(as_frames(frames), layers)
 

@@ -20,6 +20,7 @@ from toto_robot.data.sequence import frames_to_ids
 from toto_robot.encoders.base import Encoder, resize_frames_u8
 from toto_robot.model.toto import Toto, TotoConfig
 from toto_robot.tokenizers import Tokenizer, build_tokenizer, load_tokenizer
+from toto_robot.utils.config import ConfigError
 from toto_robot.utils.io import CheckpointError
 
 
@@ -34,7 +35,7 @@ class TotoEncoder(Encoder):
             raise CheckpointError(f"{name}: tokenizer has {tokenizer.vocab_size} codes but the model's vocabulary is "
                                   f"{cfg.vocab_size} (needs {tokenizer.vocab_size + NUM_SPECIAL_TOKENS}): mismatched tokenizer")
         if resolution % tokenizer.downsample:
-            raise ValueError(f"resolution {resolution} is not a multiple of the tokenizer's downsampling {tokenizer.downsample}")
+            raise ConfigError(f"resolution {resolution} is not a multiple of the tokenizer's downsampling {tokenizer.downsample}")
         self.model, self.tokenizer = model.eval(), tokenizer.eval()
         self.resolution, self.start = resolution, start
         self.input_size = resolution  # frames are centre-cropped and resized to this before tokenizing
@@ -43,7 +44,7 @@ class TotoEncoder(Encoder):
         self.token_dim, self.num_layers = cfg.n_embd, cfg.n_layer
         self.layer = max(1, cfg.n_layer // 2) if layer is None else int(layer)
         if not 1 <= self.layer <= cfg.n_layer:
-            raise ValueError(f"{name}: layer {self.layer} outside 1..{cfg.n_layer}")
+            raise ConfigError(f"{name}: layer {self.layer} outside 1..{cfg.n_layer}")
         self._init_pool()
 
     @property
@@ -54,7 +55,7 @@ class TotoEncoder(Encoder):
         video = frames if frames.ndim == 5 else frames[:, None]  # (B, T, H, W, 3)
         B, T = video.shape[:2]
         if T > self.max_frames:
-            raise ValueError(f"{self.name}: a clip of {T} frames needs {T * self.tokens_per_frame + 1} positions; "
+            raise ConfigError(f"{self.name}: a clip of {T} frames needs {T * self.tokens_per_frame + 1} positions; "
                              f"the model's context holds {self.max_frames} frames")
         u8 = resize_frames_u8(video.flatten(0, 1), self.resolution, self.device)  # (B*T, R, R, 3), as the tokenizer saw it
         if self.tokenizer.is_discrete:  # the pre-training layout: start token, then raster-scan ids of each frame

@@ -41,6 +41,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from toto_robot.encoders.base import READOUT_POOLINGS, Encoder, ReadoutPool, as_frames, build_pool, sincos_2d, to_model_input
+from toto_robot.errors import UnknownNameError
+from toto_robot.utils.config import ConfigError
 from toto_robot.utils.io import CheckpointError, check_state_dict
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -186,9 +188,9 @@ class ViT(nn.Module):
             return (self.norm(t) if layer == depth else t)[:, 0]
         if kind == "global_pool":
             if not self.config.fc_norm or layer != depth:
-                raise ValueError("global_pool reads the last block through fc_norm (build the ViT with fc_norm=True, layer = depth)")
+                raise ConfigError("global_pool reads the last block through fc_norm (build the ViT with fc_norm=True, layer = depth)")
             return self.fc_norm(t[:, 1:].mean(dim=1))
-        raise ValueError(f"unknown ViT read-out {kind!r}: expected one of {', '.join(READOUT_POOLINGS)}")
+        raise ConfigError(f"unknown ViT read-out {kind!r}: expected one of {', '.join(READOUT_POOLINGS)}")
 
 
 def vit_input(frames_u8: torch.Tensor, cfg: ViTConfig, device) -> torch.Tensor:
@@ -208,7 +210,7 @@ def vit_input(frames_u8: torch.Tensor, cfg: ViTConfig, device) -> torch.Tensor:
     h, w = x.shape[-2:]
     s = cfg.img_size
     if h < s or w < s:
-        raise ValueError(f"resize_shorter={r} is smaller than the crop img_size={s}")
+        raise ConfigError(f"resize_shorter={r} is smaller than the crop img_size={s}")
     top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
     return x[..., top:top + s, left:left + s]
 
@@ -284,9 +286,9 @@ class ViTEncoder(Encoder):
         self.token_dim, self.num_layers, self.input_size = config.embed_dim, config.depth, config.img_size
         self.layer = config.depth if layer is None else int(layer)
         if not 1 <= self.layer <= config.depth:
-            raise ValueError(f"{name}: layer {self.layer} outside 1..{config.depth}")
+            raise ConfigError(f"{name}: layer {self.layer} outside 1..{config.depth}")
         if pooling == "global_pool" and self.layer != config.depth:
-            raise ValueError(f"{name}: pooling global_pool reads the last block (layer {config.depth}), not layer {self.layer}")
+            raise ConfigError(f"{name}: pooling global_pool reads the last block (layer {config.depth}), not layer {self.layer}")
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.token_grid = self.backbone.grid
@@ -349,7 +351,7 @@ def build_vit_encoder(name: str, checkpoint: str | None = None, layer: int | Non
     weights from ``checkpoint``; ``pooling="authors"`` gives the feature the model's authors use."""
     name = VIT_ALIASES.get(name, name)
     if name not in VIT_CONFIGS:
-        raise KeyError(f"unknown ViT encoder {name!r}; known: {', '.join([*VIT_CONFIGS, *VIT_ALIASES])}")
+        raise UnknownNameError(f"unknown ViT encoder {name!r}; known: {', '.join([*VIT_CONFIGS, *VIT_ALIASES])}")
     bad = sorted(set(overrides) - set(ViTConfig.__dataclass_fields__))
     if bad:
         raise TypeError(f"{name}: unknown ViT option(s) {bad}; known: {', '.join(ViTConfig.__dataclass_fields__)}")

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from toto_robot.encoders.vit import VIT_CONFIGS, ViTConfig
 from toto_robot.mae.model import MAE, MAEConfig
 from toto_robot.pretrain.schedule import lr_at
+from toto_robot.utils.config import ConfigError
 from toto_robot.utils.flops import train_flops
 from toto_robot.utils.io import atomic_save_json, atomic_save_tensors, atomic_write_csv
 from toto_robot.utils.plots import pyplot, save_figure
@@ -50,7 +51,7 @@ def pretrain_mae(cfg: MAEPretrainConfig, frames: np.ndarray, **vit_overrides) ->
     rng = np.random.default_rng(cfg.seed)
     vit_cfg = ViTConfig(**{**VIT_CONFIGS[cfg.vit], **vit_overrides})
     if frames.shape[1] != vit_cfg.img_size:
-        raise ValueError(f"{cfg.vit} takes {vit_cfg.img_size} px frames, got {frames.shape[1]} px")
+        raise ConfigError(f"{cfg.vit} takes {vit_cfg.img_size} px frames, got {frames.shape[1]} px")
     model = MAE(MAEConfig(vit_cfg, mask_ratio=cfg.mask_ratio)).to(cfg.device)
     order = rng.permutation(len(frames))
     held, train = frames[order[:cfg.holdout]], frames[order[cfg.holdout:]]

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from toto_robot.errors import InputNotFoundError, UserError
 from toto_robot.model.toto import Toto, TotoConfig
 from toto_robot.utils.io import staged_dir
 
@@ -39,7 +40,7 @@ _NO_EFFECT = {"initializer_range", "use_cache", "pad_token_id", "bos_token_id", 
 _SILU = ("silu", "swish")
 
 
-class UnsupportedConfigError(ValueError):
+class UnsupportedConfigError(UserError, ValueError):
     """A Hugging Face config setting that Toto does not implement (importing would change the model)."""
 
 
@@ -170,7 +171,7 @@ def _load_folder(path: Path):
     from transformers import AutoConfig, LlamaForCausalLM
 
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} is not a Hugging Face model folder (no config.json)")
+        raise InputNotFoundError(f"{path} is not a Hugging Face model folder (no config.json)")
     config = AutoConfig.from_pretrained(path, local_files_only=True)
     check_llama_config(config)
     return LlamaForCausalLM.from_pretrained(path, local_files_only=True).eval()

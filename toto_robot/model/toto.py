@@ -29,7 +29,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from toto_robot.errors import UnknownNameError
 from toto_robot.model.fused import causal_attention, qkv_rope, rms_norm, rope_tables, swiglu
+from toto_robot.utils.config import ConfigError
 from toto_robot.utils.io import CheckpointError, check_state_dict, load_pretrained, save_pretrained
 
 ARCH = "toto"
@@ -54,18 +56,18 @@ class TotoConfig:
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+            raise ConfigError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         if (self.n_embd // self.n_head) % 2:
-            raise ValueError("head dim must be even for rotary embeddings")
+            raise ConfigError("head dim must be even for rotary embeddings")
         if self.n_kv_head < 0 or (self.n_kv_head and self.n_head % self.n_kv_head):
-            raise ValueError(f"n_head={self.n_head} is not a multiple of n_kv_head={self.n_kv_head}")
+            raise ConfigError(f"n_head={self.n_head} is not a multiple of n_kv_head={self.n_kv_head}")
         if self.input_dim < 0 or self.vocab_size <= 0 or self.block_size <= 1:
-            raise ValueError(f"bad TotoConfig sizes: {self}")
+            raise ConfigError(f"bad TotoConfig sizes: {self}")
 
     @classmethod
     def from_name(cls, name: str, **overrides) -> "TotoConfig":
         if name not in CONFIGS:
-            raise KeyError(f"unknown Toto size {name!r}; known: {', '.join(CONFIGS)}")
+            raise UnknownNameError(f"unknown Toto size {name!r}; known: {', '.join(CONFIGS)}")
         return replace(CONFIGS[name], **overrides)
 
     @property

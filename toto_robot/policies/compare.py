@@ -25,6 +25,7 @@ from toto_robot.data.demos import DemoDataset
 from toto_robot.policies.bc import BCConfig, train_bc
 from toto_robot.policies.evaluate import evaluate_policy, wilson_interval
 from toto_robot.policies.policy import load_policy
+from toto_robot.utils.config import ConfigError
 from toto_robot.utils.plots import pyplot, save_figure
 from toto_robot.utils.io import atomic_save_json, atomic_write, atomic_write_csv
 
@@ -44,13 +45,13 @@ class CompareConfig:
 def compare(cfg: CompareConfig) -> Path:
     missing = [t for t in cfg.tasks if not cfg.demos.get(t)]
     if missing:
-        raise ValueError(f"no demonstrations given for tasks {missing}")
+        raise ConfigError(f"no demonstrations given for tasks {missing}")
     if cfg.demo_counts:
         if cfg.bc.get("max_episodes"):
-            raise ValueError("give the number of demos either as demo_counts or as bc.max_episodes, not both")
+            raise ConfigError("give the number of demos either as demo_counts or as bc.max_episodes, not both")
         for task in cfg.tasks:
             if max(cfg.demo_counts) > (have := len(DemoDataset(cfg.demos[task]))):
-                raise ValueError(f"demo_counts asks for {max(cfg.demo_counts)} demos of {task}, but {cfg.demos[task]} holds {have}")
+                raise ConfigError(f"demo_counts asks for {max(cfg.demo_counts)} demos of {task}, but {cfg.demos[task]} holds {have}")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_save_json(asdict(cfg), out / "compare_config.json")

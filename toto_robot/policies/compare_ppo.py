@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 from toto_robot.policies.compare import plot_success
 from toto_robot.policies.evaluate import wilson_interval
 from toto_robot.policies.ppo import PPOConfig, read_monitor, train_ppo
+from toto_robot.utils.config import ConfigError
 from toto_robot.utils.parallel import run_jobs
 from toto_robot.utils.io import atomic_save_json, atomic_write, atomic_write_csv
 from toto_robot.utils.plots import pyplot, save_figure
@@ -44,14 +45,14 @@ class PPOCompareConfig:
 
     def __post_init__(self):
         if not self.tasks or not self.encoders or not self.seeds:
-            raise ValueError("compare_ppo needs at least one task, one encoder and one seed")
+            raise ConfigError("compare_ppo needs at least one task, one encoder and one seed")
         bad = sorted(set(self.ppo) - set(PPOConfig.__dataclass_fields__) | set(self.ppo) & {"task", "encoder", "seed", "out_dir"})
         if bad:
-            raise ValueError(f"ppo: {bad} are not shared PPO settings (known: {sorted(set(PPOConfig.__dataclass_fields__) - {'task', 'encoder', 'seed', 'out_dir'})})")
+            raise ConfigError(f"ppo: {bad} are not shared PPO settings (known: {sorted(set(PPOConfig.__dataclass_fields__) - {'task', 'encoder', 'seed', 'out_dir'})})")
         if any(not 0 < t <= 1 for t in self.thresholds):
-            raise ValueError(f"thresholds are success rates in (0, 1], got {self.thresholds}")
+            raise ConfigError(f"thresholds are success rates in (0, 1], got {self.thresholds}")
         if self.window < 1 or self.workers < 1:
-            raise ValueError(f"window and workers must be >= 1, got {self.window}, {self.workers}")
+            raise ConfigError(f"window and workers must be >= 1, got {self.window}, {self.workers}")
 
 
 def run_dir(out: Path, task: str, label: str, seed: int) -> Path:

@@ -20,6 +20,7 @@ import torch.nn as nn
 from toto_robot.constants import OBS_IMAGE, OBS_STATE
 from toto_robot.encoders import Encoder, load_encoder
 from toto_robot.encoders.base import FrameFormatError
+from toto_robot.utils.config import ConfigError
 from toto_robot.utils.io import CheckpointError, atomic_save_json, atomic_save_tensors
 
 POLICY_CONFIG = "policy.json"
@@ -36,7 +37,7 @@ class PolicyHead(nn.Module):
                  activation: str = "gelu"):
         super().__init__()
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
+            raise ConfigError(f"unknown activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
         sizes = [feature_dim + state_dim, *(hidden_sizes or [hidden, hidden])]
         layers: list[nn.Module] = []
         for a, b in zip(sizes[:-1], sizes[1:]):
@@ -60,9 +61,9 @@ class Policy(nn.Module):
                  history: int = 1, hidden_sizes: list[int] | None = None, activation: str = "gelu"):
         super().__init__()
         if not 1 <= action_steps <= chunk:
-            raise ValueError(f"action_steps must be in 1..chunk ({chunk}), got {action_steps}")
+            raise ConfigError(f"action_steps must be in 1..chunk ({chunk}), got {action_steps}")
         if history < 1:
-            raise ValueError(f"history must be >= 1, got {history}")
+            raise ConfigError(f"history must be >= 1, got {history}")
         self.encoder = encoder
         self.use_state, self.state_dim, self.action_dim, self.hidden = use_state, state_dim, action_dim, hidden
         self.chunk, self.action_steps = chunk, action_steps  # predict `chunk` actions, execute the first `action_steps`

@@ -31,6 +31,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper
 from toto_robot.constants import OBS_IMAGE, OBS_STATE
 from toto_robot.encoders import encoder_from_spec, load_encoder
 from toto_robot.encoders.base import RunningStandardize
+from toto_robot.utils.config import ConfigError
 from toto_robot.utils.plots import pyplot, save_figure
 from toto_robot.utils.io import atomic_save_json
 
@@ -235,11 +236,11 @@ def train_ppo(cfg: PPOConfig) -> Path:
     from toto_robot.sim_envs import TASK_IDS
 
     if cfg.vec_env not in ("dummy", "subproc"):
-        raise ValueError(f"vec_env must be 'dummy' or 'subproc', got {cfg.vec_env!r}")
+        raise ConfigError(f"vec_env must be 'dummy' or 'subproc', got {cfg.vec_env!r}")
     if cfg.task not in TASK_IDS:
-        raise ValueError(f"unknown task {cfg.task!r}; known: {sorted(TASK_IDS)}")
+        raise ConfigError(f"unknown task {cfg.task!r}; known: {sorted(TASK_IDS)}")
     if cfg.aux_coef < 0 or (cfg.aux_coef and cfg.asymmetric_critic):
-        raise ValueError(f"aux_coef must be >= 0 and is not combined with asymmetric_critic, got aux_coef={cfg.aux_coef}")
+        raise ConfigError(f"aux_coef must be >= 0 and is not combined with asymmetric_critic, got aux_coef={cfg.aux_coef}")
     privileged = cfg.asymmetric_critic or cfg.aux_coef > 0
     out = Path(cfg.out_dir)
     policy_dir = out / "policy"

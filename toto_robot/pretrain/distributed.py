@@ -12,6 +12,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from toto_robot.utils.config import ConfigError
+
 
 @dataclass
 class DistInfo:
@@ -73,7 +75,7 @@ def wrap_model(model: nn.Module, parallel: str, info: DistInfo, device: str, par
             fully_shard(block, mp_policy=mp)
         fully_shard(model, mp_policy=mp)
         return model
-    raise ValueError(f"parallel must be none, ddp or fsdp, got {parallel!r}")
+    raise ConfigError(f"parallel must be none, ddp or fsdp, got {parallel!r}")
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -25,13 +25,13 @@ from tqdm import tqdm
 from toto_robot.constants import CONFIG_NAME, WEIGHTS_NAME
 from toto_robot.data.mixture import MixtureSampler
 from toto_robot.data.sequence import model_io
-from toto_robot.data.shards import ShardDataset
+from toto_robot.data.shards import ShardDataset, ShardError
 from toto_robot.model import Toto, TotoConfig
 from toto_robot.pretrain import distributed as D
 from toto_robot.pretrain.schedule import lr_at
 from toto_robot.tokenizers import Tokenizer, load_tokenizer
 from toto_robot.tokenizers.patch import PatchTokenizer
-from toto_robot.utils.config import check_bool, check_choice, check_int, check_number, check_weights
+from toto_robot.utils.config import ConfigError, check_bool, check_choice, check_int, check_number, check_weights
 from toto_robot.utils.flops import model_flops_per_token, train_flops
 from toto_robot.utils.io import (CheckpointError, atomic_save_json, atomic_write, find_checkpoint, load_pretrained, remove_partial,
                                  save_checkpoint, save_pretrained, staged_dir)
@@ -106,11 +106,11 @@ def build_model(cfg: PretrainConfig, ds: ShardDataset, tokenizer: Tokenizer | No
     else:
         model = Toto(TotoConfig.from_name(cfg.model, **overrides))
     if ds.continuous and model.config.input_dim != tokenizer.token_dim:
-        raise ValueError(f"patch size mismatch: shards in {cfg.shards} give {tokenizer.token_dim}-value patches, the model reads {model.config.input_dim}")
+        raise ShardError(f"patch size mismatch: shards in {cfg.shards} give {tokenizer.token_dim}-value patches, the model reads {model.config.input_dim}")
     if not ds.continuous and model.config.vocab_size != ds.vocab_size:
-        raise ValueError(f"vocab mismatch: shards in {cfg.shards} hold {ds.vocab_size} ids, the model has {model.config.vocab_size}")
+        raise ShardError(f"vocab mismatch: shards in {cfg.shards} hold {ds.vocab_size} ids, the model has {model.config.vocab_size}")
     if positions(ds) > model.config.block_size:
-        raise ValueError(f"sequence of {positions(ds)} positions exceeds the model's context of {model.config.block_size}")
+        raise ConfigError(f"sequence of {positions(ds)} positions exceeds the model's context of {model.config.block_size}")
     return model
 
 
@@ -159,9 +159,9 @@ def check_compiler(device: str, key: str = "compile") -> None:
 
     if device.startswith("cuda"):
         if importlib.util.find_spec("triton") is None:
-            raise ValueError(f"{key}=true needs triton for CUDA kernels and it is not installed; set {key}=false")
+            raise ConfigError(f"{key}=true needs triton for CUDA kernels and it is not installed; set {key}=false")
     elif not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
-        raise ValueError(f"{key}=true needs a C++ compiler (c++, g++ or clang++ on PATH) for CPU kernels and none was found; "
+        raise ConfigError(f"{key}=true needs a C++ compiler (c++, g++ or clang++ on PATH) for CPU kernels and none was found; "
                          f"set {key}=false")
 
 

@@ -19,6 +19,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from toto_robot.data.synthetic import moving_shapes
+from toto_robot.errors import DataFormatError, InputNotFoundError
+from toto_robot.utils.config import ConfigError
 
 
 @dataclass
@@ -50,20 +52,20 @@ def sim_probe_data(task: str = "franka_pick", target: str = "position", n_train:
     from toto_robot.sim_envs.tasks import COLORS, PickTask, grid_cell
 
     if target not in ("position", "colour", "offset"):
-        raise ValueError(f"sim probe target must be 'position', 'colour' or 'offset', got {target!r}")
+        raise ConfigError(f"sim probe target must be 'position', 'colour' or 'offset', got {target!r}")
     env = make_env(task, image_size=image_size, camera=camera, randomization={"lighting": True, "colors": False, "camera_jitter": 0.005})
     base = env.unwrapped
     if target == "offset":
         if not isinstance(base.task, PickTask):
             env.close()
-            raise ValueError(f"sim probe target 'offset' (cube relative to the gripper) needs a pick task, got {task!r}")
+            raise ConfigError(f"sim probe target 'offset' (cube relative to the gripper) needs a pick task, got {task!r}")
         return _offset_probe_data(env, task, n_train, n_val, seed)
     if target == "position" and base.task.position_range is None:
         env.close()
-        raise ValueError(f"sim probe target 'position' needs a task with an object placed over a range (pick, cabinet, reach), got {task!r}")
+        raise ConfigError(f"sim probe target 'position' needs a task with an object placed over a range (pick, cabinet, reach), got {task!r}")
     if target == "colour" and not base.task.has_colours:
         env.close()
-        raise ValueError(f"sim probe target 'colour' needs a task whose object colour varies (pick, cabinet), got {task!r}")
+        raise ConfigError(f"sim probe target 'colour' needs a task whose object colour varies (pick, cabinet), got {task!r}")
     rng = np.random.default_rng(seed)
     xs, ys = [], []
     for i in tqdm(range(n_train + n_val), desc=f"probe data {task}/{target}", unit="img", leave=False):
@@ -127,7 +129,7 @@ def build_probe_data(dataset: str, **kwargs) -> ProbeData:
         return shapes_motion_data(**kwargs)
     if dataset == "image_folder":
         return image_folder_data(**kwargs)
-    raise ValueError(f"unknown probe dataset {dataset!r}; known: sim, shapes_motion, image_folder")
+    raise ConfigError(f"unknown probe dataset {dataset!r}; known: sim, shapes_motion, image_folder")
 
 
 def image_folder_data(root: str, image_size: int = 64, val_fraction: float = 0.2, max_per_class: int | None = None,
@@ -143,9 +145,11 @@ def image_folder_data(root: str, image_size: int = 64, val_fraction: float = 0.2
     from toto_robot.encoders.base import resize_frames_u8
 
     log = logging.getLogger(__name__)
-    classes = sorted(p.name for p in Path(root).iterdir() if p.is_dir()) if Path(root).is_dir() else []
+    if not Path(root).is_dir():
+        raise InputNotFoundError(f"image-folder root {root} is not a folder (probe.kwargs.root=<root>/<class>/*.png|jpg)")
+    classes = sorted(p.name for p in Path(root).iterdir() if p.is_dir())
     if len(classes) < 2:
-        raise ValueError(f"{root}: an image-folder dataset needs at least two class folders, found {classes}")
+        raise DataFormatError(f"{root}: an image-folder dataset needs at least two class folders, found {classes}")
     rng = np.random.default_rng(seed)
     tr_x, tr_y, va_x, va_y = [], [], [], []
     for c, name in enumerate(classes):
@@ -159,7 +163,7 @@ def image_folder_data(root: str, image_size: int = 64, val_fraction: float = 0.2
                 continue
             imgs.append(resize_frames_u8(torch.from_numpy(np.array(img))[None], image_size)[0].numpy())
         if len(imgs) < 2:
-            raise ValueError(f"{root}/{name}: fewer than two readable images")
+            raise DataFormatError(f"{root}/{name}: fewer than two readable images")
         order = rng.permutation(len(imgs))
         n_val = max(1, int(round(val_fraction * len(imgs))))
         va_x += [imgs[i] for i in order[:n_val]]

@@ -20,11 +20,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from toto_robot.errors import UserError
+
 VOID = 255
 FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-class DavisFormatError(ValueError):
+class DavisFormatError(UserError, ValueError):
     """A folder does not follow the DAVIS layout above, or one of its files cannot be used."""
 
 

@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from toto_robot.encoders.base import Encoder, resize_frames_u8
+from toto_robot.errors import DataFormatError
 from toto_robot.probes.robot_frames import FrameTargets
+from toto_robot.utils.config import ConfigError
 from toto_robot.utils.io import atomic_save_json, atomic_write_csv
 from toto_robot.utils.plots import pyplot, save_figure
 
@@ -39,7 +41,7 @@ def group_folds(groups: np.ndarray, folds: int) -> list[tuple[np.ndarray, np.nda
     frames so far, largest group first (sklearn's GroupKFold assignment)."""
     uniq, counts = np.unique(groups, return_counts=True)
     if len(uniq) < 2:
-        raise ValueError(f"grouped cross-validation needs at least 2 episodes, got {len(uniq)}")
+        raise DataFormatError(f"grouped cross-validation needs at least 2 episodes, got {len(uniq)}")
     k = min(folds, len(uniq))
     load = np.zeros(k, np.int64)
     fold_of = {}
@@ -83,11 +85,11 @@ def ridge_cv(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int = 5, i
     if not len(x) == len(y) == len(groups):
         raise ValueError(f"ridge_cv: {len(x)} feature rows, {len(y)} targets and {len(groups)} groups must match")
     if len(np.unique(groups)) < 3:
-        raise ValueError(f"ridge_cv needs at least 3 episodes (an inner split of 2 to choose the penalty, 1 to test), "
+        raise DataFormatError(f"ridge_cv needs at least 3 episodes (an inner split of 2 to choose the penalty, 1 to test), "
                          f"got {len(np.unique(groups))}")
     constant = np.flatnonzero(y.std(0) == 0).tolist()
     if constant:
-        raise ValueError(f"target column(s) {constant} are constant over all frames: R^2 is undefined")
+        raise DataFormatError(f"target column(s) {constant} are constant over all frames: R^2 is undefined")
     x = np.asarray(x, np.float64).reshape(len(x), -1)
     std = x.std(0)
     x = (x - x.mean(0)) / np.where(std > 0, std, 1.0)  # standardised features (N, F)
@@ -118,7 +120,7 @@ def pool_tokens(tokens: torch.Tensor, pooling: str, grid: int | None = None) -> 
             raise ValueError(f"{pooling} pooling: {N} tokens are not one frame of a square token grid of at least {g} x {g}")
         maps = tokens.transpose(1, 2).reshape(B, C, side, side)  # (B, C, side, side) raster order
         return F.adaptive_avg_pool2d(maps, g).flatten(1)  # (B, C*g*g)
-    raise ValueError(f"unknown pooling {pooling!r}: 'average' or 'spatial<g>' (spatial2, spatial4, ...)")
+    raise ConfigError(f"unknown pooling {pooling!r}: 'average' or 'spatial<g>' (spatial2, spatial4, ...)")
 
 
 @torch.no_grad()

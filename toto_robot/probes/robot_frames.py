@@ -29,6 +29,8 @@ import torch
 from toto_robot.constants import OBS_IMAGE, OBS_STATE
 from toto_robot.data.demos import META_NAME, DemoDataset, DemoFormatError
 from toto_robot.encoders.base import resize_frames_u8
+from toto_robot.errors import DataFormatError
+from toto_robot.utils.config import ConfigError
 
 SIM_EE_POS = (16, 17, 18)  # gripper site xyz in the sim suite's 19-value state
 
@@ -80,10 +82,10 @@ def robot_frames(root: str | Path, target: list[int] | tuple[int, ...] | None = 
     if not root.is_dir():
         raise DemoFormatError(f"robot frames folder not found: {root}")
     if stride < 1:
-        raise ValueError(f"stride must be positive, got {stride}")
+        raise ConfigError(f"stride must be positive, got {stride}")
     if (root / META_NAME).is_file():
         if (target_key, image_key) != (OBS_STATE, OBS_IMAGE):
-            raise ValueError(f"{root} is a demonstration dataset: its arrays are {OBS_IMAGE!r} and {OBS_STATE!r}, "
+            raise DataFormatError(f"{root} is a demonstration dataset: its arrays are {OBS_IMAGE!r} and {OBS_STATE!r}, "
                              f"got image_key={image_key!r} target_key={target_key!r}")
         ds = DemoDataset(root)
         if not len(ds):
@@ -101,7 +103,7 @@ def robot_frames(root: str | Path, target: list[int] | tuple[int, ...] | None = 
             raise DemoFormatError(f"{path}: {target_key!r} must be [T={len(img)}] or [T, D], got {y.shape}")
         cols = list(range(y.shape[1])) if target is None else [int(i) for i in target]
         if not cols or min(cols) < -y.shape[1] or max(cols) >= y.shape[1]:
-            raise ValueError(f"{path}: target indices {cols} outside the {y.shape[1]} columns of {target_key!r}")
+            raise ConfigError(f"{path}: target indices {cols} outside the {y.shape[1]} columns of {target_key!r}")
         picks = np.arange(0, len(img), stride)[:max_frames]
         imgs = img[picks]
         if size is not None:
@@ -110,7 +112,7 @@ def robot_frames(root: str | Path, target: list[int] | tuple[int, ...] | None = 
         targets.append(y[picks][:, cols])
         groups.append(np.full(len(picks), g, np.int64))
     if not frames:
-        raise ValueError(f"{root}: no episodes read (max_episodes={max_episodes})")
+        raise DataFormatError(f"{root}: no episodes read (max_episodes={max_episodes})")
     shapes = {f.shape[1:] for f in frames}
     if len(shapes) > 1:
         raise DemoFormatError(f"{root}: episodes have different frame sizes {sorted(shapes)}; pass size=<pixels> to resize on load")

@@ -25,8 +25,10 @@ import math
 
 import numpy as np
 
+from toto_robot.errors import UserError
 
-class ControlError(ValueError):
+
+class ControlError(UserError, ValueError):
     """A command or state that cannot be converted: wrong size, NaN/inf, missing joints."""
 
 

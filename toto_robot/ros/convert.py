@@ -17,10 +17,12 @@ import io
 import numpy as np
 from PIL import Image as PILImage, UnidentifiedImageError
 
+from toto_robot.errors import UserError
+
 CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8UC3": 3, "8UC1": 1}
 
 
-class ImageEncodingError(ValueError):
+class ImageEncodingError(UserError, ValueError):
     """A ``sensor_msgs/Image`` this project cannot read: unknown encoding or inconsistent size fields."""
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from toto_robot.errors import UnknownNameError
 from toto_robot.tokenizers.base import Tokenizer, TokenizerInputError
 from toto_robot.tokenizers.dvae import DVAETokenizer, load_dalle_weights
 from toto_robot.tokenizers.patch import PatchTokenizer
@@ -14,7 +15,7 @@ TOKENIZERS = {"dvae": DVAETokenizer, "vq": VQTokenizer, "patch": PatchTokenizer}
 
 def build_tokenizer(kind: str, **kwargs) -> Tokenizer:
     if kind not in TOKENIZERS:
-        raise KeyError(f"unknown tokenizer {kind!r}; known: {', '.join(TOKENIZERS)}")
+        raise UnknownNameError(f"unknown tokenizer {kind!r}; known: {', '.join(TOKENIZERS)}")
     return TOKENIZERS[kind](**kwargs)
 
 

@@ -19,10 +19,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from toto_robot.errors import UserError
 from toto_robot.utils.io import check_state_dict, save_pretrained
 
 
-class TokenizerInputError(ValueError):
+class TokenizerInputError(UserError, ValueError):
     """Frames or codes handed to a tokenizer have the wrong dtype, shape, size or range."""
 
 

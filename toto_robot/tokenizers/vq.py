@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from toto_robot.tokenizers.base import Tokenizer
+from toto_robot.utils.config import ConfigError
 
 
 def _res(ch: int) -> nn.Module:
@@ -36,7 +37,7 @@ class VQTokenizer(Tokenizer):
         super().__init__(vocab_size=vocab_size, downsample=downsample)
         n_down = downsample.bit_length() - 1
         if 2**n_down != downsample:
-            raise ValueError(f"downsample must be a power of two, got {downsample}")
+            raise ConfigError(f"downsample must be a power of two, got {downsample}")
         self.hparams = dict(vocab_size=vocab_size, width=width, code_dim=code_dim, downsample=downsample, decay=decay,
                             commitment=commitment, dead_after=dead_after)
         enc = [nn.Conv2d(3, width, 3, padding=1)]

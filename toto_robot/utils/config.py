@@ -9,8 +9,10 @@ import math
 from numbers import Integral, Real
 from typing import Any, Iterable
 
+from toto_robot.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError, ValueError):
     """A configuration value has the wrong type or lies outside its allowed range."""
 
 

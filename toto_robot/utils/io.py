@@ -33,6 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from toto_robot.constants import CONFIG_NAME, WEIGHTS_NAME
+from toto_robot.errors import UserError
 
 
 TMP_SUFFIX = ".tmp"
@@ -40,7 +41,7 @@ MANIFEST_NAME = "MANIFEST.json"
 _crashes_seen = 0
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint is missing, corrupt or does not match what loads it."""
 
 

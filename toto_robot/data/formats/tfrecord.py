@@ -23,10 +23,12 @@ from typing import BinaryIO, Iterator
 import google_crc32c
 import numpy as np
 
+from toto_robot.errors import UserError
+
 _MASK_DELTA = 0xA282EAD8
 
 
-class TFRecordError(ValueError):
+class TFRecordError(UserError, ValueError):
     """A TFRecord file is corrupt, truncated or not a TFRecord file."""
 
 

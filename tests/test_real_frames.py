@@ -82,7 +82,7 @@ class ColourEncoder(Encoder):
 def test_davis_reader_crops_frames_and_masks_alike_and_keeps_object_ids(tmp_path):
     write_davis(tmp_path, {"square": square_clip(T=6), "other": square_clip(T=4, step=2), "unlisted": square_clip(T=3)},
                 listed=["square", "other"])
-    videos = davis_videos(tmp_path, max_frames=3, stride=2, size=32)
+    videos = davis_videos(tmp_path, max_frames=3, stride=2, size=32, fit="crop")
     assert len(videos) == 2  # val.txt chooses the sequences, in its order
     frames, masks = videos[0]
     assert frames.shape == (3, 32, 32, 3) and frames.dtype == np.uint8
@@ -93,6 +93,10 @@ def test_davis_reader_crops_frames_and_masks_alike_and_keeps_object_ids(tmp_path
     # stride 2: the square has moved 2 * 4 px (of 48 px cropped to 32) between kept frames
     cx = [np.argwhere(m == 1)[:, 1].mean() for m in masks]
     assert np.allclose(np.diff(cx), 8 * 32 / 48, atol=1.0)
+    # fit="squash" (the default) keeps the whole 64 px width: 8 px of 64 -> 4 px of 32
+    (frames, masks), _ = davis_videos(tmp_path, max_frames=3, stride=2, size=32)
+    assert np.allclose(np.diff([np.argwhere(m == 1)[:, 1].mean() for m in masks]), 8 * 32 / 64, atol=0.5)
+    assert frames[masks == 1][:, 0].mean() > 180
     assert len(davis_videos(tmp_path, split=None, size=32)) == 3  # no split: every sequence folder
     assert [len(f) for f, _ in davis_videos(tmp_path, sequences=["unlisted"], size=32)] == [3]
 
@@ -101,7 +105,7 @@ def test_davis_reader_takes_the_one_resolution_folder_there_is_and_maps_void_to_
     frames, masks = square_clip(T=3)
     masks[:, :4, :] = 255  # a void band along the top
     write_davis(tmp_path, {"void": (frames, masks)}, res="Full-Resolution")
-    (_, got), = davis_videos(tmp_path, size=48)  # res="480p" is absent: the single folder present is used
+    (_, got), = davis_videos(tmp_path, size=48, fit="crop")  # res="480p" is absent: the single folder present is used
     assert set(np.unique(got).tolist()) == {0, 1, 2}
     assert (got[:, :4, 8:56] == 0).all()  # 64 x 48 centre-cropped to 48 x 48: columns 8..56 of the original
 
@@ -162,8 +166,9 @@ def test_clips_longer_than_the_context_are_read_in_windows_that_start_with_frame
     assert clip_windows(5, None) == [[0, 1, 2, 3, 4]] and clip_windows(3, 3) == [[0, 1, 2]]
     assert clip_windows(7, 3) == [[0, 1, 2], [0, 3, 4], [0, 5, 6]]
     assert clip_windows(8, 3) == [[0, 1, 2], [0, 3, 4], [0, 5, 6], [0, 7]]
-    with pytest.raises(ValueError, match="at least 2"):
-        clip_windows(4, 1)
+    assert clip_windows(3, 1) == [[0], [1], [2]]  # each frame alone
+    with pytest.raises(ValueError, match="at least 1"):
+        clip_windows(4, 0)
     write_davis(tmp_path, {"square": square_clip(T=10, step=3)})
     videos = davis_videos(tmp_path, size=64)
     enc = ShortContextColourEncoder()

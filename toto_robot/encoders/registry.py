@@ -5,6 +5,8 @@
     build_encoder("vc1_vit_l", checkpoint="~/weights/vc1_vitl.pth", pooling="authors")   # VC-1's own feature
     build_encoder("random", like="runs/pretrain/<run>/final")   # same architecture, untrained
     build_encoder("random")                                        # untrained mae_tiny-shaped ViT
+    build_encoder("random", img_size=128)                          # the same at another input size
+    build_encoder("pixels", input_size=128, patch=8)               # raw-pixel patches: the no-training baseline
     enc.save_pretrained("out/encoder"); enc = load_encoder("out/encoder")
 """
 from __future__ import annotations
@@ -15,13 +17,14 @@ from pathlib import Path
 import torch
 
 from toto_robot.encoders.base import ENCODER_CONFIG, Encoder
+from toto_robot.encoders.pixels import PixelEncoder
 from toto_robot.encoders.toto import TotoEncoder, build_random_toto_encoder, build_toto_encoder
 from toto_robot.encoders.vit import VIT_ALIASES, VIT_CONFIGS, ViTEncoder, build_vit_encoder
 from toto_robot.model.toto import CONFIGS as TOTO_SIZES
 from toto_robot.utils.io import CheckpointError, load_pretrained
 
-ENCODER_KINDS: dict[str, type[Encoder]] = {"toto": TotoEncoder, "vit": ViTEncoder}
-ENCODER_NAMES = ["toto", *TOTO_SIZES, "random", *VIT_CONFIGS, *VIT_ALIASES]
+ENCODER_KINDS: dict[str, type[Encoder]] = {"toto": TotoEncoder, "vit": ViTEncoder, "pixels": PixelEncoder}
+ENCODER_NAMES = ["toto", *TOTO_SIZES, "random", "pixels", *VIT_CONFIGS, *VIT_ALIASES]
 
 
 def build_encoder(name: str, checkpoint: str | None = None, layer: int | None = None, pooling: str = "attention",
@@ -30,6 +33,8 @@ def build_encoder(name: str, checkpoint: str | None = None, layer: int | None = 
         return build_toto_encoder(name, checkpoint, layer=layer, pooling=pooling, **kwargs)
     if name in VIT_CONFIGS or name in VIT_ALIASES:
         return build_vit_encoder(name, checkpoint, layer=layer, pooling=pooling, **kwargs)
+    if name == "pixels":
+        return PixelEncoder(pooling=pooling, layer=layer, **kwargs)
     if name == "random":
         if like:
             return build_random_toto_encoder(like, layer=layer, pooling=pooling, seed=seed)

@@ -1,8 +1,11 @@
 """Semi-supervised video object segmentation by label propagation (paper Sec. 4.5, the DAVIS
-protocol of Jabri et al. 2020): the first frame's mask is given; every later frame takes the labels
-of its k nearest tokens (cosine similarity, softmax with a temperature) among the first frame and
-the previous ``context`` frames; masks are upsampled and scored by J (region IoU) and F (boundary
-F-measure, DAVIS's tolerance of 0.008 of the image diagonal), per clip and averaged.
+protocol of Jabri et al. 2020 as DINO's ``eval_video_segmentation.py`` runs it): the first frame's
+mask is given; every later frame takes the labels of its k nearest tokens (cosine similarity, softmax
+with a temperature) among the first frame and the previous ``context`` frames, searched within a
+window around its own cell; label maps are upsampled, each label's map rescaled to [0, 1] (DINO's
+``norm_mask``) and the argmax scored by J (region IoU) and F (boundary F-measure, DAVIS's tolerance
+of 0.008 of the image diagonal), per clip and averaged. Defaults are DINO's: k = 5, temperature 0.1,
+7 previous frames, a window of 12 rows of its 60-row grid (``radius=0.2`` of the grid side).
 
     score = propagation_j(encoder, [(frames, masks), ...])     # frames uint8 [T,H,W,3], masks [T,H,W] ids 0..K
     floor = copy_first_j([(frames, masks), ...])               # the trivial baseline: frame 0's mask on every frame
@@ -27,25 +30,33 @@ from toto_robot.encoders.base import Encoder
 
 
 def clip_windows(num_frames: int, max_frames: int | None) -> list[list[int]]:
-    """Frame indices of each encoder pass: the whole clip, or windows of ``max_frames`` that restart from frame 0."""
+    """Frame indices of each encoder pass: the whole clip, or windows of ``max_frames`` that restart from frame 0
+    (``max_frames=1``: every frame on its own, seeing no past)."""
     if max_frames is None or num_frames <= max_frames:
         return [list(range(num_frames))]
-    if max_frames < 2:
-        raise ValueError(f"label propagation needs an encoder context of at least 2 frames, got {max_frames}")
+    if max_frames == 1:
+        return [[t] for t in range(num_frames)]
+    if max_frames < 1:
+        raise ValueError(f"label propagation needs an encoder window of at least 1 frame, got {max_frames}")
     step = max_frames - 1
     return [list(range(max_frames))] + [[0, *range(s, min(s + step, num_frames))] for s in range(max_frames, num_frames, step)]
 
 
 @torch.no_grad()
-def clip_tokens(encoder: Encoder, frames: np.ndarray, layer: int | None = None) -> torch.Tensor:
+def clip_tokens(encoder: Encoder, frames: np.ndarray, layer: int | None = None, window: int | None = None) -> torch.Tensor:
     """uint8 [T, H, W, 3] -> per-frame tokens [T, N, C]; a clip goes through the encoder as a video, in
-    windows starting with frame 0 when it is longer than the encoder's context (module docstring)."""
+    windows starting with frame 0 when it is longer than the encoder's context (module docstring).
+    ``window`` caps the frames of one pass below the context (how much of the clip's past a frame's
+    tokens have seen; 1 = each frame alone)."""
     layer = encoder.layer if layer is None else layer
     out: list[torch.Tensor | None] = [None] * len(frames)
-    for window in clip_windows(len(frames), getattr(encoder, "max_frames", None)):
-        tokens = encoder.hidden_states(frames[window][None], [layer])[layer][0]  # (W*N, C)
-        tokens = tokens.reshape(len(window), -1, tokens.shape[-1])  # (W, N, C)
-        for j, t in enumerate(window):
+    limit = getattr(encoder, "max_frames", None)
+    if window is not None:
+        limit = window if limit is None else min(limit, window)
+    for window_frames in clip_windows(len(frames), limit):
+        tokens = encoder.hidden_states(frames[window_frames][None], [layer])[layer][0]  # (W*N, C)
+        tokens = tokens.reshape(len(window_frames), -1, tokens.shape[-1])  # (W, N, C)
+        for j, t in enumerate(window_frames):
             if out[t] is None:  # frame 0 keeps its tokens from the first window
                 out[t] = tokens[j]
     return torch.stack(out).float()  # (T, N, C)
@@ -57,20 +68,46 @@ def soft_labels(mask: np.ndarray, num_labels: int, grid: int) -> torch.Tensor:
     return F.adaptive_avg_pool2d(onehot, grid)[0].flatten(1)  # (K+1, N)
 
 
-def propagate(tokens: torch.Tensor, first: torch.Tensor, topk: int = 7, temperature: float = 0.07, context: int = 7) -> torch.Tensor:
-    """tokens [T, N, C], first-frame labels [L, N] -> labels of every frame [T, L, N]."""
+def neighbourhood(grid: int, radius: int) -> torch.Tensor:
+    """bool [N, N], N = grid*grid: cell i may take labels from cell j when both row and column lie within ``radius``."""
+    yy, xx = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    y, x = yy.flatten(), xx.flatten()
+    return ((y[:, None] - y[None]).abs() <= radius) & ((x[:, None] - x[None]).abs() <= radius)
+
+
+def propagate(tokens: torch.Tensor, first: torch.Tensor, topk: int = 5, temperature: float = 0.1, context: int = 7,
+              radius: float | None = 0.2) -> torch.Tensor:
+    """tokens [T, N, C], first-frame labels [L, N] -> labels of every frame [T, L, N].
+
+    Frame t's token takes the softmax-weighted labels of its ``topk`` most similar tokens (cosine /
+    ``temperature``) among frame 0 and the previous ``context`` frames, searched only within a square
+    window of ``radius`` x the grid side around its own cell (DINO's ``size_mask_neighborhood``: 12 of
+    a 60-row grid; None searches the whole frame)."""
     feats = F.normalize(tokens, dim=-1)
+    T, N, _ = feats.shape
+    grid = int(round(N ** 0.5))
+    allowed = None if radius is None else neighbourhood(grid, max(1, round(radius * grid)))  # (N, N)
     labels = [first]
-    for t in range(1, len(feats)):
+    for t in range(1, T):
         ctx = [0] + list(range(max(1, t - context), t))
-        keys = torch.cat([feats[i] for i in ctx])  # (M, C)
+        keys = torch.cat([feats[i] for i in ctx])  # (M, C), M = len(ctx)*N
         vals = torch.cat([labels[i] for i in ctx], dim=1)  # (L, M)
         sim = feats[t] @ keys.T / temperature  # (N, M)
+        if allowed is not None:
+            sim = sim.masked_fill(~allowed.repeat(1, len(ctx)), float("-inf"))
         k = min(topk, sim.shape[1])
         top, idx = sim.topk(k, dim=1)  # (N, k)
         w = top.softmax(dim=1)  # (N, k)
         labels.append((vals[:, idx] * w[None]).sum(-1))  # (L, N)
     return torch.stack(labels)
+
+
+def norm_labels(maps: torch.Tensor) -> torch.Tensor:
+    """[T, L, H, W] label maps with each label's map rescaled to [0, 1] per frame (DINO's ``norm_mask``), so a
+    small object whose probability never tops the background's still wins where it is most likely."""
+    lo = maps.amin(dim=(-2, -1), keepdim=True)
+    span = maps.amax(dim=(-2, -1), keepdim=True) - lo
+    return torch.where(span > 0, (maps - lo) / span.clamp_min(1e-12), maps)
 
 
 def jaccard(pred: np.ndarray, gt: np.ndarray, num_objects: int) -> float:
@@ -126,24 +163,26 @@ def summarize_clips(scores: list[tuple[float, float]]) -> dict:
     return {"J": j, "F": f, "J&F": (j + f) / 2, "per_video": [s[0] for s in scores], "per_video_F": [s[1] for s in scores]}
 
 
-def segment(tokens: torch.Tensor, first_mask: np.ndarray, num_objects: int, size: int, **kw) -> np.ndarray:
-    """Propagate ``first_mask`` through a clip's tokens -> predicted masks [T, size, size]."""
+def segment(tokens: torch.Tensor, first_mask: np.ndarray, num_objects: int, size: int, norm: bool = True, **kw) -> np.ndarray:
+    """Propagate ``first_mask`` through a clip's tokens -> predicted masks [T, size, size] (``norm``: ``norm_labels``
+    before the argmax)."""
     T, N, _ = tokens.shape
     grid = int(round(N ** 0.5))
     labels = propagate(tokens, soft_labels(first_mask, num_objects + 1, grid), **kw)  # (T, L, N)
     maps = labels.reshape(T, num_objects + 1, grid, grid)
-    up = F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)
-    pred = up.argmax(1).numpy()
+    up = F.interpolate(maps, size=(size, size), mode="bilinear", align_corners=False)  # (T, L, size, size)
+    pred = (norm_labels(up) if norm else up).argmax(1).numpy()
     pred[0] = first_mask
     return pred
 
 
-def propagation_j(encoder: Encoder, videos: list[tuple[np.ndarray, np.ndarray]], layer: int | None = None, **kw) -> dict:
+def propagation_j(encoder: Encoder, videos: list[tuple[np.ndarray, np.ndarray]], layer: int | None = None, window: int | None = None,
+                  **kw) -> dict:
     """J (mean region IoU) and F (boundary F-measure) over the frames after the first, per clip and averaged,
-    of label propagation with ``encoder``'s tokens."""
+    of label propagation with ``encoder``'s tokens (``window``: ``clip_tokens``; ``kw``: ``segment``/``propagate``)."""
     scores = []
     for frames, masks in videos:
-        pred = segment(clip_tokens(encoder, frames, layer), masks[0], int(masks.max()), masks.shape[-1], **kw)
+        pred = segment(clip_tokens(encoder, frames, layer, window), masks[0], int(masks.max()), masks.shape[-1], **kw)
         scores.append(clip_scores(pred, masks))
     return summarize_clips(scores)
 

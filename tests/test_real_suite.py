@@ -1,0 +1,175 @@
+"""The real-frame suite (``toto-robot real-frames``, toto_robot/probes/real_suite.py) on folders written here:
+DAVIS 2016 0/255 masks read as they are, DINO's propagation protocol (search window, per-label rescaling), the
+raw-pixel encoder, intervals and paired tests, and the whole run's page on a DAVIS folder and a demo folder."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from test_real_frames import BLUE, RED, square_clip, write_davis
+from toto_robot.data.demos import DemoMeta, DemoWriter
+from toto_robot.encoders import build_encoder, load_encoder
+from toto_robot.probes.davis import davis_videos
+from toto_robot.probes.label_propagation import norm_labels, propagate, segment
+from toto_robot.probes.real_suite import (RealFramesConfig, bootstrap_mean, constant_predictions, r2_resampled, run_real_frames,
+                                          wilcoxon_paired)
+from toto_robot.utils.config import ConfigError
+
+
+def write_davis2016(root: Path, clips: dict) -> Path:
+    """DAVIS 2016 layout: grayscale masks, 0 background and 255 the one object; a 2016-style split file."""
+    lines = []
+    for name, (frames, masks) in clips.items():
+        (root / "JPEGImages" / "480p" / name).mkdir(parents=True)
+        (root / "Annotations" / "480p" / name).mkdir(parents=True)
+        for t, (f, m) in enumerate(zip(frames, masks)):
+            Image.fromarray(f).save(root / "JPEGImages" / "480p" / name / f"{t:05d}.jpg", quality=95)
+            Image.fromarray(((m == 1) * 255).astype(np.uint8), mode="L").save(root / "Annotations" / "480p" / name / f"{t:05d}.png")
+            lines.append(f"/JPEGImages/480p/{name}/{t:05d}.jpg /Annotations/480p/{name}/{t:05d}.png")
+    return root, lines
+
+
+def test_davis2016_masks_and_split_file_are_read_as_they_are(tmp_path):
+    root, lines = write_davis2016(tmp_path, {"a": square_clip(T=4), "b": square_clip(T=3, step=2), "c": square_clip(T=3)})
+    (root / "ImageSets" / "480p").mkdir(parents=True)
+    (root / "ImageSets" / "480p" / "val.txt").write_text("\n".join(l for l in lines if "/b/" in l or "/a/" in l) + "\n")
+    videos = davis_videos(root, size=32)
+    assert [len(f) for f, _ in videos] == [4, 3]  # the 2016 split file lists a and b (path pairs), in file order
+    frames, masks = videos[0]
+    assert set(np.unique(masks).tolist()) == {0, 1}  # 255 is the object in a 0/255 mask, not void
+    assert frames[masks == 1][:, 0].mean() > 180  # and it sits on the red square
+    # a 2017 palette mask keeps 255 as void
+    frames17, masks17 = square_clip(T=3)
+    masks17[:, :4] = 255
+    write_davis(tmp_path / "d17", {"v": (frames17, masks17)})
+    (_, got), = davis_videos(tmp_path / "d17", size=48)
+    assert set(np.unique(got).tolist()) == {0, 1, 2} and (got[:, :3] == 0).all()
+
+
+def test_search_window_keeps_labels_from_a_look_alike_far_away():
+    """Two identical tokens, the object's at cell 0 and a background look-alike at the far corner: without a window the
+    corner token steals the object's label; a window of 0.2 of the grid keeps each token to its neighbourhood."""
+    g = 8
+    feats = torch.randn(2, g * g, 16) * 0.01 + torch.randn(1, 1, 16)  # near-identical tokens everywhere ...
+    anchor = torch.randn(16) * 10
+    feats[:, 0] = anchor  # ... except the object (cell 0) ...
+    feats[1, g * g - 1] = anchor  # ... whose twin sits in the far corner of frame 1
+    first = torch.zeros(2, g * g)
+    first[0] = 1
+    first[1, 0], first[0, 0] = 1, 0  # label 1 on cell 0 only
+    free = propagate(feats, first, topk=1, radius=None)
+    windowed = propagate(feats, first, topk=1, radius=0.2)
+    assert free[1, 1, g * g - 1] > 0.99  # the far twin took the object's label
+    assert windowed[1, 1, g * g - 1] < 0.01 and windowed[1, 1, 0] > 0.99
+
+
+def test_rescaled_label_maps_keep_a_small_object_that_never_tops_the_background():
+    maps = torch.zeros(1, 2, 4, 4)
+    maps[0, 0] = 0.7  # background everywhere at 0.7
+    maps[0, 1] = 0.1
+    maps[0, 1, 1, 1] = 0.4  # the object is most likely at one cell, still below the background
+    assert not (maps.argmax(1) == 1).any()
+    assert (norm_labels(maps).argmax(1) == 1).sum() == 1 and norm_labels(maps).argmax(1)[0, 1, 1] == 1
+
+
+def test_pixels_encoder_tokens_are_the_normalised_patches_and_it_saves_and_loads(tmp_path):
+    enc = build_encoder("pixels", input_size=16, patch=8)
+    frames = np.zeros((1, 16, 16, 3), np.uint8)
+    frames[0, :8, 8:] = RED
+    tok = enc.encode_tokens(frames)
+    assert tok.shape == (1, 4, 192) and enc.token_grid == 2 and enc.num_layers == 0
+    red = (torch.tensor(RED) / 255 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
+    assert torch.allclose(tok[0, 1].reshape(64, 3), red.expand(64, 3), atol=1e-5)  # cell (0, 1) in raster order
+    assert torch.allclose(enc.encode_tokens(np.zeros((1, 2, 16, 16, 3), np.uint8)).reshape(2, 4, 192)[1], enc.encode_tokens(frames * 0)[0])
+    enc.save_pretrained(tmp_path / "px")
+    assert torch.equal(load_encoder(tmp_path / "px").encode_tokens(frames), tok)
+    with pytest.raises(ValueError, match="multiple of patch"):
+        build_encoder("pixels", input_size=20, patch=8)
+
+
+def test_statistics_against_references():
+    from scipy.stats import wilcoxon
+
+    a, b = np.array([0.5, 0.6, 0.7, 0.2, 0.9, 0.4]), np.array([0.4, 0.5, 0.75, 0.1, 0.6, 0.35])
+    w = wilcoxon_paired(a, b)
+    assert w["p"] == pytest.approx(wilcoxon(a, b).pvalue) and (w["wins"], w["losses"]) == (5, 1)
+    assert w["mean_diff"] == pytest.approx((a - b).mean())
+    assert wilcoxon_paired(a, a)["p"] == 1.0
+    lo, hi = bootstrap_mean(a, 2000, 0)
+    assert lo < a.mean() < hi and a.min() <= lo and hi <= a.max()
+    y = np.random.default_rng(0).normal(size=(40, 3))
+    groups = np.repeat(np.arange(8), 5)
+    boot = r2_resampled(y, [y, y + 10, constant_predictions(y, groups, 4)], groups, 50)
+    assert np.allclose(boot[:, 0], 1.0) and (boot[:, 1] < -10).all() and (boot[:, 2] < 0.3).all()
+    const = constant_predictions(y, groups, 4)
+    for g in range(8):  # every frame of an episode is predicted by the mean of the other folds' episodes
+        assert np.allclose(const[groups == g], const[groups == g][0])
+        assert not np.allclose(const[groups == g][0], y[groups == g].mean(0))
+
+
+def square_demos(root: Path, episodes=6, T=10, seed=0) -> Path:
+    """Episodes of a red square wandering on blue: state = its centre (x, y), action = the next centre."""
+    rng = np.random.default_rng(seed)
+    writer = DemoWriter(root, DemoMeta(source="real", task="squares", image_size=(32, 32), state_dim=2, action_dim=2))
+    for _ in range(episodes):
+        pos = rng.uniform(0, 24, (T + 1, 2)).astype(int)
+        frames = np.empty((T, 32, 32, 3), np.uint8)
+        frames[:] = BLUE
+        for t, (x, y) in enumerate(pos[:T]):
+            frames[t, y:y + 8, x:x + 8] = RED
+        xy = (pos + 4) / 32
+        writer.write_episode(frames, xy[:T], xy[1:] * 0.3 + xy[:T] * 0.7)
+    return root
+
+
+def test_run_writes_tables_with_baselines_intervals_and_paired_tests(tmp_path):
+    davis, _ = write_davis2016(tmp_path / "davis", {"a": square_clip(T=6), "b": square_clip(T=5, step=3), "c": square_clip(T=4, step=5)})
+    demos = square_demos(tmp_path / "demos")
+    cfg = RealFramesConfig(encoders={"vit": {"name": "random", "img_size": 32}, "px": {"name": "pixels", "input_size": 32, "patch": 8}},
+                           out_dir=str(tmp_path / "out"), davis_root=str(davis), robot_roots=[str(demos)], davis={"size": 32},
+                           robot_size=32, folds=3, bootstrap=100, command="toto-robot real-frames (test)")
+    page = run_real_frames(cfg)
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    rows = {(t["encoder"], t["own_layer"]): t for t in res["davis"]["table"]}
+    assert {"copy first mask", "vit", "px", "pixels 32px/4x4"} <= {k[0] for k in rows}
+    for t in rows.values():
+        assert t["J&F_low"] <= t["J&F"] <= t["J&F_high"] and t["sequences"] == 3
+    assert [(t["a"], t["b"]) for t in res["davis"]["tests"]] == [("vit", b) for b in ("copy first mask", "px", "pixels 32px/4x4")]
+    state = res["robot"]["demos"]["targets"]["state"]
+    head = state["headline"]
+    assert {"constant", "raw 8x8 pixels", "vit", "px"} == set(head)
+    assert head["raw 8x8 pixels"]["r2"] > 0.5 > head["constant"]["r2"]  # pixels say where the square is; a constant cannot
+    assert head["constant"]["r2"] <= 0.05
+    assert "action" in res["robot"]["demos"]["targets"]
+    text = page.read_text()
+    assert "toto-robot real-frames (test)" in text and "Wilcoxon" in text and "## Robot set `demos`" in text
+    assert (tmp_path / "out" / "davis.png").is_file() and (tmp_path / "out" / "robot.png").is_file()
+    with open(tmp_path / "out" / "davis.csv") as f:
+        assert len(f.readlines()) == 1 + 3 * 4  # copy-first, vit, px and the pixel baseline, per sequence
+
+
+def test_config_names_what_is_missing(tmp_path):
+    with pytest.raises(ConfigError, match="davis_root=.*robot_roots"):
+        RealFramesConfig(encoders={"px": {"name": "pixels"}})
+    with pytest.raises(ConfigError, match="robot_roots\\[0\\]: folder not found"):
+        RealFramesConfig(encoders={"px": {"name": "pixels"}}, robot_roots=[str(tmp_path / "nowhere")])
+
+
+def test_command_runs_on_a_davis_folder_and_refuses_a_missing_one(tmp_path):
+    davis, _ = write_davis2016(tmp_path / "davis", {"a": square_clip(T=4), "b": square_clip(T=4, step=2)})
+    cmd = [sys.executable, "-m", "toto_robot.cli", "real-frames", "+encoders.px.name=pixels", "+encoders.px.input_size=32",
+           f"davis_root={davis}", "davis.size=32", "bootstrap=50", f"out_dir={tmp_path / 'out'}"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "DAVIS label propagation" in done.stdout and (tmp_path / "out" / "real_frames.md").is_file()
+    bad = subprocess.run(cmd[:-3] + [f"davis_root={tmp_path / 'nowhere'}"], capture_output=True, text=True, timeout=300)
+    lines = (bad.stdout + bad.stderr).strip().splitlines()
+    assert bad.returncode == 2 and len(lines) <= 3, lines
+    assert any(l.startswith("error: davis_root: folder not found") for l in lines), lines

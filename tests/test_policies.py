@@ -156,7 +156,7 @@ def test_compare_with_demo_counts_trains_on_the_first_n_demos_and_plots_success_
 
 
 def test_bc_reuses_cached_frozen_tokens_only_for_the_same_backbone(cabinet_demos, tmp_path, monkeypatch):
-    import toto_robot.policies.bc as bc
+    import toto_robot.encoders.features as features
 
     cache = tmp_path / "tokens"
 
@@ -171,11 +171,11 @@ def test_bc_reuses_cached_frozen_tokens_only_for_the_same_backbone(cabinet_demos
     def no_encoder(*args, **kwargs):
         raise AssertionError("cached tokens should have been reused")
 
-    real = bc.extract_encoder_tokens
-    monkeypatch.setattr(bc, "extract_encoder_tokens", no_encoder)
+    real = features.extract_encoder_tokens
+    monkeypatch.setattr(features, "extract_encoder_tokens", no_encoder)
     assert run("b", pooling="average") == first  # same backbone and seed: identical run from the cache
     run("c", pooling="attention")  # another pooling of the same frozen backbone: still no feature pass
-    monkeypatch.setattr(bc, "extract_encoder_tokens", real)
+    monkeypatch.setattr(features, "extract_encoder_tokens", real)
     run("d", pooling="average", seed=1)  # another random init is another backbone
     assert len(list(cache.glob("*.safetensors"))) == 2
     run("e", pooling="cls")  # a ViT read-out caches its class tokens, not the patch tokens

@@ -10,7 +10,6 @@ Writes ``policy/`` (see ``policy.py``), ``metrics.csv`` (per-epoch losses and, w
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -19,19 +18,18 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from tqdm.auto import tqdm
 
 from toto_robot.constants import ACTION, OBS_IMAGE, OBS_STATE
 from toto_robot.data.demos import DemoFormatError
 from toto_robot.data.formats import open_demos
 from toto_robot.encoders import encoder_from_spec
+from toto_robot.encoders.features import cached_encoder_tokens
 from toto_robot.policies.evaluate import close_envs, evaluate_policy
 from toto_robot.policies.policy import Policy
-from toto_robot.probes.sweep import extract_encoder_tokens
 from toto_robot.utils.plots import pyplot, save_figure
 from toto_robot.utils.config import ConfigError, check_choice, check_int, check_number
-from toto_robot.utils.io import atomic_save_json, atomic_save_tensors, atomic_write_csv, config_hash
+from toto_robot.utils.io import atomic_save_json, atomic_write_csv
 
 log = logging.getLogger(__name__)
 
@@ -202,22 +200,9 @@ def demo_tokens(encoder, eps: list[dict], cfg: BCConfig) -> list[torch.Tensor]:
     with ``cfg.token_cache`` they are computed once per (demos, backbone, layer) and reused by later
     runs whatever their pooling or seed (a comparison's 2nd..kth run skips the encoder entirely)."""
     lengths = [len(ep[OBS_IMAGE]) for ep in eps]
-    path = None
-    if cfg.token_cache:
-        spec = {k: v for k, v in cfg.encoder.items() if k != "pooling"}
-        weights = hashlib.sha256(b"".join(p.detach().flatten()[:256].cpu().numpy().tobytes() for p in encoder.backbone_parameters()))
-        key = config_hash({"demos": str(Path(cfg.demos).resolve()), "lengths": lengths, "encoder": spec, "layer": encoder.layer,
-                           **({"readout": encoder.token_readout} if encoder.token_readout != "patch" else {}),
-                           "backbone": encoder.spec(), "weights": weights.hexdigest()})
-        path = Path(cfg.token_cache) / f"tokens-{encoder.name}-{key}.safetensors"
-        if path.is_file():
-            log.info("frozen demo tokens from %s", path)
-            return list(load_file(str(path))["tokens"].split(lengths))
-    images = np.concatenate([ep[OBS_IMAGE] for ep in eps])
-    tokens = extract_encoder_tokens(encoder, images, desc=f"{encoder.name} demo features")  # (F, N, C), or (F, 1, C) read-outs
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_save_tensors({"tokens": tokens.contiguous()}, path)
+    identity = {"demos": str(Path(cfg.demos).resolve()), "lengths": lengths, "encoder": {k: v for k, v in cfg.encoder.items() if k != "pooling"}}
+    tokens = cached_encoder_tokens(encoder, lambda: np.concatenate([ep[OBS_IMAGE] for ep in eps]), cfg.token_cache, identity,
+                                   desc=f"{encoder.name} demo features")  # (F, N, C), or (F, 1, C) read-outs
     return list(tokens.split(lengths))
 
 

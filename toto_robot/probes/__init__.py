@@ -6,8 +6,8 @@ from toto_robot.probes.probe import Probe, ProbeResult, train_probe
 from toto_robot.probes.real import real_frame_scores
 from toto_robot.probes.regression import group_folds, regression_sweep, ridge_cv
 from toto_robot.probes.robot_frames import SIM_EE_POS, FrameTargets, robot_frames
-from toto_robot.probes.sweep import best_row, extract_tokens, layer_sweep
+from toto_robot.probes.sweep import best_row, layer_sweep
 
 __all__ = ["ProbeData", "build_probe_data", "image_folder_data", "propagation_j", "shapes_motion_data", "sim_probe_data", "Probe", "ProbeResult", "train_probe",
-           "best_row", "extract_tokens", "layer_sweep", "DavisFormatError", "davis_videos", "copy_first_j", "real_frame_scores",
+           "best_row", "layer_sweep", "DavisFormatError", "davis_videos", "copy_first_j", "real_frame_scores",
            "group_folds", "regression_sweep", "ridge_cv", "SIM_EE_POS", "FrameTargets", "robot_frames"]

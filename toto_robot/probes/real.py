@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from toto_robot.encoders.base import Encoder
+from toto_robot.encoders.features import pooled_features
 from toto_robot.probes.davis import davis_videos
 from toto_robot.probes.label_propagation import copy_first_j, propagation_j
-from toto_robot.probes.regression import pooled_features, raw_pixels_r2, ridge_cv
+from toto_robot.probes.regression import raw_pixels_r2, ridge_cv
 from toto_robot.probes.robot_frames import FrameTargets, robot_frames
 
 

@@ -17,40 +17,21 @@ column, then averaged over columns (1 = perfect, 0 = no better than the mean, be
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from toto_robot.encoders.base import Encoder, resize_frames_u8
+from toto_robot.encoders.features import pooled_features
 from toto_robot.errors import DataFormatError
 from toto_robot.probes.robot_frames import FrameTargets
-from toto_robot.utils.config import ConfigError
 from toto_robot.utils.io import atomic_save_json, atomic_write_csv
+from toto_robot.utils.stats import group_folds
 from toto_robot.utils.plots import pyplot, save_figure
 
 ALPHAS = np.logspace(-6, 3, 10)  # ridge penalties, relative to the mean squared norm of a centred training row
 RAW_PIXELS = 8  # the raw-pixel baseline's frames are RAW_PIXELS x RAW_PIXELS x 3
-
-
-def group_folds(groups: np.ndarray, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``min(folds, #groups)`` (train, test) index pairs; whole groups go to the test fold with the fewest
-    frames so far, largest group first (sklearn's GroupKFold assignment)."""
-    uniq, counts = np.unique(groups, return_counts=True)
-    if len(uniq) < 2:
-        raise DataFormatError(f"grouped cross-validation needs at least 2 episodes, got {len(uniq)}")
-    k = min(folds, len(uniq))
-    load = np.zeros(k, np.int64)
-    fold_of = {}
-    for i in np.argsort(-counts, kind="stable"):
-        f = int(load.argmin())
-        fold_of[uniq[i]] = f
-        load[f] += counts[i]
-    which = np.array([fold_of[g] for g in groups])
-    return [(np.flatnonzero(which != f), np.flatnonzero(which == f)) for f in range(k)]
 
 
 def ridge_predictions(K: np.ndarray, y: np.ndarray, train: np.ndarray, test: np.ndarray, alphas) -> np.ndarray:
@@ -106,36 +87,6 @@ def ridge_cv(x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int = 5, i
         chosen.append(best)
     per = r2_per_column(y, pred)
     return {"r2": float(per.mean()), "r2_per_target": per.tolist(), "alphas": chosen, "pred": pred}
-
-
-def pool_tokens(tokens: torch.Tensor, pooling: str, grid: int | None = None) -> torch.Tensor:
-    """Tokens of single frames [B, N, C] -> features [B, F]: ``average`` (F = C) or ``spatial<g>`` (F = C*g*g)."""
-    if pooling == "average":
-        return tokens.mean(1)
-    if pooling.startswith("spatial") and pooling[len("spatial"):].isdigit():
-        g = int(pooling[len("spatial"):])
-        B, N, C = tokens.shape
-        side = grid or math.isqrt(N)
-        if side * side != N or g > side:
-            raise ValueError(f"{pooling} pooling: {N} tokens are not one frame of a square token grid of at least {g} x {g}")
-        maps = tokens.transpose(1, 2).reshape(B, C, side, side)  # (B, C, side, side) raster order
-        return F.adaptive_avg_pool2d(maps, g).flatten(1)  # (B, C*g*g)
-    raise ConfigError(f"unknown pooling {pooling!r}: 'average' or 'spatial<g>' (spatial2, spatial4, ...)")
-
-
-@torch.no_grad()
-def pooled_features(encoder: Encoder, frames: np.ndarray, layers: list[int], poolings, batch_size: int = 32) -> dict[tuple[int, str], np.ndarray]:
-    """uint8 frames [N, H, W, 3] -> {(layer, pooling): float32 [N, F]}; one forward per batch for all layers,
-    pooled at once so whole token sets are never held for every frame."""
-    encoder.eval()
-    out: dict[tuple[int, str], list[np.ndarray]] = {(l, p): [] for l in layers for p in poolings}
-    for i in tqdm(range(0, len(frames), batch_size), desc=f"{encoder.name} features", unit="batch", leave=False):
-        hidden = encoder.hidden_states(frames[i:i + batch_size], layers)
-        for l in layers:
-            tokens = hidden[l].float()  # (B, N, C)
-            for p in poolings:
-                out[(l, p)].append(pool_tokens(tokens, p, encoder.token_grid).cpu().numpy())
-    return {k: np.concatenate(v) for k, v in out.items()}
 
 
 def raw_pixels(frames: np.ndarray, size: int = RAW_PIXELS) -> np.ndarray:

@@ -2,6 +2,7 @@
 
     rows = layer_sweep(encoder, data, out_dir="runs/probe/x")   # writes layer_sweep.csv/.png, result.json
 
+Features come from ``toto_robot.encoders.features`` (float16 tokens of every layer, one forward per batch).
 The paper's finding (Sec. 4.3) is that the best layer of a decoder-only model sits near the
 middle of the stack; ``result.json`` records the best layer so an encoder can be built at it.
 """
@@ -9,37 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from toto_robot.encoders.base import Encoder
+from toto_robot.encoders.features import extract_tokens
 from toto_robot.probes.datasets import ProbeData
 from toto_robot.probes.probe import train_probe
 from toto_robot.utils.plots import pyplot, save_figure
 from toto_robot.utils.io import atomic_save_json, atomic_write_csv
-
-
-@torch.no_grad()
-def extract_tokens(encoder: Encoder, x: np.ndarray, layers: list[int], batch_size: int = 32, desc: str = "features") -> dict[int, torch.Tensor]:
-    """uint8 images/clips [N, ...] -> {layer: float16 tokens [N, L, C]} (one forward per batch for all layers)."""
-    encoder.eval()
-    out: dict[int, list[torch.Tensor]] = {l: [] for l in layers}
-    for i in tqdm(range(0, len(x), batch_size), desc=desc, unit="batch", leave=False):
-        hidden = encoder.hidden_states(x[i:i + batch_size], layers)
-        for l in layers:
-            out[l].append(hidden[l].to("cpu", torch.float16))
-    return {l: torch.cat(v) for l, v in out.items()}
-
-
-@torch.no_grad()
-def extract_encoder_tokens(encoder: Encoder, x: np.ndarray, batch_size: int = 32, desc: str = "features") -> torch.Tensor:
-    """uint8 images/clips [N, ...] -> float16 [N, L, C]: what ``encoder.pool`` reads (``encode_tokens``): patch
-    tokens of ``encoder.layer``, or one read-out vector per frame for a ViT's ``cls``/``global_pool``."""
-    encoder.eval()
-    out = [encoder.encode_tokens(x[i:i + batch_size]).to("cpu", torch.float16)
-           for i in tqdm(range(0, len(x), batch_size), desc=desc, unit="batch", leave=False)]
-    return torch.cat(out)
 
 
 def layer_sweep(encoder: Encoder, data: ProbeData, layers: list[int] | None = None, poolings=("attention", "average"),

@@ -4,11 +4,17 @@
 * ``mcnemar_exact``: two encoders scored on the same items (the same validation images, or the same
   seeded evaluation episodes) compared pair by pair; only the items where they disagree carry
   evidence, and under "no difference" each disagreement is a fair coin (exact two-sided binomial test).
+* ``group_folds``: K folds that keep whole groups (episodes) together, for cross-validation by episode
+  (ridge probes on robot frames, behaviour cloning judged on held-out episodes).
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+
+import numpy as np
+
+from toto_robot.errors import DataFormatError
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -33,3 +39,20 @@ def mcnemar_exact(a: Sequence[int], b: Sequence[int]) -> dict:
     tail = sum(math.comb(n, k) for k in range(min(a_only, b_only) + 1)) / 2 ** n if n else 1.0
     return {"n": len(a), "a": int(sum(map(bool, a))), "b": int(sum(map(bool, b))), "a_only": a_only, "b_only": b_only,
             "p": min(1.0, 2 * tail)}
+
+
+def group_folds(groups: np.ndarray, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``min(folds, #groups)`` (train, test) index pairs; whole groups go to the test fold with the fewest
+    frames so far, largest group first (sklearn's GroupKFold assignment)."""
+    uniq, counts = np.unique(groups, return_counts=True)
+    if len(uniq) < 2:
+        raise DataFormatError(f"grouped cross-validation needs at least 2 episodes, got {len(uniq)}")
+    k = min(folds, len(uniq))
+    load = np.zeros(k, np.int64)
+    fold_of = {}
+    for i in np.argsort(-counts, kind="stable"):
+        f = int(load.argmin())
+        fold_of[uniq[i]] = f
+        load[f] += counts[i]
+    which = np.array([fold_of[g] for g in groups])
+    return [(np.flatnonzero(which != f), np.flatnonzero(which == f)) for f in range(k)]

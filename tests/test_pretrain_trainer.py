@@ -232,3 +232,27 @@ def test_optimizer_state_of_a_checkpoint_with_separate_projections_resumes_the_f
     opt2 = model.configure_optimizer(1e-2, 0.1)
     opt2.load_state_dict(back)  # what resume does
     assert convert_legacy_optimizer(fused) is fused
+
+
+def test_a_patch_token_run_resumes_with_its_own_output_head(tmp_path):
+    """A patch model's head maps hidden states to patches, not to the (absent) token embedding: its checkpoint keeps
+    the head, so a resumed run continues from the trained head instead of failing on a missing key."""
+    from safetensors.torch import load_file
+
+    from toto_robot.data.synthetic import moving_shapes
+    from toto_robot.data.tokenize import DatasetSpec, ShardJobConfig, write_shards
+    from toto_robot.data.video import write_video
+    from toto_robot.tokenizers import build_tokenizer
+
+    build_tokenizer("patch", patch_size=4).save_pretrained(tmp_path / "tok")
+    for i in range(2):
+        write_video(tmp_path / "videos" / f"v{i}.mp4", moving_shapes(24, 16, 1, np.random.default_rng(i))[0])
+    shards = write_shards(ShardJobConfig(tokenizer_dir=str(tmp_path / "tok"), out_dir=str(tmp_path / "shards"), resolution=16, num_frames=4,
+                                         stride=2, datasets=[DatasetSpec("sim", "video", str(tmp_path / "videos"), clips_per_video=4)]))
+    kw = dict(shards=str(shards), out_dir=str(tmp_path / "run"), model="toto_tiny", model_overrides={"n_layer": 1, "n_embd": 32},
+              lr=3e-3, min_lr=3e-4, warmup_steps=1, batch_tokens=4 * 64, micro_batch=4, log_every=1, checkpoint_every=2, seed=0)
+    pretrain(PretrainConfig(max_steps=2, **kw))
+    saved = load_file(str(tmp_path / "run" / "checkpoint" / "model.safetensors"))
+    assert "head.weight" in saved and saved["head.weight"].shape == (48, 32)
+    out = pretrain(PretrainConfig(max_steps=4, resume=True, **kw))
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 4

@@ -173,3 +173,67 @@ def test_command_runs_on_a_davis_folder_and_refuses_a_missing_one(tmp_path):
     lines = (bad.stdout + bad.stderr).strip().splitlines()
     assert bad.returncode == 2 and len(lines) <= 3, lines
     assert any(l.startswith("error: davis_root: folder not found") for l in lines), lines
+
+
+def real_inputs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """A folder of 'real' videos (moving shapes, H.264), a DAVIS 2016 folder and a demo folder of episodes."""
+    from toto_robot.data.synthetic import moving_shapes
+    from toto_robot.data.video import write_video
+
+    rng = np.random.default_rng(0)
+    videos = tmp_path / "my_videos"
+    for k in range(3):
+        write_video(videos / f"clip{k}.mp4", moving_shapes(16, 48, 2, rng)[0])
+    davis, _ = write_davis2016(tmp_path / "davis", {"a": square_clip(T=5), "b": square_clip(T=5, step=3), "c": square_clip(T=4, step=5)})
+    return videos, davis, square_demos(tmp_path / "demos", episodes=4, T=8)
+
+
+def test_real_footage_demo_pretrains_on_your_videos_only_and_ends_in_the_real_frame_report(tmp_path):
+    """demo_real's shape at smoke-test sizes: no simulator stage runs, the shards hold only your videos (and the bundled
+    images), and the report gains the real-frame sections with Toto, its controls, MAE and the baselines."""
+    from toto_robot.demo.pipeline import DemoConfig, pretraining_datasets, run_demo
+
+    videos, davis, demos = real_inputs(tmp_path)
+    cfg = DemoConfig(out_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"), fast=True, real_videos=str(videos),
+                     sim_videos=False, sim_eval=False, davis_root=str(davis), robot_roots=[str(demos)], clips_per_video=8)
+    assert cfg.extra_videos == [str(videos)] and {d["name"] for d in pretraining_datasets(cfg, None)} == {"user_0", "images"}
+    run_demo(cfg)
+    stages = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir())
+    assert stages == ["mae", "pretrain", "real_frames", "shards", "tokenizer"]  # no videos, probe, demos or compare stage
+    res = json.loads((tmp_path / "out" / "results.json").read_text())
+    encoders = {t["encoder"] for t in res["real_frames"]["davis"]["table"]}
+    assert {"toto", "random-init", "untrained ViT", "mae", "copy first mask"} <= encoders
+    assert set(res["real_frames"]["robot"]["demos"]["targets"]["state"]["headline"]) >= {"toto", "mae", "constant", "raw 8x8 pixels"}
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Real frames: DAVIS label propagation" in report and "## Real frames: robot set demos" in report
+    assert "5. Probing" not in report and "1. Simulated robot videos" not in report
+    assert (tmp_path / "out" / "figures" / "real_davis.png").is_file()
+
+
+def test_real_footage_demo_refuses_what_it_cannot_run(tmp_path):
+    from toto_robot.demo.pipeline import DemoConfig
+
+    videos, davis, _ = real_inputs(tmp_path)
+    with pytest.raises(ConfigError, match="sim_videos=false leaves nothing to pre-train on"):
+        DemoConfig(cache_dir=str(tmp_path / "c"), sim_videos=False)
+    with pytest.raises(ConfigError, match="sim_eval=false scores nothing"):
+        DemoConfig(cache_dir=str(tmp_path / "c"), real_videos=str(videos), sim_eval=False)
+    with pytest.raises(ConfigError, match="davis_root: folder not found"):
+        DemoConfig(cache_dir=str(tmp_path / "c"), real_videos=str(videos), davis_root=str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigError, match="model"):
+        DemoConfig(cache_dir=str(tmp_path / "c"), model="toto_huge")
+
+
+def test_real_study_page_holds_each_recipe_real_frame_table(tmp_path):
+    from toto_robot.demo.study import StudyConfig, real_rows, run_study
+
+    videos, davis, demos = real_inputs(tmp_path)
+    base = {"real_videos": str(videos), "sim_videos": False, "sim_eval": False, "davis_root": str(davis), "robot_roots": [str(demos)]}
+    page = run_study(StudyConfig(base=base, recipes={"r32": {}, "r32_steps": {"pretrain_steps": 8}}, out_dir=str(tmp_path / "study"),
+                                 cache_dir=str(tmp_path / "cache"), fast=True))
+    text = page.read_text()
+    assert "## Real frames" in text
+    rows = real_rows({name: json.loads((tmp_path / "study" / name / "results.json").read_text()) for name in ("r32", "r32_steps")})
+    assert {r["recipe"] for r in rows} == {"r32", "r32_steps"} and all("davis_JF" in r for r in rows if r["encoder"] not in ("constant", "raw 8x8 pixels"))
+    assert any(r["encoder"] == "mae" and r["pretrain_gflop"] > 0 for r in rows)
+    assert (tmp_path / "study" / "study_real.csv").is_file()

@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("toto_robot.train.collect", "scripted-expert demonstrations and videos from the MuJoCo tasks"),
     "import-demos": ("toto_robot.train.import_demos", "rosbag2 (MCAP/sqlite3), LeRobot v3 or RLDS recordings -> a demo folder"),
     "export-demos": ("toto_robot.train.export_demos", "a demo folder -> rosbag2 (ros2 bag play), LeRobot v3 or RLDS"),
+    "real-frames": ("toto_robot.train.real_frames", "frozen encoders on your real video (DAVIS-layout) and robot episodes, beside no-training baselines"),
     "probe": ("toto_robot.train.probe", "layer sweep of a frozen encoder: classification probes, label propagation J, ridge R^2"),
     "train-policy": ("toto_robot.train.train_policy", "behaviour cloning or PPO on a frozen encoder"),
     "evaluate": ("toto_robot.train.evaluate", "success rate of a saved policy in a MuJoCo task"),

@@ -37,6 +37,8 @@ def main(cfg: DictConfig) -> None:
     c = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     c.pop("hydra", None)
     study = {k: c.pop(k) for k in STUDY_KEYS if k in c}
+    if study.get("davis_root") and "robot_roots" in c:  # a real-footage study (configs/study_real.yaml): every recipe scores the DAVIS folder
+        c["davis_root"] = study["davis_root"]
     recipes = {name: {k: tokenizer_entry(v) if k == "tokenizer" else v for k, v in (over or {}).items()}
                for name, over in study.pop("recipes").items()}
     page = run_study(StudyConfig(base=c, recipes=recipes, **study))

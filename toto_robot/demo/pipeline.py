@@ -55,6 +55,15 @@ class DemoConfig:
     bc_episodes: int = 150
     bc_epochs: int = 30
     extra_videos: list[str] = field(default_factory=list)  # folders of your own videos (real robot cameras, ...) added to pre-training
+    real_videos: str | list[str] | None = None  # the real-camera recipe's footage (configs/demo_real.yaml): joins extra_videos
+    clips_per_video: int = 4  # random clips (and crops) drawn from each of your videos; simulated videos keep 4
+    sim_videos: bool = True  # pre-train on the simulated videos too (false: only your videos and the bundled images)
+    sim_eval: bool = True  # the simulated probe and BC comparison (false: a real-footage run ends with the real-frame report)
+    model: str = "toto_tiny"  # the Toto size pre-trained (model registry: toto_tiny, toto_small, ...)
+    davis_root: str | None = None  # real frames scored after pre-training (toto_robot/probes/real_suite.py): a DAVIS folder ...
+    robot_roots: list[str] = field(default_factory=list)  # ... and real robot episode folders (demo folder, LeRobot, RLDS)
+    real_layer: int | None = None  # the Toto layer the real-frame report reads (None: half depth)
+    real_frames: dict = field(default_factory=dict)  # more real-frame suite options (davis, propagation, bootstrap, robot_max_frames, ...)
     poolings: list[str] = field(default_factory=lambda: ["spatial_attention"])  # BC compares every encoder with each (and the probe adds them)
     bc_layer: int | None = None  # the Toto layer BC reads; None = the layer the probe scored best with the first of `poolings`
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
@@ -81,6 +90,21 @@ class DemoConfig:
             check_choice(self.probe_target, "probe_target", ("position", "offset"))
             if self.probe_target == "offset" and "pick" not in self.bc_task:
                 raise ConfigError(f"probe_target=offset asks where the cube is relative to the gripper: it needs a pick bc_task, got {self.bc_task!r}")
+        check_int(self.clips_per_video, "clips_per_video", low=1)
+        if self.real_videos:
+            extra = [self.real_videos] if isinstance(self.real_videos, str) else list(self.real_videos)
+            self.extra_videos = list(dict.fromkeys([*self.extra_videos, *extra]))
+            self.real_videos = None
+        if not self.sim_videos and not self.extra_videos:
+            raise ConfigError("sim_videos=false leaves nothing to pre-train on: give real_videos=<folder of your videos> (or extra_videos=[...])")
+        if not self.sim_eval and not (self.davis_root or self.robot_roots):
+            raise ConfigError("sim_eval=false scores nothing: give davis_root=<DAVIS folder> and/or robot_roots=[<episode folders>] for the real-frame report")
+        from toto_robot.model.toto import CONFIGS as TOTO_SIZES
+
+        check_choice(self.model, "model", tuple(TOTO_SIZES))
+        for key, folder in [("davis_root", self.davis_root)] + [(f"robot_roots[{k}]", r) for k, r in enumerate(self.robot_roots)]:
+            if folder is not None and not Path(folder).expanduser().is_dir():
+                raise ConfigError(f"{key}: folder not found: {folder}")
         for k, folder in enumerate(self.extra_videos):
             path = Path(folder).expanduser()
             if not path.is_dir() or not list_media(path, VIDEO_SUFFIXES):
@@ -106,7 +130,10 @@ class DemoConfig:
                           video_tasks=self.video_tasks[:1], video_episodes=3, random_episodes=1, tokenizer=self._small_tokenizer(),
                           tokenizer_steps=5, num_frames=2, pretrain_steps=4, batch_tokens=256, probe_train=24, probe_val=12,
                           bc_task=self.bc_task, camera=self.camera, poolings=self.poolings, extra_videos=self.extra_videos, probe_target=self.probe_target,
-                          mae_match=self.mae_match,
+                          mae_match=self.mae_match, clips_per_video=min(self.clips_per_video, 2), sim_videos=self.sim_videos, sim_eval=self.sim_eval,
+                          davis_root=self.davis_root, robot_roots=self.robot_roots, real_layer=self.real_layer,
+                          real_frames={**self.real_frames, "davis": {**self.real_frames.get("davis", {}), "max_frames": 6, "size": 64},
+                                       "robot_max_frames": 200, "bootstrap": 100},
                           bc_layer=min(self.bc_layer, FAST_MODEL["n_layer"]) if self.bc_layer else None, bc_episodes=4, bc_epochs=2, seeds=[0], eval_episodes=1, device=self.device)
 
 
@@ -140,14 +167,17 @@ def run_demo(cfg: DemoConfig) -> Path:
                                       mode="random", seed=5000, preview_episodes=0, camera=cfg.camera))
         return {"expert_success": rates, "videos": len(list(d.glob("**/videos/*.mp4")))}
 
-    st_videos = cache.run("videos", vid_cfg, videos)
-    stages.append(st_videos)
-    datasets = pretraining_datasets(cfg, st_videos.dir)
+    st_videos = None
+    if cfg.sim_videos or cfg.sim_eval:
+        st_videos = cache.run("videos", vid_cfg, videos)
+        stages.append(st_videos)
+    videos_dir = st_videos.dir if st_videos else None
+    datasets = pretraining_datasets(cfg, videos_dir)
     user = {"extra_videos": user_video_fingerprints(cfg)} if cfg.extra_videos else {}  # (keeps cache keys of runs without them)
 
     # 2. tokenizer ------------------------------------------------------------------------
     shard_kw = {"resolution": cfg.image_size, "num_frames": cfg.num_frames, "stride": 4, "workers": 1 if cfg.fast else 2, "seed": 0}
-    tok_cfg = {"upstream": str(st_videos.dir), "tokenizer": cfg.tokenizer, "steps": cfg.tokenizer_steps, "datasets": datasets, **user}
+    tok_cfg = {"upstream": str(videos_dir), "tokenizer": cfg.tokenizer, "steps": cfg.tokenizer_steps, "datasets": datasets, **user}
 
     def shard_job(tokenizer_dir: str = "", out_dir: str = ""):
         from toto_robot.data.tokenize import DatasetSpec, ShardJobConfig
@@ -188,13 +218,13 @@ def run_demo(cfg: DemoConfig) -> Path:
         overrides["vocab_size"] = cfg.tokenizer["params"]["vocab_size"] + 4
     if cfg.fast:
         overrides.update(FAST_MODEL)
-    pre_cfg = {"upstream": str(st_shards.dir), "model": "toto_tiny", "overrides": overrides, "steps": cfg.pretrain_steps,
+    pre_cfg = {"upstream": str(st_shards.dir), "model": cfg.model, "overrides": overrides, "steps": cfg.pretrain_steps,
                "batch_tokens": cfg.batch_tokens}
 
     def pretrain_stage(d: Path) -> dict:
         from toto_robot.pretrain.trainer import PretrainConfig, pretrain
 
-        run = pretrain(PretrainConfig(shards=str(st_shards.dir / "shards"), out_dir=str(d / "run"), model="toto_tiny", model_overrides=overrides,
+        run = pretrain(PretrainConfig(shards=str(st_shards.dir / "shards"), out_dir=str(d / "run"), model=cfg.model, model_overrides=overrides,
                                       lr=3e-3 if not cfg.fast else 1e-3, min_lr=3e-4, warmup_steps=max(1, cfg.pretrain_steps // 10),
                                       max_steps=cfg.pretrain_steps, batch_tokens=cfg.batch_tokens, micro_batch=4 if cfg.fast else 8,
                                       weight_decay=0.05, log_every=max(1, cfg.pretrain_steps // 50), checkpoint_every=100, eval_sequences=4 if cfg.fast else 32,
@@ -213,7 +243,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     if cfg.mae_match == "flops":  # as many steps as Toto's measured FLOPs buy at MAE's measured cost per step
         toto_flops = st_pre.result.get("train_flops") or _step_flops_of_run(st_pre.dir / "run")["train_flops"]
         mae_steps = max(1, round(toto_flops / mae_step_flops("mae_tiny", cfg.image_size, mae_batch)))
-    mae_cfg = {"upstream": str(st_videos.dir), "steps": mae_steps, "batch_size": mae_batch, "image_size": cfg.image_size, **user}
+    mae_cfg = {"upstream": str(videos_dir), "steps": mae_steps, "batch_size": mae_batch, "image_size": cfg.image_size, **user}
     mae_kw = {} if VIT_CONFIGS["mae_tiny"]["img_size"] == cfg.image_size else {"img_size": cfg.image_size}  # ViT input = frame size
 
     def mae_stage(d: Path) -> dict:
@@ -229,6 +259,22 @@ def run_demo(cfg: DemoConfig) -> Path:
     stages.append(st_mae)
     mae_ckpt = str(st_mae.dir / "mae_vit.safetensors")
 
+    if cfg.sim_eval:
+        sim_eval_stages(cfg, cache, stages, st_pre, st_mae, final, mae_ckpt, mae_kw, view)
+
+    # 8. real frames ----------------------------------------------------------------------
+    if cfg.davis_root or cfg.robot_roots:
+        stages.append(real_frames_stage(cfg, cache, st_pre, st_mae, final, mae_ckpt))
+
+    results = demo_results(cfg, stages)
+    atomic_save_json(results, out / "results.json")
+    report = write_report(cfg, out, stages, time.perf_counter() - t_start, results["paired"])
+    log.info("demo report: %s", report)
+    return report
+
+
+def sim_eval_stages(cfg: DemoConfig, cache: StageCache, stages: list, st_pre, st_mae, final: Path, mae_ckpt: str, mae_kw: dict, view: dict) -> None:
+    """Stages 5-7: the simulated probe, demonstrations and the BC comparison (appended to ``stages``)."""
     # 5. probe ----------------------------------------------------------------------------
     probe_cfg = {"upstream": [str(st_pre.dir), str(st_mae.dir)], "task": cfg.bc_task, "n_train": cfg.probe_train, "n_val": cfg.probe_val, "image_size": cfg.image_size,
                  **view}
@@ -300,22 +346,67 @@ def run_demo(cfg: DemoConfig) -> Path:
     st_cmp = cache.run("compare", cmp_cfg, compare_stage)
     stages.append(st_cmp)
 
-    results = demo_results(cfg, stages)
-    atomic_save_json(results, out / "results.json")
-    report = write_report(cfg, out, stages, time.perf_counter() - t_start, results["paired"])
-    log.info("demo report: %s", report)
-    return report
+
+def real_frames_stage(cfg: DemoConfig, cache: StageCache, st_pre, st_mae, final: Path, mae_ckpt: str):
+    """Stage 8: Toto, its random-init control, an untrained ViT of the same input size, MAE at matched compute and the
+    no-training baselines on the user's real frames (``toto_robot.probes.real_suite``), cached like every stage."""
+    from toto_robot.probes.real_suite import RealFramesConfig, standard_encoders
+
+    real_cfg = {"upstream": [str(st_pre.dir), str(st_mae.dir)], "davis_root": cfg.davis_root, "robot_roots": cfg.robot_roots,
+                "layer": cfg.real_layer, "options": cfg.real_frames}
+
+    def real_frames(d: Path) -> dict:
+        from toto_robot.probes.real_suite import run_real_frames
+
+        encoders = standard_encoders(str(final), mae_ckpt, cfg.real_layer)
+        run_real_frames(RealFramesConfig(encoders=encoders, out_dir=str(d), davis_root=cfg.davis_root, robot_roots=list(cfg.robot_roots),
+                                         command=f"toto-robot demo (stage real_frames of {cfg.out_dir})", **cfg.real_frames))
+        return json.loads((d / "results.json").read_text())
+
+    return cache.run("real_frames", real_cfg, real_frames)
 
 
-def pretraining_datasets(cfg: DemoConfig, videos_dir: Path) -> list[dict]:
+def real_frames_section(r: Report, stage, keep) -> None:
+    """The report's "Real frames" sections from the real-frame suite's results (its own page stays in the stage folder)."""
+    res = stage.result
+    s = r.section("Real frames: DAVIS label propagation" if "davis" in res else "Real frames")
+    s.text.append(f"Frozen encoders on your real footage (`toto_robot/probes/real_suite.py`); the full page with paired tests is "
+                  f"`{stage.dir / 'real_frames.md'}`. Intervals: 95% bootstrap over sequences or episodes.")
+    if "davis" in res:
+        head = sorted((t for t in res["davis"]["table"] if t["own_layer"]), key=lambda t: -t["J&F"])
+        s.text.append(f"{len(res['davis']['sequences'])} sequences, every frame; below the table, the first encoder against each other row, "
+                      "paired over sequences.")
+        s.tables.append((["encoder", "layer", "J", "F", "J&F [95% CI]"],
+                         [[t["encoder"], str(t["layer"]), f"{t['J']:.3f}", f"{t['F']:.3f}", f"{t['J&F']:.3f} [{t['J&F_low']:.3f}, {t['J&F_high']:.3f}]"]
+                          for t in head]))
+        if res["davis"]["tests"]:
+            s.tables.append((["encoder", "vs", "mean J&F difference", "better / worse", "p (Wilcoxon)"],
+                             [[t["a"], t["b"], f"{t['mean_diff']:+.3f}", f"{t['wins']} / {t['losses']}", f"{t['p']:.3g}"]
+                              for t in res["davis"]["tests"]]))
+        s.figures.append((keep(stage.dir / "davis.png", "real_davis.png"), "DAVIS J&F (95% bootstrap CI)"))
+    for name, rob in res.get("robot", {}).items():
+        s = r.section(f"Real frames: robot set {name}")
+        s.text.append(f"{rob['episodes']} episodes, {rob['frames']} frames (every {rob['stride']}th); ridge R^2 from one frame, folds by episode, "
+                      + ", ".join(f"{t['pooling']} pooling for the {target}" for target, t in rob["targets"].items()) + ".")
+        header = ["read-out", *[f"{target} R^2 [95% CI]" for target in rob["targets"]]]
+        labels = list(next(iter(rob["targets"].values()))["headline"])
+        s.tables.append((header, [[k, *[f"{t['headline'][k]['r2']:.3f} [{t['headline'][k]['r2_low']:.3f}, {t['headline'][k]['r2_high']:.3f}]"
+                                        for t in rob["targets"].values()]] for k in labels]))
+    if res.get("robot"):
+        s.figures.append((keep(stage.dir / "robot.png", "real_robot.png"), "robot sets: R^2 (95% bootstrap CI)"))
+
+
+def pretraining_datasets(cfg: DemoConfig, videos_dir: Path | None) -> list[dict]:
     """What Toto (and the MAE baseline) pre-train on: the simulated expert and random-action videos,
     the user's own video folders (``extra_videos``: real robot cameras, any local footage) and the
     bundled images packed as the frames of a sequence."""
-    datasets = [{"name": f"sim_{t}", "kind": "video", "path": str(videos_dir / t / "videos"), "clips_per_video": 4} for t in cfg.video_tasks]
-    if cfg.random_episodes:
+    datasets = []
+    if cfg.sim_videos:
+        datasets += [{"name": f"sim_{t}", "kind": "video", "path": str(videos_dir / t / "videos"), "clips_per_video": 4} for t in cfg.video_tasks]
+    if cfg.sim_videos and cfg.random_episodes:
         datasets += [{"name": f"random_{t}", "kind": "video", "path": str(videos_dir / "random" / t / "videos"), "clips_per_video": 4}
                      for t in cfg.video_tasks]
-    datasets += [{"name": f"user_{k}", "kind": "video", "path": str(Path(folder).expanduser().resolve()), "clips_per_video": 4}
+    datasets += [{"name": f"user_{k}", "kind": "video", "path": str(Path(folder).expanduser().resolve()), "clips_per_video": cfg.clips_per_video}
                  for k, folder in enumerate(cfg.extra_videos)]
     datasets.append({"name": "images", "kind": "bundled_images", "count": 32 if cfg.fast else 64})
     return datasets
@@ -338,13 +429,17 @@ def demo_results(cfg: DemoConfig, stages) -> dict:
         pre.update(_step_flops_of_run(by["pretrain"].dir / "run"))
     if "train_flops" not in mae:
         mae.update(_step_flops_of_mae(by["mae"].dir, cfg.image_size))
-    return {"config": asdict(cfg),
-            "stages": {s.name: {"seconds": s.seconds, "cached": s.cached, "dir": str(s.dir)} for s in stages},
-            "pretrain": {k: v for k, v in pre.items() if not isinstance(v, list)},
-            "mae": mae,
-            "probe": {"best": by["probe"].result["best"], "chance": by["probe"].result["chance"], "target": cfg.probe_kind},
-            "bc": by["compare"].result["summary"],
-            "paired": paired_tests(cfg, by["probe"].result, by["compare"].result)}
+    out = {"config": asdict(cfg),
+           "stages": {s.name: {"seconds": s.seconds, "cached": s.cached, "dir": str(s.dir)} for s in stages},
+           "pretrain": {k: v for k, v in pre.items() if not isinstance(v, list)},
+           "mae": mae, "paired": []}
+    if "probe" in by:
+        out |= {"probe": {"best": by["probe"].result["best"], "chance": by["probe"].result["chance"], "target": cfg.probe_kind},
+                "bc": by["compare"].result["summary"],
+                "paired": paired_tests(cfg, by["probe"].result, by["compare"].result)}
+    if "real_frames" in by:
+        out["real_frames"] = by["real_frames"].result
+    return out
 
 
 def paired_tests(cfg: DemoConfig, probe: dict, compare: dict) -> list[dict]:
@@ -436,13 +531,19 @@ def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float, paire
     s.tables.append((["stage", "seconds", "cached", "folder"],
                      [[st.name, f"{st.seconds:.0f}", "yes" if st.cached else "no", str(st.dir)] for st in stages]))
 
-    s = r.section("1. Simulated robot videos")
-    rates = by["videos"].result["expert_success"]
-    s.text.append(f"{by['videos'].result['videos']} episodes at {cfg.image_size} px ({cfg.video_episodes} scripted-expert and "
-                  f"{cfg.random_episodes} random-action per task, lighting/colour/camera randomized), rendered to H.264. "
-                  "Expert success: " + ", ".join(f"{t} {100 * v:.0f}%" for t, v in rates.items()) + ".")
-    for t in cfg.video_tasks:
-        s.figures.append((keep(by["videos"].dir / t / "preview.mp4", f"{t}_preview.mp4"), f"{t}: first episodes"))
+    if "videos" in by:
+        s = r.section("1. Simulated robot videos")
+        rates = by["videos"].result["expert_success"]
+        used = "" if cfg.sim_videos else " (not pre-trained on: sim_videos=false; they feed the simulated probe and BC only)"
+        s.text.append(f"{by['videos'].result['videos']} episodes at {cfg.image_size} px ({cfg.video_episodes} scripted-expert and "
+                      f"{cfg.random_episodes} random-action per task, lighting/colour/camera randomized), rendered to H.264{used}. "
+                      "Expert success: " + ", ".join(f"{t} {100 * v:.0f}%" for t, v in rates.items()) + ".")
+        for t in cfg.video_tasks:
+            s.figures.append((keep(by["videos"].dir / t / "preview.mp4", f"{t}_preview.mp4"), f"{t}: first episodes"))
+    if cfg.extra_videos:
+        s = r.section("1b. Your videos")
+        s.text.append(f"Pre-trained on {cfg.clips_per_video} random {cfg.num_frames}-frame stride-4 clips (random square crops) of every video in: "
+                      + ", ".join(f"`{v}`" for v in cfg.extra_videos) + ".")
 
     s = r.section("2. Tokenizer")
     m = by["tokenizer"].result
@@ -478,50 +579,54 @@ def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float, paire
                   f"{mm['final_loss']:.3f} (held-out {mm['heldout_loss']:.3f}).")
     s.figures.append((keep(by["mae"].dir / "loss_curve.png", "mae_loss.png"), "MAE pre-training loss (baseline)"))
 
-    s = r.section("5. Probing the frozen encoder")
-    best, chance = by["probe"].result["best"], by["probe"].result["chance"]
-    if cfg.probe_kind == "offset":
-        s.text.append(f"Task: where is the cube of {cfg.bc_task} relative to the gripper (3 x 3 cells: within 1 cm of centred, or off to "
-                      f"either side, along x and y) from one {cfg.camera} frame, with the open gripper 4-12 cm above the cube. ")
-    else:
-        s.text.append(f"Task: where is the {'cube' if 'pick' in cfg.bc_task else 'cabinet'} of {cfg.bc_task} (3 x 3 grid over its reset range) "
-                      "from one camera frame, with the arm in random poses. ")
-    s.text[-1] += (f"Chance is 11% (9 classes); always answering the training set's most common class scores {100 * chance:.0f}%.")
-    from toto_robot.utils.stats import wilson_interval
+    if "probe" in by:
+        s = r.section("5. Probing the frozen encoder")
+        best, chance = by["probe"].result["best"], by["probe"].result["chance"]
+        if cfg.probe_kind == "offset":
+            s.text.append(f"Task: where is the cube of {cfg.bc_task} relative to the gripper (3 x 3 cells: within 1 cm of centred, or off to "
+                          f"either side, along x and y) from one {cfg.camera} frame, with the open gripper 4-12 cm above the cube. ")
+        else:
+            s.text.append(f"Task: where is the {'cube' if 'pick' in cfg.bc_task else 'cabinet'} of {cfg.bc_task} (3 x 3 grid over its reset range) "
+                          "from one camera frame, with the arm in random poses. ")
+        s.text[-1] += (f"Chance is 11% (9 classes); always answering the training set's most common class scores {100 * chance:.0f}%.")
+        from toto_robot.utils.stats import wilson_interval
 
-    def ci(acc: float) -> str:
-        lo, hi = wilson_interval(round(acc * cfg.probe_val), cfg.probe_val)
-        return f"[{100 * lo:.0f}, {100 * hi:.0f}]"
+        def ci(acc: float) -> str:
+            lo, hi = wilson_interval(round(acc * cfg.probe_val), cfg.probe_val)
+            return f"[{100 * lo:.0f}, {100 * hi:.0f}]"
 
-    s.tables.append((["encoder / pooling", "best layer", f"val accuracy ({cfg.probe_val} images)", "95% interval"],
-                     [[k, f"{v['layer']}", f"{100 * v['val_acc']:.1f}%", ci(v["val_acc"])] for k, v in best.items()]))
-    s.figures.append((keep(by["probe"].dir / "layer_sweep.png", "probe_layer_sweep.png"), "probe accuracy by layer"))
+        s.tables.append((["encoder / pooling", "best layer", f"val accuracy ({cfg.probe_val} images)", "95% interval"],
+                         [[k, f"{v['layer']}", f"{100 * v['val_acc']:.1f}%", ci(v["val_acc"])] for k, v in best.items()]))
+        s.figures.append((keep(by["probe"].dir / "layer_sweep.png", "probe_layer_sweep.png"), "probe accuracy by layer"))
 
-    s = r.section("6-7. Behaviour cloning on frozen encoders")
-    s.text.append(f"{by['demos'].result['episodes']} expert demonstrations of {cfg.bc_task}; every encoder gets the same demos, "
-                  f"seeds {cfg.seeds}, {cfg.bc_epochs} epochs and {cfg.eval_episodes} evaluation episodes per seed on held-out seeds.")
-    layers = {spec["name"]: spec["layer"] for spec in json.loads((by["compare"].dir / "compare_config.json").read_text())["encoders"].values()}
-    source = "set by `bc_layer`" if cfg.bc_layer else f"the layer Toto's {cfg.poolings[0]} probe scored best"
-    s.text.append(f"Toto and random-init features come from layer {layers['toto']} ({source}), "
-                  f"MAE features from layer {layers['mae_tiny']} (the best of MAE's {cfg.poolings[0]} probe).")
-    rows = by["compare"].result["summary"]
-    s.tables.append((["encoder", "task", "success", "95% interval", "held-out action MSE"],
-                     [[x["encoder"], x["task"], f"{100 * float(x['success_rate']):.0f}%",
-                       f"[{100 * float(x['ci_low']):.0f}, {100 * float(x['ci_high']):.0f}]", f"{float(x['val_loss']):.4f}"] for x in rows]))
-    s.figures.append((keep(by["compare"].dir / "success.png", "bc_success.png"), "success rate (95% Wilson interval)"))
-    s.figures.append((keep(by["compare"].dir / "learning_curves.png", "bc_learning_curves.png"), "BC learning curves"))
-    for label in dict.fromkeys(x["encoder"] for x in rows):
-        video = by["compare"].dir / "runs" / cfg.bc_task / label / f"seed{cfg.seeds[0]}" / "rollouts.mp4"
-        s.figures.append((keep(video, f"rollouts_{label}.mp4"), f"{label}: first evaluation rollouts"))
+        s = r.section("6-7. Behaviour cloning on frozen encoders")
+        s.text.append(f"{by['demos'].result['episodes']} expert demonstrations of {cfg.bc_task}; every encoder gets the same demos, "
+                      f"seeds {cfg.seeds}, {cfg.bc_epochs} epochs and {cfg.eval_episodes} evaluation episodes per seed on held-out seeds.")
+        layers = {spec["name"]: spec["layer"] for spec in json.loads((by["compare"].dir / "compare_config.json").read_text())["encoders"].values()}
+        source = "set by `bc_layer`" if cfg.bc_layer else f"the layer Toto's {cfg.poolings[0]} probe scored best"
+        s.text.append(f"Toto and random-init features come from layer {layers['toto']} ({source}), "
+                      f"MAE features from layer {layers['mae_tiny']} (the best of MAE's {cfg.poolings[0]} probe).")
+        rows = by["compare"].result["summary"]
+        s.tables.append((["encoder", "task", "success", "95% interval", "held-out action MSE"],
+                         [[x["encoder"], x["task"], f"{100 * float(x['success_rate']):.0f}%",
+                           f"[{100 * float(x['ci_low']):.0f}, {100 * float(x['ci_high']):.0f}]", f"{float(x['val_loss']):.4f}"] for x in rows]))
+        s.figures.append((keep(by["compare"].dir / "success.png", "bc_success.png"), "success rate (95% Wilson interval)"))
+        s.figures.append((keep(by["compare"].dir / "learning_curves.png", "bc_learning_curves.png"), "BC learning curves"))
+        for label in dict.fromkeys(x["encoder"] for x in rows):
+            video = by["compare"].dir / "runs" / cfg.bc_task / label / f"seed{cfg.seeds[0]}" / "rollouts.mp4"
+            s.figures.append((keep(video, f"rollouts_{label}.mp4"), f"{label}: first evaluation rollouts"))
 
-    if paired:
-        s = r.section("8. Toto against its controls, item by item")
-        s.text.append("Toto against its controls item by item (exact McNemar test on the same validation images, or on the same seeded "
-                      "evaluation episodes of every seed; 'only Toto' / 'only control' count the items just one of the two got right). "
-                      "Intervals that overlap can still hide a difference that pairing shows, and the other way round.")
-        s.tables.append((["what", "pooling", "Toto vs", "Toto right", "control right", "only Toto", "only control", "items", "p (two-sided)"],
-                         [[t["what"], t["pooling"], t["control"], str(t["a"]), str(t["b"]), str(t["a_only"]), str(t["b_only"]), str(t["n"]),
-                           f"{t['p']:.2g}"] for t in paired]))
+        if paired:
+            s = r.section("8. Toto against its controls, item by item")
+            s.text.append("Toto against its controls item by item (exact McNemar test on the same validation images, or on the same seeded "
+                          "evaluation episodes of every seed; 'only Toto' / 'only control' count the items just one of the two got right). "
+                          "Intervals that overlap can still hide a difference that pairing shows, and the other way round.")
+            s.tables.append((["what", "pooling", "Toto vs", "Toto right", "control right", "only Toto", "only control", "items", "p (two-sided)"],
+                             [[t["what"], t["pooling"], t["control"], str(t["a"]), str(t["b"]), str(t["a_only"]), str(t["b_only"]), str(t["n"]),
+                               f"{t['p']:.2g}"] for t in paired]))
+
+    if "real_frames" in by:
+        real_frames_section(r, by["real_frames"], keep)
 
     md, html = r.write()
     return html

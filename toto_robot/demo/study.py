@@ -99,6 +99,8 @@ def frame_scores(cfg: StudyConfig, res: dict, out: Path) -> dict[str, dict]:
     from toto_robot.probes.real import real_frame_scores
     from toto_robot.probes.robot_frames import robot_frames
 
+    if "probe" not in res:  # a real-footage recipe (sim_eval=false): its own real-frame report is in results["real_frames"]
+        return {}
     robot_root = cfg.robot_root or str(Path(res["stages"]["demos"]["dir"]) / "demos")
     key = {"robot_root": robot_root, "robot_kwargs": cfg.robot_kwargs, "davis_root": cfg.davis_root, "davis_kwargs": cfg.davis_kwargs,
            "pretrain": res["stages"]["pretrain"]["dir"], "mae": res["stages"]["mae"]["dir"]}
@@ -123,7 +125,11 @@ def frame_scores(cfg: StudyConfig, res: dict, out: Path) -> dict[str, dict]:
 
 def write_page(cfg: StudyConfig, results: dict[str, dict], out: Path) -> Path:
     rows = study_rows(results)
-    atomic_write_csv(rows, out / "study.csv")
+    if rows:
+        atomic_write_csv(rows, out / "study.csv")
+    real = real_rows(results)
+    if real:
+        atomic_write_csv(real, out / "study_real.csv", fieldnames=list(dict.fromkeys(k for r in real for k in r)))
     plot_study(rows, out)
     page = out / "study.md"
     with atomic_write(page, "w") as f:
@@ -135,9 +141,9 @@ def study_rows(results: dict[str, dict]) -> list[dict]:
     """One row per recipe x BC encoder (``toto``, ``toto+spatial_attention``, ...): probe, BC and compute."""
     rows = []
     for recipe, res in results.items():
-        best, pre, mae = res["probe"]["best"], res["pretrain"], res["mae"]
+        best, pre, mae = res.get("probe", {}).get("best", {}), res["pretrain"], res["mae"]
         minutes = {k: res["stages"][k]["seconds"] / 60 for k in ("pretrain", "mae", "tokenizer")}
-        for bc in res["bc"]:
+        for bc in res.get("bc", []):
             backbone, _, pooling = bc["encoder"].partition("+")
             pooling = pooling or "attention"
             probe = best.get(f"{backbone}/{pooling}", {})
@@ -155,6 +161,36 @@ def study_rows(results: dict[str, dict]) -> list[dict]:
                          "tokenizer_minutes": minutes["tokenizer"] if backbone != "mae" else 0.0,
                          "pretrain_eval_loss": pre.get("eval_loss", float("nan")) if backbone == "toto" else float("nan"),
                          **{k: v for k, v in res.get("frames", {}).get(backbone, {}).items() if k not in ("encoder", "layer")}})
+    return rows
+
+
+def real_rows(results: dict[str, dict]) -> list[dict]:
+    """One row per recipe x encoder of the real-frame report (recipes with ``davis_root``/``robot_roots``): DAVIS J&F with its
+    interval, the paired test against Toto, and R^2 of joint state and action on each robot set and their mean over sets."""
+    rows = []
+    for recipe, res in results.items():
+        real = res.get("real_frames")
+        if not real:
+            continue
+        davis = {t["encoder"]: t for t in real.get("davis", {}).get("table", []) if t["own_layer"]}
+        tests = {t["b"]: t for t in real.get("davis", {}).get("tests", [])}
+        labels = list(dict.fromkeys([*davis, *[k for r in real.get("robot", {}).values() for t in r["targets"].values() for k in t["headline"]]]))
+        flops = {"toto": res["pretrain"].get("train_flops", 0), "mae": res["mae"].get("train_flops", 0)}
+        minutes = {"toto": res["stages"]["pretrain"]["seconds"] / 60, "mae": res["stages"]["mae"]["seconds"] / 60}
+        for label in labels:
+            row = {"recipe": recipe, "encoder": label, "pretrain_gflop": flops.get(label, 0) / 1e9, "pretrain_minutes": minutes.get(label, 0.0)}
+            if label in davis:
+                d = davis[label]
+                row |= {"davis_JF": d["J&F"], "davis_JF_low": d["J&F_low"], "davis_JF_high": d["J&F_high"], "davis_layer": d["layer"]}
+                if label in tests:
+                    row |= {"davis_vs_toto_diff": -tests[label]["mean_diff"], "davis_vs_toto_p": tests[label]["p"]}
+            for target in ("state", "action"):
+                per_set = {name: r["targets"][target]["headline"][label]["r2"] for name, r in real.get("robot", {}).items()
+                           if target in r["targets"] and label in r["targets"][target]["headline"]}
+                row |= {f"{target}_r2 {name}": v for name, v in per_set.items()}
+                if per_set:
+                    row[f"{target}_r2_mean"] = float(np.mean(list(per_set.values())))
+            rows.append(row)
     return rows
 
 
@@ -208,7 +244,7 @@ def study_markdown(cfg: StudyConfig, rows: list[dict], results: dict[str, dict])
              "## Recipes", "", "| recipe | changes | BC task (camera), demos | probe | seeds x episodes |", "|---|---|---|---|---|"]
     for name, over in cfg.recipes.items():
         c = results[name]["config"] if name in results else asdict(recipe_config(cfg, name))
-        target = results[name]["probe"].get("target", "position") if name in results else ""
+        target = results[name].get("probe", {}).get("target", "real frames only") if name in results else ""
         lines.append(f"| {name} | {', '.join(f'`{k}={json.dumps(v)}`' for k, v in (over or {}).items()) or '(the demo as configured)'} | "
                      f"{c['bc_task']} ({c['camera']}), {c['bc_episodes']} | {target} | {len(c['seeds'])} x {c['eval_episodes']} |")
     lines += ["", "## Results", "",
@@ -231,6 +267,23 @@ def study_markdown(cfg: StudyConfig, rows: list[dict], results: dict[str, dict])
         for r in framed:
             lines.append(f"| {r['recipe']} | {r['backbone']} | {r['robot_r2_average']:.3f} | {r['robot_r2_spatial2']:.3f} | {r['robot_raw_pixels_r2']:.3f} |"
                          + (f" {r['davis_J']:.3f} | {r['davis_copy_first_J']:.3f} |" if davis else ""))
+    real = real_rows(results)
+    if real:
+        sets = sorted({k.split(" ", 1)[1] for r in real for k in r if k.startswith("state_r2 ")})
+        lines += ["", "## Real frames", "",
+                  "Each real-footage recipe's real-frame report (`toto_robot/probes/real_suite.py`): DAVIS label propagation J&F over every "
+                  "frame of every sequence with its 95% bootstrap interval over sequences (the difference and Wilcoxon p are this encoder "
+                  "against the recipe's Toto, paired over sequences), and ridge R^2 of the joint state from one frame on each robot set "
+                  "(folds by episode), their mean, and the mean R^2 of the action.", "",
+                  "| recipe | encoder | DAVIS J&F [95% CI] | vs Toto (p) | " + " | ".join(f"state R^2 {n}" for n in sets)
+                  + " | state R^2 mean | action R^2 mean | pre-training GFLOP | min |",
+                  "|---|---|---|---|" + "---|" * len(sets) + "---|---|---|---|"]
+        for r in real:
+            jf = f"{r['davis_JF']:.3f} [{r['davis_JF_low']:.3f}, {r['davis_JF_high']:.3f}]" if "davis_JF" in r else ""
+            vs = f"{r['davis_vs_toto_diff']:+.3f} ({r['davis_vs_toto_p']:.2g})" if "davis_vs_toto_p" in r else ""
+            lines.append(f"| {r['recipe']} | {r['encoder']} | {jf} | {vs} | " + " | ".join(_num(r.get(f"state_r2 {n}", float("nan"))) for n in sets)
+                         + f" | {_num(r.get('state_r2_mean', float('nan')))} | {_num(r.get('action_r2_mean', float('nan')))} | "
+                         f"{r['pretrain_gflop']:.0f} | {r['pretrain_minutes']:.1f} |")
     lines += ["", "## Toto against its controls", ""]
     for recipe in results:
         for pooling in dict.fromkeys(r["pooling"] for r in rows if r["recipe"] == recipe):

@@ -310,7 +310,8 @@ def _save_checkpoint(ckpt: Path, model, wrapped, opt, sampler, step, history, in
              "flops_per_step": flops_per_step}
 
     def write(folder: Path) -> None:
-        save_pretrained(folder, {k: v for k, v in model_sd.items() if k != "head.weight" or not model.config.tie_embeddings}, model.config.to_dict())
+        tied = model.config.tie_embeddings and not model.config.input_dim  # a patch model's head maps to patches: never tied
+        save_pretrained(folder, {k: v for k, v in model_sd.items() if k != "head.weight" or not tied}, model.config.to_dict())
         with atomic_write(folder / "trainer_state.pt") as f:
             torch.save(state, f)
 

@@ -35,7 +35,9 @@ import torch
 from tqdm.auto import tqdm
 
 from toto_robot.encoders import Encoder, encoder_from_spec
-from toto_robot.probes.regression import group_folds, pooled_features, r2_per_column, raw_pixels, ridge_cv
+from toto_robot.encoders.features import pooled_features
+from toto_robot.probes.regression import r2_per_column, raw_pixels, ridge_cv
+from toto_robot.utils.stats import group_folds
 from toto_robot.utils.config import ConfigError, check_choice, check_int
 from toto_robot.utils.io import atomic_save_json, atomic_write, atomic_write_csv
 from toto_robot.utils.plots import pyplot, save_figure

@@ -4,10 +4,13 @@
     toto-robot tokenize stage=shards tokenizer_dir=runs/tokenize/<run>/tokenizer data=sim_videos data.datasets.0.path=<videos>
     # the official DALL-E dVAE instead of training (files converted once, see README "Pretrained weights"):
     toto-robot tokenize tokenizer=dvae_8k dalle_encoder=~/w/dalle_encoder.pt dalle_decoder=~/w/dalle_decoder.pt data=...
+    # shards on several GPUs or nodes, each rank its share (docs/usage.md "At scale"):
+    torchrun --nproc_per_node=8 -m toto_robot.train.tokenize stage=shards tokenizer_dir=... shards.device=cuda data=...
 """
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import hydra
@@ -28,6 +31,9 @@ def shard_config(cfg: DictConfig, tokenizer_dir: str) -> ShardJobConfig:
 def run(cfg: DictConfig) -> Path:
     if cfg.stage not in ("train", "shards", "all"):
         raise ConfigError(f"stage must be train, shards or all, got {cfg.stage!r}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and cfg.stage != "shards":
+        raise ConfigError(f"under torchrun only stage=shards runs on several ranks, got stage={cfg.stage}: make the tokenizer "
+                          "with one process first (stage=train), then pass tokenizer_dir=<that out_dir>/tokenizer")
     t = OmegaConf.to_container(cfg.train, resolve=True, throw_on_missing=True)
     max_frames = check_int(t.pop("max_frames"), "train.max_frames", low=1)
     train_cfg = TokenizerTrainConfig(kind=cfg.tokenizer.kind, params=OmegaConf.to_container(cfg.tokenizer.params, resolve=True, throw_on_missing=True),
@@ -35,8 +41,9 @@ def run(cfg: DictConfig) -> Path:
     shards_cfg = shard_config(cfg, train_cfg.out_dir)  # both configs are checked before any work
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / "config.yaml", "w") as f:
-        f.write(OmegaConf.to_yaml(cfg, resolve=True))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one rank records the job
+        with atomic_write(out / "config.yaml", "w") as f:
+            f.write(OmegaConf.to_yaml(cfg, resolve=True))
     tokenizer_dir = train_cfg.out_dir
     if cfg.dalle_encoder and cfg.stage in ("train", "all"):
         from toto_robot.tokenizers import build_tokenizer, load_dalle_weights

@@ -46,3 +46,51 @@ def pack_images(images: list[np.ndarray], size: int, rng: np.random.Generator | 
         top, left = random_crop_box(img.shape[0], img.shape[1], size, rng)
         out.append(crop(img, size, top, left))
     return np.stack(out)
+
+
+def sample_video_clips(path, n_clips: int, size: int, num_frames: int = 16, stride: int = 4,
+                       rng: np.random.Generator | None = None, max_bytes: int = 512 << 20) -> list[np.ndarray]:
+    """``n_clips`` clips of a video file, the ones ``sample_clip(read_video(path), ...)`` called ``n_clips``
+    times draws, without holding the whole video: a video whose decoded frames would take more than
+    ``max_bytes`` (per its stream's frame count; HowTo100M and Ego4D videos run for minutes to hours) is
+    decoded in one pass that keeps only the frames the clips use, resized. A stream holding fewer frames
+    than its header says is planned again with the count decoded, from the same generator state."""
+    import av
+
+    from toto_robot.data.video import VideoDecodeError, read_video
+
+    rng = rng or np.random.default_rng()
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0] if container.streams.video else None
+            n, H, W = (stream.frames, stream.height, stream.width) if stream is not None else (0, 0, 0)
+    except (av.error.FFmpegError, OSError, ValueError) as e:
+        raise VideoDecodeError(f"{path}: cannot decode ({e})") from e
+    if not n or n * H * W * 3 <= max_bytes:
+        video = read_video(path)
+        return [sample_clip(video, size, num_frames, stride, rng) for _ in range(n_clips)]
+    h, w = resize_shortest(np.zeros((H, W, 3), np.uint8), size).shape[:2]
+    span, state = (num_frames - 1) * stride + 1, rng.bit_generator.state
+    while True:
+        plan = []  # (frame indices, crop box) per clip, drawn in sample_clip's order
+        for _ in range(n_clips):
+            start = int(rng.integers(0, max(1, n - span + 1)))
+            plan.append(((start + np.arange(num_frames) * stride) % n, random_crop_box(h, w, size, rng)))
+        need, kept, decoded = {int(i) for idx, _ in plan for i in idx}, {}, 0
+        try:
+            with av.open(str(path)) as container:
+                for frame in container.decode(video=0):
+                    if decoded in need:
+                        kept[decoded] = resize_shortest(frame.to_ndarray(format="rgb24"), size)
+                    decoded += 1
+                    if decoded > max(need):
+                        break
+        except (av.error.FFmpegError, OSError, ValueError) as e:
+            if not decoded:
+                raise VideoDecodeError(f"{path}: cannot decode ({e})") from e
+        if len(kept) == len(need):
+            return [np.ascontiguousarray(crop(np.stack([kept[int(i)] for i in idx]), size, top, left)) for idx, (top, left) in plan]
+        if not decoded:
+            raise VideoDecodeError(f"{path}: no decodable frames")
+        n = decoded  # the header promised more frames than the stream holds
+        rng.bit_generator.state = state

@@ -6,10 +6,13 @@ the encoder's pool and an MLP head on (tokens, state) -> expert action.
 
 Works the same on simulator demonstrations and on episodes recorded from ROS (same format).
 Writes ``policy/`` (see ``policy.py``), ``metrics.csv`` (per-epoch losses and, with
-``eval_every``, success), ``loss_curve.png``, ``bc_config.json`` and ``result.json``.
+``eval_every``, success), ``loss_curve.png``, ``bc_config.json`` and ``result.json``; with
+``offline_eval`` also the held-out-episode action error beside its baselines (``offline.py``: a real
+robot has no simulator to roll out in).
 """
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import asdict, dataclass, field
@@ -32,6 +35,7 @@ from toto_robot.utils.config import ConfigError, check_choice, check_int, check_
 from toto_robot.utils.io import atomic_save_json, atomic_write_csv
 
 log = logging.getLogger(__name__)
+SIM_ACTION_SPACES = ("ee_delta", "joint_delta")  # sim_envs' Box(-1, 1) controls; a binary gripper is the last dim
 
 
 @dataclass
@@ -52,11 +56,18 @@ class BCConfig:
     action_steps: int = 1  # ... and execute this many of them before predicting again (1 = closed loop every step)
     val_fraction: float = 0.1  # whole episodes held out
     max_episodes: int | None = None
+    frame_stride: int = 1  # keep every k-th frame of each episode (a 30 fps recording repeats itself: 3 -> 10 fps), actions included
     eval_every: int = 0  # epochs between success evaluations in the sim task (0 = only at the end if eval_episodes)
     eval_episodes: int = 0
     eval_batch: int = 1  # rollouts stepped in lockstep, their frames encoded in one pass (evaluate_policy's batch)
     patience: int = 0  # > 0: stop when the held-out loss has not improved for this many epochs
     keep_best: bool = True  # save the epoch with the lowest held-out loss (needs val_fraction > 0)
+    action_norm: str = "auto"  # none: tanh head, actions in [-1, 1] (a simulator's); standard: the head learns actions standardised
+    # by the training episodes' mean/std (joint angles, servo ticks); auto: standard when a training action lies outside [-1, 1]
+    # and the demos' action space is not a simulator's (ee_delta, joint_delta)
+    offline_eval: bool = False  # held-out-episode action error (nMSE, R^2, bootstrap intervals) beside constant and raw-pixel baselines
+    offline_folds: int = 5  # ... from this many episode-grouped folds (at most one per episode), each trained like the policy
+    bootstrap: int = 2000  # resamples of the held-out episodes behind each interval
     token_cache: str | None = None  # folder of frozen demo tokens shared by runs with the same demos and backbone (any pooling or seed)
     seed: int = 0
     device: str = "cpu"
@@ -64,7 +75,7 @@ class BCConfig:
     def __post_init__(self):
         """Checked before any work; errors name the hydra key (policy.*) and the allowed range."""
         for key, low in (("epochs", 1), ("batch_size", 1), ("hidden", 1), ("history", 1), ("chunk", 1), ("action_steps", 1), ("eval_every", 0),
-                         ("eval_episodes", 0), ("eval_batch", 1), ("patience", 0), ("seed", 0)):
+                         ("eval_episodes", 0), ("eval_batch", 1), ("patience", 0), ("seed", 0), ("offline_folds", 2), ("bootstrap", 100), ("frame_stride", 1)):
             check_int(getattr(self, key), f"policy.{key}" if key != "seed" else "seed", low=low)
         if self.action_steps > self.chunk:
             raise ConfigError(f"policy.action_steps must be <= policy.chunk ({self.chunk}), got {self.action_steps}")
@@ -74,6 +85,7 @@ class BCConfig:
         if self.max_episodes is not None:
             check_int(self.max_episodes, "policy.max_episodes", low=1)
         check_choice(self.activation, "policy.activation", ("gelu", "relu"))
+        check_choice(self.action_norm, "policy.action_norm", ("auto", "none", "standard"))
         if self.hidden_sizes is not None:
             self.hidden_sizes = [check_int(h, "policy.hidden_sizes[]", low=1) for h in self.hidden_sizes]
             if not self.hidden_sizes:
@@ -95,32 +107,88 @@ def train_bc(cfg: BCConfig) -> Path:
     atomic_save_json(asdict(cfg), out / "bc_config.json")
     torch.manual_seed(cfg.seed)
     meta, eps = load_demo_arrays(cfg.demos, cfg.max_episodes)
+    if cfg.frame_stride > 1:
+        eps = [every_kth_frame(ep, cfg.frame_stride) for ep in eps]
+    if cfg.offline_eval and len(eps) < 2:
+        raise DemoFormatError(f"policy.offline_eval holds whole episodes out and needs at least 2 episodes; {cfg.demos} gives {len(eps)}"
+                              + (f" (policy.max_episodes={cfg.max_episodes})" if cfg.max_episodes else ""))
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(eps))
     n_val = min(len(eps) - 1, max(1, round(cfg.val_fraction * len(eps)))) if len(eps) > 1 and cfg.val_fraction > 0 else 0
     val_ids, train_ids = set(order[:n_val].tolist()), order[n_val:]
-
-    def stack(ids, key):
-        return np.concatenate([eps[i][key] for i in ids]) if len(ids) else np.zeros((0,))
-
     if eps[0][ACTION].shape[1] != meta.action_dim:  # before any encoder work
         raise DemoFormatError(f"actions have {eps[0][ACTION].shape[1]} dims, meta.json says {meta.action_dim}")
     encoder = encoder_from_spec(cfg.encoder).to(cfg.device)
+    pool_init = copy.deepcopy(encoder.pool.state_dict())  # every offline-evaluation fold starts its pool from here
     per_episode = demo_tokens(encoder, eps, cfg)
-    tokens = {}
-    for split, ids in (("train", list(train_ids)), ("val", sorted(val_ids))):
-        if ids:
-            chunks = np.concatenate([chunk_actions(eps[i][ACTION], cfg.chunk) for i in ids])  # (F, chunk * A)
-            tokens[split] = (torch.cat([per_episode[i] for i in ids]), torch.from_numpy(stack(ids, OBS_STATE)).float(),
-                             torch.from_numpy(chunks).float(), history_index([len(per_episode[i]) for i in ids], cfg.history))
-    tr_tok, tr_state, tr_act, tr_hist = tokens["train"]
-    mean, std = tr_state.mean(0), tr_state.std(0).clamp_min(1e-3)
-    policy = Policy(encoder, meta.state_dim, meta.action_dim, cfg.hidden, cfg.use_state, mean, std,
-                    meta={"task": meta.task, "image_size": int(meta.image_size[0]), "action_space": meta.action_space,
-                          "binary_gripper": meta.action_space in ("ee_delta", "joint_delta"), "demos": str(cfg.demos),
-                          "camera": meta.extra.get("camera", "agentview"),
-                          **({"max_steps": meta.extra["max_steps"]} if meta.extra.get("max_steps") else {})}, chunk=cfg.chunk, action_steps=cfg.action_steps,
-                    history=cfg.history, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation).to(cfg.device)
+    tokens = {split: split_tensors(per_episode, eps, ids, cfg) for split, ids in (("train", list(train_ids)), ("val", sorted(val_ids))) if ids}
+    policy = make_policy(encoder, meta, cfg, tokens["train"])
+    eval_envs: list = []  # built by the first evaluation, reused by the later ones (a renderer is slow to build)
+
+    def success(epoch: int) -> dict:
+        if cfg.eval_episodes and ((cfg.eval_every and epoch % cfg.eval_every == 0) or epoch == cfg.epochs):
+            return {"success_rate": evaluate_policy(policy, meta.task, cfg.eval_episodes, seed=cfg.seed, progress=False,
+                                                    batch=cfg.eval_batch, env_pool=eval_envs)["success_rate"]}
+        return {}
+
+    try:
+        history, best_epoch = fit_policy(policy, tokens["train"], tokens.get("val"), cfg, eps=eps, on_epoch=success)
+    finally:
+        close_envs(eval_envs)
+    policy.save_pretrained(out / "policy")
+    _write_metrics(history, out)
+    result = {"final": history[-1], "best_epoch": best_epoch, "train_frames": len(tokens["train"][2]), "episodes": len(eps),
+              "encoder": encoder.name, "layer": encoder.layer, "task": meta.task, "action_norm": policy.action_norm}
+    if cfg.offline_eval:
+        from toto_robot.policies.offline import offline_evaluation
+
+        result["offline_eval"] = offline_evaluation(cfg, meta, eps, encoder, per_episode, pool_init, out, action_norm=policy.action_norm)
+    atomic_save_json(result, out / "result.json")
+    return out / "policy"
+
+
+def every_kth_frame(ep: dict, k: int) -> dict:
+    """An episode with every ``k``-th frame (and its state, action, reward, ...) from the first; per-episode values stay."""
+    T = len(ep[ACTION])
+    return {key: v[::k] if isinstance(v, np.ndarray) and v.ndim and len(v) == T else v for key, v in ep.items()}
+
+
+def split_tensors(per_episode: list[torch.Tensor], eps: list[dict], ids: list[int], cfg: BCConfig) -> tuple:
+    """Episodes ``ids`` laid end to end: (tokens [F, N, C], state [F, S], action chunks [F, chunk * A], history rows [F, history])."""
+    chunks = np.concatenate([chunk_actions(eps[i][ACTION], cfg.chunk) for i in ids])  # (F, chunk * A)
+    return (torch.cat([per_episode[i] for i in ids]), torch.from_numpy(np.concatenate([eps[i][OBS_STATE] for i in ids])).float(),
+            torch.from_numpy(chunks).float(), history_index([len(per_episode[i]) for i in ids], cfg.history))
+
+
+def make_policy(encoder, meta, cfg: BCConfig, train: tuple) -> Policy:
+    """A fresh policy on ``encoder`` for the training split ``train`` (``split_tensors``): state normalised by its frames' mean/std,
+    actions standardised by theirs when ``cfg.action_norm`` says so (auto: when an action lies outside the tanh head's [-1, 1] and
+    the demos are not in a simulator's action space)."""
+    _, state, chunks, _ = train
+    actions = chunks[:, :meta.action_dim]  # (F, A): each frame's own action
+    norm = cfg.action_norm
+    if norm == "auto":  # a simulator's action spaces are [-1, 1] by definition: a value outside is an error the loss check names
+        norm = "standard" if meta.action_space not in SIM_ACTION_SPACES and float(actions.abs().max()) > 1 else "none"
+        if norm == "standard":
+            log.info("actions reach %.4g, outside a tanh head's [-1, 1]: the head learns them standardised by the training episodes' "
+                     "mean and std (policy.action_norm=standard)", float(actions.abs().max()))
+    a_std = actions.std(0) if len(actions) > 1 else torch.ones(meta.action_dim)
+    a_mean, a_std = (actions.mean(0), torch.where(a_std > 1e-6, a_std, torch.ones_like(a_std))) if norm == "standard" else (None, None)
+    return Policy(encoder, meta.state_dim, meta.action_dim, cfg.hidden, cfg.use_state, state.mean(0), state.std(0).clamp_min(1e-3),
+                  meta={"task": meta.task, "image_size": int(meta.image_size[0]), "action_space": meta.action_space,
+                        "binary_gripper": meta.action_space in SIM_ACTION_SPACES, "demos": str(cfg.demos),
+                        "camera": meta.extra.get("camera", "agentview"),
+                        **({"max_steps": meta.extra["max_steps"]} if meta.extra.get("max_steps") else {})}, chunk=cfg.chunk, action_steps=cfg.action_steps,
+                  history=cfg.history, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation, action_mean=a_mean, action_std=a_std).to(cfg.device)
+
+
+def fit_policy(policy: Policy, train: tuple, val: tuple | None, cfg: BCConfig, eps: list[dict] | None = None, on_epoch=None,
+               progress: bool = True) -> tuple[list[dict], int]:
+    """Train ``policy``'s pool and head on the cached tokens of ``train`` (``split_tensors``) for ``cfg.epochs``; ``val``, if given,
+    is scored every epoch and (``keep_best``) the lowest-loss epoch's weights are kept, ``patience`` stops early.
+    ``on_epoch(epoch) -> dict`` adds columns to the epoch's row. Returns (one row per epoch, best epoch)."""
+    tr_tok, tr_state, tr_act, tr_hist = train
+    tr_target = policy.normalise_actions(tr_act)  # what the head outputs: actions as they are, or standardised
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * math.ceil(len(tr_act) / cfg.batch_size)
@@ -128,43 +196,34 @@ def train_bc(cfg: BCConfig) -> Path:
     g = torch.Generator().manual_seed(cfg.seed)
     history = []
     best = (float("inf"), 0, None)  # (held-out loss, epoch, state)
-    bar = tqdm(range(1, cfg.epochs + 1), desc=f"bc {encoder.name}", unit="epoch")
-    eval_envs: list = []  # built by the first evaluation, reused by the later ones (a renderer is slow to build)
-    try:
-        for epoch in bar:
-            policy.train()
-            perm, total = torch.randperm(len(tr_act), generator=g), 0.0
-            for i in range(0, len(perm), cfg.batch_size):
-                idx = perm[i:i + cfg.batch_size]
-                pred = policy.forward_tokens(tr_tok[tr_hist[idx]].to(cfg.device), tr_state[idx].to(cfg.device))  # (B, history, N, C) tokens
-                loss = F.mse_loss(pred, tr_act[idx].to(cfg.device))
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"behaviour cloning loss is {loss.item()} at epoch {epoch}: {_extreme_values(eps, cfg.demos)}")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += loss.item() * len(idx)
-            row = {"epoch": epoch, "train_loss": total / len(tr_act), "val_loss": _val_loss(policy, tokens.get("val"), cfg.device)}
-            if cfg.eval_episodes and ((cfg.eval_every and epoch % cfg.eval_every == 0) or epoch == cfg.epochs):
-                row["success_rate"] = evaluate_policy(policy, meta.task, cfg.eval_episodes, seed=cfg.seed, progress=False,
-                                                     batch=cfg.eval_batch, env_pool=eval_envs)["success_rate"]
-            history.append(row)
-            bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}" if row["val_loss"] == row["val_loss"] else "-")
-            if row["val_loss"] < best[0]:
-                best = (row["val_loss"], epoch, {k: v.detach().clone() for k, v in policy.state_dict().items()})
-            elif cfg.patience and epoch - best[1] >= cfg.patience:
-                log.info("early stop at epoch %d: held-out loss last improved at epoch %d", epoch, best[1])
-                break
-    finally:
-        close_envs(eval_envs)
+    bar = tqdm(range(1, cfg.epochs + 1), desc=f"bc {policy.encoder.name}", unit="epoch", disable=not progress)
+    for epoch in bar:
+        policy.train()
+        perm, total = torch.randperm(len(tr_act), generator=g), 0.0
+        for i in range(0, len(perm), cfg.batch_size):
+            idx = perm[i:i + cfg.batch_size]
+            pred = policy.forward_tokens(tr_tok[tr_hist[idx]].to(cfg.device), tr_state[idx].to(cfg.device))  # (B, history, N, C) tokens
+            loss = F.mse_loss(pred, tr_target[idx].to(cfg.device))
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"behaviour cloning loss is {loss.item()} at epoch {epoch}"
+                                         + (f": {_extreme_values(eps, cfg.demos)}" if eps is not None else ""))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        row = {"epoch": epoch, "train_loss": total / len(tr_act), "val_loss": _val_loss(policy, val, cfg.device)}
+        row.update(on_epoch(epoch) if on_epoch else {})
+        history.append(row)
+        bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{row['val_loss']:.4f}" if row["val_loss"] == row["val_loss"] else "-")
+        if row["val_loss"] < best[0]:
+            best = (row["val_loss"], epoch, {k: v.detach().clone() for k, v in policy.state_dict().items()})
+        elif cfg.patience and val is not None and epoch - best[1] >= cfg.patience:
+            log.info("early stop at epoch %d: held-out loss last improved at epoch %d", epoch, best[1])
+            break
     if cfg.keep_best and best[2] is not None:
         policy.load_state_dict(best[2])
-    policy.save_pretrained(out / "policy")
-    _write_metrics(history, out)
-    atomic_save_json({"final": history[-1], "best_epoch": best[1], "train_frames": len(tr_act), "episodes": len(eps), "encoder": encoder.name,
-                      "layer": encoder.layer, "task": meta.task}, out / "result.json")
-    return out / "policy"
+    return history, best[1]
 
 
 def _extreme_values(eps: list[dict], demos: str) -> str:
@@ -212,6 +271,7 @@ def _val_loss(policy: Policy, val, device) -> float:
         return float("nan")
     policy.eval()
     tok, state, act, hist = val
+    act = policy.normalise_actions(act)  # the head's output space (standardised actions, or as they are)
     losses = [F.mse_loss(policy.forward_tokens(tok[hist[i:i + 256]].to(device), state[i:i + 256].to(device)), act[i:i + 256].to(device),
                          reduction="sum").item() for i in range(0, len(act), 256)]
     return sum(losses) / (len(act) * act.shape[1])

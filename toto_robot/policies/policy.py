@@ -3,6 +3,10 @@
     policy = load_policy("runs/bc/<run>/policy")
     action = policy.act({"image": uint8 [H, W, 3], "state": float32 [S]})   # float32 [A] in [-1, 1]
 
+Actions: a simulator's lie in [-1, 1] and the head ends in tanh; a real robot's (joint angles, servo
+ticks) are learnt standardised by the training episodes' mean and std (``action_mean``/``action_std``,
+saved with the head), the head is linear and ``act`` returns them in the robot's own units.
+
 Folder layout: ``policy.json`` (kind, dims, state normalisation), ``encoder/`` (the frozen encoder
 with its trained pool, see ``Encoder.save_pretrained``), ``head.safetensors`` (the MLP), or for
 PPO ``model.zip`` (a stable-baselines3 PPO whose feature extractor reads ``encoder/``).
@@ -31,11 +35,13 @@ ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
 
 
 class PolicyHead(nn.Module):
-    """[features, normalised state] -> MLP (``hidden_sizes``, default two layers of ``hidden``) -> tanh action in [-1, 1]."""
+    """[features, normalised state] -> MLP (``hidden_sizes``, default two layers of ``hidden``) -> tanh action in [-1, 1]
+    (``squash=False``: the last layer's output as it is, for standardised actions)."""
 
     def __init__(self, feature_dim: int, state_dim: int, action_dim: int, hidden: int = 256, hidden_sizes: list[int] | None = None,
-                 activation: str = "gelu"):
+                 activation: str = "gelu", squash: bool = True):
         super().__init__()
+        self.squash = squash
         if activation not in ACTIVATIONS:
             raise ConfigError(f"unknown activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
         sizes = [feature_dim + state_dim, *(hidden_sizes or [hidden, hidden])]
@@ -46,20 +52,24 @@ class PolicyHead(nn.Module):
 
     def forward(self, features: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
         x = features if state is None else torch.cat([features, state], dim=-1)  # (B, F + S)
-        return torch.tanh(self.net(x))  # (B, A)
+        out = self.net(x)  # (B, A)
+        return torch.tanh(out) if self.squash else out
 
 
 class Policy(nn.Module):
     """Frozen encoder + its trainable pool + MLP head. ``history`` > 1: the head reads the pooled features of
     the last ``history`` frames, oldest first (CortexBench's frame history); at an episode's start the first
-    frame stands in for the frames before it."""
+    frame stands in for the frames before it. ``action_mean``/``action_std`` [A]: the head predicts actions
+    standardised by them (linear output) and ``act`` maps them back; None: tanh actions in [-1, 1]."""
 
     kind = "bc"
 
     def __init__(self, encoder: Encoder, state_dim: int, action_dim: int, hidden: int = 256, use_state: bool = True,
                  state_mean=None, state_std=None, meta: dict | None = None, chunk: int = 1, action_steps: int = 1,
-                 history: int = 1, hidden_sizes: list[int] | None = None, activation: str = "gelu"):
+                 history: int = 1, hidden_sizes: list[int] | None = None, activation: str = "gelu", action_mean=None, action_std=None):
         super().__init__()
+        if (action_mean is None) != (action_std is None):
+            raise ConfigError("action_mean and action_std go together: give both (standardised actions) or neither (tanh actions)")
         if not 1 <= action_steps <= chunk:
             raise ConfigError(f"action_steps must be in 1..chunk ({chunk}), got {action_steps}")
         if history < 1:
@@ -69,14 +79,33 @@ class Policy(nn.Module):
         self.chunk, self.action_steps = chunk, action_steps  # predict `chunk` actions, execute the first `action_steps`
         self.history, self.hidden_sizes, self.activation = history, list(hidden_sizes) if hidden_sizes else None, activation
         self.head = PolicyHead(encoder.feature_dim * history, state_dim if use_state else 0, action_dim * chunk, hidden,
-                               self.hidden_sizes, activation)
+                               self.hidden_sizes, activation, squash=action_mean is None)
+        self.action_norm = "none" if action_mean is None else "standard"
         self._episode = self.new_episode()  # what ``act`` remembers between calls
         self.register_buffer("state_mean", torch.as_tensor(np.zeros(state_dim) if state_mean is None else state_mean, dtype=torch.float32))
         self.register_buffer("state_std", torch.as_tensor(np.ones(state_dim) if state_std is None else state_std, dtype=torch.float32))
         self.meta = dict(meta or {})
+        if action_mean is not None:
+            self.register_buffer("action_mean", torch.as_tensor(action_mean, dtype=torch.float32).reshape(action_dim))
+            self.register_buffer("action_std", torch.as_tensor(action_std, dtype=torch.float32).reshape(action_dim))
+
+    def normalise_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Actions [..., chunk * A] in the robot's units -> the head's output space (identity for tanh actions)."""
+        if self.action_norm == "none":
+            return actions
+        shape = actions.shape
+        return ((actions.reshape(*shape[:-1], -1, self.action_dim) - self.action_mean) / self.action_std).reshape(shape)
+
+    def unnormalise_actions(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The head's outputs [..., chunk * A] -> actions in the robot's units (identity for tanh actions)."""
+        if self.action_norm == "none":
+            return outputs
+        shape = outputs.shape
+        return (outputs.reshape(*shape[:-1], -1, self.action_dim) * self.action_std + self.action_mean).reshape(shape)
 
     def act_from_features(self, feats: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """Pooled features [B, history * F] + raw state [B, S] -> actions [B, chunk * A] (state normalised here)."""
+        """Pooled features [B, history * F] + raw state [B, S] -> the head's outputs [B, chunk * A] (state normalised here;
+        actions as they are for tanh actions, standardised otherwise: ``unnormalise_actions``)."""
         return self.head(feats, ((state - self.state_mean) / self.state_std) if self.use_state else None)
 
     def pool_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -89,7 +118,8 @@ class Policy(nn.Module):
         return self.encoder.pool(tokens.flatten(0, 1).float()).reshape(B, -1)
 
     def forward_tokens(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """Cached frozen tokens [B, N, C] or [B, history, N, C] + raw state [B, S] -> actions [B, chunk * A] (the BC training path)."""
+        """Cached frozen tokens [B, N, C] or [B, history, N, C] + raw state [B, S] -> the head's outputs [B, chunk * A] (the BC
+        training path; compare with ``normalise_actions(actions)``)."""
         return self.act_from_features(self.pool_tokens(tokens), state)
 
     def forward(self, frames, state: torch.Tensor) -> torch.Tensor:
@@ -123,7 +153,7 @@ class Policy(nn.Module):
         if due:
             stacked = torch.cat([torch.cat(list(episodes[i].frames), dim=-1) for i in due])  # (n, history * F), oldest first
             states = torch.from_numpy(np.stack([checked[i][1] for i in due])).to(self.state_mean.device)  # (n, S)
-            chunks = self.act_from_features(stacked, states).cpu().numpy().reshape(len(due), self.chunk, self.action_dim)
+            chunks = self.unnormalise_actions(self.act_from_features(stacked, states)).cpu().numpy().reshape(len(due), self.chunk, self.action_dim)
             chunks = chunks[:, : self.action_steps].astype(np.float32)  # (n, action_steps, A)
             if self.meta.get("binary_gripper"):  # regression averages open/close near the switch; commit to one
                 chunks[..., -1] = np.where(chunks[..., -1] > 0, 1.0, -1.0)
@@ -143,11 +173,13 @@ class Policy(nn.Module):
     def save_pretrained(self, directory: str | Path) -> Path:
         d = Path(directory)
         self.encoder.save_pretrained(d / "encoder")
+        norm = {"action_mean": self.action_mean, "action_std": self.action_std} if self.action_norm == "standard" else {}
         atomic_save_tensors({k: v.detach().contiguous() for k, v in self.head.state_dict().items()}
-                            | {"state_mean": self.state_mean, "state_std": self.state_std}, d / HEAD_WEIGHTS)
+                            | {"state_mean": self.state_mean, "state_std": self.state_std} | norm, d / HEAD_WEIGHTS)
         atomic_save_json({"kind": self.kind, "state_dim": self.state_dim, "action_dim": self.action_dim, "hidden": self.hidden,
                           "use_state": self.use_state, "encoder": self.encoder.name, "chunk": self.chunk, "action_steps": self.action_steps,
-                          "history": self.history, "hidden_sizes": self.hidden_sizes, "activation": self.activation, **self.meta},
+                          "history": self.history, "hidden_sizes": self.hidden_sizes, "activation": self.activation,
+                          "action_norm": self.action_norm, **self.meta},
                          d / POLICY_CONFIG)
         return d
 
@@ -227,10 +259,14 @@ def load_policy(directory: str | Path, device: str = "cpu"):
         raise CheckpointError(f"{d} is missing {HEAD_WEIGHTS}")
     encoder = load_encoder(d / "encoder", map_location=device)
     sd = load_file(str(d / HEAD_WEIGHTS), device=device)
-    own = ("kind", "state_dim", "action_dim", "hidden", "use_state", "encoder", "chunk", "action_steps", "history", "hidden_sizes", "activation")
+    own = ("kind", "state_dim", "action_dim", "hidden", "use_state", "encoder", "chunk", "action_steps", "history", "hidden_sizes", "activation",
+           "action_norm")
+    if meta.get("action_norm", "none") == "standard" and not {"action_mean", "action_std"} <= set(sd):
+        raise CheckpointError(f"{d}: policy.json says standardised actions but {HEAD_WEIGHTS} has no action_mean/action_std")
     extra = {k: v for k, v in meta.items() if k not in own}
     policy = Policy(encoder, meta["state_dim"], meta["action_dim"], meta["hidden"], meta["use_state"],
                     sd.pop("state_mean"), sd.pop("state_std"), meta=extra, chunk=meta.get("chunk", 1), action_steps=meta.get("action_steps", 1),
-                    history=meta.get("history", 1), hidden_sizes=meta.get("hidden_sizes"), activation=meta.get("activation", "gelu"))
+                    history=meta.get("history", 1), hidden_sizes=meta.get("hidden_sizes"), activation=meta.get("activation", "gelu"),
+                    action_mean=sd.pop("action_mean", None), action_std=sd.pop("action_std", None))
     policy.head.load_state_dict(sd)
     return policy.to(device).eval()

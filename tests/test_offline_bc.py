@@ -1,0 +1,132 @@
+"""Offline behaviour cloning (toto_robot/policies/offline.py): held-out-episode action error beside a constant and a
+raw-pixel baseline, on a generated demo folder whose actions follow from the image (its colour), in servo-tick-like
+units so the policy has to learn standardised actions."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toto_robot.data.demos import DemoFormatError, DemoMeta, DemoWriter
+from toto_robot.policies import load_policy
+from toto_robot.policies import bc as bc_module
+from toto_robot.policies.bc import BCConfig, train_bc
+from toto_robot.policies.offline import CONSTANT, PIXELS, episode_stats, scores_from, summarise
+from toto_robot.utils.config import ConfigError
+
+SIZE = 32
+
+
+def colour_demos(root: Path, episodes: int, T: int = 12, seed: int = 0) -> Path:
+    """Frames of one random colour each; the action is (red, blue) as servo ticks around 2000, the state is noise unique to
+    each frame (it says nothing about the action, and tells which frames a model trained on)."""
+    rng = np.random.default_rng(seed)
+    writer = DemoWriter(root, DemoMeta(source="lerobot", task="colour", image_size=(SIZE, SIZE), state_dim=3, action_dim=2,
+                                       action_space="lerobot"))
+    for _ in range(episodes):
+        rgb = rng.integers(0, 256, (T, 3))
+        frames = np.broadcast_to(rgb[:, None, None, :], (T, SIZE, SIZE, 3)).astype(np.uint8)
+        actions = (2000 + 4 * rgb[:, [0, 2]]).astype(np.float32)  # (T, 2) ticks
+        writer.write_episode(frames, rng.normal(size=(T, 3)).astype(np.float32), actions)
+    return root
+
+
+def test_offline_bc_beats_the_constant_on_held_out_episodes_it_never_trained_on(tmp_path, monkeypatch):
+    demos = colour_demos(tmp_path / "demos", episodes=6)
+    trained_on = []  # the state rows of every model's training split, in call order
+    real_fit = bc_module.fit_policy
+    monkeypatch.setattr(bc_module, "fit_policy", lambda policy, train, *a, **k: trained_on.append(train[1].numpy()) or real_fit(policy, train, *a, **k))
+    out = tmp_path / "bc"
+    cfg = BCConfig(demos=str(demos), out_dir=str(out), encoder={"name": "random", "pooling": "average"}, epochs=30, lr=3e-3,
+                   val_fraction=0.2, offline_eval=True, offline_folds=3, bootstrap=300)
+    policy_dir = train_bc(cfg)
+
+    report = json.loads((out / "offline_eval.json").read_text())
+    by = {r["method"]: r for r in report["methods"]}
+    bc = by["BC random"]
+    assert set(by) == {"BC random", CONSTANT, PIXELS} and report["episodes"] == report["held_out_episodes"] == 6 and report["frames"] == 72
+    assert bc["nmse"] < 0.6 * by[CONSTANT]["nmse"] and bc["r2"] > 0.3 and by[CONSTANT]["r2"] <= 0.05
+    for r in report["methods"]:
+        assert r["nmse_ci"][0] <= r["nmse"] <= r["nmse_ci"][1] and r["r2_ci"][0] <= r["r2_ci"][1]
+    assert {p["difference"] for p in report["paired"]} == {f"BC random - {CONSTANT}", f"BC random - {PIXELS}"}
+
+    # whole episodes held out: the folds partition the episodes, and no model of a fold saw a held-out frame
+    folds = report["folds"]
+    assert len(folds) == 3 and sorted(e for f in folds for e in f["held_out"]) == list(range(6))
+    eps = [bc_module.open_demos(demos)[i] for i in range(6)]
+    row_episode = {tuple(np.round(s, 5)): i for i, ep in enumerate(eps) for s in ep["state"]}
+    assert len(trained_on) == 1 + 2 * len(folds)  # the deployable policy, then BC and raw pixels per fold
+    for f, fold in enumerate(folds):
+        for states in trained_on[1 + 2 * f: 3 + 2 * f]:
+            seen = {row_episode[tuple(np.round(s, 5))] for s in states}
+            assert seen == set(fold["train"]) and not seen & set(fold["held_out"])
+
+    with open(out / "offline_eval.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["method"] for r in table] == [r["method"] for r in report["methods"]] and {"nmse_lo", "nmse_hi", "r2_lo", "r2_hi"} <= set(table[0])
+    with open(out / "offline_episodes.csv") as f:
+        assert len(list(csv.DictReader(f))) == 6 * 3
+    assert (out / "offline_eval.png").stat().st_size > 1000
+    assert json.loads((out / "result.json").read_text())["offline_eval"]["held_out_episodes"] == 6
+
+    # the deployable policy learnt standardised actions and answers in ticks
+    policy = load_policy(policy_dir)
+    assert policy.action_norm == "standard" and json.loads((policy_dir / "policy.json").read_text())["action_norm"] == "standard"
+    action = policy.act({"image": eps[0]["image"][0], "state": eps[0]["state"][0]})
+    assert 1900 < action.min() and action.max() < 3100
+
+
+def test_offline_bc_refuses_a_single_episode(tmp_path):
+    demos = colour_demos(tmp_path / "demos", episodes=1)
+    with pytest.raises(DemoFormatError, match=r"offline_eval holds whole episodes out and needs at least 2 episodes; .* gives 1"):
+        train_bc(BCConfig(demos=str(demos), out_dir=str(tmp_path / "bc"), epochs=1, offline_eval=True))
+    colour_demos(tmp_path / "three", episodes=3)
+    with pytest.raises(DemoFormatError, match=r"gives 1 \(policy.max_episodes=1\)"):
+        train_bc(BCConfig(demos=str(tmp_path / "three"), out_dir=str(tmp_path / "bc"), epochs=1, offline_eval=True, max_episodes=1))
+    with pytest.raises(ConfigError, match="policy.offline_folds"):
+        BCConfig(demos="x", out_dir="y", offline_folds=1)
+    with pytest.raises(ConfigError, match="policy.action_norm"):
+        BCConfig(demos="x", out_dir="y", action_norm="minmax")
+
+
+def test_scores_and_bootstrap_intervals_over_episodes():
+    rng = np.random.default_rng(0)
+    ys = [rng.normal(size=(20, 3)) * [1, 100, 0.01] + [0, 2000, 5] for _ in range(5)]
+    scale = [np.array([1, 100, 0.01])] * 5
+    exact = episode_stats(ys, ys, scale)
+    mean = np.concatenate(ys).mean(0)
+    held_out_mean = episode_stats(ys, [np.broadcast_to(mean, y.shape) for y in ys], scale)
+    half = episode_stats(ys, [mean + 0.5 * (y - mean) for y in ys], scale)  # explains 3/4 of the variance of every dim
+    nmse, r2, per_dim = scores_from(exact, np.ones((1, 5)))
+    assert nmse[0] == 0 and r2[0] == 1
+    nmse, r2, per_dim = scores_from(held_out_mean, np.ones((1, 5)))
+    assert abs(r2[0]) < 1e-9 and abs(nmse[0] - 1) < 0.1  # the held-out mean: R^2 0, about one training variance of error
+    nmse, r2, per_dim = scores_from(half, np.ones((1, 5)))
+    assert np.allclose(per_dim, 0.75) and abs(r2[0] - 0.75) < 1e-9  # dims in ticks and in hundredths weigh the same
+    report = summarise({"BC": half, "mean": held_out_mean}, n_boot=500, seed=0, baseline_of="BC")
+    bc, base = report["methods"]
+    assert bc["nmse_ci"][0] <= bc["nmse"] <= bc["nmse_ci"][1] and bc["nmse_ci"][1] < base["nmse_ci"][0]
+    (diff,) = report["paired"]
+    assert diff["difference"] == "BC - mean" and diff["nmse_ci"][1] < 0 < diff["r2_ci"][0]
+    assert report["held_out_episodes"] == 5 and "500 resamples" in report["interval"]
+
+
+def test_train_policy_command_runs_offline_eval_on_any_encoder_with_a_frame_stride(tmp_path):
+    """The documented command's config path (configs/train_policy.yaml + policy=bc + encoder=pixels), every 2nd frame."""
+    from hydra import compose, initialize_config_module
+
+    from toto_robot.train.train_policy import run
+
+    demos = colour_demos(tmp_path / "demos", episodes=3)
+    with initialize_config_module(config_module="toto_robot.configs", version_base="1.3"):
+        cfg = compose(config_name="train_policy", overrides=[
+            "policy=bc", f"demos={demos}", "encoder=pixels", "encoder.input_size=32", "policy.eval_episodes=0", "policy.offline_eval=true",
+            "policy.frame_stride=2", "policy.epochs=3", "policy.bootstrap=100", f"out_dir={tmp_path / 'run'}"])
+    policy_dir = run(cfg)
+    report = json.loads((tmp_path / "run" / "offline_eval.json").read_text())
+    assert report["encoder"] == "pixels" and report["frame_stride"] == 2 and report["frames"] == 3 * 6
+    assert len(report["folds"]) == 3 and all(len(f["held_out"]) == 1 for f in report["folds"])  # 5 folds asked, one per episode
+    assert json.loads((policy_dir / "policy.json").read_text())["encoder"] == "pixels"

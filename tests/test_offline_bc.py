@@ -14,23 +14,25 @@ from toto_robot.data.demos import DemoFormatError, DemoMeta, DemoWriter
 from toto_robot.policies import load_policy
 from toto_robot.policies import bc as bc_module
 from toto_robot.policies.bc import BCConfig, train_bc
-from toto_robot.policies.offline import CONSTANT, PIXELS, episode_stats, scores_from, summarise
+from toto_robot.policies.offline import CONSTANT, PIXELS, STATE, episode_stats, scores_from, summarise
 from toto_robot.utils.config import ConfigError
 
 SIZE = 32
 
 
-def colour_demos(root: Path, episodes: int, T: int = 12, seed: int = 0) -> Path:
+def colour_demos(root: Path, episodes: int, T: int = 12, seed: int = 0, state_dim: int = 3) -> Path:
     """Frames of one random colour each; the action is (red, blue) as servo ticks around 2000, the state is noise unique to
-    each frame (it says nothing about the action, and tells which frames a model trained on)."""
+    each frame (it says nothing about the action, and tells which frames a model trained on); ``state_dim=2``: the action
+    plus one tick of noise (a joint read one step before its target)."""
     rng = np.random.default_rng(seed)
-    writer = DemoWriter(root, DemoMeta(source="lerobot", task="colour", image_size=(SIZE, SIZE), state_dim=3, action_dim=2,
+    writer = DemoWriter(root, DemoMeta(source="lerobot", task="colour", image_size=(SIZE, SIZE), state_dim=state_dim, action_dim=2,
                                        action_space="lerobot"))
     for _ in range(episodes):
         rgb = rng.integers(0, 256, (T, 3))
         frames = np.broadcast_to(rgb[:, None, None, :], (T, SIZE, SIZE, 3)).astype(np.uint8)
         actions = (2000 + 4 * rgb[:, [0, 2]]).astype(np.float32)  # (T, 2) ticks
-        writer.write_episode(frames, rng.normal(size=(T, 3)).astype(np.float32), actions)
+        state = rng.normal(size=(T, state_dim)) + (actions if state_dim == 2 else 0)
+        writer.write_episode(frames, state.astype(np.float32), actions)
     return root
 
 
@@ -120,7 +122,7 @@ def test_train_policy_command_runs_offline_eval_on_any_encoder_with_a_frame_stri
 
     from toto_robot.train.train_policy import run
 
-    demos = colour_demos(tmp_path / "demos", episodes=3)
+    demos = colour_demos(tmp_path / "demos", episodes=3, state_dim=2)  # state and action of one size: "state as action" joins, and wins
     with initialize_config_module(config_module="toto_robot.configs", version_base="1.3"):
         cfg = compose(config_name="train_policy", overrides=[
             "policy=bc", f"demos={demos}", "encoder=pixels", "encoder.input_size=32", "policy.eval_episodes=0", "policy.offline_eval=true",
@@ -128,5 +130,7 @@ def test_train_policy_command_runs_offline_eval_on_any_encoder_with_a_frame_stri
     policy_dir = run(cfg)
     report = json.loads((tmp_path / "run" / "offline_eval.json").read_text())
     assert report["encoder"] == "pixels" and report["frame_stride"] == 2 and report["frames"] == 3 * 6
+    state = {r["method"]: r for r in report["methods"]}[STATE]
+    assert state["nmse"] < 1e-3 and state["r2"] > 0.999 and state["nmse_ci"][1] < 1e-3
     assert len(report["folds"]) == 3 and all(len(f["held_out"]) == 1 for f in report["folds"])  # 5 folds asked, one per episode
     assert json.loads((policy_dir / "policy.json").read_text())["encoder"] == "pixels"

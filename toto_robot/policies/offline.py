@@ -13,6 +13,9 @@ learn from the other folds' episodes only:
 * **constant**: the training episodes' mean action.
 * **raw pixels**: the same BC head and training on the frame centre-cropped and resized to 8 x 8 x 3
   (``build_encoder("pixels", input_size=8, patch=8)``), with the same state input as the policy.
+* **state as action** (only where state and action have the same size): the frame's own state, as
+  if the robot held its position. Where actions are absolute joint targets a step ahead, this
+  trivial predictor is hard to beat frame by frame; where they are not, it scores badly.
 
 Scores, over the held-out frames of every fold:
 
@@ -44,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toto_robot.constants import ACTION
+from toto_robot.constants import ACTION, OBS_STATE
 from toto_robot.encoders import encoder_from_spec
 from toto_robot.errors import DataFormatError
 from toto_robot.utils.io import atomic_save_json, atomic_write_csv
@@ -54,7 +57,7 @@ from toto_robot.utils.stats import group_folds
 log = logging.getLogger(__name__)
 
 PIXEL_BASELINE = {"name": "pixels", "input_size": 8, "patch": 8, "pooling": "average"}  # one token: the 8 x 8 x 3 frame
-CONSTANT, PIXELS = "constant", "raw pixels 8x8x3"
+CONSTANT, PIXELS, STATE = "constant", "raw pixels 8x8x3", "state as action"
 MOVES = 0.1  # a dim is scored when its std over each fold's training frames is at least this fraction of its std over all frames
 
 
@@ -105,6 +108,8 @@ def offline_evaluation(cfg, meta, eps: list[dict], encoder, per_episode: list[to
     A = meta.action_dim
     method = f"BC {encoder.name}"
     preds = {m: [None] * len(eps) for m in (method, PIXELS, CONSTANT)}  # per episode [T, A]
+    if meta.state_dim == A:  # hold the position: the action = the frame's own state
+        preds[STATE] = [ep[OBS_STATE].astype(np.float64) for ep in eps]
     train_std = np.zeros((len(folds), A))
     fold_of = np.zeros(len(eps), np.int64)
     for f, (train_ids, test_ids) in enumerate(folds):

@@ -237,3 +237,17 @@ def test_real_study_page_holds_each_recipe_real_frame_table(tmp_path):
     assert {r["recipe"] for r in rows} == {"r32", "r32_steps"} and all("davis_JF" in r for r in rows if r["encoder"] not in ("constant", "raw 8x8 pixels"))
     assert any(r["encoder"] == "mae" and r["pretrain_gflop"] > 0 for r in rows)
     assert (tmp_path / "study" / "study_real.csv").is_file()
+
+
+def test_centred_propagation_ignores_a_component_every_token_shares():
+    """Centring on the clip's mean token makes label propagation blind to an offset all tokens share (a direction a
+    network writes into every position); on raw tokens the same offset squeezes every cosine towards 1 and changes
+    which labels a token takes."""
+    frames, masks = square_clip(T=6, H=64, W=64, step=4)
+    tokens = torch.randn(6, 16 * 16, 8, generator=torch.Generator().manual_seed(0))
+    offset = torch.full((8,), 3.0)
+    kw = dict(first_mask=masks[0], num_objects=int(masks.max()), size=64)
+    centred = segment(tokens, **kw)
+    assert np.array_equal(segment(tokens + offset, **kw), centred)
+    assert np.array_equal(segment(tokens - tokens.mean(dim=(0, 1)), center=False, **kw), centred)
+    assert not np.array_equal(segment(tokens + offset, center=False, **kw), segment(tokens, center=False, **kw))

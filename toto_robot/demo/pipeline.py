@@ -350,10 +350,10 @@ def sim_eval_stages(cfg: DemoConfig, cache: StageCache, stages: list, st_pre, st
 def real_frames_stage(cfg: DemoConfig, cache: StageCache, st_pre, st_mae, final: Path, mae_ckpt: str):
     """Stage 8: Toto, its random-init control, an untrained ViT of the same input size, MAE at matched compute and the
     no-training baselines on the user's real frames (``toto_robot.probes.real_suite``), cached like every stage."""
-    from toto_robot.probes.real_suite import RealFramesConfig, standard_encoders
+    from toto_robot.probes.real_suite import PROTOCOL, RealFramesConfig, standard_encoders
 
     real_cfg = {"upstream": [str(st_pre.dir), str(st_mae.dir)], "davis_root": cfg.davis_root, "robot_roots": cfg.robot_roots,
-                "layer": cfg.real_layer, "options": cfg.real_frames}
+                "layer": cfg.real_layer, "options": cfg.real_frames, "protocol": PROTOCOL}
 
     def real_frames(d: Path) -> dict:
         from toto_robot.probes.real_suite import run_real_frames

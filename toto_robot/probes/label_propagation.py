@@ -1,8 +1,8 @@
 """Semi-supervised video object segmentation by label propagation (paper Sec. 4.5, the DAVIS
 protocol of Jabri et al. 2020 as DINO's ``eval_video_segmentation.py`` runs it): the first frame's
-mask is given; every later frame takes the labels of its k nearest tokens (cosine similarity, softmax
-with a temperature) among the first frame and the previous ``context`` frames, searched within a
-window around its own cell; label maps are upsampled, each label's map rescaled to [0, 1] (DINO's
+mask is given; every later frame takes the labels of its k nearest tokens (cosine similarity of tokens
+centred on the clip's mean token, softmax with a temperature) among the first frame and the previous
+``context`` frames, searched within a window around its own cell; label maps are upsampled, each label's map rescaled to [0, 1] (DINO's
 ``norm_mask``) and the argmax scored by J (region IoU) and F (boundary F-measure, DAVIS's tolerance
 of 0.008 of the image diagonal), per clip and averaged. Defaults are DINO's: k = 5, temperature 0.1,
 7 previous frames, a window of 12 rows of its 60-row grid (``radius=0.2`` of the grid side).
@@ -163,9 +163,13 @@ def summarize_clips(scores: list[tuple[float, float]]) -> dict:
     return {"J": j, "F": f, "J&F": (j + f) / 2, "per_video": [s[0] for s in scores], "per_video_F": [s[1] for s in scores]}
 
 
-def segment(tokens: torch.Tensor, first_mask: np.ndarray, num_objects: int, size: int, norm: bool = True, **kw) -> np.ndarray:
+def segment(tokens: torch.Tensor, first_mask: np.ndarray, num_objects: int, size: int, norm: bool = True, center: bool = True,
+            **kw) -> np.ndarray:
     """Propagate ``first_mask`` through a clip's tokens -> predicted masks [T, size, size] (``norm``: ``norm_labels``
-    before the argmax)."""
+    before the argmax; ``center``: subtract the clip's mean token first, so the cosine compares what tells tokens
+    apart rather than the component they all share)."""
+    if center:
+        tokens = tokens - tokens.mean(dim=(0, 1), keepdim=True)  # (T, N, C)
     T, N, _ = tokens.shape
     grid = int(round(N ** 0.5))
     labels = propagate(tokens, soft_labels(first_mask, num_objects + 1, grid), **kw)  # (T, L, N)

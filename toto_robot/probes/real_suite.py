@@ -44,6 +44,7 @@ from toto_robot.utils.plots import pyplot, save_figure
 
 log = logging.getLogger(__name__)
 TARGETS = ("state", "action")
+PROTOCOL = 2  # bumped when a default of the scoring changes, so cached reports are recomputed (demo stage real_frames)
 COPY_FIRST, PIXELS, CONSTANT, RAW8 = "copy first mask", "pixels", "constant", "raw 8x8 pixels"
 
 

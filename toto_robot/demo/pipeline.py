@@ -386,10 +386,11 @@ def real_frames_section(r: Report, stage, keep) -> None:
         s.figures.append((keep(stage.dir / "davis.png", "real_davis.png"), "DAVIS J&F (95% bootstrap CI)"))
     for name, rob in res.get("robot", {}).items():
         s = r.section(f"Real frames: robot set {name}")
-        s.text.append(f"{rob['episodes']} episodes, {rob['frames']} frames (every {rob['stride']}th); ridge R^2 from one frame, folds by episode, "
+        s.text.append(f"{rob['episodes']} episodes, {rob['frames']} frames (1 in {rob['stride']}); ridge R^2 from one frame, folds by episode, "
                       + ", ".join(f"{t['pooling']} pooling for the {target}" for target, t in rob["targets"].items()) + ".")
         header = ["read-out", *[f"{target} R^2 [95% CI]" for target in rob["targets"]]]
-        labels = list(next(iter(rob["targets"].values()))["headline"])
+        first = next(iter(rob["targets"].values()))["headline"]
+        labels = sorted(first, key=lambda k: -first[k]["r2"])
         s.tables.append((header, [[k, *[f"{t['headline'][k]['r2']:.3f} [{t['headline'][k]['r2_low']:.3f}, {t['headline'][k]['r2_high']:.3f}]"
                                         for t in rob["targets"].values()]] for k in labels]))
     if res.get("robot"):

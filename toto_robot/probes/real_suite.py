@@ -399,7 +399,7 @@ def write_page(results: dict, cfg: RealFramesConfig, out: Path) -> None:
         lines += ["", "![DAVIS](davis.png)", ""]
     for name, r in results.get("robot", {}).items():
         lines += [f"## Robot set `{name}`", "",
-                  f"{r['episodes']} episodes, {r['frames']} frames (every {r['stride']}th), ridge from one frame, {cfg.folds} folds grouped by episode."]
+                  f"{r['episodes']} episodes, {r['frames']} frames (1 in {r['stride']}), ridge from one frame, {cfg.folds} folds grouped by episode."]
         for target, t in r["targets"].items():
             dropped = r["dropped"].get(target)
             lines += ["", f"**{target}** ({t['table'][0]['dims']} dims{f'; constant columns {dropped} left out' if dropped else ''}); "

@@ -29,6 +29,17 @@ def _seed_everything():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _ordinary_scheduling():
+    """Every test starts on Linux's ordinary time-sharing policy. A test worker's main thread was found running
+    SCHED_FIFO at priority 99 part way through a full run (set by native code some earlier test loaded; not by
+    this project): every process a later test starts inherits it, and two real-time torchrun ranks that busy-wait
+    on gloo then starve the rest of a 2-core machine, their own decoding workers included, until a timeout."""
+    if hasattr(os, "sched_getscheduler") and os.sched_getscheduler(0) != os.SCHED_OTHER:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    yield
+
+
 @pytest.fixture
 def ros():
     """A private rclpy context with one executor: ``(ctx, add(node) -> node, spin_until(cond, timeout) -> bool)``;

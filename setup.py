@@ -53,6 +53,7 @@ CORE = [
     "matplotlib>=3.8",
     "av>=12",
     "pillow>=10",
+    "scipy>=1.11",  # the real-frame suite's paired tests (Wilcoxon signed-rank)
 ]
 EXTRAS = {
     "sim": ["mujoco>=3.2", "mujoco-menagerie>=2026.10.4", "gymnasium>=1.0", "stable-baselines3>=2.3", "scipy>=1.11", "imageio>=2.30"],

@@ -155,21 +155,13 @@ def constant_predictions(y: np.ndarray, groups: np.ndarray, folds: int) -> np.nd
 # ---- DAVIS -------------------------------------------------------------------------------------------
 
 def davis_rows(label: str, encoder: Encoder | None, videos, names: list[str], layer: int | None, prop: dict) -> list[dict]:
-    """One row per sequence: J, F and J&F of ``encoder`` at ``layer`` (None encoder: copying the first mask)."""
-    from toto_robot.probes.label_propagation import clip_scores, clip_tokens, segment
+    """One row per sequence: J, F and J&F of ``encoder`` at ``layer`` (``propagation_j``; None encoder: ``copy_first_j``)."""
+    from toto_robot.probes.label_propagation import copy_first_j, propagation_j
 
-    kw = dict(prop)
-    window = kw.pop("window", None)
-    rows = []
-    for name, (frames, masks) in zip(names, videos):
-        if encoder is None:
-            pred = np.broadcast_to(masks[:1], masks.shape)
-        else:
-            pred = segment(clip_tokens(encoder, frames, layer, window), masks[0], int(masks.max()), masks.shape[-1], **kw)
-        j, f = clip_scores(pred, masks)
-        rows.append({"encoder": label, "layer": "" if layer is None else layer, "own_layer": True, "sequence": name, "frames": len(frames),
-                     "J": j, "F": f, "J&F": (j + f) / 2})
-    return rows
+    score = copy_first_j(videos) if encoder is None else propagation_j(encoder, videos, layer, **prop)
+    return [{"encoder": label, "layer": "" if layer is None else layer, "own_layer": True, "sequence": name, "frames": len(frames),
+             "J": j, "F": f, "J&F": (j + f) / 2}
+            for name, (frames, _), j, f in zip(names, videos, score["per_video"], score["per_video_F"])]
 
 
 # ---- robot episodes ----------------------------------------------------------------------------------

@@ -251,3 +251,31 @@ def test_centred_propagation_ignores_a_component_every_token_shares():
     assert np.array_equal(segment(tokens + offset, **kw), centred)
     assert np.array_equal(segment(tokens - tokens.mean(dim=(0, 1)), center=False, **kw), centred)
     assert not np.array_equal(segment(tokens + offset, center=False, **kw), segment(tokens, center=False, **kw))
+
+
+def test_frames_are_read_at_the_largest_encoder_input_unless_a_size_is_given():
+    from toto_robot.probes.real_suite import frame_size
+
+    small, big = build_encoder("pixels", input_size=64, patch=8), build_encoder("random", img_size=320)
+    assert frame_size([small], 128) == 128 and frame_size([small], 256) == 256
+    assert frame_size([small, big], 128) == 320 and frame_size([small, big], 256) == 320
+    assert frame_size([], 128) == 128
+
+
+def test_a_toto_run_reads_frames_at_a_larger_resolution_while_one_frame_fits_its_context(tmp_path):
+    from helpers import tiny_toto_run
+
+    from toto_robot.probes.real_suite import standard_encoders
+
+    final = tiny_toto_run(tmp_path, resolution=32)  # 4x4 tokens per frame, a context of 4 frames = 65 positions
+    at64 = build_encoder("toto", checkpoint=str(final), resolution=64, layer=1)
+    assert (at64.input_size, at64.token_grid, at64.max_frames) == (64, 8, 1)
+    tokens = at64.layer_tokens(torch.zeros(2, 96, 80, 3, dtype=torch.uint8), [1])[1]
+    assert tokens.shape == (2, 64, 32)  # one 64 px frame = 8 x 8 tokens
+    with pytest.raises(ConfigError, match="resolution 128: one frame is 256 tokens but the model's context holds 64"):
+        build_encoder("toto", checkpoint=str(final), resolution=128)
+    control = build_encoder("random", like=str(final), resolution=64)
+    assert control.input_size == 64 and not torch.equal(control.model.tok_emb.weight, at64.model.tok_emb.weight)
+    specs = standard_encoders(str(final), None, layer=1, resolution=64)
+    assert specs["toto"]["resolution"] == specs["random-init"]["resolution"] == specs["untrained ViT"]["img_size"] == 64
+    assert "resolution" not in standard_encoders(str(final), None, layer=1)["toto"]

@@ -99,27 +99,41 @@ def read_pretrained_run(checkpoint: str | Path) -> tuple[Toto, Tokenizer, int]:
 
 
 def build_toto_encoder(name: str, checkpoint: str | None = None, layer: int | None = None, pooling: str = "attention",
-                       start: str = "video") -> TotoEncoder:
-    """``toto_tiny`` ... ``toto_1b`` (the checkpoint must be that size) or ``toto`` (any size) from a pre-trained run."""
+                       start: str = "video", resolution: int | None = None) -> TotoEncoder:
+    """``toto_tiny`` ... ``toto_1b`` (the checkpoint must be that size) or ``toto`` (any size) from a pre-trained run.
+    ``resolution`` reads frames at another size than pre-training (more tokens per frame; the clip must still fit
+    the model's context), e.g. a 128 px run read at 256 px for dense tasks such as label propagation."""
     if not checkpoint:
         raise CheckpointError(f"encoder {name!r} needs checkpoint=<pre-training final/ dir>; "
                               f"use 'random' for an untrained control")
-    model, tokenizer, resolution = read_pretrained_run(checkpoint)
+    model, tokenizer, trained = read_pretrained_run(checkpoint)
     if name != "toto":
         want = TotoConfig.from_name(name)
         got = model.config
         if (want.n_embd, want.n_layer, want.n_head) != (got.n_embd, got.n_layer, got.n_head):
             raise CheckpointError(f"{checkpoint} holds a {got.n_embd}/{got.n_layer}/{got.n_head} model, not {name} "
                                   f"({want.n_embd}/{want.n_layer}/{want.n_head}); use name 'toto' for any size")
-    return TotoEncoder(name, model, tokenizer, resolution, layer=layer, pooling=pooling, start=start)
+    return TotoEncoder(name, model, tokenizer, read_resolution(model, tokenizer, trained, resolution), layer=layer, pooling=pooling, start=start)
 
 
-def build_random_toto_encoder(like: str, layer: int | None = None, pooling: str = "attention", seed: int = 0) -> TotoEncoder:
+def read_resolution(model: Toto, tokenizer: Tokenizer, trained: int, resolution: int | None) -> int:
+    """The frame size an encoder reads: the pre-training size, or ``resolution`` when one frame of it fits the context."""
+    if not resolution or int(resolution) == trained:
+        return trained
+    tokens = (int(resolution) // tokenizer.downsample) ** 2
+    if tokens + 1 > model.config.block_size:
+        raise ConfigError(f"resolution {resolution}: one frame is {tokens} tokens but the model's context holds "
+                          f"{model.config.block_size - 1} (pre-trained at {trained} px)")
+    return int(resolution)
+
+
+def build_random_toto_encoder(like: str, layer: int | None = None, pooling: str = "attention", seed: int = 0,
+                              resolution: int | None = None) -> TotoEncoder:
     """The random-init control: same tokenizer and architecture as the run ``like``, transformer re-initialised."""
-    model, tokenizer, resolution = read_pretrained_run(like)
+    model, tokenizer, trained = read_pretrained_run(like)
     torch.manual_seed(seed)
     fresh = Toto(model.config)
-    return TotoEncoder("random", fresh, tokenizer, resolution, layer=layer, pooling=pooling)
+    return TotoEncoder("random", fresh, tokenizer, read_resolution(fresh, tokenizer, trained, resolution), layer=layer, pooling=pooling)
 
 
 __all__ = ["TotoEncoder", "build_toto_encoder", "build_random_toto_encoder", "read_pretrained_run"]

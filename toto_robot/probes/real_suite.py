@@ -58,7 +58,8 @@ class RealFramesConfig:
     propagation: dict = field(default_factory=dict)  # ``propagate``/``segment`` options (topk, temperature, context, radius, norm) and window
     layers: str = "own"  # own: each encoder's configured layer; all: every layer too (sweep figure), the headline stays at its own layer
     poolings: list[str] = field(default_factory=lambda: ["average", "spatial2"])  # robot read-outs (``regression.pool_tokens``)
-    robot_size: int = 128  # robot frames are centre-cropped and resized to this on load
+    robot_size: int | None = None  # robot frames are centre-cropped and resized to this on load (None: the largest
+    # encoder input size, at least 128, so no encoder reads upsampled frames)
     robot_max_frames: int = 1500  # per set: every k-th frame of each episode so that at most this many are kept
     targets: list[str] = field(default_factory=lambda: list(TARGETS))
     pixel_baseline: bool = True  # raw-pixel patches at each input size the encoders use, and raw 8x8 pixels on robot frames
@@ -77,7 +78,8 @@ class RealFramesConfig:
         for t in self.targets:
             check_choice(t, "targets", TARGETS)
         for key in ("robot_size", "robot_max_frames", "folds"):
-            check_int(getattr(self, key), key, low=1 if key != "folds" else 2)
+            if getattr(self, key) is not None or key != "robot_size":
+                check_int(getattr(self, key), key, low=1 if key != "folds" else 2)
         check_int(self.bootstrap, "bootstrap", low=0)
         if self.davis_root and not Path(self.davis_root).expanduser().is_dir():
             raise ConfigError(f"davis_root: folder not found: {self.davis_root}")
@@ -86,18 +88,21 @@ class RealFramesConfig:
                 raise ConfigError(f"robot_roots[{k}]: folder not found: {root}")
 
 
-def standard_encoders(toto: str | None = None, mae: str | None = None, layer: int | None = None, mae_layer: int | None = None) -> dict[str, dict]:
+def standard_encoders(toto: str | None = None, mae: str | None = None, layer: int | None = None, mae_layer: int | None = None,
+                      resolution: int | None = None) -> dict[str, dict]:
     """The comparison every real-frame table holds, from a Toto checkpoint: Toto at ``layer`` (default half depth), its
     random-init control (same tokenizer and architecture), an untrained ViT of the same input size and, given an MAE
-    checkpoint of the mae_tiny layout, that MAE at the same input size."""
+    checkpoint of the mae_tiny layout, that MAE at the same input size. ``resolution`` reads them all at another
+    frame size than Toto's pre-training (one frame must fit Toto's context)."""
     specs: dict[str, dict] = {}
-    size = None
+    size = resolution
     if toto:
         from toto_robot.encoders.toto import read_pretrained_run
 
-        size = read_pretrained_run(toto)[2]
-        specs["toto"] = {"name": "toto", "checkpoint": str(toto), "layer": layer}
-        specs["random-init"] = {"name": "random", "like": str(toto), "layer": layer}
+        size = resolution or read_pretrained_run(toto)[2]
+        at = {"resolution": resolution} if resolution else {}
+        specs["toto"] = {"name": "toto", "checkpoint": str(toto), "layer": layer, **at}
+        specs["random-init"] = {"name": "random", "like": str(toto), "layer": layer, **at}
         specs["untrained ViT"] = {"name": "random", "img_size": size}
     if mae:
         specs["mae"] = {"name": "mae_tiny", "checkpoint": str(mae), "layer": mae_layer, **({"img_size": size} if size else {})}
@@ -228,6 +233,12 @@ def input_size(encoder: Encoder) -> int | None:
     return getattr(encoder, "input_size", None) or getattr(getattr(encoder, "config", None), "img_size", None)
 
 
+def frame_size(encoders, least: int) -> int:
+    """The size frames are read at when the config leaves it open: the largest encoder input, at least ``least``,
+    so that no encoder reads frames upsampled from a smaller copy."""
+    return max([least, *(input_size(e) or 0 for e in encoders)])
+
+
 def run_real_frames(cfg: RealFramesConfig) -> Path:
     t0 = time.perf_counter()
     out = Path(cfg.out_dir)
@@ -254,6 +265,7 @@ def run_real_frames(cfg: RealFramesConfig) -> Path:
 
         kw = dict(cfg.davis)
         names = davis_sequences(cfg.davis_root, kw.get("res", "480p"), kw.get("split", "val"), kw.get("sequences"), kw.get("max_sequences"))
+        kw["size"] = kw.get("size") or frame_size(encoders.values(), 256)
         videos = davis_videos(cfg.davis_root, **kw)
         davis_all += davis_rows(COPY_FIRST, None, videos, names, None, cfg.propagation)
         for label, enc in tqdm({**encoders, **baselines}.items(), desc="DAVIS label propagation", unit="encoder"):
@@ -270,7 +282,8 @@ def run_real_frames(cfg: RealFramesConfig) -> Path:
     if cfg.robot_roots:
         results["robot"] = {}
         for root in cfg.robot_roots:
-            data = read_robot_set(root, cfg.robot_size, cfg.robot_max_frames, cfg.targets)
+            size = cfg.robot_size or frame_size(encoders.values(), 128)
+            data = read_robot_set(root, size, cfg.robot_max_frames, cfg.targets)
             results["robot"][data.name] = robot_set_results(data, encoders, cfg, robot_all)
         atomic_write_csv(robot_all, out / "robot.csv")
         plot_robot(results["robot"], out / "robot.png")

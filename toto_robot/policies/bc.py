@@ -29,6 +29,7 @@ from toto_robot.data.formats import open_demos
 from toto_robot.encoders import encoder_from_spec
 from toto_robot.encoders.features import cached_encoder_tokens
 from toto_robot.policies.evaluate import close_envs, evaluate_policy
+from toto_robot.policies.ood import OODReference, fit_reference
 from toto_robot.policies.policy import Policy
 from toto_robot.utils.plots import pyplot, save_figure
 from toto_robot.utils.config import ConfigError, check_choice, check_int, check_number
@@ -68,6 +69,9 @@ class BCConfig:
     offline_eval: bool = False  # held-out-episode action error (nMSE, R^2, bootstrap intervals) beside constant and raw-pixel baselines
     offline_folds: int = 5  # ... from this many episode-grouped folds (at most one per episode), each trained like the policy
     bootstrap: int = 2000  # resamples of the held-out episodes behind each interval
+    ood: bool = True  # store an out-of-distribution reference of the training frames' features with the policy (policies/ood.py)
+    ood_warn_rate: float = 0.01  # ... its WARN threshold: this share of held-out training frames score above it
+    ood_error_rate: float = 0.001  # ... its ERROR threshold
     token_cache: str | None = None  # folder of frozen demo tokens shared by runs with the same demos and backbone (any pooling or seed)
     seed: int = 0
     device: str = "cpu"
@@ -82,6 +86,8 @@ class BCConfig:
         self.lr = check_number(self.lr, "policy.lr", low=0, low_open=True)
         self.weight_decay = check_number(self.weight_decay, "policy.weight_decay", low=0)
         self.val_fraction = check_number(self.val_fraction, "policy.val_fraction", low=0, high=0.9)
+        self.ood_warn_rate = check_number(self.ood_warn_rate, "policy.ood_warn_rate", low=0, high=1, low_open=True)
+        self.ood_error_rate = check_number(self.ood_error_rate, "policy.ood_error_rate", low=0, high=self.ood_warn_rate, low_open=True)
         if self.max_episodes is not None:
             check_int(self.max_episodes, "policy.max_episodes", low=1)
         check_choice(self.activation, "policy.activation", ("gelu", "relu"))
@@ -136,6 +142,8 @@ def train_bc(cfg: BCConfig) -> Path:
     finally:
         close_envs(eval_envs)
     policy.save_pretrained(out / "policy")
+    if cfg.ood:
+        ood_reference(policy, per_episode, cfg).save(out / "policy")
     _write_metrics(history, out)
     result = {"final": history[-1], "best_epoch": best_epoch, "train_frames": len(tokens["train"][2]), "episodes": len(eps),
               "encoder": encoder.name, "layer": encoder.layer, "task": meta.task, "action_norm": policy.action_norm}
@@ -145,6 +153,19 @@ def train_bc(cfg: BCConfig) -> Path:
         result["offline_eval"] = offline_evaluation(cfg, meta, eps, encoder, per_episode, pool_init, out, action_norm=policy.action_norm)
     atomic_save_json(result, out / "result.json")
     return out / "policy"
+
+
+@torch.no_grad()
+def ood_reference(policy: Policy, per_episode: list[torch.Tensor], cfg: BCConfig) -> OODReference:
+    """The trained policy's pooled features of every demo frame, per episode, fit and calibrated into its OOD reference
+    (seeded episode split: ``fit_reference``); the same features ``Policy.act_with_features`` gives the node."""
+    policy.eval()
+    feats = [torch.cat([policy.encoder.pool(t[i:i + 256].to(cfg.device).float()) for i in range(0, len(t), 256)]).cpu().numpy()
+             for t in per_episode]  # (T_i, F) each
+    ref = fit_reference(feats, cfg.ood_warn_rate, cfg.ood_error_rate, seed=cfg.seed, feature=f"{policy.encoder.name} pooled")
+    log.info("OOD reference: %d frames fit, %d held-out frames calibrate WARN %.3g / ERROR %.3g (moving average)",
+             ref.info["n_fit"], ref.info["n_calib"], ref.thresholds["average_warn"], ref.thresholds["average_error"])
+    return ref
 
 
 def every_kth_frame(ep: dict, k: int) -> dict:

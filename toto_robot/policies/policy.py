@@ -219,20 +219,46 @@ class PPOPolicy:
     def reset(self) -> None:
         """Nothing carries over between PPO steps (same interface as ``Policy.reset``)."""
 
+    @property
+    def encoder(self) -> Encoder:
+        """The frozen encoder with its trained pool (inside SB3's feature extractor)."""
+        return self.model.policy.features_extractor.encoder
+
+    def act_with_features(self, obs: dict) -> tuple[np.ndarray, np.ndarray]:
+        """-> (action float32 [A], the encoder's pooled features float32 [F] of this frame). Trained on cached tokens
+        (``cache_tokens``) the backbone runs once for both; otherwise the features cost a second encoder pass."""
+        image, state = _check_obs(obs, self.state_dim)
+        with torch.no_grad():
+            if self.meta.get("cache_tokens"):  # trained on FrozenTokens: the policy reads the backbone's tokens
+                from toto_robot.policies.ppo import frozen_tokens
+
+                tokens = frozen_tokens(self.encoder, image[None])  # (1, N, C)
+                feats = self.encoder.pool(torch.from_numpy(tokens).to(self.encoder.device))
+                observation = self._observation(tokens[0], state)
+            else:
+                feats = self.encoder(image[None])
+                observation = self._observation(None, state, image)
+        action, _ = self.model.predict(observation, deterministic=True)
+        return np.asarray(action, np.float32), feats[0].float().cpu().numpy()
+
     def act(self, obs: dict) -> np.ndarray:
         image, state = _check_obs(obs, self.state_dim)
         if self.meta.get("cache_tokens"):  # trained on FrozenTokens: the policy reads the backbone's tokens
-            from toto_robot.policies.ppo import TOKENS, frozen_tokens
+            from toto_robot.policies.ppo import frozen_tokens
 
-            observation = {TOKENS: frozen_tokens(self.model.policy.features_extractor.encoder, image[None])[0], OBS_STATE: state}
+            observation = self._observation(frozen_tokens(self.encoder, image[None])[0], state)
         else:
-            observation = {OBS_IMAGE: image, OBS_STATE: state}
-        if self.meta.get("privileged_dim"):  # the asymmetric critic's or the auxiliary regression's input: acting never reads it, SB3 wants the key
-            from toto_robot.policies.ppo import PRIVILEGED
-
-            observation[PRIVILEGED] = np.zeros(self.meta["privileged_dim"], np.float32)
+            observation = self._observation(None, state, image)
         action, _ = self.model.predict(observation, deterministic=True)
         return np.asarray(action, np.float32)
+
+    def _observation(self, tokens: np.ndarray | None, state: np.ndarray, image: np.ndarray | None = None) -> dict:
+        from toto_robot.policies.ppo import PRIVILEGED, TOKENS
+
+        observation = {TOKENS: tokens, OBS_STATE: state} if tokens is not None else {OBS_IMAGE: image, OBS_STATE: state}
+        if self.meta.get("privileged_dim"):  # the asymmetric critic's or the auxiliary regression's input: acting never reads it, SB3 wants the key
+            observation[PRIVILEGED] = np.zeros(self.meta["privileged_dim"], np.float32)
+        return observation
 
 
 def _ppo_policy_kwargs(directory: Path, meta: dict) -> dict:

@@ -223,6 +223,9 @@ class PPOConfig:
     cache_tokens: bool = True  # backbone once per env step (FrozenTokens); False: inside the extractor, on every forward
     train_pool: bool = True  # False: the pool keeps its initial weights and only the actor-critic MLPs learn
     asymmetric_critic: bool = False  # the critic reads the simulator's object state instead of the image (training only)
+    ood_episodes: int = 10  # rollouts of the trained policy in its training env whose frames make its OOD reference (0: none; policies/ood.py)
+    ood_warn_rate: float = 0.01  # ... its WARN threshold: this share of held-out rollouts' frames score above it
+    ood_error_rate: float = 0.001  # ... its ERROR threshold
     aux_coef: float = 0.0  # > 0: the pool also learns a linear estimate of the simulator's object state (this weight), which the policy reads
 
 
@@ -239,6 +242,8 @@ def train_ppo(cfg: PPOConfig) -> Path:
         raise ConfigError(f"vec_env must be 'dummy' or 'subproc', got {cfg.vec_env!r}")
     if cfg.task not in TASK_IDS:
         raise ConfigError(f"unknown task {cfg.task!r}; known: {sorted(TASK_IDS)}")
+    if not isinstance(cfg.ood_episodes, int) or cfg.ood_episodes < 0 or cfg.ood_episodes == 1:
+        raise ConfigError(f"policy.ood_episodes must be 0 (no OOD reference) or >= 2 (fit on some, calibrate on the others), got {cfg.ood_episodes!r}")
     if cfg.aux_coef < 0 or (cfg.aux_coef and cfg.asymmetric_critic):
         raise ConfigError(f"aux_coef must be >= 0 and is not combined with asymmetric_critic, got aux_coef={cfg.aux_coef}")
     privileged = cfg.asymmetric_critic or cfg.aux_coef > 0
@@ -279,6 +284,8 @@ def train_ppo(cfg: PPOConfig) -> Path:
                       "privileged_dim": env.observation_space[PRIVILEGED].shape[0] if privileged else 0,
                       "estimate_dim": kwargs["features_extractor_kwargs"].get("estimate_dim", 0)}, policy_dir / POLICY_CONFIG)
     env.close()
+    if cfg.ood_episodes:
+        ood_reference(load_policy(policy_dir), cfg).save(policy_dir)
     curve = read_monitor(monitor_dir)
     plot_learning_curve(curve, out / "learning_curve.png", cfg.task, encoder.name)
     result = {"timesteps": cfg.total_timesteps, "episodes": len(curve), "final_train_success": _tail_mean(curve, "success"),
@@ -289,6 +296,32 @@ def train_ppo(cfg: PPOConfig) -> Path:
         result["eval"] = evaluate_policy(load_policy(policy_dir), cfg.task, cfg.eval_episodes, seed=cfg.seed, image_size=cfg.image_size)
     atomic_save_json(result, out / "result.json")
     return policy_dir
+
+
+OOD_SEED_OFFSET = 20_000  # the reference's rollouts: seeds apart from training's (0..) and evaluation's (10_000..)
+
+
+def ood_reference(policy, cfg: PPOConfig):
+    """Frames of ``cfg.ood_episodes`` rollouts of the trained policy in its training env -> its OOD reference (PPO keeps no
+    training frames; these are the frames the policy meets when it does what it learnt), fit and calibrated by episode."""
+    from toto_robot.policies.ood import fit_reference
+    from toto_robot.sim_envs import make_env
+
+    env = make_env(cfg.task, image_size=cfg.image_size, camera=cfg.camera)
+    feats = []
+    try:
+        for ep in range(cfg.ood_episodes):
+            obs, _ = env.reset(seed=OOD_SEED_OFFSET + cfg.seed * 1000 + ep)
+            rows, done = [], False
+            while not done:
+                action, f = policy.act_with_features(obs)
+                rows.append(f)
+                obs, _, terminated, truncated, _ = env.step(action)
+                done = terminated or truncated
+            feats.append(np.stack(rows))  # (T, F)
+    finally:
+        env.close()
+    return fit_reference(feats, cfg.ood_warn_rate, cfg.ood_error_rate, seed=cfg.seed, feature=f"{policy.encoder.name} pooled")
 
 
 def read_monitor(monitor_dir: Path) -> list[dict]:

@@ -1,0 +1,154 @@
+"""The out-of-distribution monitor (toto_robot/policies/ood.py): the reference stored with a policy, its score and calibrated
+thresholds, BC writing it, old policies without it, the policy node's score topics, /diagnostics and gate over real rclpy, and
+the ``toto-robot ood`` command on a generated demo folder."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from toto_robot.data.demos import DemoMeta, DemoWriter
+from toto_robot.policies import load_policy
+from toto_robot.policies.ood import (REFERENCE_FILE, OODMonitor, OODReference, auroc, fit_reference, frame_features, ledoit_wolf,
+                                     load_reference, moving_average)
+
+SIZE = 32
+
+
+def gaussian_episodes(rng, n_eps: int, T: int, cov_root: np.ndarray, shift: np.ndarray | None = None) -> list[np.ndarray]:
+    F = cov_root.shape[0]
+    return [rng.normal(size=(T, F)) @ cov_root.T + (0 if shift is None else shift) for _ in range(n_eps)]
+
+
+def scene_frames(rng, T: int, bright: float = 1.0) -> np.ndarray:
+    """A grey table with a dark square at a random place per frame; ``bright`` > 1 is another lighting."""
+    frames = np.full((T, SIZE, SIZE, 3), 110, np.float64) + rng.normal(0, 6, (T, SIZE, SIZE, 3))
+    for t in range(T):
+        y, x = rng.integers(0, SIZE - 8, 2)
+        frames[t, y:y + 8, x:x + 8] = 40
+    return np.clip(frames * bright, 0, 255).astype(np.uint8)
+
+
+def scene_demos(root: Path, episodes: int, T: int = 16, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    writer = DemoWriter(root, DemoMeta(source="lerobot", task="scene", image_size=(SIZE, SIZE), state_dim=2, action_dim=2,
+                                       action_space="lerobot"))
+    for _ in range(episodes):
+        frames = scene_frames(rng, T)
+        state = rng.normal(size=(T, 2)).astype(np.float32)
+        writer.write_episode(frames, state, np.tanh(state).astype(np.float32) * 0.5)
+    return root
+
+
+def train_scene_policy(tmp_path: Path, **kw) -> Path:
+    from toto_robot.policies.bc import BCConfig, train_bc
+
+    demos = scene_demos(tmp_path / "demos", episodes=8)
+    return train_bc(BCConfig(demos=str(demos), out_dir=str(tmp_path / "bc"), encoder={"name": "pixels", "input_size": SIZE, "pooling": "average"},
+                             epochs=2, val_fraction=0.0, eval_episodes=0, **kw))
+
+
+# ---- the reference ----
+def test_ledoit_wolf_shrinks_towards_a_scaled_identity_and_stays_invertible_with_few_frames():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(10, 40))  # fewer frames than dims: the empirical covariance is singular
+    cov, s = ledoit_wolf(x)
+    assert 0 < s <= 1 and np.linalg.eigvalsh(cov).min() > 0
+    many = rng.normal(size=(20000, 4)) @ np.diag([1.0, 2.0, 3.0, 4.0])
+    cov, s = ledoit_wolf(many)
+    assert s < 0.05 and np.allclose(np.diag(cov), [1, 4, 9, 16], rtol=0.05)
+
+
+def test_reference_round_trip_and_scores(tmp_path):
+    rng = np.random.default_rng(1)
+    root = rng.normal(size=(16, 16)) / 4
+    ref = fit_reference(gaussian_episodes(rng, 10, 50, root), seed=3, feature="test")
+    assert ref.info["episodes_fit"] + ref.info["episodes_calib"] == 10 and ref.info["n_fit"] + ref.info["n_calib"] == 500
+    t = ref.thresholds
+    assert t["frame_warn"] < t["frame_error"] and t["average_warn"] < t["average_error"] and t["average_warn"] < t["frame_warn"]
+    path = ref.save(tmp_path)
+    assert path == tmp_path / REFERENCE_FILE
+    back = OODReference.load(path)
+    x = rng.normal(size=(7, 16))
+    np.testing.assert_allclose(back.score(x), ref.score(x), rtol=1e-12)
+    assert back.thresholds == ref.thresholds and back.info == ref.info and back.average_frames == ref.average_frames
+    assert isinstance(back.score(x[0]), float) and back.level(1e9, "frame") == "error" and back.level(0.0) == "ok"
+    assert 0.7 < float(np.mean(ref.score(np.concatenate(gaussian_episodes(rng, 4, 50, root))))) < 1.5  # about 1 in distribution
+    with pytest.raises(ValueError, match="16-d"):
+        back.score(np.zeros(5))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / REFERENCE_FILE).write_bytes(b"not a safetensors file")
+    with pytest.raises(RuntimeError, match="not a readable OOD reference"):
+        load_reference(tmp_path / "bad")
+
+
+def test_score_separates_shifted_features_auroc_above_0_9():
+    rng = np.random.default_rng(2)
+    F = 32
+    root = np.diag(np.linspace(0.2, 3.0, F))  # most variance in a few directions, as pooled features have
+    ref = fit_reference(gaussian_episodes(rng, 12, 60, root), seed=0)
+    inside = ref.score(np.concatenate(gaussian_episodes(rng, 4, 60, root)))
+    shift = np.zeros(F)
+    shift[0] = 1.0  # one standard deviation of... the total spread: 1/0.2 = 5 sd along the narrowest direction
+    outside = ref.score(np.concatenate(gaussian_episodes(rng, 4, 60, root, shift)))
+    assert auroc(inside, outside) > 0.9
+    same = ref.score(np.concatenate(gaussian_episodes(rng, 4, 60, root)))
+    assert 0.4 < auroc(inside, same) < 0.6  # no shift: chance
+    assert auroc([0, 1], [2, 3]) == 1.0 and auroc([2, 3], [0, 1]) == 0.0 and auroc([1, 1], [1, 1]) == 0.5
+
+
+def test_thresholds_give_about_the_requested_false_alarm_rate_on_held_out_in_distribution_frames():
+    rng = np.random.default_rng(4)
+    F = 8
+    root = rng.normal(size=(F, F)) / 3 + np.eye(F)
+    ref = fit_reference(gaussian_episodes(rng, 40, 100, root), warn_rate=0.05, error_rate=0.01, calib_fraction=0.5, seed=0)
+    fresh = gaussian_episodes(rng, 40, 100, root)
+    frame = np.concatenate([ref.score(e) for e in fresh])
+    average = np.concatenate([moving_average(ref.score(e), ref.average_frames) for e in fresh])
+    assert 0.03 < np.mean(frame > ref.thresholds["frame_warn"]) < 0.075
+    assert 0.002 < np.mean(frame > ref.thresholds["frame_error"]) < 0.025
+    assert 0.03 < np.mean(average > ref.thresholds["average_warn"]) < 0.075
+
+
+def test_moving_average_and_monitor_agree_and_reset():
+    rng = np.random.default_rng(5)
+    ref = fit_reference(gaussian_episodes(rng, 4, 30, np.eye(4)), seed=0)
+    x = rng.normal(size=(12, 4)) * 2
+    mon = OODMonitor(ref)
+    averages = [mon.update(f)[1] for f in x]
+    np.testing.assert_allclose(averages, moving_average(ref.score(x), ref.average_frames))
+    mon.reset()
+    assert mon.level == "ok" and mon.update(x[0])[1] == pytest.approx(ref.score(x[0]))
+    with pytest.raises(ValueError, match="error_rate < warn_rate"):
+        fit_reference([x, x], warn_rate=0.01, error_rate=0.05)
+
+
+# ---- with a policy ----
+def test_bc_stores_a_reference_that_flags_another_lighting_and_an_old_policy_loads_without_one(tmp_path, caplog):
+    policy_dir = train_scene_policy(tmp_path)
+    ref = load_reference(policy_dir)
+    assert ref is not None and ref.info["episodes_fit"] == 6 and ref.info["episodes_calib"] == 2
+    policy = load_policy(policy_dir)
+    rng = np.random.default_rng(9)
+    inside = ref.score(frame_features(policy.encoder, scene_frames(rng, 40)))
+    outside = ref.score(frame_features(policy.encoder, scene_frames(rng, 40, bright=1.6)))
+    assert auroc(inside, outside) > 0.9
+    frame = scene_frames(rng, 1)
+    _, feats = policy.act_with_features({"image": frame[0], "state": np.zeros(2, np.float32)})
+    np.testing.assert_allclose(feats, frame_features(policy.encoder, frame)[0], rtol=1e-4, atol=1e-5)  # the node's features
+
+    (policy_dir / REFERENCE_FILE).unlink()  # a policy saved before the monitor existed
+    with caplog.at_level(logging.INFO, logger="toto_robot.policies.ood"):
+        assert load_reference(policy_dir) is None
+    assert "the OOD monitor is off" in caplog.text
+    old = load_policy(policy_dir)
+    assert old.act({"image": scene_frames(rng, 1)[0], "state": np.zeros(2, np.float32)}).shape == (2,)
+
+
+def test_bc_without_a_reference_when_asked(tmp_path):
+    policy_dir = train_scene_policy(tmp_path, ood=False)
+    assert not (policy_dir / REFERENCE_FILE).exists() and load_policy(policy_dir) is not None

@@ -279,3 +279,13 @@ def test_a_toto_run_reads_frames_at_a_larger_resolution_while_one_frame_fits_its
     specs = standard_encoders(str(final), None, layer=1, resolution=64)
     assert specs["toto"]["resolution"] == specs["random-init"]["resolution"] == specs["untrained ViT"]["img_size"] == 64
     assert "resolution" not in standard_encoders(str(final), None, layer=1)["toto"]
+
+
+def test_an_untrained_vit_without_its_position_code_gives_every_patch_of_a_flat_image_the_same_token():
+    flat = torch.full((1, 32, 32, 3), 120, dtype=torch.uint8)
+    for pos, same in ((True, False), (False, True)):
+        torch.manual_seed(0)
+        enc = build_encoder("random", img_size=32, pos_embed=pos)
+        tokens = enc.layer_tokens(flat, [1])[1][0]  # (16, C): block 1 of each 8 px patch
+        assert tokens.shape == (16, 192)
+        assert torch.allclose(tokens, tokens[:1].expand_as(tokens), atol=1e-5) == same

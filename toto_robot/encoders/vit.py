@@ -61,6 +61,7 @@ class ViTConfig:
     final_norm: bool = True  # False: a ``--global_pool`` fine-tuned MAE, whose ``norm`` was replaced by ``fc_norm``
     fc_norm: bool = False  # MAE's global-pool norm, applied to the mean patch token
     resize_shorter: int | None = None  # VC-1's transform: shorter side to this (bicubic), then centre crop img_size
+    pos_embed: bool = True  # False: no position code in the tokens (an ablation control; a checkpoint's code is dropped)
 
 
 # name -> ViTConfig kwargs, as each model's authors build it (heads from MAE's models_vit, MVP's
@@ -141,7 +142,8 @@ class ViT(nn.Module):
         self.grid = cfg.img_size // cfg.patch_size
         self.patch_embed = PatchEmbed(cfg)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
-        self.pos_embed = nn.Parameter(sincos_pos_embed(cfg.embed_dim, self.grid), requires_grad=False)
+        pos = sincos_pos_embed(cfg.embed_dim, self.grid)  # (1, 1 + grid^2, C)
+        self.pos_embed = nn.Parameter(pos if cfg.pos_embed else torch.zeros_like(pos), requires_grad=False)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps) if cfg.final_norm else nn.Identity()
         if cfg.fc_norm:
@@ -332,7 +334,9 @@ class ViTEncoder(Encoder):
     def load_backbone_state(self, sd: dict[str, torch.Tensor], source: str) -> "ViTEncoder":
         sd = dict(sd)
         cfg = self.backbone.config
-        if "pos_embed" in sd:
+        if "pos_embed" in sd and not cfg.pos_embed:
+            sd["pos_embed"] = torch.zeros_like(self.backbone.pos_embed)
+        elif "pos_embed" in sd:
             sd["pos_embed"] = resample_pos_embed(sd["pos_embed"], self.backbone.grid, self.name, cfg.patch_size)
         if cfg.fc_norm and "fc_norm.weight" not in sd:  # global pooling on a pre-training checkpoint: fresh LayerNorm
             sd["fc_norm.weight"], sd["fc_norm.bias"] = torch.ones(cfg.embed_dim), torch.zeros(cfg.embed_dim)

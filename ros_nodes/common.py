@@ -275,12 +275,13 @@ class Diagnostics:
     """Publishes a node's StreamStats as diagnostic_msgs/DiagnosticArray on ``/diagnostics`` (the topic
     rqt_robot_monitor and diagnostic_aggregator read) every ``period_s``. Level ERROR when errors
     occurred since the last report, WARN when frames were lost or unreadable, or none was processed
-    although frames arrived; OK otherwise."""
+    although frames arrived; OK otherwise. ``more() -> [DiagnosticStatus]`` adds the node's own statuses
+    (the policy node's OOD monitor) to every report."""
 
-    def __init__(self, node: Node, stats: StreamStats, period_s: float, name: str, hardware_id: str = "", extra=None):
+    def __init__(self, node: Node, stats: StreamStats, period_s: float, name: str, hardware_id: str = "", extra=None, more=None):
         from diagnostic_msgs.msg import DiagnosticArray
 
-        self.node, self.stats, self.name, self.hardware_id, self.extra = node, stats, name, hardware_id, extra
+        self.node, self.stats, self.name, self.hardware_id, self.extra, self.more = node, stats, name, hardware_id, extra, more
         self.pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._prev = stats.snapshot()
         self.reports = 0
@@ -309,7 +310,7 @@ class Diagnostics:
     def publish(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
 
-        msg = DiagnosticArray(status=[self.status()])
+        msg = DiagnosticArray(status=[self.status(), *(self.more() if self.more is not None else [])])
         msg.header.stamp = self.node.get_clock().now().to_msg()
         self.pub.publish(msg)
         self.reports += 1

@@ -29,6 +29,14 @@ service), when the newest frame is older than ``stale_timeout_s`` (camera stoppe
 state has arrived; the motion part of each action is scaled down to norm ``max_action_norm``.
 Errors while acting are logged with their traceback and counted, and the node goes on; rate,
 latency and drops are published on ``/diagnostics``.
+
+Out-of-distribution monitor (``toto_robot.policies.ood``), when the policy folder holds a reference
+(``ood.safetensors``, written by train-policy): every frame's score goes out as std_msgs/Float32 on
+``ood_topic`` and its moving average on ``ood_average_topic``; ``/diagnostics`` carries a second status
+(``<node>: ood``) at WARN / ERROR when the average passes the reference's calibrated thresholds. With
+``ood_gate:=true`` no command is published while the average stays above the ERROR threshold (the
+policy is reset, as when the camera stops); the node logs when it holds and when it resumes. A
+policy saved without a reference runs as before, with the monitor off and a log line saying so.
 """
 from __future__ import annotations
 
@@ -38,12 +46,14 @@ import traceback
 import numpy as np
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import Float32MultiArray
+from std_msgs.msg import Float32, Float32MultiArray
 from std_srvs.srv import SetBool
 
 from toto_robot.encoders.base import FrameFormatError
 from toto_robot.policies import load_policy
+from toto_robot.policies.ood import OODMonitor, load_reference
 from toto_robot.ros import control
+from toto_robot.ros.ood import ood_status, score_msg
 from toto_robot.ros.convert import ImageEncodingError, array_to_multiarray, compressed_msg_to_array, image_msg_to_array
 from toto_robot.ros_nodes.common import ConfigError, Diagnostics, Proprioception, StreamStats, camera_qos, declare, spin
 from toto_robot.utils.io import CheckpointError
@@ -75,6 +85,9 @@ DEFAULTS = {
     "action_topic": "toto/action",
     "command_stamp": "now",  # now | frame
     "features_topic": "toto/features",
+    "ood_topic": "toto/ood_score",  # std_msgs/Float32: each frame's out-of-distribution score (needs the policy's ood.safetensors)
+    "ood_average_topic": "toto/ood_score_average",  # std_msgs/Float32: its moving average (what /diagnostics and the gate read)
+    "ood_gate": False,  # hold commands while the moving average stays above the reference's ERROR threshold
     "rate_hz": 10.0,  # 0 = once per new frame
     "stale_timeout_s": 0.5,
     "max_action_norm": 1.0,  # L2 bound on the motion part (all but the gripper); 0 = none (each entry still clipped to [-1, 1])
@@ -153,6 +166,15 @@ class PolicyNode(Node):
         except (CheckpointError, FileNotFoundError, ValueError) as e:
             raise ConfigError(str(e)) from e
         check_params(p, self.policy)
+        try:
+            reference = load_reference(p["policy_dir"], self.get_logger())
+        except (CheckpointError, ValueError) as e:
+            raise ConfigError(str(e)) from e
+        self.ood = OODMonitor(reference) if reference is not None else None
+        self.ood_held = False  # the gate is holding commands for an out-of-distribution view
+        self.ood_holds = 0  # frames whose command the gate held
+        if p["ood_gate"] and self.ood is None:
+            self.get_logger().warning("ood_gate:=true but the policy has no OOD reference: nothing to gate on")
         enc = getattr(self.policy, "encoder", None)
         self.min_side = 2 * int(getattr(enc, "input_size", 0))
         self.enabled = bool(p["enabled"])
@@ -167,12 +189,17 @@ class PolicyNode(Node):
         self.create_subscription(CompressedImage if p["compressed"] else Image, p["image_topic"], self.on_image, qos)
         self._make_outputs()
         self.features_pub = self.create_publisher(Float32MultiArray, p["features_topic"], 10)
+        if self.ood is not None:
+            self.ood_pub = self.create_publisher(Float32, p["ood_topic"], 10)
+            self.ood_average_pub = self.create_publisher(Float32, p["ood_average_topic"], 10)
         self.create_service(SetBool, "~/enable", self.on_enable)
         if not self.event_driven:
             self.create_timer(1.0 / p["rate_hz"], self.tick)
         self.diagnostics = Diagnostics(self, self.stats, p["diagnostics_period_s"], f"{self.get_name()}: policy",
                                        hardware_id=self.resolve_topic_name(p["image_topic"]),
-                                       extra=lambda: {"actions": self.actions, "enabled": self.enabled, "stale": self.stale})
+                                       extra=lambda: {"actions": self.actions, "enabled": self.enabled, "stale": self.stale,
+                                                      "ood_holds": self.ood_holds},
+                                       more=lambda: [ood_status(self.ood, f"{self.get_name()}: ood", self.ood_held)] if self.ood else [])
         self.get_logger().info(f"policy {p['policy_dir']} ({self.policy.meta.get('task', '?')}): {p['image_topic']} + "
                                f"{p['state_topic']} ({p['state_msg_type']}) -> {p['output']} "
                                f"{'once per frame' if self.event_driven else 'at %g Hz' % p['rate_hz']}")
@@ -246,6 +273,8 @@ class PolicyNode(Node):
             if not self.stale:
                 self.get_logger().warning(f"no frame for {self.p['stale_timeout_s']} s on {self.p['image_topic']}: output stopped")
                 self.policy.reset()
+                if self.ood is not None:  # a new view after a gap starts its own average
+                    self.ood.reset()
             self.stale = True
             return False
         self.stale = False
@@ -276,12 +305,31 @@ class PolicyNode(Node):
     def act(self, obs: dict) -> None:
         if hasattr(self.policy, "act_with_features"):
             action, feats = self.policy.act_with_features(obs)
-        else:  # PPO: features stay inside SB3's extractor
+        else:  # a policy that gives no features
             action, feats = self.policy.act(obs), None
-        self.publish_action(gate_action(action, self.p["max_action_norm"]), obs["state"])
-        self.actions += 1
         if feats is not None:
             self.features_pub.publish(array_to_multiarray(feats))
+        if self.ood is not None and feats is not None and self.ood_gate_holds(feats):
+            return
+        self.publish_action(gate_action(action, self.p["max_action_norm"]), obs["state"])
+        self.actions += 1
+
+    def ood_gate_holds(self, feats: np.ndarray) -> bool:
+        """Score the frame, publish the score and its average; whether ``ood_gate`` holds this frame's command."""
+        score, average, level = self.ood.update(feats)
+        self.ood_pub.publish(score_msg(score))
+        self.ood_average_pub.publish(score_msg(average))
+        hold = bool(self.p["ood_gate"]) and level == "error"
+        limit = self.ood.ref.thresholds["average_error"]
+        if hold and not self.ood_held:
+            self.get_logger().warning(f"out-of-distribution view: moving average score {average:.3g} above the ERROR threshold "
+                                      f"{limit:.3g}; holding commands (ood_gate) until it falls below")
+            self.policy.reset()  # a chunking policy must not resume with actions planned for what it saw before
+        elif self.ood_held and not hold:
+            self.get_logger().info(f"moving average score {average:.3g} back below {limit:.3g}: commands resume")
+        self.ood_held = hold
+        self.ood_holds += hold
+        return hold
 
     def publish_action(self, a: np.ndarray, state: np.ndarray) -> None:
         p = self.p

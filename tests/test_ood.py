@@ -152,3 +152,105 @@ def test_bc_stores_a_reference_that_flags_another_lighting_and_an_old_policy_loa
 def test_bc_without_a_reference_when_asked(tmp_path):
     policy_dir = train_scene_policy(tmp_path, ood=False)
     assert not (policy_dir / REFERENCE_FILE).exists() and load_policy(policy_dir) is not None
+
+
+def scene_policy_without_training(tmp_path: Path) -> Path:
+    """An untrained BC policy on the raw-pixel encoder (output array) with a reference fit on the scene's frames: the node's
+    wiring needs a reference, not a good policy."""
+    from toto_robot.encoders import build_encoder
+    from toto_robot.policies.policy import Policy
+
+    policy = Policy(build_encoder("pixels", input_size=SIZE, pooling="average"), state_dim=2, action_dim=3, hidden=16,
+                    meta={"task": "scene", "action_space": "lerobot"})
+    policy_dir = policy.save_pretrained(tmp_path / "policy")
+    rng = np.random.default_rng(0)
+    feats = [frame_features(policy.encoder, scene_frames(rng, 40)) for _ in range(8)]
+    fit_reference(feats, seed=0).save(policy_dir)
+    return policy_dir
+
+
+@pytest.mark.ros
+@pytest.mark.xdist_group("ros")
+@pytest.mark.flaky(reruns=2)  # through DDS on a loaded 2-core machine
+def test_policy_node_publishes_the_score_and_diagnostics_and_its_gate_holds_commands_on_another_lighting(ros, tmp_path):
+    rclpy = pytest.importorskip("rclpy")
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+    from rclpy.parameter import Parameter as P
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Float32, Float32MultiArray
+
+    from helpers import quiet_for
+    from toto_robot.ros.convert import array_to_image_msg, array_to_multiarray
+    from toto_robot.ros_nodes.policy_node import PolicyNode
+
+    ctx, add, spin_until = ros
+    policy_dir = scene_policy_without_training(tmp_path)
+    node = add(PolicyNode(context=ctx, parameter_overrides=[P("policy_dir", value=str(policy_dir)), P("output", value="array"),
+                                                            P("rate_hz", value=20.0), P("ood_gate", value=True),
+                                                            P("diagnostics_period_s", value=0.2)]))
+    ref = node.ood.ref
+    peer = add(rclpy.create_node("ood_peer", context=ctx))
+    actions, scores, averages, diag = [], [], [], []
+    peer.create_subscription(Float32MultiArray, "toto/action", lambda m: actions.append(m.data), 10)
+    peer.create_subscription(Float32, "toto/ood_score", lambda m: scores.append(m.data), 10)
+    peer.create_subscription(Float32, "toto/ood_score_average", lambda m: averages.append(m.data), 10)
+    peer.create_subscription(DiagnosticArray, "/diagnostics",
+                             lambda m: diag.extend(s for s in m.status if s.name.endswith(": ood")), 10)
+    state_pub, image_pub = peer.create_publisher(Float32MultiArray, "robot/state", 10), peer.create_publisher(Image, "camera/image_raw", 10)
+    rng = np.random.default_rng(7)
+    last = [0.0]
+
+    def send(bright: float):
+        def step():
+            if time.monotonic() - last[0] >= 0.05:  # a 20 Hz camera
+                last[0] = time.monotonic()
+                state_pub.publish(array_to_multiarray(np.zeros(2, np.float32)))
+                image_pub.publish(array_to_image_msg(scene_frames(rng, 1, bright)[0]))
+        return step
+
+    ok = send(1.0)
+    assert spin_until(lambda: (ok(), min(len(actions), len(scores), len(averages)) >= 15 and len(diag) >= 1)[1], timeout=60), \
+        (len(actions), len(scores), len(diag))
+    assert np.mean(np.asarray(scores) > ref.thresholds["frame_error"]) < 0.2  # the training scene: few alarms
+    assert not node.ood_held and diag[-1].level == DiagnosticStatus.OK
+    assert {kv.key for kv in diag[-1].values} >= {"score", "average", "average_warn", "average_error", "held"}
+
+    bright = send(1.7)  # another lighting: the average passes the ERROR threshold and the gate holds the commands
+    assert spin_until(lambda: (bright(), node.ood_held and averages[-1] > ref.thresholds["average_error"])[1], timeout=30)
+    held = quiet_for(actions, 1.0)  # commands already on the wire arrive, then none while frames keep coming
+    assert spin_until(lambda: (bright(), held())[1], timeout=30) and node.ood_holds > 0
+    n_diag = len(diag)
+    assert spin_until(lambda: (bright(), len(diag) > n_diag and diag[-1].level == DiagnosticStatus.ERROR)[1], timeout=10)
+    assert "held" in diag[-1].message
+
+    n = len(actions)  # the training scene again: the average falls back and commands resume
+    assert spin_until(lambda: (ok(), len(actions) > n + 3)[1], timeout=60) and not node.ood_held
+
+
+@pytest.mark.ros
+@pytest.mark.xdist_group("ros")
+def test_policy_node_runs_a_policy_without_a_reference_with_the_monitor_off(ros, tmp_path, monkeypatch):
+    pytest.importorskip("rclpy")
+    from rclpy.parameter import Parameter as P
+
+    import toto_robot.ros_nodes.policy_node as policy_node
+
+    ctx, add, _ = ros
+    policy_dir = scene_policy_without_training(tmp_path)
+    (policy_dir / REFERENCE_FILE).unlink()
+    logged = []
+
+    class Logger:  # the node's logger, seen by the test
+        def __init__(self, inner):
+            self.inner = inner
+
+        def info(self, message):
+            logged.append(message)
+            self.inner.info(message)
+
+    monkeypatch.setattr(policy_node, "load_reference", lambda d, logger, real=policy_node.load_reference: real(d, Logger(logger)))
+    node = add(policy_node.PolicyNode(context=ctx, parameter_overrides=[P("policy_dir", value=str(policy_dir)), P("output", value="array"),
+                                                                        P("ood_gate", value=True)]))
+    assert node.ood is None and any("the OOD monitor is off" in m for m in logged)
+    node.act({"image": scene_frames(np.random.default_rng(0), 1)[0], "state": np.zeros(2, np.float32)})  # acts as before
+    assert node.actions == 1 and node.diagnostics.more() == []

@@ -254,3 +254,38 @@ def test_policy_node_runs_a_policy_without_a_reference_with_the_monitor_off(ros,
     assert node.ood is None and any("the OOD monitor is off" in m for m in logged)
     node.act({"image": scene_frames(np.random.default_rng(0), 1)[0], "state": np.zeros(2, np.float32)})  # acts as before
     assert node.actions == 1 and node.diagnostics.more() == []
+
+
+# ---- toto-robot ood ----
+def test_ood_command_scores_a_demo_folder_and_an_image_folder_and_refuses_a_policy_without_a_reference(tmp_path, monkeypatch, capsys):
+    import csv
+    import sys
+
+    from PIL import Image
+
+    from toto_robot import cli
+
+    monkeypatch.setattr(sys, "argv", list(sys.argv))  # cli.main sets it for hydra
+    policy_dir = scene_policy_without_training(tmp_path)
+    ref = load_reference(policy_dir)
+    scene_demos(tmp_path / "demos", episodes=2, T=12, seed=5)
+    assert cli.main(["ood", f"policy_dir={policy_dir}", f"frames={tmp_path / 'demos'}", f"out_dir={tmp_path / 'out'}"]) == 0
+    summary = json.loads((tmp_path / "out" / "ood.json").read_text())
+    assert [r["recording"] for r in summary["recordings"]] == ["episode_0000", "episode_0001"]
+    assert all(r["frames"] == 12 and r["error_share"] < 0.5 for r in summary["recordings"])
+    rows = list(csv.DictReader(open(tmp_path / "out" / "scores.csv")))
+    assert len(rows) == 24 and {r["level"] for r in rows} <= {"ok", "warn", "error"} and (tmp_path / "out" / "ood_scores.png").stat().st_size > 1000
+
+    images = tmp_path / "bright"  # another lighting, as a folder of images: every averaged frame above ERROR
+    images.mkdir()
+    for i, f in enumerate(scene_frames(np.random.default_rng(3), 6, bright=1.7)):
+        Image.fromarray(f).save(images / f"{i:03d}.png")
+    assert cli.main(["ood", f"policy_dir={policy_dir}", f"frames={images}", "stride=2", f"out_dir={tmp_path / 'out2'}"]) == 0
+    (bright,) = json.loads((tmp_path / "out2" / "ood.json").read_text())["recordings"]
+    assert bright["frames"] == 3 and bright["error_share"] == 1.0 and bright["mean_score"] > 10 * ref.thresholds["frame_error"]
+
+    (policy_dir / REFERENCE_FILE).unlink()
+    capsys.readouterr()
+    assert cli.main(["ood", f"policy_dir={policy_dir}", f"frames={images}", f"out_dir={tmp_path / 'out3'}"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after hydra's own "Error executing job with overrides" line
+    assert last.startswith("error:") and "has no OOD reference" in last

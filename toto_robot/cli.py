@@ -49,6 +49,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "probe": ("toto_robot.train.probe", "layer sweep of a frozen encoder: classification probes, label propagation J, ridge R^2"),
     "train-policy": ("toto_robot.train.train_policy", "behaviour cloning or PPO on a frozen encoder"),
     "evaluate": ("toto_robot.train.evaluate", "success rate of a saved policy in a MuJoCo task"),
+    "ood": ("toto_robot.train.ood", "out-of-distribution scores of recorded frames against a policy's training frames, plotted over time"),
     "compare": ("toto_robot.train.compare", "compare encoders with BC on the same tasks, seeds and budget"),
     "compare-ppo": ("toto_robot.train.compare_ppo", "compare encoders by PPO learning curves on the same tasks, seeds and env steps"),
     "benchmark": ("toto_robot.train.benchmark", "CortexBench's MetaWorld protocol on frozen encoders: best/last-epoch success table"),

@@ -33,12 +33,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toto_robot.errors import DataFormatError
+from toto_robot.errors import DataFormatError, UserError
 from toto_robot.utils.io import CheckpointError, atomic_save_tensors
 
 log = logging.getLogger(__name__)
 
 REFERENCE_FILE = "ood.safetensors"
+
+
+class OODReferenceError(UserError, FileNotFoundError):
+    """A job needs the policy's OOD reference and the policy folder has none."""
 LEVELS = ("ok", "warn", "error")
 
 

@@ -18,6 +18,15 @@ class Randomization:
     lighting: bool = False
     colors: bool = False
     camera_jitter: float = 0.0  # metres of camera position noise
+    distractors: int = 0  # this many visual-only boxes (no collisions) of random colour, placed anywhere on the table at every reset
+
+
+def add_distractors(spec: mujoco.MjSpec, n: int) -> None:
+    """``n`` visual-only boxes on the world body (placed and coloured by ``randomize_visuals``)."""
+    for i in range(n):
+        spec.worldbody.add_geom(name=f"distractor{i}", type=mujoco.mjtGeom.mjGEOM_BOX, size=[0.025, 0.025, 0.025],
+                                pos=[TABLE_CENTER[0], TABLE_CENTER[1], TABLE_HEIGHT + 0.025], rgba=[0.8, 0.2, 0.2, 1],
+                                contype=0, conaffinity=0)
 
 
 def build_arena() -> mujoco.MjSpec:
@@ -69,6 +78,11 @@ def randomize_visuals(model: mujoco.MjModel, base: dict, rnd: Randomization, rng
             model.geom_rgba[gid, :3] = np.clip(base["geom_rgba"][gid, :3] + rng.uniform(-0.2, 0.2, 3), 0, 1)
     if rnd.camera_jitter > 0:
         model.cam_pos[:] = base["cam_pos"] + rng.uniform(-rnd.camera_jitter, rnd.camera_jitter, base["cam_pos"].shape)
+    for i in range(rnd.distractors):
+        gid = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, f"distractor{i}")
+        half = np.array(TABLE_HALF) - 0.05
+        model.geom_pos[gid, :2] = np.array(TABLE_CENTER) + rng.uniform(-half, half)
+        model.geom_rgba[gid, :3] = rng.uniform(0, 1, 3)
 
 
 def visual_defaults(model: mujoco.MjModel) -> dict:

@@ -22,7 +22,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
-from toto_robot.sim_envs.arena import Randomization, build_arena, randomize_visuals, visual_defaults
+from toto_robot.sim_envs.arena import Randomization, add_distractors, build_arena, randomize_visuals, visual_defaults
 from toto_robot.sim_envs.render_lod import simplify_render_meshes
 from toto_robot.sim_envs.robots import GRIPPER_PREFIX, PREFIX, ROBOTS, build_robot_spec
 from toto_robot.sim_envs.tasks import TASKS
@@ -66,6 +66,7 @@ class ManipulationEnv(gym.Env):
                 robot_spec.body(f"{GRIPPER_PREFIX}eef").add_camera(name=name, pos=[0, 0.05, -0.097], quat=[0, 0.7071068, 0.7071068, 0], fovy=fovy)
         spec.worldbody.add_frame(pos=[0, 0, 0.4]).attach_body(robot_spec.body("base"), PREFIX, "")
         self.task.build(spec)
+        add_distractors(spec, self.randomization.distractors)
         self.model = spec.compile()
         # a software rasteriser spends a small frame on triangles: draw the meshes on a coarser vertex grid
         self.mesh_cell = float(mesh_cell) if mesh_cell else None

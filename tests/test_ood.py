@@ -289,3 +289,17 @@ def test_ood_command_scores_a_demo_folder_and_an_image_folder_and_refuses_a_poli
     assert cli.main(["ood", f"policy_dir={policy_dir}", f"frames={images}", f"out_dir={tmp_path / 'out3'}"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after hydra's own "Error executing job with overrides" line
     assert last.startswith("error:") and "has no OOD reference" in last
+
+
+def test_ppo_stores_a_reference_from_rollouts_of_the_trained_policy(tmp_path):
+    from toto_robot.policies.ppo import PPOConfig, train_ppo
+
+    policy_dir = train_ppo(PPOConfig(task="franka_cabinet", out_dir=str(tmp_path / "ppo"), image_size=32, total_timesteps=128, n_envs=2, n_steps=64,
+                                     batch_size=64, n_epochs=1, eval_episodes=0, net_arch=(32, 32), ood_episodes=2))
+    ref = load_reference(policy_dir)
+    assert ref is not None and ref.info["episodes_fit"] == 1 and ref.info["episodes_calib"] == 1 and ref.info["n_calib"] > 10
+    policy = load_policy(policy_dir)
+    obs = {"image": np.zeros((32, 32, 3), np.uint8), "state": np.zeros(19, np.float32)}
+    action, feats = policy.act_with_features(obs)
+    np.testing.assert_allclose(action, policy.act(obs), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(feats, frame_features(policy.encoder, obs["image"][None])[0], rtol=1e-4, atol=1e-5)

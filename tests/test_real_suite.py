@@ -289,3 +289,27 @@ def test_an_untrained_vit_without_its_position_code_gives_every_patch_of_a_flat_
         tokens = enc.layer_tokens(flat, [1])[1][0]  # (16, C): block 1 of each 8 px patch
         assert tokens.shape == (16, 192)
         assert torch.allclose(tokens, tokens[:1].expand_as(tokens), atol=1e-5) == same
+
+
+def test_mirrored_scans_give_the_first_token_context_from_the_patches_after_it(tmp_path):
+    from helpers import tiny_toto_run
+
+    final = tiny_toto_run(tmp_path, resolution=32, tokenizer="patch")
+    rng = np.random.default_rng(0)
+    frame = torch.from_numpy(rng.integers(0, 256, (1, 32, 32, 3), dtype=np.uint8))
+    moved = frame.clone()
+    moved[0, 24:, 24:] = 255 - moved[0, 24:, 24:]  # only the last patch in raster order changes
+    raster, both, four = (build_encoder("toto", checkpoint=str(final), layer=1, scan=s) for s in ("raster", "both", "four"))
+    first = {name: (e.layer_tokens(frame, [1])[1][0, 0], e.layer_tokens(moved, [1])[1][0, 0])
+             for name, e in (("raster", raster), ("both", both), ("four", four))}
+    assert torch.equal(*first["raster"])  # causal: the top-left token never reads the bottom-right patch
+    assert not torch.allclose(*first["both"]) and not torch.allclose(*first["four"])
+    # "both" = the raster read and the read of the frame turned by 180 degrees, token grid turned back
+    a = raster.layer_tokens(frame, [1])[1].reshape(1, 4, 4, -1)
+    b = raster.layer_tokens(frame.flip(1, 2), [1])[1].reshape(1, 4, 4, -1).flip(1, 2)
+    assert torch.allclose(both.layer_tokens(frame, [1])[1], ((a + b) / 2).reshape(1, 16, -1), atol=1e-6)
+    with pytest.raises(ConfigError, match="scan must be one of raster, both, four"):
+        build_encoder("toto", checkpoint=str(final), scan="spiral")
+    both.save_pretrained(tmp_path / "enc")
+    saved = load_encoder(tmp_path / "enc")
+    assert saved.scan == "both" and torch.allclose(saved.layer_tokens(moved, [1])[1], both.layer_tokens(moved, [1])[1], atol=1e-6)

@@ -22,7 +22,8 @@ def main(cfg: DictConfig) -> None:
     with atomic_write(out / "config.yaml", "w") as f:
         f.write(OmegaConf.to_yaml(cfg, resolve=True))
     c = OmegaConf.to_container(cfg, resolve=True)
-    encoders = {**standard_encoders(c.pop("toto"), c.pop("mae"), c.pop("toto_layer"), c.pop("mae_layer"), c.pop("resolution")), **c.pop("encoders")}
+    encoders = {**standard_encoders(c.pop("toto"), c.pop("mae"), c.pop("toto_layer"), c.pop("mae_layer"), c.pop("resolution"),
+                                    c.pop("toto_scan")), **c.pop("encoders")}
     page = run_real_frames(RealFramesConfig(encoders=encoders, **{k: v for k, v in c.items() if k != "hydra"}))
     print(page.read_text())
     print(f"real-frame report: {page}")

@@ -63,6 +63,8 @@ class DemoConfig:
     davis_root: str | None = None  # real frames scored after pre-training (toto_robot/probes/real_suite.py): a DAVIS folder ...
     robot_roots: list[str] = field(default_factory=list)  # ... and real robot episode folders (demo folder, LeRobot, RLDS)
     real_layer: int | None = None  # the Toto layer the real-frame report reads (None: half depth)
+    real_resolution: int | None = None  # the frame size it reads them at (None: image_size); one frame must fit Toto's context
+    real_scan: str = "raster"  # Toto's read-out scans (toto_robot.encoders.toto.SCANS): raster | both | four mirrored reads averaged
     real_frames: dict = field(default_factory=dict)  # more real-frame suite options (davis, propagation, bootstrap, robot_max_frames, ...)
     poolings: list[str] = field(default_factory=lambda: ["spatial_attention"])  # BC compares every encoder with each (and the probe adds them)
     bc_layer: int | None = None  # the Toto layer BC reads; None = the layer the probe scored best with the first of `poolings`
@@ -86,6 +88,11 @@ class DemoConfig:
         for p in self.poolings:
             check_choice(p, "poolings", POOLINGS)
         check_choice(self.mae_match, "mae_match", ("flops", "steps"))
+        from toto_robot.encoders.toto import SCANS
+
+        check_choice(self.real_scan, "real_scan", tuple(SCANS))
+        if self.real_resolution is not None:
+            check_int(self.real_resolution, "real_resolution", low=8)
         if self.probe_target is not None:
             check_choice(self.probe_target, "probe_target", ("position", "offset"))
             if self.probe_target == "offset" and "pick" not in self.bc_task:
@@ -128,10 +135,11 @@ class DemoConfig:
         """The same pipeline at smoke-test size (about a minute on 2 cores)."""
         return DemoConfig(out_dir=self.out_dir, cache_dir=self.cache_dir, fast=True, image_size=32,
                           video_tasks=self.video_tasks[:1], video_episodes=3, random_episodes=1, tokenizer=self._small_tokenizer(),
-                          tokenizer_steps=5, num_frames=2, pretrain_steps=4, batch_tokens=256, probe_train=24, probe_val=12,
+                          tokenizer_steps=5, num_frames=4 if self.real_resolution else 2, pretrain_steps=4, batch_tokens=256, probe_train=24, probe_val=12,
                           bc_task=self.bc_task, camera=self.camera, poolings=self.poolings, extra_videos=self.extra_videos, probe_target=self.probe_target,
                           mae_match=self.mae_match, clips_per_video=min(self.clips_per_video, 2), sim_videos=self.sim_videos, sim_eval=self.sim_eval,
                           davis_root=self.davis_root, robot_roots=self.robot_roots, real_layer=self.real_layer,
+                          real_resolution=64 if self.real_resolution else None, real_scan=self.real_scan,
                           real_frames={**self.real_frames, "davis": {**self.real_frames.get("davis", {}), "max_frames": 6, "size": 64},
                                        "robot_max_frames": 200, "bootstrap": 100},
                           bc_layer=min(self.bc_layer, FAST_MODEL["n_layer"]) if self.bc_layer else None, bc_episodes=4, bc_epochs=2, seeds=[0], eval_episodes=1, device=self.device)
@@ -353,12 +361,13 @@ def real_frames_stage(cfg: DemoConfig, cache: StageCache, st_pre, st_mae, final:
     from toto_robot.probes.real_suite import PROTOCOL, RealFramesConfig, standard_encoders
 
     real_cfg = {"upstream": [str(st_pre.dir), str(st_mae.dir)], "davis_root": cfg.davis_root, "robot_roots": cfg.robot_roots,
-                "layer": cfg.real_layer, "options": cfg.real_frames, "protocol": PROTOCOL}
+                "layer": cfg.real_layer, "options": cfg.real_frames, "protocol": PROTOCOL,
+                **({"resolution": cfg.real_resolution, "scan": cfg.real_scan} if cfg.real_resolution or cfg.real_scan != "raster" else {})}
 
     def real_frames(d: Path) -> dict:
         from toto_robot.probes.real_suite import run_real_frames
 
-        encoders = standard_encoders(str(final), mae_ckpt, cfg.real_layer)
+        encoders = standard_encoders(str(final), mae_ckpt, cfg.real_layer, resolution=cfg.real_resolution, scan=cfg.real_scan)
         run_real_frames(RealFramesConfig(encoders=encoders, out_dir=str(d), davis_root=cfg.davis_root, robot_roots=list(cfg.robot_roots),
                                          command=f"toto-robot demo (stage real_frames of {cfg.out_dir})", **cfg.real_frames))
         return json.loads((d / "results.json").read_text())

@@ -37,7 +37,8 @@ def build_encoder(name: str, checkpoint: str | None = None, layer: int | None = 
         return PixelEncoder(pooling=pooling, layer=layer, **kwargs)
     if name == "random":
         if like:
-            return build_random_toto_encoder(like, layer=layer, pooling=pooling, seed=seed, resolution=kwargs.get("resolution"))
+            return build_random_toto_encoder(like, layer=layer, pooling=pooling, seed=seed, resolution=kwargs.get("resolution"),
+                                             scan=kwargs.get("scan", "raster"))
         torch.manual_seed(seed)
         enc = build_vit_encoder("mae_tiny", None, layer=layer, pooling=pooling, **kwargs)
         enc.name = "random"

@@ -24,12 +24,22 @@ from toto_robot.utils.config import ConfigError
 from toto_robot.utils.io import CheckpointError
 
 
+# Read-out scans: a causal model in raster order gives each token context from above and to its left only.
+# Each scan reads the frames mirrored by its flips (H, W axes) and flips the token grid back; the token
+# features of the scans are averaged, so every token gets context from every side ("both": the raster scan
+# and its reverse, i.e. the frame rotated by 180 degrees).
+SCANS = {"raster": [()], "both": [(), (-3, -2)], "four": [(), (-2,), (-3,), (-3, -2)]}
+
+
 class TotoEncoder(Encoder):
     kind = "toto"
 
     def __init__(self, name: str, model: Toto, tokenizer: Tokenizer, resolution: int, layer: int | None = None,
-                 pooling: str = "attention", start: str = "video"):
+                 pooling: str = "attention", start: str = "video", scan: str = "raster"):
         super().__init__(name, pooling)
+        if scan not in SCANS:
+            raise ConfigError(f"{name}: scan must be one of {', '.join(SCANS)}, got {scan!r}")
+        self.scan = scan
         cfg = model.config
         if tokenizer.is_discrete and cfg.vocab_size < tokenizer.vocab_size + NUM_SPECIAL_TOKENS:
             raise CheckpointError(f"{name}: tokenizer has {tokenizer.vocab_size} codes but the model's vocabulary is "
@@ -58,6 +68,18 @@ class TotoEncoder(Encoder):
             raise ConfigError(f"{self.name}: a clip of {T} frames needs {T * self.tokens_per_frame + 1} positions; "
                              f"the model's context holds {self.max_frames} frames")
         u8 = resize_frames_u8(video.flatten(0, 1), self.resolution, self.device)  # (B*T, R, R, 3), as the tokenizer saw it
+        out: dict[int, torch.Tensor] = {}
+        g = self.token_grid
+        for flips in SCANS[self.scan]:
+            hidden = self._raster_tokens(u8.flip(flips) if flips else u8, B, T, layers)
+            for l, h in hidden.items():  # flip the token grid back: (B, T*g*g, C)
+                h = h.reshape(B, T, g, g, h.shape[-1]).flip(flips).reshape(h.shape) if flips else h  # same H, W axes as u8
+                out[l] = out[l] + h if l in out else h
+        n = len(SCANS[self.scan])
+        return {l: h / n for l, h in out.items()} if n > 1 else out
+
+    def _raster_tokens(self, u8, B, T, layers):
+        """Resized frames (B*T, R, R, 3) -> {layer: (B, T*h*w, C)} of one raster-order pass."""
         if self.tokenizer.is_discrete:  # the pre-training layout: start token, then raster-scan ids of each frame
             idx = frames_to_ids(self.tokenizer, u8.reshape(B, T, *u8.shape[1:]), self.start).to(self.device)  # (B, 1 + T*h*w)
         else:
@@ -69,14 +91,15 @@ class TotoEncoder(Encoder):
 
     def spec(self):
         return {"model": self.model.config.to_dict(), "tokenizer": {"tokenizer": self.tokenizer.kind, **self.tokenizer.config()},
-                "resolution": self.resolution, "start": self.start}
+                "resolution": self.resolution, "start": self.start, "scan": self.scan}
 
     @classmethod
     def from_spec(cls, name, spec, pooling, layer=None):
         tok_cfg = dict(spec["tokenizer"])
         tokenizer = build_tokenizer(tok_cfg.pop("tokenizer"), **tok_cfg)
         model = Toto(TotoConfig.from_dict(spec["model"]))
-        return cls(name, model, tokenizer, spec["resolution"], layer=layer, pooling=pooling, start=spec.get("start", "video"))
+        return cls(name, model, tokenizer, spec["resolution"], layer=layer, pooling=pooling, start=spec.get("start", "video"),
+                   scan=spec.get("scan", "raster"))
 
 
 def read_pretrained_run(checkpoint: str | Path) -> tuple[Toto, Tokenizer, int]:
@@ -99,10 +122,11 @@ def read_pretrained_run(checkpoint: str | Path) -> tuple[Toto, Tokenizer, int]:
 
 
 def build_toto_encoder(name: str, checkpoint: str | None = None, layer: int | None = None, pooling: str = "attention",
-                       start: str = "video", resolution: int | None = None) -> TotoEncoder:
+                       start: str = "video", resolution: int | None = None, scan: str = "raster") -> TotoEncoder:
     """``toto_tiny`` ... ``toto_1b`` (the checkpoint must be that size) or ``toto`` (any size) from a pre-trained run.
     ``resolution`` reads frames at another size than pre-training (more tokens per frame; the clip must still fit
-    the model's context), e.g. a 128 px run read at 256 px for dense tasks such as label propagation."""
+    the model's context), e.g. a 128 px run read at 256 px for dense tasks such as label propagation. ``scan``
+    averages the tokens of mirrored reads (``SCANS``) so every token sees context on all sides."""
     if not checkpoint:
         raise CheckpointError(f"encoder {name!r} needs checkpoint=<pre-training final/ dir>; "
                               f"use 'random' for an untrained control")
@@ -113,7 +137,8 @@ def build_toto_encoder(name: str, checkpoint: str | None = None, layer: int | No
         if (want.n_embd, want.n_layer, want.n_head) != (got.n_embd, got.n_layer, got.n_head):
             raise CheckpointError(f"{checkpoint} holds a {got.n_embd}/{got.n_layer}/{got.n_head} model, not {name} "
                                   f"({want.n_embd}/{want.n_layer}/{want.n_head}); use name 'toto' for any size")
-    return TotoEncoder(name, model, tokenizer, read_resolution(model, tokenizer, trained, resolution), layer=layer, pooling=pooling, start=start)
+    return TotoEncoder(name, model, tokenizer, read_resolution(model, tokenizer, trained, resolution), layer=layer, pooling=pooling, start=start,
+                       scan=scan)
 
 
 def read_resolution(model: Toto, tokenizer: Tokenizer, trained: int, resolution: int | None) -> int:
@@ -128,12 +153,13 @@ def read_resolution(model: Toto, tokenizer: Tokenizer, trained: int, resolution:
 
 
 def build_random_toto_encoder(like: str, layer: int | None = None, pooling: str = "attention", seed: int = 0,
-                              resolution: int | None = None) -> TotoEncoder:
+                              resolution: int | None = None, scan: str = "raster") -> TotoEncoder:
     """The random-init control: same tokenizer and architecture as the run ``like``, transformer re-initialised."""
     model, tokenizer, trained = read_pretrained_run(like)
     torch.manual_seed(seed)
     fresh = Toto(model.config)
-    return TotoEncoder("random", fresh, tokenizer, read_resolution(fresh, tokenizer, trained, resolution), layer=layer, pooling=pooling)
+    return TotoEncoder("random", fresh, tokenizer, read_resolution(fresh, tokenizer, trained, resolution), layer=layer, pooling=pooling,
+                       scan=scan)
 
 
 __all__ = ["TotoEncoder", "build_toto_encoder", "build_random_toto_encoder", "read_pretrained_run"]

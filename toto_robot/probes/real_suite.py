@@ -89,18 +89,19 @@ class RealFramesConfig:
 
 
 def standard_encoders(toto: str | None = None, mae: str | None = None, layer: int | None = None, mae_layer: int | None = None,
-                      resolution: int | None = None) -> dict[str, dict]:
+                      resolution: int | None = None, scan: str = "raster") -> dict[str, dict]:
     """The comparison every real-frame table holds, from a Toto checkpoint: Toto at ``layer`` (default half depth), its
     random-init control (same tokenizer and architecture), an untrained ViT of the same input size and, given an MAE
     checkpoint of the mae_tiny layout, that MAE at the same input size. ``resolution`` reads them all at another
-    frame size than Toto's pre-training (one frame must fit Toto's context)."""
+    frame size than Toto's pre-training (one frame must fit Toto's context); ``scan`` is Toto's read-out scans
+    (``toto_robot.encoders.toto.SCANS``), its random-init control read the same way."""
     specs: dict[str, dict] = {}
     size = resolution
     if toto:
         from toto_robot.encoders.toto import read_pretrained_run
 
         size = resolution or read_pretrained_run(toto)[2]
-        at = {"resolution": resolution} if resolution else {}
+        at = {**({"resolution": resolution} if resolution else {}), **({"scan": scan} if scan != "raster" else {})}
         specs["toto"] = {"name": "toto", "checkpoint": str(toto), "layer": layer, **at}
         specs["random-init"] = {"name": "random", "like": str(toto), "layer": layer, **at}
         specs["untrained ViT"] = {"name": "random", "img_size": size}

@@ -220,12 +220,14 @@ def test_policy_node_reads_joint_states_and_pose_and_commands_twist_and_gripper(
         P("policy_dir", value=str(pol_dir)), P("state_msg_type", value="joint_state"), P("state_topic", value="joint_states"),
         P("joint_names", value=arm), P("gripper_joint_names", value=fingers), P("pose_topic", value="ee_pose"),
         P("output", value="twist"), P("frame_id", value="fr3_link0"), P("max_linear_speed", value=0.2), P("rate_hz", value=0.0),
-        P("command_stamp", value="frame"), P("gripper_open_position", value=0.08), P("gripper_closed_position", value=0.0)]))
+        P("command_stamp", value="frame"), P("gripper_open_position", value=0.08), P("gripper_closed_position", value=0.0),
+        P("twist_topic", value="typed_test/cmd_twist"), P("gripper_topic", value="typed_test/gripper_cmd")]))
     peer = add(rclpy.create_node("robot", context=ctx))
     twists, grips = [], []
-    # this node's commands carry its frame_id; a command from another test's node still shutting down does not
-    peer.create_subscription(TwistStamped, "toto/cmd_twist", lambda m: twists.append(m) if m.header.frame_id == "fr3_link0" else None, 10)
-    peer.create_subscription(Float64MultiArray, "toto/gripper_cmd", lambda m: grips.append(list(m.data)), 10)
+    # topics of this test's own (a node of another test, e.g. tests/test_rosbag2_topics.py's, may still be
+    # shutting down on the default ones with the same frame_id)
+    peer.create_subscription(TwistStamped, "typed_test/cmd_twist", lambda m: twists.append(m) if m.header.frame_id == "fr3_link0" else None, 10)
+    peer.create_subscription(Float64MultiArray, "typed_test/gripper_cmd", lambda m: grips.append(list(m.data)), 10)
     js_pub, pose_pub = peer.create_publisher(JointState, "joint_states", 10), peer.create_publisher(PoseStamped, "ee_pose", 10)
     img_pub = peer.create_publisher(Image, "camera/image_raw", 10)
     rng = np.random.default_rng(5)

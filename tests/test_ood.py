@@ -284,6 +284,15 @@ def test_ood_command_scores_a_demo_folder_and_an_image_folder_and_refuses_a_poli
     (bright,) = json.loads((tmp_path / "out2" / "ood.json").read_text())["recordings"]
     assert bright["frames"] == 3 and bright["error_share"] == 1.0 and bright["mean_score"] > 10 * ref.thresholds["frame_error"]
 
+    from toto_robot.data.video import write_video  # a folder of videos, read sparsely: every 2nd frame, at most 2 per video
+
+    videos = tmp_path / "clips"
+    write_video(videos / "bright.mp4", scene_frames(np.random.default_rng(4), 7, bright=1.7))
+    assert cli.main(["ood", f"policy_dir={policy_dir}", f"frames={videos}", "stride=2", "max_frames=2", f"out_dir={tmp_path / 'out4'}"]) == 0
+    (clip,) = json.loads((tmp_path / "out4" / "ood.json").read_text())["recordings"]
+    assert clip["recording"] == "bright" and clip["frames"] == 2
+    assert [(r["recording"], r["frame"]) for r in csv.DictReader(open(tmp_path / "out4" / "scores.csv"))] == [("bright", "0"), ("bright", "2")]
+
     (policy_dir / REFERENCE_FILE).unlink()
     capsys.readouterr()
     assert cli.main(["ood", f"policy_dir={policy_dir}", f"frames={images}", f"out_dir={tmp_path / 'out3'}"]) == 2

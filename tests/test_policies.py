@@ -68,12 +68,12 @@ def test_ppo_trains_on_frozen_features_and_reloads(tmp_path, vec_env, cache_toke
 
     policy_dir = train_ppo(PPOConfig(task="franka_cabinet", out_dir=str(tmp_path / "ppo"), image_size=32, total_timesteps=256, n_envs=2, n_steps=64,
                                      batch_size=64, n_epochs=1, eval_episodes=1, net_arch=(32, 32), vec_env=vec_env, cache_tokens=cache_tokens,
-                                     train_pool=train_pool))
+                                     train_pool=train_pool, ood_episodes=0))  # the OOD reference's rollouts: tests/test_ood.py
     result = json.loads((tmp_path / "ppo" / "result.json").read_text())
     assert result["eval"]["episodes"] == 1 and result["timesteps"] == 256
     # two envs of 128 steps each: one 70-step episode ended in each, both in the learning curve
     assert len(list((tmp_path / "ppo" / "monitor").glob("*.monitor.csv"))) == 2 and result["episodes"] == 2
-    assert (tmp_path / "ppo" / "learning_curve.png").is_file()
+    assert (tmp_path / "ppo" / "learning_curve.png").is_file() and not (policy_dir / "ood.safetensors").exists()  # ood_episodes=0: none
     policy = load_policy(policy_dir)
     a = policy.act({"image": np.zeros((32, 32, 3), np.uint8), "state": np.zeros(19, np.float32)})
     # frozen means frozen: the backbone after PPO equals the untrained random encoder it started from
@@ -225,7 +225,7 @@ def test_compare_ppo_gives_every_encoder_the_same_budget_and_resumes(tmp_path):
     cfg = PPOCompareConfig(tasks=["franka_reach"], encoders={"avg": {"name": "random", "pooling": "average"}, "attn": {"name": "random"}},
                            out_dir=str(tmp_path / "cmp"), seeds=[0], window=2,
                            ppo={"image_size": 32, "total_timesteps": 128, "n_envs": 2, "n_steps": 64, "batch_size": 64, "n_epochs": 1,
-                                "eval_episodes": 2, "net_arch": (16,), "log_std_init": -1.0, "normalize_reward": True})
+                                "eval_episodes": 2, "net_arch": (16,), "log_std_init": -1.0, "normalize_reward": True, "ood_episodes": 0})
     out = compare_ppo(cfg)
     table = (out / "summary.md").read_text()
     assert "| franka_reach | avg |" in table and "| franka_reach | attn |" in table and "128 env steps" in table
@@ -258,7 +258,7 @@ def test_asymmetric_critic_values_the_simulator_state_and_the_actor_never_reads_
 
     policy_dir = train_ppo(PPOConfig(task="franka_reach", out_dir=str(tmp_path / "ppo"), image_size=32, total_timesteps=128, n_envs=2, n_steps=64,
                                      batch_size=64, n_epochs=1, eval_episodes=1, net_arch=(32, 32), asymmetric_critic=True,
-                                     encoder={"name": "random", "pooling": "keypoints"}))
+                                     encoder={"name": "random", "pooling": "keypoints"}, ood_episodes=0))
     policy = load_policy(policy_dir)
     net = policy.model.policy
     assert isinstance(net, AsymmetricActorCriticPolicy) and policy.meta["privileged_dim"] == 3  # the target's xyz
@@ -303,7 +303,7 @@ def test_auxiliary_head_learns_the_object_state_and_the_actor_never_reads_it(tmp
 
     policy_dir = train_ppo(PPOConfig(task="franka_reach", out_dir=str(tmp_path / "ppo"), image_size=32, total_timesteps=128, n_envs=2, n_steps=64,
                                      batch_size=64, n_epochs=1, eval_episodes=1, net_arch=(32, 32), aux_coef=1.0,
-                                     encoder={"name": "random", "pooling": "keypoints"}))
+                                     encoder={"name": "random", "pooling": "keypoints"}, ood_episodes=0))
     result = json.loads((tmp_path / "ppo" / "result.json").read_text())
     assert np.isfinite(result["final_aux_loss"]) and result["eval"]["episodes"] == 1
     policy = load_policy(policy_dir)

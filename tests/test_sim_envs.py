@@ -281,3 +281,40 @@ def test_position_probe_locates_the_reach_target_and_refuses_a_colour_it_does_no
     assert len(set(labels.tolist())) >= 3 and labels.min() >= 0 and labels.max() <= 8
     with pytest.raises(ValueError, match="colour"):
         sim_probe_data("franka_reach", "colour", n_train=2, n_val=1, image_size=16)
+
+
+def test_distractors_are_visual_only_boxes_placed_anew_at_every_reset():
+    """``Randomization(distractors=n)`` (the OOD benchmark's clutter, docs/ood.md) adds n boxes without collisions: from the
+    same simulator state the arm, cube and rewards step bit for bit as without them while the frame changes; each reset
+    puts them somewhere else on the table; 0 leaves the model as it was."""
+    import mujoco
+
+    plain, busy = make_env("franka_pick", image_size=64), make_env("franka_pick", image_size=64, randomization={"distractors": 3})
+    p, b = plain.unwrapped, busy.unwrapped
+    assert make_env("franka_pick", image_size=64, randomization={"distractors": 0}).unwrapped.model.ngeom == p.model.ngeom == b.model.ngeom - 3
+    boxes = [b.model.geom(f"distractor{i}") for i in range(3)]
+    assert all(g.contype[0] == 0 and g.conaffinity[0] == 0 for g in boxes)
+    plain.reset(seed=0)
+    busy.reset(seed=0)
+    placed = np.stack([g.pos.copy() for g in boxes])
+    busy.reset(seed=1)
+    assert not np.allclose(placed, np.stack([g.pos for g in boxes]))  # a new place at every reset
+    # the same cube and simulator state in both (the reset drew the boxes first, so the cube differs): the physics must not tell them apart
+    for field in ("geom_size", "geom_rbound", "geom_rgba"):
+        getattr(b.model, field)[b.model.geom("cube_geom").id] = getattr(p.model, field)[p.model.geom("cube_geom").id]
+    what = mujoco.mjtState.mjSTATE_INTEGRATION
+    state = np.empty(mujoco.mj_stateSize(p.model, what))
+    mujoco.mj_getState(p.model, p.data, state, what)
+    mujoco.mj_setState(b.model, b.data, state, what)
+    mujoco.mj_forward(b.model, b.data)
+    b.target_pos = p.target_pos.copy()
+    rng, differ = np.random.default_rng(0), []
+    for _ in range(8):
+        a = rng.uniform(-1, 1, 4).astype(np.float32)
+        (op, rp, *_), (ob, rb, *_) = plain.step(a), busy.step(a)
+        np.testing.assert_array_equal(ob["state"], op["state"])
+        assert rb == rp
+        differ.append(np.abs(ob["image"].astype(int) - op["image"]).mean())
+    assert min(differ) > 0  # the boxes are in the picture
+    plain.close()
+    busy.close()

@@ -362,6 +362,7 @@ def real_frames_stage(cfg: DemoConfig, cache: StageCache, st_pre, st_mae, final:
 
     real_cfg = {"upstream": [str(st_pre.dir), str(st_mae.dir)], "davis_root": cfg.davis_root, "robot_roots": cfg.robot_roots,
                 "layer": cfg.real_layer, "options": cfg.real_frames, "protocol": PROTOCOL,
+                # the read-out's size and scans enter the key only when set, so reports read the default way keep theirs
                 **({"resolution": cfg.real_resolution, "scan": cfg.real_scan} if cfg.real_resolution or cfg.real_scan != "raster" else {})}
 
     def real_frames(d: Path) -> dict:

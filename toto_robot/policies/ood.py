@@ -43,7 +43,6 @@ REFERENCE_FILE = "ood.safetensors"
 
 class OODReferenceError(UserError, FileNotFoundError):
     """A job needs the policy's OOD reference and the policy folder has none."""
-LEVELS = ("ok", "warn", "error")
 
 
 def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:

@@ -77,9 +77,10 @@ class RealFramesConfig:
         check_choice(self.layers, "layers", ("own", "all"))
         for t in self.targets:
             check_choice(t, "targets", TARGETS)
-        for key in ("robot_size", "robot_max_frames", "folds"):
-            if getattr(self, key) is not None or key != "robot_size":
-                check_int(getattr(self, key), key, low=1 if key != "folds" else 2)
+        if self.robot_size is not None:
+            check_int(self.robot_size, "robot_size", low=1)
+        check_int(self.robot_max_frames, "robot_max_frames", low=1)
+        check_int(self.folds, "folds", low=2)
         check_int(self.bootstrap, "bootstrap", low=0)
         if self.davis_root and not Path(self.davis_root).expanduser().is_dir():
             raise ConfigError(f"davis_root: folder not found: {self.davis_root}")
@@ -282,8 +283,8 @@ def run_real_frames(cfg: RealFramesConfig) -> Path:
     robot_all: list[dict] = []
     if cfg.robot_roots:
         results["robot"] = {}
+        size = cfg.robot_size or frame_size(encoders.values(), 128)
         for root in cfg.robot_roots:
-            size = cfg.robot_size or frame_size(encoders.values(), 128)
             data = read_robot_set(root, size, cfg.robot_max_frames, cfg.targets)
             results["robot"][data.name] = robot_set_results(data, encoders, cfg, robot_all)
         atomic_write_csv(robot_all, out / "robot.csv")

@@ -29,6 +29,7 @@ from toto_robot.data.formats import open_demos
 from toto_robot.encoders import encoder_from_spec
 from toto_robot.encoders.features import cached_encoder_tokens
 from toto_robot.policies.evaluate import close_envs, evaluate_policy
+from toto_robot.policies.heads import HEADS
 from toto_robot.policies.ood import OODReference, fit_reference
 from toto_robot.policies.policy import Policy
 from toto_robot.utils.plots import pyplot, save_figure
@@ -72,6 +73,18 @@ class BCConfig:
     ood: bool = True  # store an out-of-distribution reference of the training frames' features with the policy (policies/ood.py)
     ood_warn_rate: float = 0.01  # ... its WARN threshold: this share of held-out training frames score above it
     ood_error_rate: float = 0.001  # ... its ERROR threshold
+    head: str = "mlp"  # mlp: the encoder's pool + an MLP; transformer: ACT's decoder over every frozen token with chunk queries (heads.py)
+    d_model: int = 128  # transformer head: width ...
+    layers: int = 2  # ... encoder and decoder layers each ...
+    heads: int = 4  # ... attention heads ...
+    dropout: float = 0.1  # ... and dropout
+    temporal_ensemble: float | None = None  # a weight m >= 0: ACT's temporal ensembling of every chunk covering a step, weights exp(-m * i)
+    # from the oldest (needs action_steps=1); None: run the first action_steps of each chunk open loop
+    action_repr: str = "auto"  # absolute | relative: learn (action - state) on every dim | auto: relative on the dims where actions and
+    # state share a space (a real robot's joint targets, same size, not a simulator's delta space) and holding the state explains more
+    # than half of the action's spread on the training frames (mean (a - s)^2 < var(a) / 2); grippers commanded open/close stay absolute
+    state_clip: float = 5.0  # standardised state inputs are clipped to +-this
+    scale_floor: float = 0.01  # no state or action dim is standardised by less than this share of the median dim's std
     token_cache: str | None = None  # folder of frozen demo tokens shared by runs with the same demos and backbone (any pooling or seed)
     seed: int = 0
     device: str = "cpu"
@@ -92,6 +105,19 @@ class BCConfig:
             check_int(self.max_episodes, "policy.max_episodes", low=1)
         check_choice(self.activation, "policy.activation", ("gelu", "relu"))
         check_choice(self.action_norm, "policy.action_norm", ("auto", "none", "standard"))
+        check_choice(self.action_repr, "policy.action_repr", ("auto", "absolute", "relative"))
+        check_choice(self.head, "policy.head", HEADS)
+        for key in ("d_model", "layers", "heads"):
+            check_int(getattr(self, key), f"policy.{key}", low=1)
+        self.dropout = check_number(self.dropout, "policy.dropout", low=0, high=0.9)
+        self.state_clip = check_number(self.state_clip, "policy.state_clip", low=0, low_open=True)
+        self.scale_floor = check_number(self.scale_floor, "policy.scale_floor", low=0)
+        if self.temporal_ensemble is not None:
+            self.temporal_ensemble = check_number(self.temporal_ensemble, "policy.temporal_ensemble", low=0)
+            if self.action_steps != 1:
+                raise ConfigError(f"policy.temporal_ensemble predicts a chunk every step: set policy.action_steps=1 (got {self.action_steps})")
+        if self.head == "transformer" and self.history != 1:
+            raise ConfigError(f"policy.head=transformer reads the current frame's tokens: set policy.history=1 (got {self.history})")
         if self.hidden_sizes is not None:
             self.hidden_sizes = [check_int(h, "policy.hidden_sizes[]", low=1) for h in self.hidden_sizes]
             if not self.hidden_sizes:
@@ -146,7 +172,8 @@ def train_bc(cfg: BCConfig) -> Path:
         ood_reference(policy, per_episode, cfg).save(out / "policy")
     _write_metrics(history, out)
     result = {"final": history[-1], "best_epoch": best_epoch, "train_frames": len(tokens["train"][2]), "episodes": len(eps),
-              "encoder": encoder.name, "layer": encoder.layer, "task": meta.task, "action_norm": policy.action_norm}
+              "encoder": encoder.name, "layer": encoder.layer, "task": meta.task, "action_norm": policy.action_norm,
+              "head": policy.head_kind, "relative_dims": policy.relative}
     if cfg.offline_eval:
         from toto_robot.policies.offline import offline_evaluation
 
@@ -182,25 +209,66 @@ def split_tensors(per_episode: list[torch.Tensor], eps: list[dict], ids: list[in
 
 
 def make_policy(encoder, meta, cfg: BCConfig, train: tuple) -> Policy:
-    """A fresh policy on ``encoder`` for the training split ``train`` (``split_tensors``): state normalised by its frames' mean/std,
-    actions standardised by theirs when ``cfg.action_norm`` says so (auto: when an action lies outside the tanh head's [-1, 1] and
-    the demos are not in a simulator's action space)."""
-    _, state, chunks, _ = train
-    actions = chunks[:, :meta.action_dim]  # (F, A): each frame's own action
+    """A fresh policy on ``encoder`` for the training split ``train`` (``split_tensors``): state standardised by its frames' mean
+    and floored std, actions learnt relative to the state on the dims ``relative_dims`` picks, and standardised when
+    ``cfg.action_norm`` says so (auto: when an action lies outside the tanh head's [-1, 1] and the demos are not in a
+    simulator's action space, or when any dim is relative)."""
+    tokens, state, chunks, _ = train
+    A = meta.action_dim
+    actions = chunks[:, :A]  # (F, A): each frame's own action
+    relative = relative_dims(cfg.action_repr, meta, actions, state)
     norm = cfg.action_norm
+    if relative and norm == "none":
+        raise ConfigError(f"policy.action_repr learns action dims {relative} relative to the state, which needs standardised actions: "
+                          "set policy.action_norm=standard (or auto)")
     if norm == "auto":  # a simulator's action spaces are [-1, 1] by definition: a value outside is an error the loss check names
-        norm = "standard" if meta.action_space not in SIM_ACTION_SPACES and float(actions.abs().max()) > 1 else "none"
+        norm = "standard" if relative or (meta.action_space not in SIM_ACTION_SPACES and float(actions.abs().max()) > 1) else "none"
         if norm == "standard":
-            log.info("actions reach %.4g, outside a tanh head's [-1, 1]: the head learns them standardised by the training episodes' "
-                     "mean and std (policy.action_norm=standard)", float(actions.abs().max()))
-    a_std = actions.std(0) if len(actions) > 1 else torch.ones(meta.action_dim)
-    a_mean, a_std = (actions.mean(0), torch.where(a_std > 1e-6, a_std, torch.ones_like(a_std))) if norm == "standard" else (None, None)
-    return Policy(encoder, meta.state_dim, meta.action_dim, cfg.hidden, cfg.use_state, state.mean(0), state.std(0).clamp_min(1e-3),
+            log.info("the head learns actions standardised by the training episodes' mean and std (policy.action_norm=standard): %s",
+                     f"dims {relative} relative to the state" if relative else f"actions reach {float(actions.abs().max()):.4g}, outside [-1, 1]")
+    a_mean = a_std = None
+    if norm == "standard":
+        base = torch.zeros(len(state), 1, A)
+        base[:, 0, relative] = state[:, relative]
+        target = (chunks.reshape(len(chunks), -1, A) - base).reshape(-1, A)  # (F * chunk, A): what the head learns, every step of the chunk
+        a_mean, a_std = target.mean(0), robust_scale(target, cfg.scale_floor)
+    return Policy(encoder, meta.state_dim, A, cfg.hidden, cfg.use_state, state.mean(0), robust_scale(state, cfg.scale_floor),
                   meta={"task": meta.task, "image_size": int(meta.image_size[0]), "action_space": meta.action_space,
                         "binary_gripper": meta.action_space in SIM_ACTION_SPACES, "demos": str(cfg.demos),
                         "camera": meta.extra.get("camera", "agentview"),
                         **({"max_steps": meta.extra["max_steps"]} if meta.extra.get("max_steps") else {})}, chunk=cfg.chunk, action_steps=cfg.action_steps,
-                  history=cfg.history, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation, action_mean=a_mean, action_std=a_std).to(cfg.device)
+                  history=cfg.history, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation, action_mean=a_mean, action_std=a_std,
+                  head=cfg.head, head_config={"d_model": cfg.d_model, "layers": cfg.layers, "heads": cfg.heads, "dropout": cfg.dropout} if cfg.head == "transformer" else None,
+                  n_tokens=tokens.shape[-2], temporal_ensemble=cfg.temporal_ensemble, relative=relative, state_clip=cfg.state_clip).to(cfg.device)
+
+
+def relative_dims(action_repr: str, meta, actions: torch.Tensor, state: torch.Tensor) -> list[int]:
+    """The action dims learnt as (action - state of the same index). ``absolute``: none. ``relative``: all of them (needs state
+    and action of one size). ``auto``: none for a simulator's delta action spaces or when the sizes differ; otherwise each dim
+    where holding the state explains more than half the training actions' spread, mean (a - s)^2 < var(a) / 2: a joint-position
+    target that tracks its joint. A gripper commanded open/close (+-1) while its state is a finger width stays absolute, and so
+    does a dim that never moves."""
+    if action_repr == "absolute":
+        return []
+    shares = meta.state_dim == meta.action_dim
+    if action_repr == "relative":
+        if not shares or meta.action_space in SIM_ACTION_SPACES:
+            raise ConfigError(f"policy.action_repr=relative learns action - state: it needs actions in the state's space "
+                              f"(state {meta.state_dim} dims, action {meta.action_dim} dims, action space {meta.action_space!r})")
+        return list(range(meta.action_dim))
+    if not shares or meta.action_space in SIM_ACTION_SPACES or len(actions) < 2:
+        return []
+    a, s = actions.double(), state.double()
+    return torch.nonzero(((a - s) ** 2).mean(0) < 0.5 * a.var(0)).flatten().tolist()
+
+
+def robust_scale(x: torch.Tensor, floor: float) -> torch.Tensor:
+    """Per-dim std of ``x`` [F, D], floored at ``floor`` times the median std of the dims that move (at least 1e-6): a dim that
+    hardly moves in training (a resting joint) gets a scale it cannot be 1e5 stds away from. [D]."""
+    std = x.double().std(0) if len(x) > 1 else torch.ones(x.shape[1], dtype=torch.float64)
+    moving = std[std > 1e-6]
+    low = max(1e-6, floor * float(moving.median())) if len(moving) else 1.0
+    return std.clamp_min(low).float()
 
 
 def fit_policy(policy: Policy, train: tuple, val: tuple | None, cfg: BCConfig, eps: list[dict] | None = None, on_epoch=None,
@@ -209,7 +277,7 @@ def fit_policy(policy: Policy, train: tuple, val: tuple | None, cfg: BCConfig, e
     is scored every epoch and (``keep_best``) the lowest-loss epoch's weights are kept, ``patience`` stops early.
     ``on_epoch(epoch) -> dict`` adds columns to the epoch's row. Returns (one row per epoch, best epoch)."""
     tr_tok, tr_state, tr_act, tr_hist = train
-    tr_target = policy.normalise_actions(tr_act)  # what the head outputs: actions as they are, or standardised
+    tr_target = policy.targets(tr_act, tr_state)  # what the head outputs: actions as they are, or relative and standardised
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * math.ceil(len(tr_act) / cfg.batch_size)
@@ -292,7 +360,7 @@ def _val_loss(policy: Policy, val, device) -> float:
         return float("nan")
     policy.eval()
     tok, state, act, hist = val
-    act = policy.normalise_actions(act)  # the head's output space (standardised actions, or as they are)
+    act = policy.targets(act, state)  # the head's output space (relative and standardised actions, or as they are)
     losses = [F.mse_loss(policy.forward_tokens(tok[hist[i:i + 256]].to(device), state[i:i + 256].to(device)), act[i:i + 256].to(device),
                          reduction="sum").item() for i in range(0, len(act), 256)]
     return sum(losses) / (len(act) * act.shape[1])

@@ -72,7 +72,7 @@ def predict_actions(policy, split: tuple, device: str, batch: int = 256) -> np.n
     """A trained policy's actions, in the robot's units, for every frame of ``split`` (``bc.split_tensors``) -> float64 [F, A]."""
     policy.eval()
     tok, state, _, hist = split
-    out = [policy.unnormalise_actions(policy.forward_tokens(tok[hist[i:i + batch]].to(device), state[i:i + batch].to(device)))
+    out = [policy.actions_from_outputs(policy.forward_tokens(tok[hist[i:i + batch]].to(device), state[i:i + batch].to(device)), state[i:i + batch].to(device))
            for i in range(0, len(state), batch)]
     return torch.cat(out)[:, :policy.action_dim].double().cpu().numpy()  # the first action of each chunk: the frame's own
 

@@ -24,6 +24,7 @@ import torch.nn as nn
 from toto_robot.constants import OBS_IMAGE, OBS_STATE
 from toto_robot.encoders import Encoder, load_encoder
 from toto_robot.encoders.base import FrameFormatError
+from toto_robot.policies.heads import HEADS, ChunkTransformerHead, MLPHead
 from toto_robot.utils.config import ConfigError
 from toto_robot.utils.io import CheckpointError, atomic_save_json, atomic_save_tensors
 
@@ -31,42 +32,31 @@ POLICY_CONFIG = "policy.json"
 HEAD_WEIGHTS = "head.safetensors"
 
 
-ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
-
-
-class PolicyHead(nn.Module):
-    """[features, normalised state] -> MLP (``hidden_sizes``, default two layers of ``hidden``) -> tanh action in [-1, 1]
-    (``squash=False``: the last layer's output as it is, for standardised actions)."""
-
-    def __init__(self, feature_dim: int, state_dim: int, action_dim: int, hidden: int = 256, hidden_sizes: list[int] | None = None,
-                 activation: str = "gelu", squash: bool = True):
-        super().__init__()
-        self.squash = squash
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"unknown activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
-        sizes = [feature_dim + state_dim, *(hidden_sizes or [hidden, hidden])]
-        layers: list[nn.Module] = []
-        for a, b in zip(sizes[:-1], sizes[1:]):
-            layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
-        self.net = nn.Sequential(*layers, nn.Linear(sizes[-1], action_dim))
-
-    def forward(self, features: torch.Tensor, state: torch.Tensor | None) -> torch.Tensor:
-        x = features if state is None else torch.cat([features, state], dim=-1)  # (B, F + S)
-        out = self.net(x)  # (B, A)
-        return torch.tanh(out) if self.squash else out
-
-
 class Policy(nn.Module):
-    """Frozen encoder + its trainable pool + MLP head. ``history`` > 1: the head reads the pooled features of
-    the last ``history`` frames, oldest first (CortexBench's frame history); at an episode's start the first
-    frame stands in for the frames before it. ``action_mean``/``action_std`` [A]: the head predicts actions
-    standardised by them (linear output) and ``act`` maps them back; None: tanh actions in [-1, 1]."""
+    """Frozen encoder + a trainable head (``heads.py``) that predicts a chunk of ``chunk`` actions per frame.
+
+    ``head="mlp"``: the encoder's trainable pool squeezes each frame to a vector; ``history`` > 1 reads the
+    pooled features of the last ``history`` frames, oldest first (CortexBench's frame history; at an
+    episode's start the first frame stands in for the frames before it). ``head="transformer"``: ACT's
+    decoder reads every frozen token of the frame (``n_tokens`` per camera).
+
+    Actions: ``action_mean``/``action_std`` [A] given: the head predicts targets standardised by them
+    (linear output) and ``act`` maps them back; None: tanh actions in [-1, 1]. ``relative``: the action dims
+    learnt as the action minus the same-index state dim at the frame the chunk was predicted from, added
+    back when acting (joint-position targets of a real arm). State: standardised by ``state_mean``/
+    ``state_std`` and clipped to +-``state_clip``, so a dim that hardly moved in training cannot blow up.
+
+    Executing chunks: ``temporal_ensemble`` None: the first ``action_steps`` actions of each chunk run open
+    loop, then a new chunk. A float m: ACT's temporal ensembling, a chunk every step and the executed action
+    the mean of every chunk's prediction for this step weighted exp(-m * i), i = 0 for the oldest."""
 
     kind = "bc"
 
     def __init__(self, encoder: Encoder, state_dim: int, action_dim: int, hidden: int = 256, use_state: bool = True,
                  state_mean=None, state_std=None, meta: dict | None = None, chunk: int = 1, action_steps: int = 1,
-                 history: int = 1, hidden_sizes: list[int] | None = None, activation: str = "gelu", action_mean=None, action_std=None):
+                 history: int = 1, hidden_sizes: list[int] | None = None, activation: str = "gelu", action_mean=None, action_std=None,
+                 head: str = "mlp", head_config: dict | None = None, n_tokens: int | None = None, temporal_ensemble: float | None = None,
+                 relative: list[int] | None = None, state_clip: float | None = None):
         super().__init__()
         if (action_mean is None) != (action_std is None):
             raise ConfigError("action_mean and action_std go together: give both (standardised actions) or neither (tanh actions)")
@@ -74,39 +64,75 @@ class Policy(nn.Module):
             raise ConfigError(f"action_steps must be in 1..chunk ({chunk}), got {action_steps}")
         if history < 1:
             raise ConfigError(f"history must be >= 1, got {history}")
+        if head not in HEADS:
+            raise ConfigError(f"unknown policy head {head!r}: expected one of {', '.join(HEADS)}")
+        if head == "transformer" and (history != 1 or not n_tokens):
+            raise ConfigError(f"the transformer head reads one frame's tokens: it needs history=1 (got {history}) and n_tokens (got {n_tokens})")
+        if temporal_ensemble is not None and (temporal_ensemble < 0 or action_steps != 1):
+            raise ConfigError(f"temporal ensembling predicts a chunk every step: it needs a weight >= 0 (got {temporal_ensemble}) "
+                              f"and action_steps=1 (got {action_steps})")
+        self.relative = sorted(int(d) for d in (relative or []))
+        if self.relative and (action_mean is None or max(self.relative) >= min(state_dim, action_dim) or min(self.relative) < 0):
+            raise ConfigError(f"relative action dims {self.relative} need standardised actions and a state dim of the same index "
+                              f"(state {state_dim}, action {action_dim} dims)")
         self.encoder = encoder
         self.use_state, self.state_dim, self.action_dim, self.hidden = use_state, state_dim, action_dim, hidden
         self.chunk, self.action_steps = chunk, action_steps  # predict `chunk` actions, execute the first `action_steps`
         self.history, self.hidden_sizes, self.activation = history, list(hidden_sizes) if hidden_sizes else None, activation
-        self.head = PolicyHead(encoder.feature_dim * history, state_dim if use_state else 0, action_dim * chunk, hidden,
-                               self.hidden_sizes, activation, squash=action_mean is None)
+        self.head_kind, self.head_config, self.n_tokens = head, dict(head_config or {}), n_tokens
+        self.temporal_ensemble, self.state_clip = temporal_ensemble, state_clip
+        squash = action_mean is None
+        if head == "mlp":
+            self.head = MLPHead(encoder.feature_dim * history, state_dim if use_state else 0, action_dim * chunk, hidden,
+                                self.hidden_sizes, activation, squash=squash)
+        else:
+            self.head = ChunkTransformerHead(encoder.token_dim, n_tokens, state_dim if use_state else 0, action_dim, chunk,
+                                             squash=squash, **self.head_config)
         self.action_norm = "none" if action_mean is None else "standard"
         self._episode = self.new_episode()  # what ``act`` remembers between calls
         self.register_buffer("state_mean", torch.as_tensor(np.zeros(state_dim) if state_mean is None else state_mean, dtype=torch.float32))
         self.register_buffer("state_std", torch.as_tensor(np.ones(state_dim) if state_std is None else state_std, dtype=torch.float32))
+        mask = torch.zeros(action_dim)
+        mask[self.relative] = 1.0
+        self.register_buffer("relative_mask", mask, persistent=False)  # (A,) 1 where the action is learnt relative to the state
         self.meta = dict(meta or {})
         if action_mean is not None:
             self.register_buffer("action_mean", torch.as_tensor(action_mean, dtype=torch.float32).reshape(action_dim))
             self.register_buffer("action_std", torch.as_tensor(action_std, dtype=torch.float32).reshape(action_dim))
 
-    def normalise_actions(self, actions: torch.Tensor) -> torch.Tensor:
-        """Actions [..., chunk * A] in the robot's units -> the head's output space (identity for tanh actions)."""
-        if self.action_norm == "none":
-            return actions
-        shape = actions.shape
-        return ((actions.reshape(*shape[:-1], -1, self.action_dim) - self.action_mean) / self.action_std).reshape(shape)
+    def state_input(self, state: torch.Tensor) -> torch.Tensor | None:
+        """Raw state [B, S] -> what the head reads: standardised, clipped to +-``state_clip`` (None without ``use_state``)."""
+        if not self.use_state:
+            return None
+        x = (state - self.state_mean) / self.state_std
+        return x.clamp(-self.state_clip, self.state_clip) if self.state_clip else x
 
-    def unnormalise_actions(self, outputs: torch.Tensor) -> torch.Tensor:
-        """The head's outputs [..., chunk * A] -> actions in the robot's units (identity for tanh actions)."""
+    def _base(self, state: torch.Tensor) -> torch.Tensor:
+        """[B, S] -> [B, 1, A]: what relative dims are measured from (the state's same-index dims; 0 elsewhere)."""
+        base = torch.zeros(state.shape[0], 1, self.action_dim, dtype=state.dtype, device=state.device)
+        if self.relative:
+            base[:, 0, self.relative] = state[:, self.relative]
+        return base
+
+    def targets(self, chunks: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """Action chunks [B, chunk * A] in the robot's units + raw state [B, S] -> the head's output space: relative dims
+        minus the state, then standardised (identity for tanh actions)."""
+        if self.action_norm == "none":
+            return chunks
+        x = chunks.reshape(len(chunks), -1, self.action_dim) - self._base(state)  # (B, chunk, A)
+        return ((x - self.action_mean) / self.action_std).reshape(chunks.shape)
+
+    def actions_from_outputs(self, outputs: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """The head's outputs [B, chunk * A] + the raw state they were predicted from [B, S] -> actions in the robot's units."""
         if self.action_norm == "none":
             return outputs
-        shape = outputs.shape
-        return (outputs.reshape(*shape[:-1], -1, self.action_dim) * self.action_std + self.action_mean).reshape(shape)
+        x = outputs.reshape(len(outputs), -1, self.action_dim) * self.action_std + self.action_mean  # (B, chunk, A)
+        return (x + self._base(state)).reshape(outputs.shape)
 
     def act_from_features(self, feats: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """Pooled features [B, history * F] + raw state [B, S] -> the head's outputs [B, chunk * A] (state normalised here;
-        actions as they are for tanh actions, standardised otherwise: ``unnormalise_actions``)."""
-        return self.head(feats, ((state - self.state_mean) / self.state_std) if self.use_state else None)
+        """MLP head: pooled features [B, history * F] + raw state [B, S] -> the head's outputs [B, chunk * A]
+        (``actions_from_outputs`` maps them to actions)."""
+        return self.head(feats, self.state_input(state))
 
     def pool_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Frozen tokens [B, N, C] (one frame) or [B, history, N, C] (oldest first) -> features [B, history * F]."""
@@ -119,15 +145,19 @@ class Policy(nn.Module):
 
     def forward_tokens(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """Cached frozen tokens [B, N, C] or [B, history, N, C] + raw state [B, S] -> the head's outputs [B, chunk * A] (the BC
-        training path; compare with ``normalise_actions(actions)``)."""
-        return self.act_from_features(self.pool_tokens(tokens), state)
+        training path; compare with ``targets(chunks, state)``)."""
+        if self.head_kind == "mlp":
+            return self.act_from_features(self.pool_tokens(tokens), state)
+        if tokens.ndim == 4:
+            tokens = tokens[:, -1]  # (B, N, C): the transformer head reads the current frame
+        return self.head(tokens.float(), self.state_input(state))
 
     def forward(self, frames, state: torch.Tensor) -> torch.Tensor:
         return self.forward_tokens(self.encoder.encode_tokens(frames), state)
 
     def new_episode(self) -> "EpisodeMemory":
         """Empty memory for one rollout (``act_batch`` keeps one per environment)."""
-        return EpisodeMemory(self.history)
+        return EpisodeMemory(self.history, self.chunk)
 
     def reset(self) -> None:
         """Forget the rest of the current action chunk and the frame history (call at the start of every episode)."""
@@ -137,30 +167,53 @@ class Policy(nn.Module):
     def act_batch(self, observations: list[dict], episodes: list["EpisodeMemory"]) -> tuple[np.ndarray, np.ndarray]:
         """One encoder pass over B rollouts' frames -> (actions float32 [B, A], pooled features float32 [B, F]).
 
-        ``episodes[i]`` is rollout i's memory (``new_episode()``): its last frames' features and the rest of its
-        action chunk. With action chunking, a rollout predicts a new chunk only once the last one's
-        ``action_steps`` actions have been executed; the features are always this frame's."""
+        ``episodes[i]`` is rollout i's memory (``new_episode()``): its last frames' features, its planned chunks and
+        the rest of its action chunk. Without temporal ensembling a rollout predicts a new chunk only once the last
+        one's ``action_steps`` actions have been executed; with it, every step. The features are always this frame's."""
         if len(observations) != len(episodes):
             raise ValueError(f"act_batch: {len(observations)} observations for {len(episodes)} episode memories")
         checked = [_check_obs(obs, self.state_dim) for obs in observations]
         self.eval()
-        feats = self.encoder(np.stack([image for image, _ in checked]))  # (B, F)
+        images = np.stack([image for image, _ in checked])
+        if self.head_kind == "mlp":
+            tokens, feats = None, self.encoder(images)  # (B, F)
+        else:
+            tokens = self.encoder.encode_tokens(images).float()  # (B, N, C)
+            feats = self.encoder.pool(tokens)  # (B, F): what the OOD monitor and the feature topic read
         for i, ep in enumerate(episodes):
             while len(ep.frames) < self.history - 1:  # an episode's first frame stands in for the frames before it
                 ep.frames.append(feats[i : i + 1])
             ep.frames.append(feats[i : i + 1])
-        due = [i for i, ep in enumerate(episodes) if not ep.queue]
+        due = [i for i, ep in enumerate(episodes) if self.temporal_ensemble is not None or not ep.queue]
         if due:
-            stacked = torch.cat([torch.cat(list(episodes[i].frames), dim=-1) for i in due])  # (n, history * F), oldest first
             states = torch.from_numpy(np.stack([checked[i][1] for i in due])).to(self.state_mean.device)  # (n, S)
-            chunks = self.unnormalise_actions(self.act_from_features(stacked, states)).cpu().numpy().reshape(len(due), self.chunk, self.action_dim)
-            chunks = chunks[:, : self.action_steps].astype(np.float32)  # (n, action_steps, A)
-            if self.meta.get("binary_gripper"):  # regression averages open/close near the switch; commit to one
-                chunks[..., -1] = np.where(chunks[..., -1] > 0, 1.0, -1.0)
+            if tokens is None:
+                stacked = torch.cat([torch.cat(list(episodes[i].frames), dim=-1) for i in due])  # (n, history * F), oldest first
+                outputs = self.act_from_features(stacked, states)
+            else:
+                outputs = self.head(tokens[due], self.state_input(states))
+            chunks = self.actions_from_outputs(outputs, states).cpu().numpy().reshape(len(due), self.chunk, self.action_dim).astype(np.float32)
             for i, chunk in zip(due, chunks):
-                episodes[i].queue.extend(chunk)
-        actions = np.stack([ep.queue.popleft() for ep in episodes])  # (B, A)
-        return actions, feats.cpu().numpy().astype(np.float32)
+                if self.temporal_ensemble is None:
+                    episodes[i].queue.extend(self._commit_gripper(chunk[: self.action_steps]))
+                else:
+                    episodes[i].plans.append((episodes[i].step, chunk))
+        actions = []
+        for ep in episodes:
+            if self.temporal_ensemble is None:
+                actions.append(ep.queue.popleft())
+            else:
+                actions.append(self._commit_gripper(ep.ensembled(self.temporal_ensemble)[None])[0])
+            ep.step += 1
+        return np.stack(actions), feats.cpu().numpy().astype(np.float32)
+
+    def _commit_gripper(self, actions: np.ndarray) -> np.ndarray:
+        """[n, A] -> the same with a simulator's binary gripper (last dim) snapped to +-1: regression averages open and close
+        near the switch; commit to one."""
+        if self.meta.get("binary_gripper"):
+            actions = actions.copy()
+            actions[..., -1] = np.where(actions[..., -1] > 0, 1.0, -1.0)
+        return actions
 
     def act_with_features(self, obs: dict) -> tuple[np.ndarray, np.ndarray]:
         """-> (action float32 [A], pooled encoder features float32 [F]) from one encoder pass."""
@@ -179,17 +232,27 @@ class Policy(nn.Module):
         atomic_save_json({"kind": self.kind, "state_dim": self.state_dim, "action_dim": self.action_dim, "hidden": self.hidden,
                           "use_state": self.use_state, "encoder": self.encoder.name, "chunk": self.chunk, "action_steps": self.action_steps,
                           "history": self.history, "hidden_sizes": self.hidden_sizes, "activation": self.activation,
-                          "action_norm": self.action_norm, **self.meta},
+                          "action_norm": self.action_norm, "head": self.head_kind, "head_config": self.head_config, "n_tokens": self.n_tokens,
+                          "temporal_ensemble": self.temporal_ensemble, "relative": self.relative, "state_clip": self.state_clip, **self.meta},
                          d / POLICY_CONFIG)
         return d
 
 
 class EpisodeMemory:
-    """One rollout's memory: the pooled features of its last ``history`` frames and its unexecuted actions."""
+    """One rollout's memory: the pooled features of its last ``history`` frames, its unexecuted actions, and (temporal
+    ensembling) the chunks still covering the coming steps with the step each was predicted at."""
 
-    def __init__(self, history: int):
+    def __init__(self, history: int, chunk: int = 1):
         self.frames: deque[torch.Tensor] = deque(maxlen=history)  # (1, F) each, oldest first
         self.queue: deque[np.ndarray] = deque()  # (A,) each
+        self.plans: deque[tuple[int, np.ndarray]] = deque(maxlen=chunk)  # (step predicted at, [chunk, A]), oldest first
+        self.step = 0  # steps acted so far
+
+    def ensembled(self, m: float) -> np.ndarray:
+        """ACT's temporal ensemble for this step: every plan's action for it, weighted exp(-m * i), i = 0 for the oldest -> [A]."""
+        acts = np.stack([plan[self.step - start] for start, plan in self.plans if start <= self.step < start + len(plan)])  # (n, A)
+        w = np.exp(-m * np.arange(len(acts)))
+        return ((w[:, None] * acts).sum(0) / w.sum()).astype(np.float32)
 
 
 def _check_obs(obs: dict, state_dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -286,13 +349,15 @@ def load_policy(directory: str | Path, device: str = "cpu"):
     encoder = load_encoder(d / "encoder", map_location=device)
     sd = load_file(str(d / HEAD_WEIGHTS), device=device)
     own = ("kind", "state_dim", "action_dim", "hidden", "use_state", "encoder", "chunk", "action_steps", "history", "hidden_sizes", "activation",
-           "action_norm")
+           "action_norm", "head", "head_config", "n_tokens", "temporal_ensemble", "relative", "state_clip")
     if meta.get("action_norm", "none") == "standard" and not {"action_mean", "action_std"} <= set(sd):
         raise CheckpointError(f"{d}: policy.json says standardised actions but {HEAD_WEIGHTS} has no action_mean/action_std")
     extra = {k: v for k, v in meta.items() if k not in own}
     policy = Policy(encoder, meta["state_dim"], meta["action_dim"], meta["hidden"], meta["use_state"],
                     sd.pop("state_mean"), sd.pop("state_std"), meta=extra, chunk=meta.get("chunk", 1), action_steps=meta.get("action_steps", 1),
                     history=meta.get("history", 1), hidden_sizes=meta.get("hidden_sizes"), activation=meta.get("activation", "gelu"),
-                    action_mean=sd.pop("action_mean", None), action_std=sd.pop("action_std", None))
+                    action_mean=sd.pop("action_mean", None), action_std=sd.pop("action_std", None), head=meta.get("head", "mlp"),
+                    head_config=meta.get("head_config"), n_tokens=meta.get("n_tokens"), temporal_ensemble=meta.get("temporal_ensemble"),
+                    relative=meta.get("relative"), state_clip=meta.get("state_clip"))
     policy.head.load_state_dict(sd)
     return policy.to(device).eval()

@@ -21,6 +21,14 @@ normalised action as std_msgs/Float32MultiArray on ``action_topic`` (the simulat
 Commands are stamped ``now`` or, with ``command_stamp:=frame``, with the stamp of the frame they
 were computed from (the simulator bridge pairs them with its frames that way).
 
+Several cameras: a policy trained on more views than ``image`` (``policy.cameras``, e.g. [image, wrist_image])
+reads its first camera on ``image_topic`` and the others on ``camera_topics``, in the policy's order. Each
+command pairs the newest ``image_topic`` frame with, from each other camera, the buffered frame whose header
+stamp is closest to it (arrival time for unstamped frames), when within ``camera_sync_tolerance_s`` (an
+approximate-time pairing). Acting once per frame, a frame waits until every other camera has sent a frame
+with its stamp or a newer one (the closest cannot change after that); when no pairing has been possible for
+``stale_timeout_s`` the node holds commands as for a stopped camera, and names the missing one.
+
 Timing: at ``rate_hz`` on the newest frame, or with ``rate_hz:=0`` once per new frame, as soon as a
 stamped state at least as new as the frame has arrived.
 
@@ -42,6 +50,8 @@ from __future__ import annotations
 
 import time
 import traceback
+from collections import deque
+from functools import partial
 
 import numpy as np
 from rclpy.node import Node
@@ -63,6 +73,8 @@ OUTPUTS = ("twist", "joint_trajectory", "array")
 DEFAULTS = {
     "policy_dir": "",
     "image_topic": "camera/image_raw",
+    "camera_topics": [],  # the topics of the policy's other cameras (policy.cameras after the first), in its order
+    "camera_sync_tolerance_s": 0.02,  # a frame pairs with another camera's frame whose stamp is at most this far from it
     "compressed": False,
     "qos_depth": 10,
     "qos_reliability": "best_effort",
@@ -166,6 +178,15 @@ class PolicyNode(Node):
         except (CheckpointError, FileNotFoundError, ValueError) as e:
             raise ConfigError(str(e)) from e
         check_params(p, self.policy)
+        self.cameras = list(getattr(self.policy, "cameras", ["image"]))  # observation keys: the first is image_topic's
+        if len(p["camera_topics"]) != len(self.cameras) - 1:
+            raise ConfigError(f"the policy reads cameras {self.cameras}: give camera_topics with {len(self.cameras) - 1} topic(s), "
+                              f"one for each of {self.cameras[1:]} in that order (image_topic feeds {self.cameras[0]!r}); "
+                              f"got {p['camera_topics']}")
+        if p["camera_sync_tolerance_s"] < 0:
+            raise ConfigError(f"camera_sync_tolerance_s must be >= 0, got {p['camera_sync_tolerance_s']}")
+        self.partners = {key: deque(maxlen=max(2, p["qos_depth"])) for key in self.cameras[1:]}  # (stamp ns, arrival, image)
+        self.last_paired, self.unpaired, self.missing_camera, self.pair_held = time.monotonic(), 0, None, False
         try:
             reference = load_reference(p["policy_dir"], self.get_logger())
         except (CheckpointError, ValueError) as e:
@@ -187,6 +208,8 @@ class PolicyNode(Node):
         # state subscriptions first, so that a state and a frame that arrive together are read in that order
         self.proprio = Proprioception(self, p, on_update=self._try_act_on_frame)
         self.create_subscription(CompressedImage if p["compressed"] else Image, p["image_topic"], self.on_image, qos)
+        for key, topic in zip(self.cameras[1:], p["camera_topics"]):
+            self.create_subscription(CompressedImage if p["compressed"] else Image, topic, partial(self.on_partner, key), qos)
         self._make_outputs()
         self.features_pub = self.create_publisher(Float32MultiArray, p["features_topic"], 10)
         if self.ood is not None:
@@ -198,9 +221,10 @@ class PolicyNode(Node):
         self.diagnostics = Diagnostics(self, self.stats, p["diagnostics_period_s"], f"{self.get_name()}: policy",
                                        hardware_id=self.resolve_topic_name(p["image_topic"]),
                                        extra=lambda: {"actions": self.actions, "enabled": self.enabled, "stale": self.stale,
-                                                      "ood_holds": self.ood_holds},
+                                                      "ood_holds": self.ood_holds, "unpaired": self.unpaired},
                                        more=lambda: [ood_status(self.ood, f"{self.get_name()}: ood", self.ood_held)] if self.ood else [])
-        self.get_logger().info(f"policy {p['policy_dir']} ({self.policy.meta.get('task', '?')}): {p['image_topic']} + "
+        self.get_logger().info(f"policy {p['policy_dir']} ({self.policy.meta.get('task', '?')}): "
+                               f"{' + '.join([p['image_topic'], *p['camera_topics']])} + "
                                f"{p['state_topic']} ({p['state_msg_type']}) -> {p['output']} "
                                f"{'once per frame' if self.event_driven else 'at %g Hz' % p['rate_hz']}")
 
@@ -248,6 +272,36 @@ class PolicyNode(Node):
         self.image, self.image_time, self.image_stamp, self.image_header_stamp = img, time.monotonic(), stamp, msg.header.stamp
         self._try_act_on_frame()
 
+    def on_partner(self, key: str, msg) -> None:
+        """A frame of one of the policy's other cameras: buffered for pairing with ``image_topic``'s frames."""
+        try:
+            img = compressed_msg_to_array(msg, self.min_side) if self.p["compressed"] else image_msg_to_array(msg, self.min_side)
+        except ImageEncodingError as e:
+            with self.stats.lock:
+                self.stats.unreadable += 1
+            self.get_logger().error(f"dropping {key} frame: {e}", throttle_duration_sec=5.0)
+            return
+        self.partners[key].append((control.stamp_ns(msg.header.stamp), time.monotonic(), img))
+        self._try_act_on_frame()  # the newest image_topic frame may have been waiting for this one
+
+    def paired_views(self, settled: bool = False) -> dict | None:
+        """{camera key: image} for every camera, the others paired to the newest image_topic frame; None when a camera has no
+        frame within camera_sync_tolerance_s of it (``missing_camera`` names it). ``settled``: also None while a closer frame
+        may still come, i.e. a stamped camera has no frame with the same stamp and none newer than it yet (frames of two
+        topics arrive in no set order)."""
+        views = {self.cameras[0]: self.image}
+        tol = self.p["camera_sync_tolerance_s"]
+        for key, frames in self.partners.items():
+            stamped = self.image_stamp > 0 and all(s for s, _, _ in frames)
+            gaps = [abs(s - self.image_stamp) * 1e-9 if stamped else abs(t - self.image_time) for s, t, _ in frames]
+            best = int(np.argmin(gaps)) if gaps else -1
+            waiting = settled and stamped and best >= 0 and gaps[best] > 0 and not any(s >= self.image_stamp for s, _, _ in frames)
+            if best < 0 or gaps[best] > tol or waiting:
+                self.missing_camera = key
+                return None
+            views[key] = frames[best][2]
+        return views
+
     def on_enable(self, request, response):
         self.enabled = bool(request.data)
         self.policy.reset()  # a chunking policy must not resume with actions planned before a stop
@@ -262,6 +316,8 @@ class PolicyNode(Node):
         ss = self.proprio.stamp
         if ss is not None and ss < self.image_stamp and time.monotonic() - self.image_time < self.p["stale_timeout_s"]:
             return  # wait for a state at least as new as the frame
+        if self.partners and self.paired_views(settled=True) is None and time.monotonic() - self.image_time < self.p["stale_timeout_s"]:
+            return  # wait for the other cameras' frames of this moment
         if self.tick():
             self.acted_stamp = self.image_stamp
 
@@ -284,9 +340,21 @@ class PolicyNode(Node):
             self.get_logger().warning(f"no state on {self.p['state_topic']} yet{f' (missing {missing})' if missing else ''}; waiting",
                                    throttle_duration_sec=5.0)
             return False
+        views = self.paired_views()
+        if views is None:
+            self.unpaired += 1
+            if time.monotonic() - self.last_paired > self.p["stale_timeout_s"] and not self.pair_held:
+                self.get_logger().warning(f"no {self.missing_camera} frame within {self.p['camera_sync_tolerance_s']} s of the "
+                                          f"{self.p['image_topic']} frames for {self.p['stale_timeout_s']} s: output stopped")
+                self.policy.reset()  # as for a stopped camera
+                self.pair_held = True
+            return False
+        if self.pair_held:
+            self.get_logger().info("every camera paired again: output resumes")
+        self.last_paired, self.pair_held = time.monotonic(), False
         t0 = time.perf_counter()
         try:
-            self.act({"image": self.image, "state": state})
+            self.act({**views, "state": state})
         except FrameFormatError as e:
             with self.stats.lock:
                 self.stats.unreadable += 1

@@ -45,6 +45,8 @@ DEFAULTS = {
     "max_episodes": 0,  # 0 = run forever
     "max_steps": 0,  # episode length limit; 0 = the task's own
     "image_topic": "camera/image_raw",
+    "camera": "agentview",  # the view published on image_topic
+    "extra_cameras": [],  # more views (e.g. [wrist]), each published on camera/<name>/image_raw just before image_topic's frame
     "state_topic": "robot/state",
     "joint_state_topic": "joint_states",
     "pose_topic": "toto/ee_pose",
@@ -72,7 +74,8 @@ class SimCameraNode(Node):
         from toto_robot.sim_envs.base_env import CONTROL_DT
 
         try:
-            self.env = make_env(p["task"], image_size=p["image_size"], **({"max_steps": p["max_steps"]} if p["max_steps"] > 0 else {}))
+            self.env = make_env(p["task"], image_size=p["image_size"], camera=p["camera"], extra_cameras=p["extra_cameras"],
+                                **({"max_steps": p["max_steps"]} if p["max_steps"] > 0 else {}))
         except ValueError as e:
             raise ConfigError(str(e)) from e
         u = self.env.unwrapped
@@ -86,6 +89,7 @@ class SimCameraNode(Node):
         self.qadr, self.dadr = m.jnt_qposadr[self.joint_ids], m.jnt_dofadr[self.joint_ids]
 
         self.image_pub = self.create_publisher(Image, p["image_topic"], 10)
+        self.extra_pubs = {f"{name}_image": self.create_publisher(Image, f"camera/{name}/image_raw", 10) for name in p["extra_cameras"]}
         self.state_pub = self.create_publisher(Float32MultiArray, p["state_topic"], 10)
         self.joint_pub = self.create_publisher(JointState, p["joint_state_topic"], 10)
         self.pose_pub = self.create_publisher(PoseStamped, p["pose_topic"], 10)
@@ -141,6 +145,8 @@ class SimCameraNode(Node):
         mujoco.mju_mat2Quat(q, d.site_xmat[u.site])
         pose.pose.orientation.w, pose.pose.orientation.x, pose.pose.orientation.y, pose.pose.orientation.z = (float(v) for v in q)
         self.pose_pub.publish(pose)
+        for key, pub in self.extra_pubs.items():  # the other views first: a subscriber acting on image_topic's frame has them
+            pub.publish(array_to_image_msg(self.obs[key], stamp=stamp))
         self.image_pub.publish(array_to_image_msg(self.obs["image"], stamp=stamp))
 
     # ---- commands ----

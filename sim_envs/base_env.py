@@ -46,7 +46,7 @@ class ManipulationEnv(gym.Env):
                  wrist_camera: bool = False, control: str = "ee_delta", max_steps: int | None = None,
                  randomization: Randomization | dict | None = None, render_mode: str | None = "rgb_array",
                  max_delta: float = 0.03, max_joint_delta: float = 0.05, mesh_cell: float | None = MESH_CELL,
-                 privileged: bool = False):
+                 privileged: bool = False, extra_cameras: list[str] | tuple[str, ...] = ()):
         if robot not in ROBOTS:
             raise ConfigError(f"unknown robot {robot!r}; known: {sorted(ROBOTS)}")
         if task not in TASKS:
@@ -54,7 +54,10 @@ class ManipulationEnv(gym.Env):
         if control not in ("ee_delta", "joint_delta"):
             raise ConfigError(f"control must be ee_delta or joint_delta, got {control!r}")
         self.robot, self.task = ROBOTS[robot], TASKS[task]()
-        self.image_size, self.camera, self.wrist_camera, self.control = image_size, camera, wrist_camera, control
+        self.image_size, self.camera, self.control = image_size, camera, control
+        # more views rendered beside obs["image"], each as obs["<name>_image"] (wrist_camera=True: the wrist view)
+        self.extra_cameras = list(dict.fromkeys([*extra_cameras, *(["wrist"] if wrist_camera else [])]))
+        self.wrist_camera = "wrist" in self.extra_cameras
         self.max_steps = max_steps or self.task.max_steps
         self.randomization = Randomization(**randomization) if isinstance(randomization, dict) else (randomization or Randomization())
         self.render_mode, self.max_delta, self.max_joint_delta = render_mode, max_delta, max_joint_delta
@@ -62,7 +65,7 @@ class ManipulationEnv(gym.Env):
         spec = build_arena()
         robot_spec = build_robot_spec(self.robot)
         for name, fovy in ROBOT_CAMERAS.items():  # the view asked for, and the wrist view for obs["wrist_image"]
-            if name == camera or (name == "wrist" and wrist_camera):
+            if name == camera or name in self.extra_cameras:
                 robot_spec.body(f"{GRIPPER_PREFIX}eef").add_camera(name=name, pos=[0, 0.05, -0.097], quat=[0, 0.7071068, 0.7071068, 0], fovy=fovy)
         spec.worldbody.add_frame(pos=[0, 0, 0.4]).attach_body(robot_spec.body("base"), PREFIX, "")
         self.task.build(spec)
@@ -73,8 +76,13 @@ class ManipulationEnv(gym.Env):
         self.lod = simplify_render_meshes(self.model, cell=self.mesh_cell) if self.mesh_cell else None
         cameras = [mujoco.mj_id2name(self.model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(self.model.ncam)]
         self.camera = PREFIX + camera if camera in ROBOT_CAMERAS else camera  # robot cameras carry the robot's prefix
+        known = ', '.join([*ROBOT_CAMERAS, *(c for c in cameras if not c.startswith(PREFIX))])
         if self.camera not in cameras:
-            raise ConfigError(f"unknown camera {camera!r}; this scene has {', '.join([*ROBOT_CAMERAS, *(c for c in cameras if not c.startswith(PREFIX))])}")
+            raise ConfigError(f"unknown camera {camera!r}; this scene has {known}")
+        self._extra = {f"{name}_image": PREFIX + name if name in ROBOT_CAMERAS else name for name in self.extra_cameras}  # obs key -> camera
+        bad = [name for name, cam in zip(self.extra_cameras, self._extra.values()) if cam not in cameras]
+        if bad:
+            raise ConfigError(f"unknown extra camera {bad[0]!r}; this scene has {known}")
         self.data = mujoco.MjData(self.model)
         self.n_substeps = int(round(CONTROL_DT / self.model.opt.timestep))
         m = self.model
@@ -103,8 +111,8 @@ class ManipulationEnv(gym.Env):
 
         img = spaces.Box(0, 255, (image_size, image_size, 3), np.uint8)
         obs = {"image": img, "state": spaces.Box(-np.inf, np.inf, (19,), np.float32)}
-        if wrist_camera:
-            obs["wrist_image"] = img
+        for key in self._extra:
+            obs[key] = img
         if privileged:
             obs["privileged"] = spaces.Box(-np.inf, np.inf, self.privileged_state().shape, np.float32)
         self.observation_space = spaces.Dict(obs)
@@ -209,8 +217,8 @@ class ManipulationEnv(gym.Env):
 
     def _obs(self) -> dict:
         obs = {"image": self._render_camera(self.camera), "state": self._state()}
-        if self.wrist_camera:
-            obs["wrist_image"] = self._render_camera(PREFIX + "wrist")
+        for key, cam in self._extra.items():
+            obs[key] = self._render_camera(cam)
         if self.privileged:
             obs["privileged"] = self.privileged_state()
         return obs

@@ -31,7 +31,7 @@ from toto_robot.data.video import write_video
 from toto_robot.sim_envs import ALL_TASKS, METAWORLD_TASK_IDS, make_env
 from toto_robot.sim_envs.base_env import CONTROL_DT
 from toto_robot.sim_envs.experts import make_expert
-from toto_robot.utils.config import check_bool, check_choice, check_int, check_number
+from toto_robot.utils.config import ConfigError, check_bool, check_choice, check_int, check_number
 from toto_robot.utils.io import atomic_save_json, remove_partial
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ class CollectConfig:
     episodes: int = 20
     out_dir: str = "runs/demos/franka_pick"
     image_size: int = 64
-    camera: str = "agentview"  # agentview | sideview | workspace | wrist | hand
+    camera: str = "agentview"  # agentview | sideview | workspace | wrist | hand: the view stored as `image`
+    cameras: list[str] = field(default_factory=list)  # more views stored beside it, each as `<name>_image` (e.g. [wrist])
     mode: str = "expert"  # expert | random
     noise: float = 0.1  # expert exploration noise (in action units), more diverse videos
     seed: int = 0
@@ -60,6 +61,11 @@ class CollectConfig:
         check_int(self.episodes, "collect.episodes", low=1)
         check_int(self.image_size, "task.image_size", low=8, high=1024)
         check_choice(self.mode, "collect.mode", ("expert", "random"))
+        self.cameras = list(self.cameras or [])
+        if self.camera in self.cameras:
+            raise ConfigError(f"collect.cameras lists {self.camera!r}, the view already stored as `image` (task.camera)")
+        if self.cameras and self.task in METAWORLD_TASK_IDS:
+            raise ConfigError(f"collect.cameras: the MetaWorld task {self.task} renders one view")
         self.noise = check_number(self.noise, "collect.noise", low=0)
         check_int(self.seed, "collect.seed", low=0)
         check_int(self.preview_episodes, "collect.preview_episodes", low=0)
@@ -71,13 +77,17 @@ class CollectConfig:
 
 
 def rollout(env, policy, seed: int) -> dict:
-    """One episode: ``policy(obs) -> action``. Returns arrays image/state/action/reward and success."""
+    """One episode: ``policy(obs) -> action``. Returns arrays image/state/action/reward and success, and every other
+    camera of the observation (``<name>_image``) beside ``image``."""
     obs, info = env.reset(seed=seed)
     images, states, actions, rewards = [], [], [], []
+    views = {k: [] for k in obs if k.endswith("_image")}
     done, success = False, False
     while not done:
         action = np.asarray(policy(obs), dtype=np.float32)
         images.append(obs["image"])
+        for k in views:
+            views[k].append(obs[k])
         states.append(obs["state"])
         actions.append(action)
         obs, reward, terminated, truncated, info = env.step(action)
@@ -86,7 +96,7 @@ def rollout(env, policy, seed: int) -> dict:
         done = terminated or truncated
     images.append(obs["image"])  # the final frame shows the outcome; videos keep it, the demo pairs drop it
     return {"image": np.stack(images), "state": np.stack(states), "action": np.stack(actions),
-            "reward": np.asarray(rewards, np.float32), "success": success}
+            "reward": np.asarray(rewards, np.float32), "success": success, "cameras": {k: np.stack(v) for k, v in views.items()}}
 
 
 def _tile(clips: list[np.ndarray]) -> np.ndarray:
@@ -104,12 +114,12 @@ def collect(cfg: CollectConfig) -> Path:
     if cfg.task in METAWORLD_TASK_IDS:  # its own camera names, no visual randomization
         env = make_env(cfg.task, image_size=cfg.image_size, **({} if cfg.camera == "agentview" else {"camera": cfg.camera}), **length)
     else:
-        env = make_env(cfg.task, image_size=cfg.image_size, camera=cfg.camera, randomization=cfg.randomization, **length)
+        env = make_env(cfg.task, image_size=cfg.image_size, camera=cfg.camera, randomization=cfg.randomization, extra_cameras=cfg.cameras, **length)
     base = env.unwrapped
     meta = DemoMeta(source="sim", task=cfg.task, image_size=(cfg.image_size, cfg.image_size),
                     state_dim=env.observation_space["state"].shape[0], action_dim=env.action_space.shape[0],
                     fps=float(env.metadata.get("render_fps", 1.0 / CONTROL_DT)), action_space=base.control,
-                    extra={"mode": cfg.mode, "noise": cfg.noise, **length,
+                    extra={"mode": cfg.mode, "noise": cfg.noise, **length, **({"cameras": cfg.cameras} if cfg.cameras else {}),
                                                                "camera": base.camera if cfg.task in METAWORLD_TASK_IDS else cfg.camera})
     writer = DemoWriter(out, meta)  # deletes partial episodes
     done = writer.next_index()
@@ -140,7 +150,8 @@ def collect(cfg: CollectConfig) -> Path:
         name = f"episode_{done:06d}"
         if cfg.videos:  # before the episode: an episode on disk always has its video
             write_video(out / "videos" / f"{name}.mp4", ep["image"], fps=int(round(meta.fps)))
-        writer.write_episode(ep["image"][:-1], ep["state"], ep["action"], ep["reward"], ep["success"], seed=seed)  # the commit
+        writer.write_episode(ep["image"][:-1], ep["state"], ep["action"], ep["reward"], ep["success"], seed=seed,
+                             cameras=ep["cameras"])  # the commit
         atomic_save_json({"next_seed_offset": attempt}, state_path)
         done += 1
         successes += bool(ep["success"])

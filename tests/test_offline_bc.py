@@ -14,7 +14,7 @@ from toto_robot.data.demos import DemoFormatError, DemoMeta, DemoWriter
 from toto_robot.policies import load_policy
 from toto_robot.policies import bc as bc_module
 from toto_robot.policies.bc import BCConfig, train_bc
-from toto_robot.policies.offline import CONSTANT, PIXELS, STATE, episode_stats, scores_from, summarise
+from toto_robot.policies.offline import CONSTANT, PIXELS, STATE, STATE_ONLY, episode_stats, scores_from, summarise
 from toto_robot.utils.config import ConfigError
 
 SIZE = 32
@@ -49,20 +49,21 @@ def test_offline_bc_beats_the_constant_on_held_out_episodes_it_never_trained_on(
     report = json.loads((out / "offline_eval.json").read_text())
     by = {r["method"]: r for r in report["methods"]}
     bc = by["BC random"]
-    assert set(by) == {"BC random", CONSTANT, PIXELS} and report["episodes"] == report["held_out_episodes"] == 6 and report["frames"] == 72
+    assert set(by) == {"BC random", STATE_ONLY, CONSTANT, PIXELS} and report["episodes"] == report["held_out_episodes"] == 6 and report["frames"] == 72
     assert bc["nmse"] < 0.6 * by[CONSTANT]["nmse"] and bc["r2"] > 0.3 and by[CONSTANT]["r2"] <= 0.05
     for r in report["methods"]:
         assert r["nmse_ci"][0] <= r["nmse"] <= r["nmse_ci"][1] and r["r2_ci"][0] <= r["r2_ci"][1]
-    assert {p["difference"] for p in report["paired"]} == {f"BC random - {CONSTANT}", f"BC random - {PIXELS}"}
+    assert {p["difference"] for p in report["paired"]} == {f"BC random - {m}" for m in (CONSTANT, PIXELS, STATE_ONLY)}
+    assert by[STATE_ONLY]["nmse"] > 2 * bc["nmse"]  # the action follows from the colour: the state (noise) alone cannot give it
 
     # whole episodes held out: the folds partition the episodes, and no model of a fold saw a held-out frame
     folds = report["folds"]
     assert len(folds) == 3 and sorted(e for f in folds for e in f["held_out"]) == list(range(6))
     eps = [bc_module.open_demos(demos)[i] for i in range(6)]
     row_episode = {tuple(np.round(s, 5)): i for i, ep in enumerate(eps) for s in ep["state"]}
-    assert len(trained_on) == 1 + 2 * len(folds)  # the deployable policy, then BC and raw pixels per fold
+    assert len(trained_on) == 1 + 3 * len(folds)  # the deployable policy, then BC, BC state only and raw pixels per fold
     for f, fold in enumerate(folds):
-        for states in trained_on[1 + 2 * f: 3 + 2 * f]:
+        for states in trained_on[1 + 3 * f: 4 + 3 * f]:
             seen = {row_episode[tuple(np.round(s, 5))] for s in states}
             assert seen == set(fold["train"]) and not seen & set(fold["held_out"])
 
@@ -70,7 +71,7 @@ def test_offline_bc_beats_the_constant_on_held_out_episodes_it_never_trained_on(
         table = list(csv.DictReader(f))
     assert [r["method"] for r in table] == [r["method"] for r in report["methods"]] and {"nmse_lo", "nmse_hi", "r2_lo", "r2_hi"} <= set(table[0])
     with open(out / "offline_episodes.csv") as f:
-        assert len(list(csv.DictReader(f))) == 6 * 3
+        assert len(list(csv.DictReader(f))) == 6 * 4
     assert (out / "offline_eval.png").stat().st_size > 1000
     assert json.loads((out / "result.json").read_text())["offline_eval"]["held_out_episodes"] == 6
 
@@ -134,3 +135,35 @@ def test_train_policy_command_runs_offline_eval_on_any_encoder_with_a_frame_stri
     assert state["nmse"] < 1e-3 and state["r2"] > 0.999 and state["nmse_ci"][1] < 1e-3
     assert len(report["folds"]) == 3 and all(len(f["held_out"]) == 1 for f in report["folds"])  # 5 folds asked, one per episode
     assert json.loads((policy_dir / "policy.json").read_text())["encoder"] == "pixels"
+
+
+def test_offline_eval_scores_the_chunk_at_each_horizon_against_holding_the_state(tmp_path):
+    """Joints that drift steadily: the recorded action h - 1 frames ahead is further from the current state the larger h, and a
+    chunked relative policy that sees the drift's direction in the image keeps ahead of holding the state at every horizon."""
+    from toto_robot.data.demos import DemoMeta, DemoWriter
+
+    rng = np.random.default_rng(0)
+    writer = DemoWriter(tmp_path / "demos", DemoMeta(source="ros", task="drift", image_size=(SIZE, SIZE), state_dim=2, action_dim=2,
+                                                     action_space="joint_position"))
+    T = 24
+    for e in range(8):
+        sign = 1.0 if e % 2 else -1.0
+        frames = np.zeros((T, SIZE, SIZE, 3), np.uint8)
+        frames[..., 0 if sign > 0 else 2] = 255
+        q = rng.uniform(-1, 1, (1, 2)) + 0.05 * sign * np.arange(T)[:, None]
+        writer.write_episode(frames, q.astype(np.float32), (q + 0.05 * sign).astype(np.float32))  # the target: one step on
+    out = tmp_path / "bc"
+    train_bc(BCConfig(demos=str(tmp_path / "demos"), out_dir=str(out), encoder={"name": "random", "pooling": "average"}, epochs=40, lr=3e-3,
+                      chunk=8, offline_eval=True, offline_folds=4, offline_horizons=[1, 4, 30], bootstrap=200, val_fraction=0, ood=False))
+    report = json.loads((out / "offline_eval.json").read_text())
+    assert list(report["horizons"]) == ["1", "4", "8"]  # 30 is capped at the chunk
+    hold = {h: {r["method"]: r for r in rep["methods"]}[STATE]["nmse"] for h, rep in report["horizons"].items()}
+    assert hold["1"] < hold["4"] < hold["8"]  # holding the state falls behind as the arm moves on
+    for h, rep in report["horizons"].items():
+        by = {r["method"]: r for r in rep["methods"]}
+        assert by["BC random"]["nmse"] < 0.5 * by[STATE]["nmse"], (h, by)
+        diff = {d["difference"]: d for d in rep["paired"]}[f"BC random - {STATE}"]
+        assert diff["nmse_ci"][1] < 0  # paired over episodes, the interval excludes 0
+    with open(out / "offline_eval.csv") as f:
+        assert {r["horizon"] for r in csv.DictReader(f)} == {"1", "4", "8"}
+    assert (out / "offline_horizons.png").stat().st_size > 1000

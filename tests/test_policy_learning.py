@@ -194,3 +194,32 @@ def test_transformer_head_policy_trains_with_ensembled_chunks_reloads_and_acts_a
     assert (policy_dir.parent.parent / "bc" / "result.json").is_file()
     with pytest.raises(ConfigError, match="history"):
         BCConfig(demos="x", out_dir="y", head="transformer", history=3)
+
+
+@pytest.mark.parametrize("head", ["mlp", "transformer"])
+def test_a_two_camera_policy_learns_from_both_views_and_evaluates_with_both(tmp_path, head):
+    from toto_robot.policies.evaluate import evaluate_policy
+    from toto_robot.sim_envs.collect import CollectConfig, collect
+
+    demos = collect(CollectConfig(task="franka_pick", episodes=2, out_dir=str(tmp_path / "demos"), image_size=32, cameras=["wrist"],
+                                  videos=False, preview_episodes=0, max_steps=12))
+    from toto_robot.data.demos import DemoDataset
+
+    ep = DemoDataset(demos)[0]
+    assert ep["wrist_image"].shape == ep["image"].shape and not np.array_equal(ep["wrist_image"], ep["image"])
+    cfg = dict(demos=str(demos), encoder={"name": "random", "pooling": "average"}, epochs=2, val_fraction=0, ood=True, head=head, d_model=32, layers=1,
+               cameras=["image", "wrist_image"], chunk=3, temporal_ensemble=0.01)
+    policy = load_policy(train_bc(BCConfig(out_dir=str(tmp_path / "bc"), **cfg)))
+    assert policy.cameras == ["image", "wrist_image"]
+    obs = {"image": ep["image"][0], "wrist_image": ep["wrist_image"][0], "state": ep["state"][0]}
+    action, feats = policy.act_with_features(obs)
+    assert action.shape == (4,) and feats.shape == (2 * policy.encoder.feature_dim,)  # each camera pooled alone
+    policy.reset()
+    swapped = policy.act({**obs, "wrist_image": ep["wrist_image"][5]})
+    assert not np.allclose(swapped, action)  # the wrist view reaches the action
+    with pytest.raises(Exception, match="wrist_image"):
+        policy.act({"image": obs["image"], "state": obs["state"]})
+    result = evaluate_policy(policy, "franka_pick", episodes=1, progress=False)  # the env renders both views for it
+    assert result["episodes"] == 1
+    with pytest.raises(Exception, match="left_image"):
+        train_bc(BCConfig(out_dir=str(tmp_path / "bad"), **{**cfg, "cameras": ["image", "left_image"]}))

@@ -29,8 +29,9 @@ pytestmark = [pytest.mark.ros, pytest.mark.xdist_group("ros")]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tiny_policy(path, state_dim=19, action_dim=4, action_space="ee_delta", seed=0):
-    """An untrained BC policy on the random encoder, saved as train-policy saves one."""
+def tiny_policy(path, state_dim=19, action_dim=4, action_space="ee_delta", seed=0, **kwargs):
+    """An untrained BC policy on the random encoder, saved as train-policy saves one (``kwargs``: more ``Policy`` arguments,
+    e.g. cameras, chunk, temporal_ensemble)."""
     import torch
 
     from toto_robot.encoders import build_encoder
@@ -39,7 +40,7 @@ def tiny_policy(path, state_dim=19, action_dim=4, action_space="ee_delta", seed=
     torch.manual_seed(seed)
     enc = build_encoder("random", pooling="average")
     pol = Policy(enc, state_dim, action_dim, hidden=32, meta={"task": "franka_cabinet", "image_size": 64, "action_space": action_space,
-                                                              "binary_gripper": True})
+                                                              "binary_gripper": True}, **kwargs)
     with torch.no_grad():
         for prm in pol.head.parameters():
             prm.normal_(0, 0.5)  # actions well inside (-1, 1), not saturated
@@ -384,6 +385,52 @@ def test_closed_loop_through_twist_does_what_the_offline_rollout_does(ros, tmp_p
     assert spin_until(lambda: sim.episode >= episodes, timeout=300), f"{sim.steps} steps, {sim.episode} episodes"
     assert sim.successes == offline_success and len(executed) == len(offline) and sim.refused == 0
     np.testing.assert_array_equal(np.stack(executed), np.stack(offline))  # step for step, bit for bit
+
+
+def test_a_two_camera_chunked_ensembled_policy_through_ros_does_what_the_offline_rollout_does(ros, tmp_path, request):
+    """Front and wrist views on two image topics, paired by stamp; chunks of 3 with temporal ensembling, whose memory
+    spans the steps: the node's commands equal the offline rollout's step for step."""
+    from toto_robot.policies import load_policy
+    from toto_robot.ros_nodes.common import ConfigError
+    from toto_robot.ros_nodes.policy_node import PolicyNode, gate_action
+    from toto_robot.ros_nodes.sim_camera_node import SimCameraNode
+    from toto_robot.sim_envs import make_env
+
+    ctx, add, spin_until = ros
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
+    pol_dir = tiny_policy(tmp_path / "pol", seed=2, cameras=["image", "wrist_image"], chunk=3, temporal_ensemble=0.1)
+    policy, task, seed, steps = load_policy(pol_dir), "franka_cabinet", 10_000, 20
+    env = make_env(task, image_size=64, max_steps=steps, extra_cameras=["wrist"])
+    obs, _ = env.reset(seed=seed)
+    offline, done = [], False
+    while not done:
+        a = gate_action(policy.act(obs), 1.0)
+        offline.append(a)
+        obs, _, term, trunc, _ = env.step(a)
+        done = term or trunc
+    env.close()
+    policy.reset()
+    with pytest.raises(ConfigError, match="camera_topics"):  # a two-camera policy on one topic is refused at start
+        PolicyNode(context=ctx, parameter_overrides=[P("policy_dir", value=str(pol_dir))]).destroy_node()
+
+    sim = add(SimCameraNode(context=ctx, parameter_overrides=[P("task", value=task), P("mode", value="external"), P("seed", value=seed),
+                                                              P("max_episodes", value=1), P("action_msg_type", value="twist"), P("max_steps", value=steps),
+                                                              P("rate_hz", value=5.0), P("extra_cameras", value=["wrist"])]))
+    executed = []
+    step = sim.env.step
+    sim.env.step = lambda a: (executed.append(np.asarray(a, np.float32).copy()), step(a))[1]
+    node = add(PolicyNode(context=ctx, parameter_overrides=[
+        P("policy_dir", value=str(pol_dir)), P("camera_topics", value=["camera/wrist/image_raw"]), P("state_msg_type", value="joint_state"),
+        P("state_topic", value="joint_states"), P("joint_names", value=sim.joint_names[:7]), P("gripper_joint_names", value=sim.joint_names[7:]),
+        P("pose_topic", value="toto/ee_pose"), P("output", value="twist"), P("max_linear_speed", value=sim.full_speed), P("rate_hz", value=0.0),
+        P("command_stamp", value="frame"), P("stale_timeout_s", value=5.0)]))
+    assert spin_until(lambda: sim.episode >= 1, timeout=300), f"{sim.steps} steps"
+    assert len(executed) == len(offline) and sim.refused == 0
+    np.testing.assert_array_equal(np.stack(executed), np.stack(offline))  # the ensemble over both views, bit for bit
+    assert node.unpaired == 0
 
 
 def test_frames_from_another_process_arrive_at_camera_rate_with_none_lost(ros, tmp_path):

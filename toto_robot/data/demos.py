@@ -15,7 +15,8 @@ Each episode ``.npz`` holds arrays of equal length ``T``:
     reward  float32 [T]            (zeros when unknown, e.g. a real robot)
     success bool    []             whether the episode ended in success
 
-optional: ``wrist_image uint8 [T, H, W, 3]``, ``seed int64 []`` (the env seed of a simulated
+optional: more cameras, each ``<name>_image uint8 [T, H, W, 3]`` (``wrist_image``: the eye-in-hand view; any size),
+``seed int64 []`` (the env seed of a simulated
 episode) and ``language str []`` (the instruction of an episode imported from LeRobot or RLDS).
 An episode lands only when its whole file is written (``utils.io.atomic_write``), so a crash loses
 at most the episode being recorded; the hidden temporary file it leaves is deleted by the next
@@ -82,6 +83,10 @@ def validate_episode(ep: dict[str, np.ndarray], meta: DemoMeta | None = None, wh
         raise DemoFormatError(f"{where}: {OBS_STATE} must be [T={T}, S], got {state.shape}")
     if action.ndim != 2 or action.shape[0] != T:
         raise DemoFormatError(f"{where}: {ACTION} must be [T={T}, A], got {action.shape}")
+    for key in camera_keys(ep)[1:]:
+        extra = ep[key]
+        if extra.dtype != np.uint8 or extra.ndim != 4 or extra.shape[-1] != 3 or extra.shape[0] != T:
+            raise DemoFormatError(f"{where}: camera {key!r} must be uint8 [T={T}, H, W, 3] like {OBS_IMAGE}, got {extra.dtype} {extra.shape}")
     if not (np.isfinite(state).all() and np.isfinite(action).all()):
         raise DemoFormatError(f"{where}: non-finite values in {OBS_STATE} or {ACTION}")
     if meta is not None:
@@ -91,6 +96,11 @@ def validate_episode(ep: dict[str, np.ndarray], meta: DemoMeta | None = None, wh
             raise DemoFormatError(f"{where}: state dim {state.shape[1]} != dataset state_dim {meta.state_dim}")
         if action.shape[1] != meta.action_dim:
             raise DemoFormatError(f"{where}: action dim {action.shape[1]} != dataset action_dim {meta.action_dim}")
+
+
+def camera_keys(ep: dict) -> list[str]:
+    """An episode's camera keys: ``image`` first, then every ``<name>_image`` in name order."""
+    return [OBS_IMAGE, *sorted(k for k in ep if k.endswith("_image") and k != OBS_IMAGE)]
 
 
 class DemoWriter:
@@ -125,7 +135,8 @@ class DemoWriter:
             return int(z[SEED]) if SEED in z.files else None
 
     def write_episode(self, image, state, action, reward=None, success: bool = False, wrist_image=None, seed: int | None = None,
-                      language: str | None = None) -> Path:
+                      language: str | None = None, cameras: dict | None = None) -> Path:
+        """``cameras``: more views of the same steps, ``{"<name>_image": uint8 [T, H, W, 3]}`` (``wrist_image`` is one)."""
         ep = {
             OBS_IMAGE: np.asarray(image, dtype=np.uint8),
             OBS_STATE: np.asarray(state, dtype=np.float32),
@@ -136,6 +147,10 @@ class DemoWriter:
         ep[SUCCESS] = np.asarray(bool(success))
         if wrist_image is not None:
             ep[OBS_WRIST_IMAGE] = np.asarray(wrist_image, dtype=np.uint8)
+        for key, frames in (cameras or {}).items():
+            if not key.endswith("_image") or key == OBS_IMAGE:
+                raise DemoFormatError(f"camera keys are named '<camera>_image' beside {OBS_IMAGE!r}, got {key!r}")
+            ep[key] = np.asarray(frames)
         if seed is not None:
             ep[SEED] = np.asarray(seed, dtype=np.int64)
         if language is not None:

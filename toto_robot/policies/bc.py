@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from toto_robot.constants import ACTION, OBS_IMAGE, OBS_STATE
-from toto_robot.data.demos import DemoFormatError
+from toto_robot.data.demos import DemoFormatError, camera_keys
 from toto_robot.data.formats import open_demos
 from toto_robot.encoders import encoder_from_spec
 from toto_robot.encoders.features import cached_encoder_tokens
@@ -69,10 +69,14 @@ class BCConfig:
     # and the demos' action space is not a simulator's (ee_delta, joint_delta)
     offline_eval: bool = False  # held-out-episode action error (nMSE, R^2, bootstrap intervals) beside constant and raw-pixel baselines
     offline_folds: int = 5  # ... from this many episode-grouped folds (at most one per episode), each trained like the policy
+    offline_horizons: list[int] = field(default_factory=lambda: [1, 10, 30])  # ... scoring the chunk's h-th action h - 1 frames ahead
+    # (capped at policy.chunk)
+    offline_random_init: bool = False  # ... also beside the random-init control of an encoder built from a pre-training checkpoint
     bootstrap: int = 2000  # resamples of the held-out episodes behind each interval
     ood: bool = True  # store an out-of-distribution reference of the training frames' features with the policy (policies/ood.py)
     ood_warn_rate: float = 0.01  # ... its WARN threshold: this share of held-out training frames score above it
     ood_error_rate: float = 0.001  # ... its ERROR threshold
+    cameras: list[str] = field(default_factory=lambda: [OBS_IMAGE])  # the demos' camera keys the policy reads (image, wrist_image, ...)
     head: str = "mlp"  # mlp: the encoder's pool + an MLP; transformer: ACT's decoder over every frozen token with chunk queries (heads.py)
     d_model: int = 128  # transformer head: width ...
     layers: int = 2  # ... encoder and decoder layers each ...
@@ -101,12 +105,16 @@ class BCConfig:
         self.val_fraction = check_number(self.val_fraction, "policy.val_fraction", low=0, high=0.9)
         self.ood_warn_rate = check_number(self.ood_warn_rate, "policy.ood_warn_rate", low=0, high=1, low_open=True)
         self.ood_error_rate = check_number(self.ood_error_rate, "policy.ood_error_rate", low=0, high=self.ood_warn_rate, low_open=True)
+        self.offline_horizons = [check_int(h, "policy.offline_horizons[]", low=1) for h in (self.offline_horizons or [1])]
         if self.max_episodes is not None:
             check_int(self.max_episodes, "policy.max_episodes", low=1)
         check_choice(self.activation, "policy.activation", ("gelu", "relu"))
         check_choice(self.action_norm, "policy.action_norm", ("auto", "none", "standard"))
         check_choice(self.action_repr, "policy.action_repr", ("auto", "absolute", "relative"))
         check_choice(self.head, "policy.head", HEADS)
+        self.cameras = list(self.cameras or [])
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise ConfigError(f"policy.cameras must list one or more distinct camera keys of the demos (image, wrist_image, ...), got {self.cameras}")
         for key in ("d_model", "layers", "heads"):
             check_int(getattr(self, key), f"policy.{key}", low=1)
         self.dropout = check_number(self.dropout, "policy.dropout", low=0, high=0.9)
@@ -150,6 +158,10 @@ def train_bc(cfg: BCConfig) -> Path:
     val_ids, train_ids = set(order[:n_val].tolist()), order[n_val:]
     if eps[0][ACTION].shape[1] != meta.action_dim:  # before any encoder work
         raise DemoFormatError(f"actions have {eps[0][ACTION].shape[1]} dims, meta.json says {meta.action_dim}")
+    missing = [k for k in cfg.cameras if any(k not in ep for ep in eps)]
+    if missing:
+        have = sorted(set.intersection(*(set(camera_keys(ep)) for ep in eps)))
+        raise DemoFormatError(f"policy.cameras asks for {missing}, which not every episode of {cfg.demos} has; its cameras: {have}")
     encoder = encoder_from_spec(cfg.encoder).to(cfg.device)
     pool_init = copy.deepcopy(encoder.pool.state_dict())  # every offline-evaluation fold starts its pool from here
     per_episode = demo_tokens(encoder, eps, cfg)
@@ -187,7 +199,7 @@ def ood_reference(policy: Policy, per_episode: list[torch.Tensor], cfg: BCConfig
     """The trained policy's pooled features of every demo frame, per episode, fit and calibrated into its OOD reference
     (seeded episode split: ``fit_reference``); the same features ``Policy.act_with_features`` gives the node."""
     policy.eval()
-    feats = [torch.cat([policy.encoder.pool(t[i:i + 256].to(cfg.device).float()) for i in range(0, len(t), 256)]).cpu().numpy()
+    feats = [torch.cat([policy.frame_features(t[i:i + 256].to(cfg.device)) for i in range(0, len(t), 256)]).cpu().numpy()
              for t in per_episode]  # (T_i, F) each
     ref = fit_reference(feats, cfg.ood_warn_rate, cfg.ood_error_rate, seed=cfg.seed, feature=f"{policy.encoder.name} pooled")
     log.info("OOD reference: %d frames fit, %d held-out frames calibrate WARN %.3g / ERROR %.3g (moving average)",
@@ -239,7 +251,8 @@ def make_policy(encoder, meta, cfg: BCConfig, train: tuple) -> Policy:
                         **({"max_steps": meta.extra["max_steps"]} if meta.extra.get("max_steps") else {})}, chunk=cfg.chunk, action_steps=cfg.action_steps,
                   history=cfg.history, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation, action_mean=a_mean, action_std=a_std,
                   head=cfg.head, head_config={"d_model": cfg.d_model, "layers": cfg.layers, "heads": cfg.heads, "dropout": cfg.dropout} if cfg.head == "transformer" else None,
-                  n_tokens=tokens.shape[-2], temporal_ensemble=cfg.temporal_ensemble, relative=relative, state_clip=cfg.state_clip).to(cfg.device)
+                  n_tokens=tokens.shape[-2] // len(cfg.cameras), temporal_ensemble=cfg.temporal_ensemble, relative=relative, state_clip=cfg.state_clip,
+                  cameras=cfg.cameras).to(cfg.device)
 
 
 def relative_dims(action_repr: str, meta, actions: torch.Tensor, state: torch.Tensor) -> list[int]:
@@ -344,14 +357,18 @@ def chunk_actions(actions: np.ndarray, chunk: int) -> np.ndarray:
 
 
 def demo_tokens(encoder, eps: list[dict], cfg: BCConfig) -> list[torch.Tensor]:
-    """Frozen tokens of every demo frame, per episode: [T_i, N, C] float16. The backbone is frozen, so
-    with ``cfg.token_cache`` they are computed once per (demos, backbone, layer) and reused by later
-    runs whatever their pooling or seed (a comparison's 2nd..kth run skips the encoder entirely)."""
+    """Frozen tokens of every demo frame, per episode: [T_i, K * N, C] float16, the K cameras of ``cfg.cameras`` one after
+    the other. The backbone is frozen, so with ``cfg.token_cache`` each camera's tokens are computed once per (demos,
+    backbone, layer) and reused by later runs whatever their pooling, cameras or seed (a comparison's 2nd..kth run skips
+    the encoder entirely)."""
     lengths = [len(ep[OBS_IMAGE]) for ep in eps]
     identity = {"demos": str(Path(cfg.demos).resolve()), "lengths": lengths, "encoder": {k: v for k, v in cfg.encoder.items() if k != "pooling"}}
-    tokens = cached_encoder_tokens(encoder, lambda: np.concatenate([ep[OBS_IMAGE] for ep in eps]), cfg.token_cache, identity,
-                                   desc=f"{encoder.name} demo features")  # (F, N, C), or (F, 1, C) read-outs
-    return list(tokens.split(lengths))
+    views = []
+    for key in getattr(cfg, "cameras", [OBS_IMAGE]):
+        ident = identity if key == OBS_IMAGE else {**identity, "camera": key}
+        views.append(cached_encoder_tokens(encoder, lambda key=key: np.concatenate([ep[key] for ep in eps]), cfg.token_cache, ident,
+                                           desc=f"{encoder.name} demo features ({key})"))  # (F, N, C), or (F, 1, C) read-outs
+    return list(torch.cat(views, dim=1).split(lengths))
 
 
 @torch.no_grad()

@@ -38,8 +38,10 @@ def evaluate_policy(policy, task: str, episodes: int = 20, seed: int = 0, image_
     if image_size is None:
         image_size = int(getattr(policy, "meta", {}).get("image_size", 64))
     camera = getattr(policy, "meta", {}).get("camera", "agentview")  # the view the policy was trained on
+    extra = [k[: -len("_image")] for k in getattr(policy, "cameras", []) if k != "image"]  # its other views: obs["<name>_image"]
     length = getattr(policy, "meta", {}).get("max_steps")  # the episode length its demonstrations were collected with
-    spec = {"task": task, "image_size": image_size, "camera": camera, "randomization": randomization, **({"max_steps": length} if length else {})}
+    spec = {"task": task, "image_size": image_size, "camera": camera, "randomization": randomization, **({"max_steps": length} if length else {}),
+            **({"extra_cameras": extra} if extra else {})}
     envs = env_pool if env_pool is not None else []
     if envs and getattr(envs[0], "_toto_spec", None) != spec:
         raise ValueError(f"env_pool holds environments for {envs[0]._toto_spec}, not {spec}")

@@ -16,6 +16,15 @@ learn from the other folds' episodes only:
 * **state as action** (only where state and action have the same size): the frame's own state, as
   if the robot held its position. Where actions are absolute joint targets a step ahead, this
   trivial predictor is hard to beat frame by frame; where they are not, it scores badly.
+* **BC state only** (with ``use_state``): the same head and training on the same frames with every
+  image token set to zero: what the image adds over the state.
+* **BC random-init** (``offline_random_init``, encoders built from a pre-training checkpoint): the
+  same architecture untrained (``build_encoder("random", like=<checkpoint>)``), read the same way.
+
+Horizons: the policy predicts a chunk of ``chunk`` actions per frame; each horizon h of
+``offline_horizons`` (capped at ``chunk``) scores the chunk's h-th action against the action
+recorded h - 1 frames later (frames with fewer than h - 1 frames after them left out), every
+predictor on the same frames: "state as action" holds the frame's state, the constant stays.
 
 Scores, over the held-out frames of every fold:
 
@@ -57,7 +66,7 @@ from toto_robot.utils.stats import group_folds
 log = logging.getLogger(__name__)
 
 PIXEL_BASELINE = {"name": "pixels", "input_size": 8, "patch": 8, "pooling": "average"}  # one token: the 8 x 8 x 3 frame
-CONSTANT, PIXELS, STATE = "constant", "raw pixels 8x8x3", "state as action"
+CONSTANT, PIXELS, STATE, STATE_ONLY, RANDOM_INIT = "constant", "raw pixels 8x8x3", "state as action", "BC state only", "BC random-init"
 MOVES = 0.1  # a dim is scored when its std over each fold's training frames is at least this fraction of its std over all frames
 
 
@@ -69,16 +78,17 @@ def episode_folds(lengths: list[int], folds: int) -> list[tuple[list[int], list[
 
 @torch.no_grad()
 def predict_actions(policy, split: tuple, device: str, batch: int = 256) -> np.ndarray:
-    """A trained policy's actions, in the robot's units, for every frame of ``split`` (``bc.split_tensors``) -> float64 [F, A]."""
+    """A trained policy's action chunks, in the robot's units, for every frame of ``split`` (``bc.split_tensors``) -> float64
+    [F, chunk, A] (``[:, 0]``: the frame's own action)."""
     policy.eval()
     tok, state, _, hist = split
     out = [policy.actions_from_outputs(policy.forward_tokens(tok[hist[i:i + batch]].to(device), state[i:i + batch].to(device)), state[i:i + batch].to(device))
            for i in range(0, len(state), batch)]
-    return torch.cat(out)[:, :policy.action_dim].double().cpu().numpy()  # the first action of each chunk: the frame's own
+    return torch.cat(out).double().cpu().numpy().reshape(len(state), policy.chunk, policy.action_dim)
 
 
 def _fold_predictions(cfg, meta, eps, encoder, per_episode, pool_init, train_ids, test_ids, seed) -> np.ndarray:
-    """Train a fresh BC policy on episodes ``train_ids`` and predict the frames of ``test_ids`` -> [F_test, A]."""
+    """Train a fresh BC policy on episodes ``train_ids`` and predict the frames of ``test_ids`` -> [F_test, chunk, A]."""
     from toto_robot.policies.bc import fit_policy, make_policy, split_tensors
 
     encoder.pool.load_state_dict(pool_init)
@@ -89,10 +99,15 @@ def _fold_predictions(cfg, meta, eps, encoder, per_episode, pool_init, train_ids
     return predict_actions(policy, split_tensors(per_episode, eps, test_ids, cfg), cfg.device)
 
 
+def offline_horizons(cfg) -> list[int]:
+    """The horizons scored: ``cfg.offline_horizons`` capped at the chunk the policy predicts, each once, ascending."""
+    return sorted({min(int(h), cfg.chunk) for h in cfg.offline_horizons})
+
+
 def offline_evaluation(cfg, meta, eps: list[dict], encoder, per_episode: list[torch.Tensor], pool_init: dict, out: Path,
                        action_norm: str | None = None) -> dict:
-    """Held-out-episode action error of BC (``cfg``, on ``encoder``'s cached tokens ``per_episode``) beside the constant and
-    raw-pixel baselines on the same folds; writes the report into ``out`` and returns its summary (see the module docstring).
+    """Held-out-episode action error of BC (``cfg``, on ``encoder``'s cached tokens ``per_episode``) beside its baselines on the
+    same folds, at each horizon; writes the report into ``out`` and returns its summary (see the module docstring).
     ``action_norm``: the trained policy's (none | standard), used by every fold; None: ``cfg.action_norm``."""
     from toto_robot.policies.bc import demo_tokens
 
@@ -101,28 +116,35 @@ def offline_evaluation(cfg, meta, eps: list[dict], encoder, per_episode: list[to
     cfg = replace(cfg, action_norm=action_norm or cfg.action_norm)
     lengths = [len(ep[ACTION]) for ep in eps]
     folds = episode_folds(lengths, cfg.offline_folds)
+    method = f"BC {encoder.name}"
+    learners = [(method, cfg, encoder, per_episode, pool_init)]  # (name, config, encoder, its tokens, its pool's initial weights)
+    if cfg.use_state:  # the same head on the same frames with blank images: what the image adds over the state
+        learners.append((STATE_ONLY, cfg, encoder, [torch.zeros_like(t) for t in per_episode], pool_init))
     pixel_cfg = replace(cfg, encoder=dict(PIXEL_BASELINE))
     pixel_encoder = encoder_from_spec(PIXEL_BASELINE).to(cfg.device)
-    pixel_tokens = demo_tokens(pixel_encoder, eps, pixel_cfg)
-    pixel_init = {k: v.clone() for k, v in pixel_encoder.pool.state_dict().items()}
+    learners.append((PIXELS, pixel_cfg, pixel_encoder, demo_tokens(pixel_encoder, eps, pixel_cfg),
+                     {k: v.clone() for k, v in pixel_encoder.pool.state_dict().items()}))
+    if getattr(cfg, "offline_random_init", False):
+        spec = random_init_spec(cfg.encoder)
+        rand_cfg = replace(cfg, encoder=spec)
+        rand_encoder = encoder_from_spec(spec).to(cfg.device)
+        learners.append((RANDOM_INIT, rand_cfg, rand_encoder, demo_tokens(rand_encoder, eps, rand_cfg),
+                         {k: v.clone() for k, v in rand_encoder.pool.state_dict().items()}))
     A = meta.action_dim
-    method = f"BC {encoder.name}"
-    preds = {m: [None] * len(eps) for m in (method, PIXELS, CONSTANT)}  # per episode [T, A]
-    if meta.state_dim == A:  # hold the position: the action = the frame's own state
-        preds[STATE] = [ep[OBS_STATE].astype(np.float64) for ep in eps]
+    chunks = {name: [None] * len(eps) for name, *_ in learners}  # per episode [T, chunk, A]
+    train_mean = np.zeros((len(folds), A))
     train_std = np.zeros((len(folds), A))
     fold_of = np.zeros(len(eps), np.int64)
     for f, (train_ids, test_ids) in enumerate(folds):
         log.info("offline evaluation fold %d/%d: %d training episodes, held out %s", f + 1, len(folds), len(train_ids), test_ids)
         y_train = np.concatenate([eps[i][ACTION] for i in train_ids]).astype(np.float64)  # (F_train, A)
-        train_std[f] = y_train.std(0)
-        bc = _fold_predictions(cfg, meta, eps, encoder, per_episode, pool_init, train_ids, test_ids, cfg.seed + f)
-        px = _fold_predictions(pixel_cfg, meta, eps, pixel_encoder, pixel_tokens, pixel_init, train_ids, test_ids, cfg.seed + f)
+        train_mean[f], train_std[f] = y_train.mean(0), y_train.std(0)
         bounds = np.cumsum([0] + [lengths[i] for i in test_ids])
-        for j, i in enumerate(test_ids):
-            fold_of[i] = f
-            preds[method][i], preds[PIXELS][i] = bc[bounds[j]:bounds[j + 1]], px[bounds[j]:bounds[j + 1]]
-            preds[CONSTANT][i] = np.broadcast_to(y_train.mean(0), (lengths[i], A))
+        for name, lcfg, lenc, ltok, linit in learners:
+            pred = _fold_predictions(lcfg, meta, eps, lenc, ltok, linit, train_ids, test_ids, cfg.seed + f)  # (F_test, chunk, A)
+            for j, i in enumerate(test_ids):
+                chunks[name][i] = pred[bounds[j]:bounds[j + 1]]
+        fold_of[test_ids] = f
     all_std = np.concatenate([ep[ACTION] for ep in eps]).astype(np.float64).std(0)
     dims = np.flatnonzero((all_std > 0) & (train_std >= MOVES * all_std).all(0))  # dims that move in every fold's training frames
     if not len(dims):
@@ -131,17 +153,42 @@ def offline_evaluation(cfg, meta, eps: list[dict], encoder, per_episode: list[to
     skipped = sorted(set(range(A)) - set(dims.tolist()))
     if skipped:
         log.info("offline evaluation scores %d of %d action dims; left out (still in some fold's training episodes): %s", len(dims), A, skipped)
-    ys = [ep[ACTION].astype(np.float64)[:, dims] for ep in eps]
-    scale = [train_std[fold_of[i]][dims] for i in range(len(eps))]
-    scores = {m: episode_stats(ys, [p[:, dims] for p in preds[m]], scale) for m in preds}
-    report = summarise(scores, n_boot=cfg.bootstrap, seed=cfg.seed, baseline_of=method)
+    horizons = offline_horizons(cfg)
+    by_horizon, scores_of = {}, {}
+    for h in horizons:
+        keep = [i for i in range(len(eps)) if lengths[i] >= h]  # episodes with a frame h - 1 frames after their first
+        ys = [eps[i][ACTION].astype(np.float64)[h - 1:, dims] for i in keep]  # the action recorded h - 1 frames later
+        preds = {name: [chunks[name][i][: lengths[i] - h + 1, h - 1][:, dims] for i in keep] for name in chunks}
+        preds[CONSTANT] = [np.broadcast_to(train_mean[fold_of[i]][dims], (lengths[i] - h + 1, len(dims))) for i in keep]
+        if meta.state_dim == A:  # hold the position: the action = the frame's own state
+            preds[STATE] = [eps[i][OBS_STATE].astype(np.float64)[: lengths[i] - h + 1, dims] for i in keep]
+        scale = [train_std[fold_of[i]][dims] for i in keep]
+        scores = {m: episode_stats(ys, preds[m], scale) for m in preds}
+        rep = summarise(scores, n_boot=cfg.bootstrap, seed=cfg.seed, baseline_of=method)
+        rep["episodes"] = keep
+        by_horizon[h], scores_of[h] = rep, scores
+    first = by_horizon[horizons[0]]
+    report = {"methods": first["methods"], "paired": first["paired"], "held_out_episodes": first["held_out_episodes"], "interval": first["interval"],
+              "horizons": {str(h): by_horizon[h] for h in horizons}}
     report.update({"encoder": encoder.name, "encoder_spec": {k: v for k, v in cfg.encoder.items() if v is not None}, "demos": str(cfg.demos),
                    "episodes": len(eps), "frames": int(sum(lengths)), "folds": [{"train": tr, "held_out": te} for tr, te in folds],
-                   "action_dims_scored": dims.tolist(), "action_dims_left_out": skipped, "use_state": cfg.use_state,
+                   "action_dims_scored": dims.tolist(), "action_dims_left_out": skipped, "use_state": cfg.use_state, "chunk": cfg.chunk,
+                   "head": cfg.head, "action_repr": cfg.action_repr, "cameras": list(cfg.cameras),
                    "frame_stride": cfg.frame_stride, "epochs": cfg.epochs, "seed": cfg.seed, "bootstrap": cfg.bootstrap, "pixel_baseline": PIXEL_BASELINE})
-    write_report(report, scores, fold_of, out)
+    write_report(report, scores_of[horizons[0]], fold_of, out)
     print(summary_line(report))
-    return {k: report[k] for k in ("methods", "paired", "held_out_episodes", "frames", "interval")}
+    return {k: report[k] for k in ("methods", "paired", "held_out_episodes", "frames", "interval", "horizons")}
+
+
+def random_init_spec(spec: dict) -> dict:
+    """The random-init control of an encoder spec built from a pre-training checkpoint: the same architecture and read-out,
+    untrained."""
+    like = spec.get("checkpoint") or spec.get("like")
+    if spec.get("name") == "random" or not like:
+        raise DataFormatError(f"policy.offline_random_init needs an encoder built from a pre-training checkpoint (encoder.checkpoint), "
+                              f"got {spec}")
+    keep = {k: v for k, v in spec.items() if k not in ("name", "checkpoint", "like") and v is not None}
+    return {"name": "random", "like": like, **keep}
 
 
 def episode_stats(ys: list[np.ndarray], preds: list[np.ndarray], scales: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -198,23 +245,28 @@ def summarise(scores: dict[str, dict], n_boot: int, seed: int, baseline_of: str)
 
 
 def summary_line(report: dict) -> str:
-    parts = [f"{r['method']} nMSE {r['nmse']:.3f} [{r['nmse_ci'][0]:.3f}, {r['nmse_ci'][1]:.3f}] R^2 {r['r2']:.3f} "
-             f"[{r['r2_ci'][0]:.3f}, {r['r2_ci'][1]:.3f}]" for r in report["methods"]]
     dims = len(report["action_dims_scored"])
-    return (f"offline BC, {report['held_out_episodes']} held-out episodes ({len(report['folds'])} folds, {report['frames']} frames, "
-            f"{dims} of {dims + len(report['action_dims_left_out'])} action dims, 95% bootstrap over episodes): " + "; ".join(parts))
+    head = (f"offline BC, {report['held_out_episodes']} held-out episodes ({len(report['folds'])} folds, {report['frames']} frames, "
+            f"{dims} of {dims + len(report['action_dims_left_out'])} action dims, 95% bootstrap over episodes)")
+    parts = []
+    for h, rep in report["horizons"].items():
+        parts.append(f"horizon {h}: " + "; ".join(f"{r['method']} nMSE {r['nmse']:.3f} [{r['nmse_ci'][0]:.3f}, {r['nmse_ci'][1]:.3f}] "
+                                                   f"R^2 {r['r2']:.3f}" for r in rep["methods"]))
+    return head + ": " + " | ".join(parts)
 
 
 def write_report(report: dict, scores: dict, fold_of: np.ndarray, out: Path) -> None:
     atomic_save_json(report, out / "offline_eval.json")
-    rows = [{"method": r["method"], "encoder": report["encoder"], "held_out_episodes": report["held_out_episodes"], "frames": report["frames"],
+    rows = [{"method": r["method"], "horizon": int(h), "encoder": report["encoder"], "held_out_episodes": rep["held_out_episodes"], "frames": report["frames"],
              "nmse": r["nmse"], "nmse_lo": r["nmse_ci"][0], "nmse_hi": r["nmse_ci"][1], "r2": r["r2"], "r2_lo": r["r2_ci"][0], "r2_hi": r["r2_ci"][1]}
-            for r in report["methods"]]
+            for h, rep in report["horizons"].items() for r in rep["methods"]]
     atomic_write_csv(rows, out / "offline_eval.csv")
     per_ep = [{"episode": e, "fold": int(fold_of[e]), "frames": int(scores[r["method"]]["n"][e]), "method": r["method"], "nmse": v}
               for r in report["methods"] for e, v in enumerate(r["nmse_per_episode"])]
     atomic_write_csv(per_ep, out / "offline_episodes.csv")
     plt = pyplot()
+    if len(report["horizons"]) > 1:
+        plot_horizons(report, out / "offline_horizons.png")
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=120)
     names = [r["method"] for r in report["methods"]]
     y = np.arange(len(names))
@@ -233,3 +285,29 @@ def write_report(report: dict, scores: dict, fold_of: np.ndarray, out: Path) -> 
     fig.suptitle(f"offline BC ({inputs}): {Path(report['demos']).name}, {report['held_out_episodes']} held-out episodes, 95% bootstrap", fontsize=9)
     fig.tight_layout()
     save_figure(fig, out / "offline_eval.png")
+
+
+def plot_horizons(report: dict, path: Path) -> None:
+    """Held-out nMSE and R^2 of every predictor against the horizon, with the bootstrap intervals."""
+    plt = pyplot()
+    hs = [int(h) for h in report["horizons"]]
+    names = [r["method"] for r in report["horizons"][str(hs[0])]["methods"]]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2), dpi=120)
+    for k, name in enumerate(names):
+        rows = [next(r for r in report["horizons"][str(h)]["methods"] if r["method"] == name) for h in hs]
+        for ax, key in ((axes[0], "nmse"), (axes[1], "r2")):
+            vals = np.array([r[key] for r in rows])
+            ci = np.array([r[f"{key}_ci"] for r in rows])
+            x = np.array(hs) * (1 + 0.03 * (k - len(names) / 2))  # side by side
+            ax.errorbar(x, vals, yerr=np.abs(np.stack([vals - ci[:, 0], ci[:, 1] - vals])), fmt="o-", capsize=3, label=name, color=f"C{k}")
+    for ax, label in ((axes[0], "held-out action nMSE (lower is better)"), (axes[1], "held-out action R^2")):
+        ax.set_xscale("log")
+        ax.set_xticks(hs, [str(h) for h in hs])
+        ax.set_xlabel("horizon (frames ahead + 1)", fontsize=8)
+        ax.set_ylabel(label, fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].set_yscale("log")
+    axes[1].legend(fontsize=7)
+    fig.suptitle(f"offline BC by horizon: {Path(report['demos']).name}, {report['held_out_episodes']} held-out episodes, 95% bootstrap", fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path)

@@ -56,7 +56,7 @@ class Policy(nn.Module):
                  state_mean=None, state_std=None, meta: dict | None = None, chunk: int = 1, action_steps: int = 1,
                  history: int = 1, hidden_sizes: list[int] | None = None, activation: str = "gelu", action_mean=None, action_std=None,
                  head: str = "mlp", head_config: dict | None = None, n_tokens: int | None = None, temporal_ensemble: float | None = None,
-                 relative: list[int] | None = None, state_clip: float | None = None):
+                 relative: list[int] | None = None, state_clip: float | None = None, cameras: list[str] | None = None):
         super().__init__()
         if (action_mean is None) != (action_std is None):
             raise ConfigError("action_mean and action_std go together: give both (standardised actions) or neither (tanh actions)")
@@ -81,13 +81,16 @@ class Policy(nn.Module):
         self.history, self.hidden_sizes, self.activation = history, list(hidden_sizes) if hidden_sizes else None, activation
         self.head_kind, self.head_config, self.n_tokens = head, dict(head_config or {}), n_tokens
         self.temporal_ensemble, self.state_clip = temporal_ensemble, state_clip
+        self.cameras = list(cameras or [OBS_IMAGE])  # the observation keys of the views it reads, each through the same encoder
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ConfigError(f"policy cameras must be distinct, got {self.cameras}")
         squash = action_mean is None
         if head == "mlp":
-            self.head = MLPHead(encoder.feature_dim * history, state_dim if use_state else 0, action_dim * chunk, hidden,
+            self.head = MLPHead(encoder.feature_dim * history * len(self.cameras), state_dim if use_state else 0, action_dim * chunk, hidden,
                                 self.hidden_sizes, activation, squash=squash)
         else:
             self.head = ChunkTransformerHead(encoder.token_dim, n_tokens, state_dim if use_state else 0, action_dim, chunk,
-                                             squash=squash, **self.head_config)
+                                             cameras=len(self.cameras), squash=squash, **self.head_config)
         self.action_norm = "none" if action_mean is None else "standard"
         self._episode = self.new_episode()  # what ``act`` remembers between calls
         self.register_buffer("state_mean", torch.as_tensor(np.zeros(state_dim) if state_mean is None else state_mean, dtype=torch.float32))
@@ -134,14 +137,19 @@ class Policy(nn.Module):
         (``actions_from_outputs`` maps them to actions)."""
         return self.head(feats, self.state_input(state))
 
+    def frame_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """One frame's tokens of every camera [B, K * N, C] (camera by camera) -> each camera pooled alone, [B, K * F]."""
+        B, K = tokens.shape[0], len(self.cameras)
+        return self.encoder.pool(tokens.reshape(B * K, -1, tokens.shape[-1]).float()).reshape(B, -1)
+
     def pool_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Frozen tokens [B, N, C] (one frame) or [B, history, N, C] (oldest first) -> features [B, history * F]."""
+        """Frozen tokens [B, K * N, C] (one frame) or [B, history, K * N, C] (oldest first) -> features [B, history * K * F]."""
         if tokens.ndim == 3:
             tokens = tokens[:, None]
         if tokens.shape[1] != self.history:
             raise ValueError(f"policy reads {self.history} frame(s) of tokens, got {tokens.shape[1]}")
-        B, H = tokens.shape[:2]
-        return self.encoder.pool(tokens.flatten(0, 1).float()).reshape(B, -1)
+        B = tokens.shape[0]
+        return self.frame_features(tokens.flatten(0, 1)).reshape(B, -1)
 
     def forward_tokens(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """Cached frozen tokens [B, N, C] or [B, history, N, C] + raw state [B, S] -> the head's outputs [B, chunk * A] (the BC
@@ -172,14 +180,13 @@ class Policy(nn.Module):
         one's ``action_steps`` actions have been executed; with it, every step. The features are always this frame's."""
         if len(observations) != len(episodes):
             raise ValueError(f"act_batch: {len(observations)} observations for {len(episodes)} episode memories")
-        checked = [_check_obs(obs, self.state_dim) for obs in observations]
+        checked = [_check_obs(obs, self.state_dim, self.cameras) for obs in observations]
         self.eval()
-        images = np.stack([image for image, _ in checked])
+        tokens = torch.cat([self.encoder.encode_tokens(np.stack([images[k] for images, _ in checked])).float()
+                            for k in range(len(self.cameras))], dim=1)  # (B, K * N, C): one batched pass per camera
+        feats = self.frame_features(tokens)  # (B, K * F): the MLP's input, and what the OOD monitor and the feature topic read
         if self.head_kind == "mlp":
-            tokens, feats = None, self.encoder(images)  # (B, F)
-        else:
-            tokens = self.encoder.encode_tokens(images).float()  # (B, N, C)
-            feats = self.encoder.pool(tokens)  # (B, F): what the OOD monitor and the feature topic read
+            tokens = None
         for i, ep in enumerate(episodes):
             while len(ep.frames) < self.history - 1:  # an episode's first frame stands in for the frames before it
                 ep.frames.append(feats[i : i + 1])
@@ -233,7 +240,8 @@ class Policy(nn.Module):
                           "use_state": self.use_state, "encoder": self.encoder.name, "chunk": self.chunk, "action_steps": self.action_steps,
                           "history": self.history, "hidden_sizes": self.hidden_sizes, "activation": self.activation,
                           "action_norm": self.action_norm, "head": self.head_kind, "head_config": self.head_config, "n_tokens": self.n_tokens,
-                          "temporal_ensemble": self.temporal_ensemble, "relative": self.relative, "state_clip": self.state_clip, **self.meta},
+                          "temporal_ensemble": self.temporal_ensemble, "relative": self.relative, "state_clip": self.state_clip,
+                          "cameras": self.cameras, **self.meta},
                          d / POLICY_CONFIG)
         return d
 
@@ -255,17 +263,21 @@ class EpisodeMemory:
         return ((w[:, None] * acts).sum(0) / w.sum()).astype(np.float32)
 
 
-def _check_obs(obs: dict, state_dim: int) -> tuple[np.ndarray, np.ndarray]:
-    if not isinstance(obs, dict) or OBS_IMAGE not in obs or OBS_STATE not in obs:
-        raise FrameFormatError(f"policy observation must be a dict with {OBS_IMAGE!r} and {OBS_STATE!r}, got {type(obs).__name__}"
-                               + (f" with keys {sorted(obs)}" if isinstance(obs, dict) else ""))
-    image = np.asarray(obs[OBS_IMAGE])
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
-        raise FrameFormatError(f"observation image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
+def _check_obs(obs: dict, state_dim: int, cameras: list[str] = (OBS_IMAGE,)) -> tuple[list[np.ndarray], np.ndarray]:
+    """-> (each camera's uint8 [H, W, 3] image in ``cameras`` order, float32 state [S]); errors name the bad key."""
+    if not isinstance(obs, dict) or OBS_STATE not in obs or any(k not in obs for k in cameras):
+        raise FrameFormatError(f"policy observation must be a dict with {', '.join(repr(k) for k in cameras)} and {OBS_STATE!r}, got "
+                               f"{type(obs).__name__}" + (f" with keys {sorted(obs)}" if isinstance(obs, dict) else ""))
+    images = []
+    for key in cameras:
+        image = np.asarray(obs[key])
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+            raise FrameFormatError(f"observation {key} must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
+        images.append(image)
     state = np.asarray(obs[OBS_STATE], dtype=np.float32).reshape(-1)
     if state.shape[0] != state_dim:
         raise FrameFormatError(f"observation state has {state.shape[0]} values, the policy was trained with {state_dim}")
-    return image, state
+    return images, state
 
 
 class PPOPolicy:
@@ -290,7 +302,7 @@ class PPOPolicy:
     def act_with_features(self, obs: dict) -> tuple[np.ndarray, np.ndarray]:
         """-> (action float32 [A], the encoder's pooled features float32 [F] of this frame). Trained on cached tokens
         (``cache_tokens``) the backbone runs once for both; otherwise the features cost a second encoder pass."""
-        image, state = _check_obs(obs, self.state_dim)
+        (image,), state = _check_obs(obs, self.state_dim)
         with torch.no_grad():
             if self.meta.get("cache_tokens"):  # trained on FrozenTokens: the policy reads the backbone's tokens
                 from toto_robot.policies.ppo import frozen_tokens
@@ -305,7 +317,7 @@ class PPOPolicy:
         return np.asarray(action, np.float32), feats[0].float().cpu().numpy()
 
     def act(self, obs: dict) -> np.ndarray:
-        image, state = _check_obs(obs, self.state_dim)
+        (image,), state = _check_obs(obs, self.state_dim)
         if self.meta.get("cache_tokens"):  # trained on FrozenTokens: the policy reads the backbone's tokens
             from toto_robot.policies.ppo import frozen_tokens
 
@@ -349,7 +361,7 @@ def load_policy(directory: str | Path, device: str = "cpu"):
     encoder = load_encoder(d / "encoder", map_location=device)
     sd = load_file(str(d / HEAD_WEIGHTS), device=device)
     own = ("kind", "state_dim", "action_dim", "hidden", "use_state", "encoder", "chunk", "action_steps", "history", "hidden_sizes", "activation",
-           "action_norm", "head", "head_config", "n_tokens", "temporal_ensemble", "relative", "state_clip")
+           "action_norm", "head", "head_config", "n_tokens", "temporal_ensemble", "relative", "state_clip", "cameras")
     if meta.get("action_norm", "none") == "standard" and not {"action_mean", "action_std"} <= set(sd):
         raise CheckpointError(f"{d}: policy.json says standardised actions but {HEAD_WEIGHTS} has no action_mean/action_std")
     extra = {k: v for k, v in meta.items() if k not in own}
@@ -358,6 +370,6 @@ def load_policy(directory: str | Path, device: str = "cpu"):
                     history=meta.get("history", 1), hidden_sizes=meta.get("hidden_sizes"), activation=meta.get("activation", "gelu"),
                     action_mean=sd.pop("action_mean", None), action_std=sd.pop("action_std", None), head=meta.get("head", "mlp"),
                     head_config=meta.get("head_config"), n_tokens=meta.get("n_tokens"), temporal_ensemble=meta.get("temporal_ensemble"),
-                    relative=meta.get("relative"), state_clip=meta.get("state_clip"))
+                    relative=meta.get("relative"), state_clip=meta.get("state_clip"), cameras=meta.get("cameras"))
     policy.head.load_state_dict(sd)
     return policy.to(device).eval()

@@ -223,3 +223,34 @@ def test_a_two_camera_policy_learns_from_both_views_and_evaluates_with_both(tmp_
     assert result["episodes"] == 1
     with pytest.raises(Exception, match="left_image"):
         train_bc(BCConfig(out_dir=str(tmp_path / "bad"), **{**cfg, "cameras": ["image", "left_image"]}))
+
+
+def test_shifted_copies_move_each_frame_within_the_shift_and_training_reads_them(tmp_path):
+    from toto_robot.policies.bc import augmented_tokens, demo_tokens, shift_frames
+
+    frame = np.zeros((1, 16, 16, 3), np.uint8)
+    frame[0, 8, 8] = 255  # one bright pixel
+    moved = shift_frames(np.repeat(frame, 50, 0), 2, np.random.default_rng(0))
+    where = np.array([np.argwhere(m[..., 0] == 255)[0] for m in moved])  # (50, 2) row, col
+    assert np.abs(where - 8).max() == 2 and len({tuple(w) for w in where}) > 10  # every shift within 2 px, many of them
+    assert (moved.astype(int).sum(axis=(1, 2, 3)) == 3 * 255).all()  # nothing else enters: edge pixels repeat the black border
+    rng = np.random.default_rng(0)
+    demos = tmp_path / "demos"
+    writer = DemoWriter(demos, DemoMeta(source="ros", task="noise", image_size=(SIZE, SIZE), state_dim=2, action_dim=2, action_space="joint_position"))
+    for _ in range(3):  # frames of noise: any shift changes them
+        writer.write_episode(rng.integers(0, 256, (5, SIZE, SIZE, 3), dtype=np.uint8), rng.normal(size=(5, 2)).astype(np.float32),
+                             rng.normal(size=(5, 2)).astype(np.float32))
+    cfg = BCConfig(demos=str(demos), out_dir=str(tmp_path / "bc"), encoder={"name": "random", "pooling": "average"}, augment=2, epochs=2,
+                   token_cache=str(tmp_path / "cache"), val_fraction=0, ood=False)
+    enc = build_encoder("random", pooling="average")
+    from toto_robot.data.formats import open_demos
+
+    ds = open_demos(demos)
+    eps = [ds[i] for i in range(len(ds))]
+    copies = augmented_tokens(enc, eps, cfg)
+    clean = demo_tokens(enc, eps, cfg)
+    assert len(copies) == 2 and all(c[0].shape == clean[0].shape for c in copies)
+    assert not torch.equal(copies[0][0], clean[0]) and not torch.equal(copies[0][0], copies[1][0])
+    again = augmented_tokens(enc, eps, cfg)  # from the cache, and the same shifts: seeded by the copy alone
+    assert torch.equal(again[1][2], copies[1][2])
+    load_policy(train_bc(cfg))  # trains on [3, F, N, C] tokens

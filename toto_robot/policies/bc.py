@@ -87,6 +87,9 @@ class BCConfig:
     action_repr: str = "auto"  # absolute | relative: learn (action - state) on every dim | auto: relative on the dims where actions and
     # state share a space (a real robot's joint targets, same size, not a simulator's delta space) and holding the state explains more
     # than half of the action's spread on the training frames (mean (a - s)^2 < var(a) / 2); grippers commanded open/close stay absolute
+    augment: int = 0  # > 0: this many randomly shifted copies of every frame are encoded too (the frozen tokens cached), and each
+    # training sample reads the clean frame or one of its copies at random (robomimic's / DrQ's random-shift augmentation)
+    augment_shift: float = 0.06  # ... shifting each copy by up to this share of the frame side (edge pixels repeat)
     state_clip: float = 5.0  # standardised state inputs are clipped to +-this
     scale_floor: float = 0.01  # no state or action dim is standardised by less than this share of the median dim's std
     token_cache: str | None = None  # folder of frozen demo tokens shared by runs with the same demos and backbone (any pooling or seed)
@@ -115,6 +118,8 @@ class BCConfig:
         self.cameras = list(self.cameras or [])
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
             raise ConfigError(f"policy.cameras must list one or more distinct camera keys of the demos (image, wrist_image, ...), got {self.cameras}")
+        check_int(self.augment, "policy.augment", low=0)
+        self.augment_shift = check_number(self.augment_shift, "policy.augment_shift", low=0, high=0.5)
         for key in ("d_model", "layers", "heads"):
             check_int(getattr(self, key), f"policy.{key}", low=1)
         self.dropout = check_number(self.dropout, "policy.dropout", low=0, high=0.9)
@@ -165,7 +170,9 @@ def train_bc(cfg: BCConfig) -> Path:
     encoder = encoder_from_spec(cfg.encoder).to(cfg.device)
     pool_init = copy.deepcopy(encoder.pool.state_dict())  # every offline-evaluation fold starts its pool from here
     per_episode = demo_tokens(encoder, eps, cfg)
-    tokens = {split: split_tensors(per_episode, eps, ids, cfg) for split, ids in (("train", list(train_ids)), ("val", sorted(val_ids))) if ids}
+    copies = augmented_tokens(encoder, eps, cfg)  # shifted copies of every frame's tokens, read in training only
+    tokens = {split: split_tensors(per_episode, eps, ids, cfg, copies if split == "train" else None)
+              for split, ids in (("train", list(train_ids)), ("val", sorted(val_ids))) if ids}
     policy = make_policy(encoder, meta, cfg, tokens["train"])
     eval_envs: list = []  # built by the first evaluation, reused by the later ones (a renderer is slow to build)
 
@@ -189,7 +196,8 @@ def train_bc(cfg: BCConfig) -> Path:
     if cfg.offline_eval:
         from toto_robot.policies.offline import offline_evaluation
 
-        result["offline_eval"] = offline_evaluation(cfg, meta, eps, encoder, per_episode, pool_init, out, action_norm=policy.action_norm)
+        result["offline_eval"] = offline_evaluation(cfg, meta, eps, encoder, per_episode, pool_init, out, action_norm=policy.action_norm,
+                                                    copies=copies)
     atomic_save_json(result, out / "result.json")
     return out / "policy"
 
@@ -213,10 +221,15 @@ def every_kth_frame(ep: dict, k: int) -> dict:
     return {key: v[::k] if isinstance(v, np.ndarray) and v.ndim and len(v) == T else v for key, v in ep.items()}
 
 
-def split_tensors(per_episode: list[torch.Tensor], eps: list[dict], ids: list[int], cfg: BCConfig) -> tuple:
-    """Episodes ``ids`` laid end to end: (tokens [F, N, C], state [F, S], action chunks [F, chunk * A], history rows [F, history])."""
+def split_tensors(per_episode: list[torch.Tensor], eps: list[dict], ids: list[int], cfg: BCConfig,
+                  copies: list[list[torch.Tensor]] | None = None) -> tuple:
+    """Episodes ``ids`` laid end to end: (tokens [F, N, C], state [F, S], action chunks [F, chunk * A], history rows [F, history]);
+    with augmented ``copies`` (``augmented_tokens``) the tokens are [1 + copies, F, N, C], the clean frames first."""
     chunks = np.concatenate([chunk_actions(eps[i][ACTION], cfg.chunk) for i in ids])  # (F, chunk * A)
-    return (torch.cat([per_episode[i] for i in ids]), torch.from_numpy(np.concatenate([eps[i][OBS_STATE] for i in ids])).float(),
+    tokens = torch.cat([per_episode[i] for i in ids])
+    if copies:
+        tokens = torch.stack([tokens, *(torch.cat([c[i] for i in ids]) for c in copies)])  # (1 + copies, F, N, C)
+    return (tokens, torch.from_numpy(np.concatenate([eps[i][OBS_STATE] for i in ids])).float(),
             torch.from_numpy(chunks).float(), history_index([len(per_episode[i]) for i in ids], cfg.history))
 
 
@@ -304,7 +317,12 @@ def fit_policy(policy: Policy, train: tuple, val: tuple | None, cfg: BCConfig, e
         perm, total = torch.randperm(len(tr_act), generator=g), 0.0
         for i in range(0, len(perm), cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]
-            pred = policy.forward_tokens(tr_tok[tr_hist[idx]].to(cfg.device), tr_state[idx].to(cfg.device))  # (B, history, N, C) tokens
+            if tr_tok.ndim == 4:  # augmented: each sample reads the clean frame or one of its shifted copies (its history the same copy)
+                copy = torch.randint(len(tr_tok), (len(idx), 1), generator=g)
+                tok = tr_tok[copy, tr_hist[idx]]  # (B, history, N, C)
+            else:
+                tok = tr_tok[tr_hist[idx]]  # (B, history, N, C)
+            pred = policy.forward_tokens(tok.to(cfg.device), tr_state[idx].to(cfg.device))
             loss = F.mse_loss(pred, tr_target[idx].to(cfg.device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"behaviour cloning loss is {loss.item()} at epoch {epoch}"
@@ -362,13 +380,42 @@ def demo_tokens(encoder, eps: list[dict], cfg: BCConfig) -> list[torch.Tensor]:
     backbone, layer) and reused by later runs whatever their pooling, cameras or seed (a comparison's 2nd..kth run skips
     the encoder entirely)."""
     lengths = [len(ep[OBS_IMAGE]) for ep in eps]
-    identity = {"demos": str(Path(cfg.demos).resolve()), "lengths": lengths, "encoder": {k: v for k, v in cfg.encoder.items() if k != "pooling"}}
-    views = []
-    for key in getattr(cfg, "cameras", [OBS_IMAGE]):
-        ident = identity if key == OBS_IMAGE else {**identity, "camera": key}
-        views.append(cached_encoder_tokens(encoder, lambda key=key: np.concatenate([ep[key] for ep in eps]), cfg.token_cache, ident,
-                                           desc=f"{encoder.name} demo features ({key})"))  # (F, N, C), or (F, 1, C) read-outs
+    views = [_camera_tokens(encoder, eps, cfg, key, lambda key=key: np.concatenate([ep[key] for ep in eps]))
+             for key in getattr(cfg, "cameras", [OBS_IMAGE])]
     return list(torch.cat(views, dim=1).split(lengths))
+
+
+def _camera_tokens(encoder, eps: list[dict], cfg, key: str, frames, more: dict | None = None) -> torch.Tensor:
+    """One camera's frozen tokens of every demo frame, [F, N, C] (or [F, 1, C] read-outs), from ``frames()`` or ``cfg.token_cache``."""
+    identity = {"demos": str(Path(cfg.demos).resolve()), "lengths": [len(ep[OBS_IMAGE]) for ep in eps],
+                "encoder": {k: v for k, v in cfg.encoder.items() if k != "pooling"}, **({"camera": key} if key != OBS_IMAGE else {}), **(more or {})}
+    return cached_encoder_tokens(encoder, frames, cfg.token_cache, identity, desc=f"{encoder.name} demo features ({key})")
+
+
+def shift_frames(frames: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
+    """uint8 [N, H, W, 3] -> each frame moved by its own random (dy, dx) in [-max_shift, max_shift], the edge pixels repeated
+    into the gap (DrQ's pad-and-crop)."""
+    if max_shift <= 0:
+        return frames
+    N, H, W, _ = frames.shape
+    padded = np.pad(frames, ((0, 0), (max_shift, max_shift), (max_shift, max_shift), (0, 0)), mode="edge")
+    dy, dx = rng.integers(0, 2 * max_shift + 1, (2, N))
+    return np.stack([padded[n, dy[n]:dy[n] + H, dx[n]:dx[n] + W] for n in range(N)])
+
+
+def augmented_tokens(encoder, eps: list[dict], cfg: BCConfig) -> list[list[torch.Tensor]]:
+    """``cfg.augment`` copies of every demo frame, each shifted at random (``shift_frames``, copy c seeded by c alone so runs with
+    other seeds share the cache), through the frozen encoder like ``demo_tokens``: [copy][episode] -> [T_i, K * N, C]."""
+    out = []
+    for c in range(1, cfg.augment + 1):
+        views = []
+        for key in cfg.cameras:
+            def frames(key=key, c=c):
+                rng = np.random.default_rng(c)
+                return np.concatenate([shift_frames(ep[key], max(1, round(cfg.augment_shift * min(ep[key].shape[1:3]))), rng) for ep in eps])
+            views.append(_camera_tokens(encoder, eps, cfg, key, frames, {"shift_copy": c, "shift": cfg.augment_shift}))
+        out.append(list(torch.cat(views, dim=1).split([len(ep[OBS_IMAGE]) for ep in eps])))
+    return out
 
 
 @torch.no_grad()

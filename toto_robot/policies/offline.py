@@ -87,13 +87,13 @@ def predict_actions(policy, split: tuple, device: str, batch: int = 256) -> np.n
     return torch.cat(out).double().cpu().numpy().reshape(len(state), policy.chunk, policy.action_dim)
 
 
-def _fold_predictions(cfg, meta, eps, encoder, per_episode, pool_init, train_ids, test_ids, seed) -> np.ndarray:
+def _fold_predictions(cfg, meta, eps, encoder, per_episode, pool_init, train_ids, test_ids, seed, copies=None) -> np.ndarray:
     """Train a fresh BC policy on episodes ``train_ids`` and predict the frames of ``test_ids`` -> [F_test, chunk, A]."""
     from toto_robot.policies.bc import fit_policy, make_policy, split_tensors
 
     encoder.pool.load_state_dict(pool_init)
     torch.manual_seed(seed)  # the head's initial weights
-    train = split_tensors(per_episode, eps, train_ids, cfg)
+    train = split_tensors(per_episode, eps, train_ids, cfg, copies)
     policy = make_policy(encoder, meta, replace(cfg, seed=seed), train)
     fit_policy(policy, train, None, replace(cfg, seed=seed), eps=eps, progress=False)
     return predict_actions(policy, split_tensors(per_episode, eps, test_ids, cfg), cfg.device)
@@ -105,11 +105,12 @@ def offline_horizons(cfg) -> list[int]:
 
 
 def offline_evaluation(cfg, meta, eps: list[dict], encoder, per_episode: list[torch.Tensor], pool_init: dict, out: Path,
-                       action_norm: str | None = None) -> dict:
+                       action_norm: str | None = None, copies: list | None = None) -> dict:
     """Held-out-episode action error of BC (``cfg``, on ``encoder``'s cached tokens ``per_episode``) beside its baselines on the
     same folds, at each horizon; writes the report into ``out`` and returns its summary (see the module docstring).
-    ``action_norm``: the trained policy's (none | standard), used by every fold; None: ``cfg.action_norm``."""
-    from toto_robot.policies.bc import demo_tokens
+    ``action_norm``: the trained policy's (none | standard), used by every fold; None: ``cfg.action_norm``. ``copies``: the
+    shifted copies of ``per_episode`` the policy trained on (``policy.augment``); every learner with images trains on its own."""
+    from toto_robot.policies.bc import augmented_tokens, demo_tokens
 
     if len(eps) < 2:
         raise DataFormatError(f"offline evaluation holds whole episodes out: it needs at least 2 episodes, got {len(eps)}")
@@ -117,21 +118,18 @@ def offline_evaluation(cfg, meta, eps: list[dict], encoder, per_episode: list[to
     lengths = [len(ep[ACTION]) for ep in eps]
     folds = episode_folds(lengths, cfg.offline_folds)
     method = f"BC {encoder.name}"
-    learners = [(method, cfg, encoder, per_episode, pool_init)]  # (name, config, encoder, its tokens, its pool's initial weights)
+    copies = copies if copies is not None else augmented_tokens(encoder, eps, cfg)
+    # (name, config, encoder, its tokens, its shifted copies, its pool's initial weights)
+    learners = [(method, cfg, encoder, per_episode, copies, pool_init)]
     if cfg.use_state:  # the same head on the same frames with blank images: what the image adds over the state
-        learners.append((STATE_ONLY, cfg, encoder, [torch.zeros_like(t) for t in per_episode], pool_init))
-    pixel_cfg = replace(cfg, encoder=dict(PIXEL_BASELINE))
-    pixel_encoder = encoder_from_spec(PIXEL_BASELINE).to(cfg.device)
-    learners.append((PIXELS, pixel_cfg, pixel_encoder, demo_tokens(pixel_encoder, eps, pixel_cfg),
-                     {k: v.clone() for k, v in pixel_encoder.pool.state_dict().items()}))
-    if getattr(cfg, "offline_random_init", False):
-        spec = random_init_spec(cfg.encoder)
-        rand_cfg = replace(cfg, encoder=spec)
-        rand_encoder = encoder_from_spec(spec).to(cfg.device)
-        learners.append((RANDOM_INIT, rand_cfg, rand_encoder, demo_tokens(rand_encoder, eps, rand_cfg),
-                         {k: v.clone() for k, v in rand_encoder.pool.state_dict().items()}))
+        learners.append((STATE_ONLY, cfg, encoder, [torch.zeros_like(t) for t in per_episode], None, pool_init))
+    for name, spec in ((PIXELS, dict(PIXEL_BASELINE)), *([(RANDOM_INIT, random_init_spec(cfg.encoder))] if cfg.offline_random_init else [])):
+        other_cfg = replace(cfg, encoder=spec)
+        other = encoder_from_spec(spec).to(cfg.device)
+        learners.append((name, other_cfg, other, demo_tokens(other, eps, other_cfg), augmented_tokens(other, eps, other_cfg),
+                         {k: v.clone() for k, v in other.pool.state_dict().items()}))
     A = meta.action_dim
-    chunks = {name: [None] * len(eps) for name, *_ in learners}  # per episode [T, chunk, A]
+    chunks = {learner[0]: [None] * len(eps) for learner in learners}  # per episode [T, chunk, A]
     train_mean = np.zeros((len(folds), A))
     train_std = np.zeros((len(folds), A))
     fold_of = np.zeros(len(eps), np.int64)
@@ -140,8 +138,8 @@ def offline_evaluation(cfg, meta, eps: list[dict], encoder, per_episode: list[to
         y_train = np.concatenate([eps[i][ACTION] for i in train_ids]).astype(np.float64)  # (F_train, A)
         train_mean[f], train_std[f] = y_train.mean(0), y_train.std(0)
         bounds = np.cumsum([0] + [lengths[i] for i in test_ids])
-        for name, lcfg, lenc, ltok, linit in learners:
-            pred = _fold_predictions(lcfg, meta, eps, lenc, ltok, linit, train_ids, test_ids, cfg.seed + f)  # (F_test, chunk, A)
+        for name, lcfg, lenc, ltok, lcopies, linit in learners:
+            pred = _fold_predictions(lcfg, meta, eps, lenc, ltok, linit, train_ids, test_ids, cfg.seed + f, lcopies)  # (F_test, chunk, A)
             for j, i in enumerate(test_ids):
                 chunks[name][i] = pred[bounds[j]:bounds[j + 1]]
         fold_of[test_ids] = f

@@ -251,20 +251,25 @@ class PolicyNode(Node):
     def state(self) -> np.ndarray | None:
         return self.proprio.vector
 
-    def on_image(self, msg, info) -> None:  # two arguments: rclpy then passes the MessageInfo (sequence numbers)
-        self.stats.on_receive(info)
+    def _read_frame(self, msg, camera: str) -> np.ndarray | None:
+        """A camera message -> uint8 [H, W, 3], or None after counting and logging why it cannot be read."""
         try:
-            img = compressed_msg_to_array(msg, self.min_side) if self.p["compressed"] else image_msg_to_array(msg, self.min_side)
+            return compressed_msg_to_array(msg, self.min_side) if self.p["compressed"] else image_msg_to_array(msg, self.min_side)
         except ImageEncodingError as e:
             with self.stats.lock:
                 self.stats.unreadable += 1
-            self.get_logger().error(f"dropping frame: {e}", throttle_duration_sec=5.0)
-            return
+            self.get_logger().error(f"dropping {camera} frame: {e}", throttle_duration_sec=5.0)
         except Exception as e:  # noqa: BLE001 - an exception here would end the executor's spin: count it, go on
             with self.stats.lock:
                 self.stats.errors += 1
                 self.stats.last_error = f"{type(e).__name__}: {e}"
-            self.get_logger().error(f"{type(e).__name__} while reading a frame:\n{traceback.format_exc()}", throttle_duration_sec=5.0)
+            self.get_logger().error(f"{type(e).__name__} while reading a {camera} frame:\n{traceback.format_exc()}", throttle_duration_sec=5.0)
+        return None
+
+    def on_image(self, msg, info) -> None:  # two arguments: rclpy then passes the MessageInfo (sequence numbers)
+        self.stats.on_receive(info)
+        img = self._read_frame(msg, self.cameras[0])
+        if img is None:
             return
         stamp = control.stamp_ns(msg.header.stamp)
         if self.event_driven and stamp and stamp <= self.acted_stamp:
@@ -274,12 +279,8 @@ class PolicyNode(Node):
 
     def on_partner(self, key: str, msg) -> None:
         """A frame of one of the policy's other cameras: buffered for pairing with ``image_topic``'s frames."""
-        try:
-            img = compressed_msg_to_array(msg, self.min_side) if self.p["compressed"] else image_msg_to_array(msg, self.min_side)
-        except ImageEncodingError as e:
-            with self.stats.lock:
-                self.stats.unreadable += 1
-            self.get_logger().error(f"dropping {key} frame: {e}", throttle_duration_sec=5.0)
+        img = self._read_frame(msg, key)
+        if img is None:
             return
         self.partners[key].append((control.stamp_ns(msg.header.stamp), time.monotonic(), img))
         self._try_act_on_frame()  # the newest image_topic frame may have been waiting for this one

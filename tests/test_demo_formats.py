@@ -426,3 +426,36 @@ def test_sim_episodes_recorded_through_ros_into_a_bag_import_as_the_same_demos_a
     for i in range(episodes):
         assert_same(a[i], b[i], keys=("image", "state", "action", "success"))  # the same seeds give the same episodes, bit for bit
     bc_acts(tmp_path / "imported", tmp_path)
+
+
+def test_rlds_with_several_cameras_names_the_override_and_imports_every_camera(tmp_path):
+    """Two image features, neither observation/image: the error names format.read.image_key; camera_keys=all keeps the other."""
+    from PIL import Image
+
+    from toto_robot.data.formats.rlds import rlds_features
+
+    ds_dir = tmp_path / "two" / "1.0.0"
+    ds_dir.mkdir(parents=True)
+    tree = rlds_features(DemoMeta(source="x", task="t", image_size=(8, 8), state_dim=2, action_dim=2), wrist=False, seeds=False)
+    obs = tree["featuresDict"]["features"]["steps"]["sequence"]["feature"]["featuresDict"]["features"]["observation"]["featuresDict"]["features"]
+    obs["top"] = obs.pop("image")
+    obs["side"] = dict(obs["top"])
+    (ds_dir / "features.json").write_text(json.dumps(tree))
+    rng = np.random.default_rng(0)
+    views = {k: rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8) for k in ("top", "side")}
+
+    def png(f):
+        buf = io.BytesIO()
+        Image.fromarray(f).save(buf, format="PNG")
+        return buf.getvalue()
+
+    rec = serialize_example({**{f"steps/observation/{k}": [png(f) for f in v] for k, v in views.items()},
+                             "steps/observation/state": np.zeros((3, 2), np.float32), "steps/action": np.ones((3, 2), np.float32)})
+    with open(ds_dir / "two-train.tfrecord-00000-of-00001", "wb") as f:
+        write_records(f, iter([rec]))
+    with pytest.raises(DemoImportError, match=r"format.read.image_key=<feature>"):
+        import_rlds(RLDSImportConfig(src=str(tmp_path / "two"), out_dir=str(tmp_path / "a")))
+    import_rlds(RLDSImportConfig(src=str(tmp_path / "two"), out_dir=str(tmp_path / "a"), image_key="observation/top", camera_keys="all"))
+    ep = DemoDataset(tmp_path / "a")[0]
+    np.testing.assert_array_equal(ep["image"], views["top"])
+    np.testing.assert_array_equal(ep["side_image"], views["side"])

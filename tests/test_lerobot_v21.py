@@ -236,6 +236,15 @@ def test_so101_dialect_chunk_index_no_index_columns_float64_two_mp4v_cameras(tmp
     assert summary["episodes"] == 2 and not summary["failed"]
     # an explicit key that exists is used as given
     assert open_lerobot(tmp_path / "so101", state_key="actions", action_key="state").state_key == "actions"
+    # every camera: the others stored as <name>_image beside image, each frame as written, and imported so
+    every = open_lerobot(tmp_path / "so101", camera_keys="all")
+    assert every.camera_keys == ["observation.images.cam1"]
+    assert_frames(every[1]["cam1_image"], 1, cam=1)
+    import_lerobot(LeRobotImportConfig(src=str(tmp_path / "so101"), out_dir=str(tmp_path / "demos2"), camera_keys="all", image_size=16))
+    ep = DemoDataset(tmp_path / "demos2")[0]
+    assert ep["cam1_image"].shape == ep["image"].shape == (6, 16, 16, 3)
+    with pytest.raises(DemoImportError, match="not a camera"):
+        open_lerobot(tmp_path / "so101", camera_keys=["state"])
 
 
 # ---------------------------------------------------------------- partial datasets

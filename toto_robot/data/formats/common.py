@@ -49,6 +49,7 @@ class Episode:
     wrist_image: np.ndarray | None = None
     seed: int | None = None
     language: str | None = None
+    cameras: dict | None = None  # more views of the same steps: {"<name>_image": uint8 [T, H, W, 3]}
 
     def check(self, where: str) -> "Episode":
         """Raise ``DemoImportError`` naming the first array and row that is wrong."""
@@ -68,11 +69,20 @@ class Episode:
                 raise DemoImportError(f"{where}: {name} has NaN/inf at step {i} of {T} ({int(bad.sum())} steps in all): {np.asarray(x)[i]}")
         if self.wrist_image is not None and self.wrist_image.shape[:1] != (T,):
             raise DemoImportError(f"{where}: {len(self.wrist_image)} wrist frames for {T} camera frames")
+        for key, frames in (self.cameras or {}).items():
+            if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) != T:
+                raise DemoImportError(f"{where}: camera {key} must be uint8 [T={T}, H, W, 3], got {frames.dtype} {frames.shape}")
         return self
 
     def as_dict(self) -> dict:
         """The fields that are set, by name (the demo format's keys; arrays are not copied)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+
+
+def camera_field(key: str) -> str:
+    """A source's camera name -> the demo folder's key for it: its last dotted or slashed part + ``_image``
+    (``observation.images.cam_high`` -> ``cam_high_image``, ``steps/observation/image_2`` -> ``image_2_image``)."""
+    return key.replace("/", ".").split(".")[-1] + "_image"
 
 
 def content_key(files: Iterable[Path], root: Path) -> str:
@@ -185,6 +195,7 @@ def run_import(units: Iterable[Unit], out: str | Path, fmt: str, options: dict, 
                 ep.image = fit_images(ep.image, image_size)
                 if ep.wrist_image is not None:
                     ep.wrist_image = fit_images(ep.wrist_image, image_size)
+                ep.cameras = {k: fit_images(v, image_size) for k, v in (ep.cameras or {}).items()} or None
                 ep.check(unit.source)
                 if writer is None:
                     meta = make_meta(ep)

@@ -39,7 +39,7 @@ import numpy as np
 
 from toto_robot.constants import ACTION, LANGUAGE, OBS_IMAGE, OBS_STATE, OBS_WRIST_IMAGE, REWARD, SEED, SUCCESS
 from toto_robot.data.demos import DemoDataset, DemoMeta, validate_episode
-from toto_robot.data.formats.common import SUMMARY_NAME, DemoImportError, Episode, Unit, run_import
+from toto_robot.data.formats.common import SUMMARY_NAME, DemoImportError, Episode, Unit, camera_field, run_import
 from toto_robot.utils.io import atomic_save_json, staged_dir
 
 log = logging.getLogger(__name__)
@@ -330,7 +330,7 @@ class LeRobotDataset:
 
     def __init__(self, root: str | Path, image_key: str | None = None, wrist_image_key: str | None = None,
                  state_key: str | None = None, action_key: str | None = None, tolerance_s: float = 1e-4,
-                 task: str | None = None, action_space: str | None = None):
+                 task: str | None = None, action_space: str | None = None, camera_keys: list[str] | str | None = None):
         self.root = Path(root)
         self.info = info = read_info(self.root)
         version = str(info.get("codebase_version", "?"))
@@ -346,6 +346,7 @@ class LeRobotDataset:
             raise DemoImportError(f"{self.root}: meta/ lists no episodes")
         self._columns = self._sample_columns()
         self._pick_keys(image_key, wrist_image_key, state_key, action_key)
+        self._pick_cameras(camera_keys)
         self.episodes, missing = [], []
         for ep in listed:
             absent = [p for p in self.episode_files(ep) if not p.is_file()]
@@ -364,7 +365,7 @@ class LeRobotDataset:
                         "(episode %d needs %s); importing the %d present", self.root, len(missing), len(listed), ids,
                         missing[0][0], missing[0][1].relative_to(self.root), len(self.episodes))
         self._wanted = [self.state_key, self.action_key, "episode_index", "frame_index", "timestamp", "next.reward", "next.success"]
-        self._wanted += [k for k in (self.image_key, self.wrist_image_key) if k and self.features[k]["dtype"] == "image"]
+        self._wanted += [k for k in self._camera_keys() if self.features[k]["dtype"] == "image"]
         self._data = None
         self._video_cache: dict[Path, tuple[np.ndarray, np.ndarray]] = {}
         self._digests: dict[Path, bytes] = {}
@@ -445,8 +446,28 @@ class LeRobotDataset:
         schema = pq.read_schema(sample)
         return {name: schema.field(name).type for name in schema.names}
 
+    def _camera_keys(self) -> list[str]:
+        """Every camera feature read: the image, the wrist camera, then ``camera_keys``."""
+        return [k for k in (self.image_key, self.wrist_image_key, *self.camera_keys) if k]
+
     def _video_keys(self) -> list[str]:
-        return [k for k in (self.image_key, self.wrist_image_key) if k and self.features[k]["dtype"] == "video"]
+        return [k for k in self._camera_keys() if self.features[k]["dtype"] == "video"]
+
+    def _pick_cameras(self, camera_keys) -> None:
+        """``camera_keys``: more camera features stored beside ``image`` as ``<name>_image`` (``camera_field``); "all": every
+        camera feature the image and wrist keys do not take."""
+        cams = [k for k, ft in self.features.items() if ft.get("dtype") in ("video", "image")]
+        taken = {self.image_key, self.wrist_image_key}
+        keys = [k for k in cams if k not in taken] if camera_keys == "all" else list(camera_keys or [])
+        for key in keys:
+            if key not in cams:
+                raise DemoImportError(f"{self.root}: format.read.camera_keys names {key!r}, not a camera of this dataset; its cameras: {cams}")
+        fields = [camera_field(k) for k in keys]
+        if len(set(fields)) != len(fields) or (self.wrist_image_key and "wrist_image" in fields):
+            raise DemoImportError(f"{self.root}: cameras {keys} would be stored under clashing names {fields}")
+        self.camera_keys = keys
+        if keys:
+            log.info("%s: also cameras %s, stored as %s", self.root, keys, fields)
 
     def _pick_keys(self, image_key, wrist_image_key, state_key, action_key) -> None:
         cams = [k for k, ft in self.features.items() if ft.get("dtype") in ("video", "image")]
@@ -601,6 +622,8 @@ class LeRobotDataset:
               ACTION: self._column(t, self.action_key, rows).astype(np.float32).reshape(len(rows), -1)}
         if self.wrist_image_key:
             ep[OBS_WRIST_IMAGE] = self._frames(self.wrist_image_key, e, rows, t)
+        for key in self.camera_keys:
+            ep[camera_field(key)] = self._frames(key, e, rows, t)
         ep[REWARD] = (self._column(t, "next.reward", rows).astype(np.float32).reshape(-1) if "next.reward" in t.column_names
                       else np.zeros(len(rows), np.float32))
         ep[SUCCESS] = np.asarray(bool(self._column(t, "next.success", rows).any()) if "next.success" in t.column_names else False)
@@ -629,7 +652,8 @@ class LeRobotDataset:
     def episode(self, e: int) -> Episode:
         ep = self._episode_arrays(e)
         return Episode(ep[OBS_IMAGE], ep[OBS_STATE], ep[ACTION], ep[REWARD], bool(ep[SUCCESS]), ep.get(OBS_WRIST_IMAGE),
-                       int(ep[SEED]) if SEED in ep else None, str(ep[LANGUAGE]) if LANGUAGE in ep else None)
+                       int(ep[SEED]) if SEED in ep else None, str(ep[LANGUAGE]) if LANGUAGE in ep else None,
+                       {camera_field(k): ep[camera_field(k)] for k in self.camera_keys} or None)
 
 
 @dataclass
@@ -638,6 +662,7 @@ class LeRobotImportConfig:
     out_dir: str
     image_key: str | None = None
     wrist_image_key: str | None = None
+    camera_keys: list[str] | str | None = None  # more cameras stored as <name>_image ("all": every other camera)
     state_key: str | None = None  # None: the first of STATE_KEYS the dataset has
     action_key: str | None = None  # None: the first of ACTION_KEYS
     tolerance_s: float = 1e-4
@@ -651,11 +676,12 @@ def import_lerobot(cfg: LeRobotImportConfig) -> dict:
     """LeRobot v2.x or v3 folder -> demo folder, one ledger unit per episode (keyed by its index and its files' content).
     The ledger records the keys the reader picked, so a rerun that would pick others is refused."""
     ds = open_lerobot(cfg.src, image_key=cfg.image_key, wrist_image_key=cfg.wrist_image_key, state_key=cfg.state_key,
-                      action_key=cfg.action_key, tolerance_s=cfg.tolerance_s, task=cfg.task, action_space=cfg.action_space)
+                      action_key=cfg.action_key, tolerance_s=cfg.tolerance_s, task=cfg.task, action_space=cfg.action_space,
+                      camera_keys=cfg.camera_keys)
     units = [Unit(ds.episode_key(e), f"{ds.root} episode {ds.episodes[e]['episode_index']}", lambda e=e: iter([ds.episode(e)]))
              for e in range(len(ds))]
     options = {k: v for k, v in asdict(cfg).items() if k not in ("src", "out_dir", "skip_bad")}
-    options.update(image_key=ds.image_key, wrist_image_key=ds.wrist_image_key, state_key=ds.state_key, action_key=ds.action_key,
+    options.update(image_key=ds.image_key, wrist_image_key=ds.wrist_image_key, camera_keys=ds.camera_keys, state_key=ds.state_key, action_key=ds.action_key,
                    unit_key="episode files")
     summary = run_import(units, cfg.out_dir, "lerobot", options, lambda ep: ds.meta, cfg.image_size, cfg.skip_bad)
     if ds.missing_episodes:

@@ -29,7 +29,7 @@ from typing import Iterator
 import numpy as np
 
 from toto_robot.data.demos import DemoDataset, DemoMeta
-from toto_robot.data.formats.common import DemoImportError, Episode, Unit, content_key, run_import
+from toto_robot.data.formats.common import DemoImportError, Episode, Unit, camera_field, content_key, run_import
 from toto_robot.data.formats.tfrecord import TFRecordError, parse_example, read_records, serialize_example, write_records
 from toto_robot.utils.io import atomic_save_json, staged_dir
 
@@ -121,6 +121,7 @@ class RLDSKeys:
     state_keys: list[str] | None = None
     action_keys: list[str] | None = None
     language_key: str | None = None
+    camera_keys: list[str] | str | None = None  # more cameras stored as <name>_image ("all": every other image feature)
 
     def resolve(self, leaves: dict[str, Leaf], where: str) -> dict:
         images = [k for k, v in leaves.items() if v.kind == "image" and v.per_step]
@@ -141,7 +142,8 @@ class RLDSKeys:
         elif len(images) == 1:
             image = images[0]
         else:
-            raise DemoImportError(f"{where}: choose the camera with image_key; image features: {images or 'none'}")
+            raise DemoImportError(f"{where}: several cameras; choose the main one with format.read.image_key=<feature> (and the others with "
+                                  f"format.read.camera_keys=all or a list); image features: {images or 'none'}")
         default_state = ["observation/state"] if "steps/observation/state" in leaves else None
         state_keys = self.state_keys or default_state
         if not state_keys:
@@ -156,7 +158,13 @@ class RLDSKeys:
         else:
             language = next((k for k in ("steps/language_instruction", "steps/observation/natural_language_instruction")
                              if k in leaves and leaves[k].kind == "text"), None)
-        return {"image": image, "wrist": need(self.wrist_image_key, ("image",), "wrist camera") if self.wrist_image_key else None,
+        wrist = need(self.wrist_image_key, ("image",), "wrist camera") if self.wrist_image_key else None
+        extra = [k for k in images if k not in (image, wrist)] if self.camera_keys == "all" else \
+            [need(k, ("image",), "camera") for k in (self.camera_keys or [])]
+        fields = [camera_field(k) for k in extra]
+        if len(set(fields)) != len(fields) or (wrist and "wrist_image" in fields):
+            raise DemoImportError(f"{where}: cameras {extra} would be stored under clashing names {fields}")
+        return {"image": image, "wrist": wrist, "cameras": extra,
                 "state": [need(k, ("tensor",), "state") for k in state_keys], "action": [need(k, ("tensor",), "action") for k in action_keys],
                 "language": language}
 
@@ -215,7 +223,8 @@ def decode_episode(record: bytes, leaves: dict[str, Leaf], keys: dict, where: st
         texts = {b.decode("utf-8", "replace") for b in ex[keys["language"]]}
         language = " | ".join(sorted(texts))
     wrist = _decode_images(ex[keys["wrist"]], f"{where} {keys['wrist']}") if keys["wrist"] else None
-    return Episode(image, state, action, reward, success, wrist, seed, language)
+    cameras = {camera_field(k): _decode_images(ex.get(k, []), f"{where} {k}") for k in keys.get("cameras", [])}
+    return Episode(image, state, action, reward, success, wrist, seed, language, cameras or None)
 
 
 class RLDSReader:
@@ -266,6 +275,7 @@ class RLDSImportConfig:
     state_keys: list[str] | None = None
     action_keys: list[str] | None = None
     language_key: str | None = None
+    camera_keys: list[str] | str | None = None
     task: str | None = None
     fps: float | None = None
     action_space: str | None = None
@@ -275,7 +285,7 @@ class RLDSImportConfig:
 
 def import_rlds(cfg: RLDSImportConfig) -> dict:
     """RLDS folder -> demo folder (resumable per shard, see ``common``)."""
-    keys = RLDSKeys(cfg.image_key, cfg.wrist_image_key, cfg.state_keys, cfg.action_keys, cfg.language_key)
+    keys = RLDSKeys(cfg.image_key, cfg.wrist_image_key, cfg.state_keys, cfg.action_keys, cfg.language_key, cfg.camera_keys)
     reader = RLDSReader(cfg.src, cfg.split, keys)
     features_key = content_key([reader.dir / FEATURES_NAME], reader.dir)
     units = [Unit(f"{content_key([f], f.parent)}:{features_key}", str(f), lambda f=f: reader.episodes(f)) for f in reader.files]

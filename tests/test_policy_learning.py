@@ -130,8 +130,7 @@ def drift_demos(root, episodes: int = 8, T: int = 20, seed: int = 0, per_episode
     return root
 
 
-@pytest.mark.parametrize("head", ["mlp", "transformer"])
-def test_relative_actions_follow_the_joint_outside_the_training_range_and_a_resting_joint_cannot_blow_up(tmp_path, head):
+def test_relative_actions_follow_the_joint_outside_the_training_range_and_a_resting_joint_cannot_blow_up(tmp_path, head="mlp"):
     demos = drift_demos(tmp_path / "demos")
     common = dict(demos=str(demos), encoder={"name": "random", "pooling": "average"}, epochs=60, lr=3e-3, val_fraction=0, ood=False, head=head,
                   d_model=32, layers=1)

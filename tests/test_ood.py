@@ -298,6 +298,10 @@ def test_ood_command_scores_a_demo_folder_and_an_image_folder_and_refuses_a_poli
     assert cli.main(["ood", f"policy_dir={policy_dir}", f"frames={images}", f"out_dir={tmp_path / 'out3'}"]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after hydra's own "Error executing job with overrides" line
     assert last.startswith("error:") and "has no OOD reference" in last
+    (tmp_path / "not_a_policy").mkdir()  # a folder that is not a policy is named as that, as evaluate names it
+    assert cli.main(["ood", f"policy_dir={tmp_path / 'not_a_policy'}", f"frames={images}", f"out_dir={tmp_path / 'out5'}"]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error:") and "is not a policy folder" in last
 
 
 def test_ppo_stores_a_reference_from_rollouts_of_the_trained_policy(tmp_path):

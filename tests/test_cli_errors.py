@@ -41,6 +41,7 @@ def assert_one_error_line(out: subprocess.CompletedProcess, *expected: str) -> s
     assert out.returncode == 2, report
     assert len(lines) <= 3, report
     assert "Traceback" not in out.stderr, report
+    assert "Error executing job" not in out.stderr, report  # hydra's own line before ours: the error line says it all
     errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1, report
     for text in expected:

@@ -296,7 +296,7 @@ def test_ood_command_scores_a_demo_folder_and_an_image_folder_and_refuses_a_poli
     (policy_dir / REFERENCE_FILE).unlink()
     capsys.readouterr()
     assert cli.main(["ood", f"policy_dir={policy_dir}", f"frames={images}", f"out_dir={tmp_path / 'out3'}"]) == 2
-    last = capsys.readouterr().err.strip().splitlines()[-1]  # after hydra's own "Error executing job with overrides" line
+    last = capsys.readouterr().err.strip().splitlines()[-1]
     assert last.startswith("error:") and "has no OOD reference" in last
     (tmp_path / "not_a_policy").mkdir()  # a folder that is not a policy is named as that, as evaluate names it
     assert cli.main(["ood", f"policy_dir={tmp_path / 'not_a_policy'}", f"frames={images}", f"out_dir={tmp_path / 'out5'}"]) == 2

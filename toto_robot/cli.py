@@ -144,17 +144,47 @@ def hydra_reraises() -> Iterator[None]:
             os.environ[FULL_ERROR] = before
 
 
+HYDRA_JOB_ERROR = "Error executing job with overrides:"  # hydra writes this line to stderr before re-raising a job's exception
+
+
+class _StderrHoldingJobLine:
+    """sys.stderr, except that hydra's "Error executing job with overrides" line is held back: a user error's
+    ``error:`` line says what went wrong without it, a bug gets it back before its traceback (``release``)."""
+
+    def __init__(self, stream):
+        self._stream, self.held = stream, []
+
+    def write(self, text: str) -> int:
+        if text.startswith(HYDRA_JOB_ERROR):
+            self.held.append(text)
+            return len(text)
+        return self._stream.write(text)
+
+    def release(self) -> None:
+        for text in self.held:
+            self._stream.write(text)
+        self.held.clear()
+
+    def __getattr__(self, name):  # flush, isatty, fileno, encoding ...: the real stream's
+        return getattr(self._stream, name)
+
+
 def run_command(hydra_main) -> int:
     """Call a ``@hydra.main`` function; a user error becomes one ``error:`` line and status 2."""
     full = os.environ.get(FULL_ERROR) == "1"
+    stderr = sys.stderr
+    hold = _StderrHoldingJobLine(stderr)
     try:
-        with hydra_reraises():
+        with hydra_reraises(), contextlib.redirect_stderr(stderr if full else hold):
             result = hydra_main()
     except (UserError, *user_config_errors()) as exc:
         if full:
             raise
         print(error_line(exc), file=sys.stderr)
         return 2
+    except BaseException:
+        hold.release()
+        raise
     return int(result) if isinstance(result, int) else 0
 
 

@@ -31,7 +31,7 @@ from toto_robot.encoders.features import cached_encoder_tokens
 from toto_robot.policies.evaluate import close_envs, evaluate_policy
 from toto_robot.policies.heads import HEADS
 from toto_robot.policies.ood import OODReference, fit_reference
-from toto_robot.policies.policy import Policy
+from toto_robot.policies.policy import Policy, relative_base
 from toto_robot.utils.plots import pyplot, save_figure
 from toto_robot.utils.config import ConfigError, check_choice, check_int, check_number
 from toto_robot.utils.io import atomic_save_json, atomic_write_csv
@@ -253,9 +253,7 @@ def make_policy(encoder, meta, cfg: BCConfig, train: tuple) -> Policy:
                      f"dims {relative} relative to the state" if relative else f"actions reach {float(actions.abs().max()):.4g}, outside [-1, 1]")
     a_mean = a_std = None
     if norm == "standard":
-        base = torch.zeros(len(state), 1, A)
-        base[:, 0, relative] = state[:, relative]
-        target = (chunks.reshape(len(chunks), -1, A) - base).reshape(-1, A)  # (F * chunk, A): what the head learns, every step of the chunk
+        target = (chunks.reshape(len(chunks), -1, A) - relative_base(state, relative, A)).reshape(-1, A)  # (F * chunk, A): what the head learns, every step of the chunk
         a_mean, a_std = target.mean(0), robust_scale(target, cfg.scale_floor)
     return Policy(encoder, meta.state_dim, A, cfg.hidden, cfg.use_state, state.mean(0), robust_scale(state, cfg.scale_floor),
                   meta={"task": meta.task, "image_size": int(meta.image_size[0]), "action_space": meta.action_space,
@@ -381,7 +379,7 @@ def demo_tokens(encoder, eps: list[dict], cfg: BCConfig) -> list[torch.Tensor]:
     the encoder entirely)."""
     lengths = [len(ep[OBS_IMAGE]) for ep in eps]
     views = [_camera_tokens(encoder, eps, cfg, key, lambda key=key: np.concatenate([ep[key] for ep in eps]))
-             for key in getattr(cfg, "cameras", [OBS_IMAGE])]
+             for key in cfg.cameras]
     return list(torch.cat(views, dim=1).split(lengths))
 
 

@@ -8,7 +8,8 @@ ticks) are learnt standardised by the training episodes' mean and std (``action_
 saved with the head), the head is linear and ``act`` returns them in the robot's own units.
 
 Folder layout: ``policy.json`` (kind, dims, state normalisation), ``encoder/`` (the frozen encoder
-with its trained pool, see ``Encoder.save_pretrained``), ``head.safetensors`` (the MLP), or for
+with its trained pool, see ``Encoder.save_pretrained``), ``head.safetensors`` (the head: an MLP or ACT's
+transformer decoder, ``heads.py``), or for
 PPO ``model.zip`` (a stable-baselines3 PPO whose feature extractor reads ``encoder/``).
 """
 from __future__ import annotations
@@ -111,11 +112,7 @@ class Policy(nn.Module):
         return x.clamp(-self.state_clip, self.state_clip) if self.state_clip else x
 
     def _base(self, state: torch.Tensor) -> torch.Tensor:
-        """[B, S] -> [B, 1, A]: what relative dims are measured from (the state's same-index dims; 0 elsewhere)."""
-        base = torch.zeros(state.shape[0], 1, self.action_dim, dtype=state.dtype, device=state.device)
-        if self.relative:
-            base[:, 0, self.relative] = state[:, self.relative]
-        return base
+        return relative_base(state, self.relative, self.action_dim)
 
     def targets(self, chunks: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """Action chunks [B, chunk * A] in the robot's units + raw state [B, S] -> the head's output space: relative dims
@@ -244,6 +241,14 @@ class Policy(nn.Module):
                           "cameras": self.cameras, **self.meta},
                          d / POLICY_CONFIG)
         return d
+
+
+def relative_base(state: torch.Tensor, relative: list[int], action_dim: int) -> torch.Tensor:
+    """[B, S] -> [B, 1, A]: what the ``relative`` action dims are measured from (the state's same-index dims; 0 elsewhere)."""
+    base = torch.zeros(state.shape[0], 1, action_dim, dtype=state.dtype, device=state.device)
+    if relative:
+        base[:, 0, relative] = state[:, relative]
+    return base
 
 
 class EpisodeMemory:

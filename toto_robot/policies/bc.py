@@ -372,22 +372,25 @@ def chunk_actions(actions: np.ndarray, chunk: int) -> np.ndarray:
     return actions[idx].reshape(T, -1)
 
 
-def demo_tokens(encoder, eps: list[dict], cfg: BCConfig) -> list[torch.Tensor]:
+def demo_tokens(encoder, eps: list[dict], cfg: BCConfig, copy: int = 0) -> list[torch.Tensor]:
     """Frozen tokens of every demo frame, per episode: [T_i, K * N, C] float16, the K cameras of ``cfg.cameras`` one after
     the other. The backbone is frozen, so with ``cfg.token_cache`` each camera's tokens are computed once per (demos,
     backbone, layer) and reused by later runs whatever their pooling, cameras or seed (a comparison's 2nd..kth run skips
-    the encoder entirely)."""
+    the encoder entirely). ``copy`` c > 0: every frame shifted at random first (``shift_frames`` by up to
+    ``cfg.augment_shift`` of its side, seeded by c alone, so runs with other seeds share the cache)."""
     lengths = [len(ep[OBS_IMAGE]) for ep in eps]
-    views = [_camera_tokens(encoder, eps, cfg, key, lambda key=key: np.concatenate([ep[key] for ep in eps]))
-             for key in cfg.cameras]
+    identity = {"demos": str(Path(cfg.demos).resolve()), "lengths": lengths, "encoder": {k: v for k, v in cfg.encoder.items() if k != "pooling"},
+                **({"shift_copy": copy, "shift": cfg.augment_shift} if copy else {})}
+
+    def frames(key: str) -> np.ndarray:
+        if not copy:
+            return np.concatenate([ep[key] for ep in eps])
+        rng = np.random.default_rng(copy)
+        return np.concatenate([shift_frames(ep[key], max(1, round(cfg.augment_shift * min(ep[key].shape[1:3]))), rng) for ep in eps])
+
+    views = [cached_encoder_tokens(encoder, lambda key=key: frames(key), cfg.token_cache, {**identity, **({"camera": key} if key != OBS_IMAGE else {})},
+                                   desc=f"{encoder.name} demo features ({key})") for key in cfg.cameras]  # (F, N, C), or (F, 1, C) read-outs
     return list(torch.cat(views, dim=1).split(lengths))
-
-
-def _camera_tokens(encoder, eps: list[dict], cfg, key: str, frames, more: dict | None = None) -> torch.Tensor:
-    """One camera's frozen tokens of every demo frame, [F, N, C] (or [F, 1, C] read-outs), from ``frames()`` or ``cfg.token_cache``."""
-    identity = {"demos": str(Path(cfg.demos).resolve()), "lengths": [len(ep[OBS_IMAGE]) for ep in eps],
-                "encoder": {k: v for k, v in cfg.encoder.items() if k != "pooling"}, **({"camera": key} if key != OBS_IMAGE else {}), **(more or {})}
-    return cached_encoder_tokens(encoder, frames, cfg.token_cache, identity, desc=f"{encoder.name} demo features ({key})")
 
 
 def shift_frames(frames: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:
@@ -402,18 +405,8 @@ def shift_frames(frames: np.ndarray, max_shift: int, rng: np.random.Generator) -
 
 
 def augmented_tokens(encoder, eps: list[dict], cfg: BCConfig) -> list[list[torch.Tensor]]:
-    """``cfg.augment`` copies of every demo frame, each shifted at random (``shift_frames``, copy c seeded by c alone so runs with
-    other seeds share the cache), through the frozen encoder like ``demo_tokens``: [copy][episode] -> [T_i, K * N, C]."""
-    out = []
-    for c in range(1, cfg.augment + 1):
-        views = []
-        for key in cfg.cameras:
-            def frames(key=key, c=c):
-                rng = np.random.default_rng(c)
-                return np.concatenate([shift_frames(ep[key], max(1, round(cfg.augment_shift * min(ep[key].shape[1:3]))), rng) for ep in eps])
-            views.append(_camera_tokens(encoder, eps, cfg, key, frames, {"shift_copy": c, "shift": cfg.augment_shift}))
-        out.append(list(torch.cat(views, dim=1).split([len(ep[OBS_IMAGE]) for ep in eps])))
-    return out
+    """The ``cfg.augment`` shifted copies of ``demo_tokens``: [copy][episode] -> [T_i, K * N, C]."""
+    return [demo_tokens(encoder, eps, cfg, copy=c) for c in range(1, cfg.augment + 1)]
 
 
 @torch.no_grad()

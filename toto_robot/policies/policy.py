@@ -96,9 +96,6 @@ class Policy(nn.Module):
         self._episode = self.new_episode()  # what ``act`` remembers between calls
         self.register_buffer("state_mean", torch.as_tensor(np.zeros(state_dim) if state_mean is None else state_mean, dtype=torch.float32))
         self.register_buffer("state_std", torch.as_tensor(np.ones(state_dim) if state_std is None else state_std, dtype=torch.float32))
-        mask = torch.zeros(action_dim)
-        mask[self.relative] = 1.0
-        self.register_buffer("relative_mask", mask, persistent=False)  # (A,) 1 where the action is learnt relative to the state
         self.meta = dict(meta or {})
         if action_mean is not None:
             self.register_buffer("action_mean", torch.as_tensor(action_mean, dtype=torch.float32).reshape(action_dim))

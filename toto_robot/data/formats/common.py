@@ -85,6 +85,15 @@ def camera_field(key: str) -> str:
     return key.replace("/", ".").split(".")[-1] + "_image"
 
 
+def extra_camera_fields(keys: list[str], wrist: bool, where: str) -> list[str]:
+    """``camera_field`` of each extra camera key; ``DemoImportError`` when two would be stored under one name, or one under
+    ``wrist_image`` beside a wrist camera."""
+    fields = [camera_field(k) for k in keys]
+    if len(set(fields)) != len(fields) or (wrist and "wrist_image" in fields):
+        raise DemoImportError(f"{where}: cameras {keys} would be stored under clashing names {fields}")
+    return fields
+
+
 def content_key(files: Iterable[Path], root: Path) -> str:
     """sha256 over the relative names and bytes of ``files``: the same recording gives the same key
     wherever it is copied or however its folder is named (names inside ``root`` count, ``root``'s own does not)."""

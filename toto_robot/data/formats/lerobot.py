@@ -39,7 +39,7 @@ import numpy as np
 
 from toto_robot.constants import ACTION, LANGUAGE, OBS_IMAGE, OBS_STATE, OBS_WRIST_IMAGE, REWARD, SEED, SUCCESS
 from toto_robot.data.demos import DemoDataset, DemoMeta, validate_episode
-from toto_robot.data.formats.common import SUMMARY_NAME, DemoImportError, Episode, Unit, camera_field, run_import
+from toto_robot.data.formats.common import SUMMARY_NAME, DemoImportError, Episode, Unit, camera_field, extra_camera_fields, run_import
 from toto_robot.utils.io import atomic_save_json, staged_dir
 
 log = logging.getLogger(__name__)
@@ -462,9 +462,7 @@ class LeRobotDataset:
         for key in keys:
             if key not in cams:
                 raise DemoImportError(f"{self.root}: format.read.camera_keys names {key!r}, not a camera of this dataset; its cameras: {cams}")
-        fields = [camera_field(k) for k in keys]
-        if len(set(fields)) != len(fields) or (self.wrist_image_key and "wrist_image" in fields):
-            raise DemoImportError(f"{self.root}: cameras {keys} would be stored under clashing names {fields}")
+        fields = extra_camera_fields(keys, bool(self.wrist_image_key), str(self.root))
         self.camera_keys = keys
         if keys:
             log.info("%s: also cameras %s, stored as %s", self.root, keys, fields)

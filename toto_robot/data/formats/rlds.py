@@ -29,7 +29,7 @@ from typing import Iterator
 import numpy as np
 
 from toto_robot.data.demos import DemoDataset, DemoMeta
-from toto_robot.data.formats.common import DemoImportError, Episode, Unit, camera_field, content_key, run_import
+from toto_robot.data.formats.common import DemoImportError, Episode, Unit, camera_field, content_key, extra_camera_fields, run_import
 from toto_robot.data.formats.tfrecord import TFRecordError, parse_example, read_records, serialize_example, write_records
 from toto_robot.utils.io import atomic_save_json, staged_dir
 
@@ -161,9 +161,7 @@ class RLDSKeys:
         wrist = need(self.wrist_image_key, ("image",), "wrist camera") if self.wrist_image_key else None
         extra = [k for k in images if k not in (image, wrist)] if self.camera_keys == "all" else \
             [need(k, ("image",), "camera") for k in (self.camera_keys or [])]
-        fields = [camera_field(k) for k in extra]
-        if len(set(fields)) != len(fields) or (wrist and "wrist_image" in fields):
-            raise DemoImportError(f"{where}: cameras {extra} would be stored under clashing names {fields}")
+        extra_camera_fields(extra, bool(wrist), where)
         return {"image": image, "wrist": wrist, "cameras": extra,
                 "state": [need(k, ("tensor",), "state") for k in state_keys], "action": [need(k, ("tensor",), "action") for k in action_keys],
                 "language": language}

@@ -108,7 +108,7 @@ class SimCameraNode(Node):
         self.gripper: float | None = None
         self.gripper_fresh = False
         self.pending_motion: np.ndarray | None = None
-        self.commands = self.refused = self.clipped = 0
+        self.commands = self.refused = self.clipped = self.other_frame = 0
         self.episode, self.successes, self.steps = 0, 0, 0
         self.frame_stamp = None
         self._reset()
@@ -177,7 +177,8 @@ class SimCameraNode(Node):
 
     def on_twist(self, msg: TwistStamped) -> None:
         if self.p["lockstep"] and (self.frame_stamp is None or control.stamp_ns(msg.header.stamp) != control.stamp_ns(self.frame_stamp)):
-            return  # made for another frame (an earlier one, re-sent): not this step's command
+            self.other_frame += 1  # a second command for a frame already stepped, or one from a node reading another sim
+            return  # made for another frame: not this step's command
         try:
             motion = control.action_from_twist(msg, self.full_speed, 1.0)
         except control.ControlError as e:

@@ -6,8 +6,11 @@ import random
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 _worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
-os.environ.setdefault("ROS_DOMAIN_ID", str(100 + int(_worker.lstrip("gw") or 0) + (os.getpid() % 50) * 2))
-os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")
+# Always this run's own domain, whatever the shell says: tests publish motion commands, never onto a user's robots,
+# and two test workers (or two runs) never hear each other's topics.
+os.environ["ROS_DOMAIN_ID"] = str(100 + int(_worker.lstrip("gw") or 0) + (os.getpid() % 50) * 2)
+os.environ["ROS_LOCALHOST_ONLY"] = "1"  # before Jazzy
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # Jazzy and after
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 # The Fast DDS profile the ROS nodes use (full-size camera frames); child processes inherit it.
 os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", os.path.join(os.path.dirname(__file__), "..", "toto_robot", "ros", "fastdds_profile.xml"))

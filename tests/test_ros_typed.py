@@ -429,8 +429,8 @@ def test_a_two_camera_chunked_ensembled_policy_through_ros_does_what_the_offline
         P("command_stamp", value="frame"), P("stale_timeout_s", value=5.0)]))
     assert spin_until(lambda: sim.episode >= 1, timeout=300), f"{sim.steps} steps"
     assert len(executed) == len(offline) and sim.refused == 0
+    assert sim.other_frame == 0 and node.unpaired == 0 and node.actions == len(offline)  # one command per frame, nothing else heard
     np.testing.assert_array_equal(np.stack(executed), np.stack(offline))  # the ensemble over both views, bit for bit
-    assert node.unpaired == 0
 
 
 def test_frames_from_another_process_arrive_at_camera_rate_with_none_lost(ros, tmp_path):

@@ -15,7 +15,7 @@ from toto_robot.utils.config import ConfigError
 def run(cfg: DictConfig) -> dict:
     fmt = cfg.format.name
     read = OmegaConf.to_container(cfg.format.read, resolve=True, throw_on_missing=True)
-    common = {"src": str(cfg.src), "out_dir": str(cfg.out_dir), "task": cfg.task, "image_size": cfg.image_size, "skip_bad": bool(cfg.skip_bad)}
+    common = {"src": str(cfg.src), "out_dir": str(cfg.out_dir), "task": cfg.task_name, "image_size": cfg.image_size, "skip_bad": bool(cfg.skip_bad)}
     if fmt == "rosbag2":
         from toto_robot.data.formats.rosbag2 import RosbagImportConfig, import_rosbag2
 

@@ -234,6 +234,29 @@ class KeypointPool(nn.Module):
         return self.standardize(self.keypoints(tokens).reshape(B, C))  # (B, C)
 
 
+class GridPool(nn.Module):
+    """The token grid kept as a grid: each token is projected to ``channels`` numbers, the grid is flattened
+    in raster order and a linear map reads the result, [B, N, C] -> [B, C]. Every cell has its own weights,
+    so the pooled vector says what is in which cell, and the policy can interpolate between neighbouring cells
+    to place an object finer than a token (the flattened conv features of DrQ and of ACT's ResNet read-out do
+    the same). Video tokens (T frames in raster order) are averaged over the T frames first."""
+
+    def __init__(self, dim: int, grid: int | None = None, channels: int = 8):
+        super().__init__()
+        if not grid:
+            raise ValueError("grid pooling needs the encoder's token grid")
+        self.dim, self.grid, self.channels = dim, grid, channels
+        self.norm = nn.LayerNorm(dim)
+        self.reduce = nn.Linear(dim, channels)
+        self.read = nn.Linear(grid * grid * channels, dim)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        B, N, C = tokens.shape
+        cells = frame_grid(N, self.grid, "grid") ** 2
+        x = self.reduce(self.norm(tokens)).reshape(B, N // cells, cells, self.channels).mean(dim=1)  # (B, g*g, channels)
+        return self.read(x.flatten(1))  # (B, C)
+
+
 class ReadoutPool(nn.Module):
     """No parameters: the encoder already read out one vector per frame (a ViT's class token, or MAE's
     normed mean token), [B, T, C]; one frame passes through unchanged, a clip's frames are averaged."""
@@ -246,7 +269,7 @@ class ReadoutPool(nn.Module):
         return tokens.mean(dim=1)
 
 
-POOLINGS = ("attention", "average", "spatial_attention", "keypoints")
+POOLINGS = ("attention", "average", "spatial_attention", "keypoints", "grid")
 # read-outs a ViT's authors use as its feature (encoders.vit): the final-norm class token (MVP, VC-1, MAE
 # pre-training) and MAE's ``--global_pool`` (fc_norm of the mean patch token); "authors" picks the model's own.
 READOUT_POOLINGS = ("cls", "global_pool")
@@ -261,6 +284,8 @@ def build_pool(kind: str, dim: int, grid: int | None = None) -> nn.Module:
         return AveragePool(dim)
     if kind == "keypoints":
         return KeypointPool(dim, grid=grid)
+    if kind == "grid":
+        return GridPool(dim, grid=grid)
     if kind in (*READOUT_POOLINGS, "authors"):
         raise ConfigError(f"pooling {kind!r} reads out a ViT's class token or fc_norm; this encoder has none: "
                          f"choose one of {', '.join(POOLINGS)}")

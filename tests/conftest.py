@@ -1,6 +1,7 @@
 """Shared test setup: headless rendering, an isolated ROS 2 domain per worker, small thread counts."""
 import os
 import random
+import tempfile
 
 # Must be set before mujoco / rclpy are imported anywhere.
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -14,6 +15,8 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # Jazzy and after
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 # The Fast DDS profile the ROS nodes use (full-size camera frames); child processes inherit it.
 os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", os.path.join(os.path.dirname(__file__), "..", "toto_robot", "ros", "fastdds_profile.xml"))
+# hydra's run folders (runs/<command>/<time>/) of the jobs tests start go to a temporary folder, not the checkout
+os.environ["TOTO_ROBOT_RUNS"] = tempfile.mkdtemp(prefix=f"toto-robot-runs-{_worker}-")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

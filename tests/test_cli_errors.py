@@ -25,7 +25,7 @@ TOTO_ROBOT = Path(sys.executable).parent / "toto-robot"  # the venv's console sc
 
 
 def run(args: list[str], cwd: Path, full_error: bool = False) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    env = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "TOTO_ROBOT_RUNS")}  # run folders under cwd
     env["OMP_NUM_THREADS"] = "1"
     if full_error:
         env["HYDRA_FULL_ERROR"] = "1"
@@ -109,6 +109,8 @@ def test_user_error_is_one_line_with_status_2(case, paths):
     fill = {k: str(v) for k, v in paths.items()}
     out = run([str(TOTO_ROBOT), *(a.format(**fill) for a in args)], cwd=paths["tmp"])
     assert_one_error_line(out, *(e.format(**fill) for e in expected))
+    left = sorted(str(p.relative_to(paths["tmp"])) for p in (paths["tmp"] / "runs").rglob("*"))
+    assert not left, left  # a failed command leaves no run folder behind
 
 
 def test_module_entry_point_reports_the_same_way(tmp_path):
@@ -235,3 +237,22 @@ def test_unknown_name_error_prints_its_message_unquoted():
     with pytest.raises(KeyError) as info:
         TotoConfig.from_name("toto_huge")
     assert str(info.value).startswith("unknown Toto size 'toto_huge'; known: toto_tiny")
+
+
+@pytest.mark.parametrize("config_name", ["evaluate", "train_policy", "tokenize", "real_frames", "ood", "import_demos"])
+def test_run_folders_go_where_toto_robot_runs_says(config_name, monkeypatch, tmp_path):
+    """Every job's hydra run folder sits under $TOTO_ROBOT_RUNS when it is set (the test suite's own, so that tests
+    leave nothing in the checkout's runs/), under runs/ otherwise."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    for value, expected in ((str(tmp_path / "elsewhere"), str(tmp_path / "elsewhere") + "/"), (None, "runs/")):
+        if value is None:
+            monkeypatch.delenv("TOTO_ROBOT_RUNS", raising=False)
+        else:
+            monkeypatch.setenv("TOTO_ROBOT_RUNS", value)
+        with initialize_config_module(config_module="toto_robot.configs", version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=["policy_dir=x"] if config_name in ("evaluate", "ood") else [],
+                          return_hydra_config=True)
+            run_dir = OmegaConf.to_container(cfg.hydra.run, resolve=True)["dir"]
+        assert run_dir.startswith(expected), run_dir

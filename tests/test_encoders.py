@@ -181,14 +181,14 @@ def _where_task(n: int, grid: int = 6, dim: int = 32, seed: int = 0):
     return tokens, torch.stack([cells // grid, cells % grid], 1).float() / (grid - 1)
 
 
-@pytest.mark.parametrize("pooling", ["attention", "spatial_attention", "keypoints"])
+@pytest.mark.parametrize("pooling", ["attention", "spatial_attention", "keypoints", "grid"])
 def test_spatial_attention_pooling_reads_where_an_object_is(pooling):
     from toto_robot.encoders.base import build_pool
 
     torch.manual_seed(0)
     x, y = _where_task(512)
     xv, yv = _where_task(256, seed=1)
-    pool = build_pool(pooling, 32)
+    pool = build_pool(pooling, 32, grid=6)
     head = nn.Linear(32, 2)
     opt = torch.optim.Adam([*pool.parameters(), *head.parameters()], lr=3e-3)
     for _ in range(300):
@@ -199,10 +199,32 @@ def test_spatial_attention_pooling_reads_where_an_object_is(pooling):
     with torch.no_grad():
         val = F.mse_loss(head(pool(xv)), yv).item()
     baseline = yv.var(0).sum().item() / 2  # predicting the mean
-    if pooling in ("spatial_attention", "keypoints"):
+    if pooling in ("spatial_attention", "keypoints", "grid"):
         assert val < 0.1 * baseline, (val, baseline)
     else:  # content-only pooling cannot tell one cell from another
         assert val > 0.7 * baseline, (val, baseline)
+
+
+def test_grid_pool_gives_each_cell_its_own_weights_and_averages_a_clip_over_its_frames(tmp_path):
+    from toto_robot.encoders.base import build_pool
+
+    torch.manual_seed(0)
+    pool = build_pool("grid", 8, grid=4)
+    x = torch.randn(3, 16, 8)
+    swapped = x.clone()
+    swapped[:, [0, 5]] = x[:, [5, 0]]  # the same tokens in other cells: attention and average pools cannot tell
+    assert not torch.allclose(pool(x), pool(swapped))
+    clip = torch.cat([x, x], dim=1)  # two identical frames in raster order
+    torch.testing.assert_close(pool(clip), pool(x))
+    with pytest.raises(ValueError, match="not whole frames of a 4 x 4"):
+        pool(torch.randn(2, 17, 8))
+    with pytest.raises(ValueError, match="token grid"):
+        build_pool("grid", 8)
+    enc = build_encoder("toto", checkpoint=str(tiny_toto_run(tmp_path)), pooling="grid")
+    f = frames(2, 32, 32)
+    enc.save_pretrained(tmp_path / "saved")
+    torch.testing.assert_close(enc.eval()(f), load_encoder(tmp_path / "saved").eval()(f))
+    assert enc(f).shape == (2, enc.feature_dim)
 
 
 def test_keypoints_pool_is_the_soft_argmax_of_its_scores(tmp_path):

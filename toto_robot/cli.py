@@ -169,15 +169,54 @@ class _StderrHoldingJobLine:
         return getattr(self._stream, name)
 
 
+def job_log_files() -> set[str]:
+    """The log files the root logger writes to: hydra points one at ``<run folder>/<job>.log`` for each job."""
+    import logging
+
+    return {h.baseFilename for h in logging.getLogger().handlers if isinstance(h, logging.FileHandler)}
+
+
+def is_run_record(path) -> bool:
+    """hydra's record of a run (``.hydra/``), the job's log, and the config a job saves before it starts work
+    (``config.yaml``, ``<job>_config.json``), an import's ledger of inputs it could not read: what a run folder holds when the job failed before doing anything."""
+    if path.is_dir():
+        return path.name == ".hydra"
+    return path.suffix == ".log" or path.name == "config.yaml" or (path.suffix == ".json" and path.stem.endswith(("config", "ledger")))
+
+
+def remove_empty_run_dir(logs_before: set[str], cwd: str) -> None:
+    """After a user error: the run folder hydra made for this job (``runs/<command>/<time>/``, found from the job's
+    log file, one that was not open before the job) goes when it holds nothing but the run's record
+    (``is_run_record``). A folder with anything else in it stays (a resumable run, an ``out_dir`` the user named)."""
+    import shutil
+    from pathlib import Path
+
+    for log_file in job_log_files() - logs_before:
+        run_dir = Path(log_file).parent
+        if not run_dir.is_dir() or not all(is_run_record(p) for p in run_dir.iterdir()):
+            continue
+        os.chdir(cwd)  # a job run with hydra.job.chdir=true is still inside the folder
+        shutil.rmtree(run_dir, ignore_errors=True)
+        for parent in run_dir.resolve().parents:  # runs/<command>/..., up to runs/, when this left them empty
+            if parent == Path(cwd).resolve() or Path(cwd).resolve() not in parent.parents:
+                break
+            try:
+                parent.rmdir()
+            except OSError:
+                break
+
+
 def run_command(hydra_main) -> int:
     """Call a ``@hydra.main`` function; a user error becomes one ``error:`` line and status 2."""
     full = os.environ.get(FULL_ERROR) == "1"
     stderr = sys.stderr
     hold = _StderrHoldingJobLine(stderr)
+    logs_before, cwd = job_log_files(), os.getcwd()
     try:
         with hydra_reraises(), contextlib.redirect_stderr(stderr if full else hold):
             result = hydra_main()
     except (UserError, *user_config_errors()) as exc:
+        remove_empty_run_dir(logs_before, cwd)
         if full:
             raise
         print(error_line(exc), file=sys.stderr)

@@ -235,6 +235,30 @@ def test_lerobot_reader_names_what_is_wrong(sim_demos, tmp_path):
         open_lerobot(out)
 
 
+
+def test_lerobot_export_writes_current_video_info_and_import_skips_depth_and_keeps_every_task(sim_demos, tmp_path):
+    """info.json's video info as current LeRobot writes it (``is_depth_map``, the encoder settings); a depth camera is
+    never read as a colour one; a dataset of several tasks keeps them all in meta.json."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = export_lerobot(sim_demos, tmp_path / "lr", crf=20)
+    info = json.loads((out / "meta" / "info.json").read_text())
+    video = info["features"]["observation.images.agentview"]["info"]
+    assert video["is_depth_map"] is False and "video.is_depth_map" not in video
+    assert {"video.codec": "h264", "video.pix_fmt": "yuv420p", "video.crf": 20, "video.g": 2, "video.fps": 20}.items() <= video.items()
+    # a depth camera beside it (first in the file, one channel) and a second task
+    depth = {"dtype": "video", "shape": [32, 32, 1], "names": ["height", "width", "channels"], "info": {"video.is_depth_map": True}}
+    info["features"] = {"observation.images.depth": depth, **info["features"]}
+    (out / "meta" / "info.json").write_text(json.dumps(info))
+    pq.write_table(pa.table({"task_index": [0, 1], "task": ["franka_pick", "open the drawer"]}), out / "meta" / "tasks.parquet")
+    ds = LeRobotDataset(out, camera_keys="all")
+    assert ds.image_key == "observation.images.agentview" and ds.camera_keys == []  # the depth map is no camera
+    assert ds.meta.extra["tasks"] == ["franka_pick", "open the drawer"]
+    with pytest.raises(DemoImportError, match="'observation.images.depth' is a depth map, not a colour camera"):
+        LeRobotDataset(out, image_key="observation.images.depth")
+
+
 # ---------------------------------------------------------------- rosbag2
 @pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
 def test_rosbag2_export_then_import_keeps_every_frame_state_and_action(sim_demos, tmp_path, storage):

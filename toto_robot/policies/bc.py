@@ -63,7 +63,8 @@ class BCConfig:
     eval_episodes: int = 0
     eval_batch: int = 1  # rollouts stepped in lockstep, their frames encoded in one pass (evaluate_policy's batch)
     patience: int = 0  # > 0: stop when the held-out loss has not improved for this many epochs
-    keep_best: bool = True  # save the epoch with the lowest held-out loss (needs val_fraction > 0)
+    keep_best: bool = False  # save the epoch with the lowest held-out loss (needs val_fraction > 0); False: the last epoch, the
+    # one-cycle schedule annealed (a few held-out episodes' loss picked early epochs that fail in rollouts: docs/policies.md)
     action_norm: str = "auto"  # none: tanh head, actions in [-1, 1] (a simulator's); standard: the head learns actions standardised
     # by the training episodes' mean/std (joint angles, servo ticks); auto: standard when a training action lies outside [-1, 1]
     # and the demos' action space is not a simulator's (ee_delta, joint_delta)

@@ -84,6 +84,27 @@ def encode_video(path: Path, frames: Iterator[np.ndarray], fps: int, size: tuple
         container.mux(stream.encode())
 
 
+def is_depth_map(feature: dict) -> bool:
+    """A depth camera: flagged ``is_depth_map`` (or the older ``video.is_depth_map``) in its info, or one channel."""
+    info = feature.get("info") or {}
+    shape = feature.get("shape") or []
+    return bool(info.get("is_depth_map") or info.get("video.is_depth_map")) or (len(shape) == 3 and shape[-1] == 1)
+
+
+def rgb_cameras(features: dict) -> list[str]:
+    """The colour camera features (dtype video or image, not depth maps), in info.json's order."""
+    return [k for k, ft in features.items() if ft.get("dtype") in ("video", "image") and not is_depth_map(ft)]
+
+
+def video_info(height: int, width: int, fps: int, crf: int) -> dict:
+    """A video feature's ``info`` as current LeRobot writes it: the stream (size, codec, pixel format, rate, channels),
+    ``is_depth_map`` (the older ``video.is_depth_map`` spelling is what v2.1 and early v3.0 datasets carry; the importer
+    reads both), and the encoder settings ``encode_video`` used, which LeRobot records for its own videos."""
+    return {"video.height": height, "video.width": width, "video.codec": "h264", "video.pix_fmt": "yuv420p", "video.fps": fps,
+            "video.channels": 3, "video.g": 2, "video.crf": crf, "video.preset": "veryfast", "video.fast_decode": 0,
+            "video.video_backend": "pyav", "video.extra_options": {}, "is_depth_map": False, "has_audio": False}
+
+
 def decode_video(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """All frames of a video: (uint8 [N, H, W, 3], presentation times in seconds [N])."""
     import av
@@ -226,8 +247,7 @@ def export_lerobot(demos: str | Path, out: str | Path, use_videos: bool = True, 
                 path.parent.mkdir(parents=True, exist_ok=True)
                 encode_video(path, tqdm((f for ep in eps for f in ep[src]), total=N, desc=f"encode {key}", unit="frame", leave=False),
                              fps, (H, W), crf)
-                features[key]["info"] = {"video.height": H, "video.width": W, "video.codec": "h264", "video.pix_fmt": "yuv420p",
-                                         "video.is_depth_map": False, "video.fps": fps, "video.channels": 3, "has_audio": False}
+                features[key]["info"] = video_info(H, W, fps, crf)
         _write_parquet(_tasks_table(tasks), tmp / "meta" / "tasks.parquet")
         # per-episode metadata, one row each
         ep_rows: dict[str, list] = {"episode_index": list(range(len(eps))),
@@ -456,7 +476,7 @@ class LeRobotDataset:
     def _pick_cameras(self, camera_keys) -> None:
         """``camera_keys``: more camera features stored beside ``image`` as ``<name>_image`` (``camera_field``); "all": every
         camera feature the image and wrist keys do not take."""
-        cams = [k for k, ft in self.features.items() if ft.get("dtype") in ("video", "image")]
+        cams = rgb_cameras(self.features)
         taken = {self.image_key, self.wrist_image_key}
         keys = [k for k in cams if k not in taken] if camera_keys == "all" else list(camera_keys or [])
         for key in keys:
@@ -468,20 +488,21 @@ class LeRobotDataset:
             log.info("%s: also cameras %s, stored as %s", self.root, keys, fields)
 
     def _pick_keys(self, image_key, wrist_image_key, state_key, action_key) -> None:
-        cams = [k for k, ft in self.features.items() if ft.get("dtype") in ("video", "image")]
+        cams = rgb_cameras(self.features)
         known = sorted(set(self.features) | set(self._columns))
         if self.sidecar and not image_key:
             inv = {v: k for k, v in self.sidecar.get("cameras", {}).items()}
             image_key, wrist_image_key = inv.get(OBS_IMAGE), wrist_image_key or inv.get(OBS_WRIST_IMAGE)
         if image_key is None:
             if not cams:
-                raise DemoImportError(f"{self.root}: no camera feature (dtype video or image) in meta/info.json")
+                raise DemoImportError(f"{self.root}: no colour camera feature (dtype video or image, not a depth map) in meta/info.json")
             image_key = cams[0]
         for what, key in (("camera", image_key), ("wrist camera", wrist_image_key)):
             if key is not None and key not in self.features:
                 raise DemoImportError(f"{self.root}: no feature {key!r} for the {what}; features: {sorted(self.features)}")
             if key is not None and key not in cams:
-                raise DemoImportError(f"{self.root}: {key!r} is a {self.features[key]['dtype']} feature, not a camera")
+                kind = "depth map" if is_depth_map(self.features[key]) else f"{self.features[key]['dtype']} feature"
+                raise DemoImportError(f"{self.root}: {key!r} is a {kind}, not a colour camera; colour cameras: {cams}")
 
         def pick(what: str, key: str | None, candidates: tuple[str, ...]) -> str:
             if key is not None:
@@ -516,13 +537,19 @@ class LeRobotDataset:
         return len(pq.read_table(sample, columns=[key]).column(key)[0].as_py())
 
     def _make_meta(self, task, action_space) -> DemoMeta:
+        """The demo folder's meta: this project's own (the sidecar) for a dataset it exported, else read off info.json.
+        A dataset of several tasks lists them all in ``extra["tasks"]`` (``task`` is the first, or the one given)."""
         size = _image_hw(self.features[self.image_key])
         if self.sidecar and tuple(self.sidecar["image_size"]) == size:
-            return DemoMeta.from_json({k: v for k, v in self.sidecar.items() if k in DemoMeta.__dataclass_fields__})
-        return DemoMeta(source="lerobot", task=task or (self.tasks.get(0) or self.root.name), image_size=size,
-                        state_dim=self._dim(self.state_key), action_dim=self._dim(self.action_key),
-                        fps=self.fps, action_space=action_space or "lerobot",
-                        extra={"lerobot": str(self.root), "robot_type": self.info.get("robot_type"), "camera": self.image_key})
+            meta = DemoMeta.from_json({k: v for k, v in self.sidecar.items() if k in DemoMeta.__dataclass_fields__})
+        else:
+            meta = DemoMeta(source="lerobot", task=task or (self.tasks.get(0) or self.root.name), image_size=size,
+                            state_dim=self._dim(self.state_key), action_dim=self._dim(self.action_key),
+                            fps=self.fps, action_space=action_space or "lerobot",
+                            extra={"lerobot": str(self.root), "robot_type": self.info.get("robot_type"), "camera": self.image_key})
+        if len(self.tasks) > 1:
+            meta.extra = {**meta.extra, "tasks": [self.tasks[i] for i in sorted(self.tasks)]}
+        return meta
 
     # ------------------------------------------------ episodes
     def __len__(self) -> int:

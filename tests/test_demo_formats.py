@@ -271,6 +271,40 @@ def test_rosbag2_export_then_import_keeps_every_frame_state_and_action(sim_demos
         assert_same(src[i], back[i], keys=("image", "state", "action", "success", "seed"))  # a bag carries no reward
 
 
+def test_rosbag2_with_two_cameras_round_trips_every_view_paired_by_stamp(tmp_path):
+    """A demo folder with a wrist view exports it to /camera/wrist/image_raw; camera_topics (a list, the name read off the
+    topic, or {name: topic}) imports it back beside image, frame for frame; a camera without a frame near a stamp is named."""
+    from toto_robot.data.demos import DemoWriter
+    from toto_robot.utils.config import ConfigError
+
+    rng = np.random.default_rng(0)
+    meta = DemoMeta(source="sim", task="t", image_size=(8, 8), state_dim=3, action_dim=2, fps=10.0)
+    w = DemoWriter(tmp_path / "demos", meta)
+    for e in range(2):
+        T = 5 + e
+        w.write_episode(rng.integers(0, 255, (T, 8, 8, 3), dtype=np.uint8), rng.normal(size=(T, 3)), rng.normal(size=(T, 2)), success=True,
+                        cameras={"wrist_image": rng.integers(0, 255, (T, 6, 6, 3), dtype=np.uint8)})
+    bag = export_rosbag2(tmp_path / "demos", tmp_path / "bag")
+    for topics in (["/camera/wrist/image_raw"], {"wrist": "/camera/wrist/image_raw"}):
+        out = tmp_path / f"back{type(topics).__name__}"
+        import_rosbag2(RosbagImportConfig(src=str(bag), out_dir=str(out), image_topic="/camera/image_raw", episode_topic="/sim/episode_done",
+                                          camera_topics=topics))
+        src, back = DemoDataset(tmp_path / "demos"), DemoDataset(out)
+        for i in range(2):
+            assert_same(src[i], back[i], keys=("image", "wrist_image", "state", "action", "success"))
+    assert RosbagImportConfig(src="x", out_dir="y", camera_topics=["/wrist_cam/color/image_raw", "/top/image"]).camera_topics == {
+        "wrist_cam_image": "/wrist_cam/color/image_raw", "top_image": "/top/image"}
+    with pytest.raises(ConfigError, match="clashing camera names"):
+        RosbagImportConfig(src="x", out_dir="y", camera_topics=["/a/cam/image_raw", "/b/cam/image_raw"])
+    # a wrist camera that skips a beat: no frame within tolerance_s of the third frame (leading frames without one are dropped)
+    frames = rng.integers(0, 255, (4, 8, 8, 3), dtype=np.uint8)
+    write_bag(tmp_path / "late", frames, [0.0, 0.1, 0.2, 0.3], states=np.zeros((4, 2)), state_t=[0.0, 0.1, 0.2, 0.3],
+              actions=np.zeros((4, 2)), action_t=[0.05, 0.15, 0.25, 0.35], extra_camera=("/wrist/image_raw", [0.0, 0.1, 0.32, 0.42]))
+    with pytest.raises(DemoImportError, match=r"frame 2 at 0.200 s has no frame on /wrist/image_raw within 0.05 s \(the nearest is 0.100 s"):
+        import_rosbag2(RosbagImportConfig(src=str(tmp_path / "late"), out_dir=str(tmp_path / "late_out"), camera_topics=["/wrist/image_raw"],
+                                          image_topic="/cam/image_raw"))
+
+
 def _typestore():
     from rosbags.typesys import Stores, get_typestore
 
@@ -278,8 +312,9 @@ def _typestore():
 
 
 def write_bag(path, frames, frame_t, states=None, state_t=None, actions=None, action_t=None, encoding="rgb8", joint=False,
-              twist=False, compressed=False):
-    """A hand-built rosbag2 (MCAP) with rosbags' writer: camera, state and action topics at the given times (s)."""
+              twist=False, compressed=False, extra_camera=None):
+    """A hand-built rosbag2 (MCAP) with rosbags' writer: camera, state and action topics at the given times (s);
+    ``extra_camera=(topic, times)``: a second rgb8 camera with the same frames at its own times."""
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     ts = _typestore()
@@ -309,6 +344,12 @@ def write_bag(path, frames, frame_t, states=None, state_t=None, actions=None, ac
                 data = f.reshape(-1) if encoding == "rgb8" else np.zeros(H * step, np.uint8)
                 w.write(c, int(t * 1e9), ts.serialize_cdr(Im(header=header(t), height=H, width=W, encoding=encoding, is_bigendian=0, step=step,
                                                              data=data), Im.__msgtype__))
+            if extra_camera is not None:
+                c = w.add_connection(extra_camera[0], Im.__msgtype__, typestore=ts)
+                for f, t in zip(frames, extra_camera[1]):
+                    H, W = f.shape[:2]
+                    w.write(c, int(t * 1e9), ts.serialize_cdr(Im(header=header(t), height=H, width=W, encoding="rgb8", is_bigendian=0, step=W * 3,
+                                                                 data=f.reshape(-1)), Im.__msgtype__))
         if states is not None:
             if joint:
                 J = T["sensor_msgs/msg/JointState"]

@@ -69,7 +69,7 @@ from typing import Iterator
 import numpy as np
 
 from toto_robot.constants import ACTION, LANGUAGE, OBS_IMAGE, OBS_STATE, SEED, SUCCESS
-from toto_robot.data.demos import DemoDataset, DemoMeta
+from toto_robot.data.demos import DemoDataset, DemoMeta, camera_keys
 from toto_robot.data.formats.common import DemoImportError, Episode, Unit, content_key, run_import
 from toto_robot.ros.convert import ImageEncodingError, compressed_msg_to_array, image_msg_to_array
 
@@ -116,6 +116,9 @@ class RosbagImportConfig:
     gripper_open_position: float = 0.04  # gripper command at action -1
     gripper_closed_position: float = 0.0  # gripper command at action +1
     gripper_hold_s: float | None = None  # how long a gripper command stays in force (None: tolerance_s)
+    # more cameras: a list of image topics (each stored as <name>_image, the name read off the topic: camera_names) or
+    # {name: topic}; each frame pairs with the other cameras' frame of the nearest stamp within tolerance_s
+    camera_topics: list[str] | dict[str, str] | None = None
 
     def __post_init__(self):
         from toto_robot.utils.config import ConfigError, check_bool, check_choice, check_number
@@ -126,6 +129,7 @@ class RosbagImportConfig:
         self.tolerance_s = check_number(self.tolerance_s, "format.read.tolerance_s", low=0, low_open=True)
         if self.gap_s is not None:
             self.gap_s = check_number(self.gap_s, "format.read.gap_s", low=0, low_open=True)
+        self.camera_topics = camera_names(self.camera_topics, self.image_topic)
         self.state_topics = _topic_list(self.state_topics, "format.read.state_topics")
         self.action_topics = _topic_list(self.action_topics, "format.read.action_topics")
         self.joint_names = _name_list(self.joint_names, "format.read.joint_names")
@@ -163,6 +167,8 @@ class RosbagImportConfig:
         if self.action_topics is None:
             for k in ACTION_TOPICS_KEYS:
                 out.pop(k)
+        if self.camera_topics is None:
+            out.pop("camera_topics")
         return out
 
 
@@ -220,6 +226,34 @@ def find_bags(src: str | Path) -> list[Path]:
 
 def _short(msgtype: str) -> str:
     return msgtype.replace("/msg/", "/")
+
+
+IMAGE_SUFFIXES = ("image_raw", "image_rect_color", "image_rect", "image_color", "image", "compressed", "color", "rgb")
+
+
+def camera_names(camera_topics, image_topic: str | None = None) -> dict[str, str] | None:
+    """``format.read.camera_topics`` -> {demo folder key ("<name>_image"): topic}. A list names each camera after its topic,
+    the last part that is not an image suffix (``/camera/wrist/image_raw`` -> ``wrist_image``); a dict gives the names."""
+    from toto_robot.utils.config import ConfigError
+
+    if camera_topics is None:
+        return None
+    if isinstance(camera_topics, str) or not hasattr(camera_topics, "__iter__"):
+        raise ConfigError(f"format.read.camera_topics must be a list of image topics or {{name: topic}}, got {camera_topics!r}")
+    if hasattr(camera_topics, "items"):
+        named = {str(k): _topic_name(str(v)) for k, v in camera_topics.items()}
+    else:
+        named = {}
+        for topic in map(str, camera_topics):
+            parts = [q for q in _topic_name(topic).split("/") if q]
+            while len(parts) > 1 and parts[-1] in IMAGE_SUFFIXES:
+                parts.pop()
+            named[parts[-1] if parts else topic] = _topic_name(topic)
+    fields = {f"{name}_image": topic for name, topic in named.items()}
+    if len(fields) != len(list(camera_topics)) or "image_image" in fields or (image_topic and _topic_name(image_topic) in fields.values()):
+        raise ConfigError(f"format.read.camera_topics: {camera_topics!r} gives clashing camera names {sorted(fields)} (or repeats "
+                          f"image_topic): name them, e.g. 'format.read.camera_topics={{wrist: /camera/wrist/image_raw}}'")
+    return fields
 
 
 def _pick(topics: dict[str, str], wanted: str | None, types: tuple[str, ...], what: str, hints: tuple[str, ...], where: str,
@@ -437,6 +471,10 @@ def read_bag(path: Path, cfg: RosbagImportConfig) -> tuple[dict[str, Stream | li
     try:
         topics = {t: info.msgtype for t, info in reader.topics.items()}
         chosen: dict = {"image": _pick(topics, cfg.image_topic, IMAGE_TYPES, "camera", ("image", "color", "rgb"), where)}
+        chosen["cameras"] = {key: _pick(topics, t, IMAGE_TYPES, f"{key[:-len('_image')]} camera", (), where)
+                             for key, t in (cfg.camera_topics or {}).items()}
+        if chosen["image"] in chosen["cameras"].values():
+            raise DemoImportError(f"{where}: {chosen['image']} is both image_topic and one of camera_topics")
         decoders: dict[str, Decoder] = {}
         if cfg.state_topics is not None:
             chosen["state"] = [_pick(topics, t, STATE_TYPES, "state", (), where) for t in cfg.state_topics]
@@ -461,7 +499,8 @@ def read_bag(path: Path, cfg: RosbagImportConfig) -> tuple[dict[str, Stream | li
                 decoders[chosen["action"][0]] = _legacy_decoder(chosen["action"][0], topics[chosen["action"][0]])
         if cfg.episode_topic:
             chosen["episode"] = _pick(topics, cfg.episode_topic, EPISODE_TYPES, "episode end", (), where)
-        singles = {chosen["image"]: "image", **({chosen["episode"]: "episode"} if "episode" in chosen else {})}
+        singles = {chosen["image"]: "image", **{t: "image" for t in chosen["cameras"].values()},
+                   **({chosen["episode"]: "episode"} if "episode" in chosen else {})}
         raw: dict[str, list] = {k: [] for k in (*singles, *decoders)}
         conns = [c for c in reader.connections if c.topic in raw]
         counts = {k: 0 for k in raw}
@@ -494,16 +533,17 @@ def read_bag(path: Path, cfg: RosbagImportConfig) -> tuple[dict[str, Stream | li
     for topic, dec in decoders.items():
         if counts[topic]:
             dec.finish(where)
-    for topic in (chosen["image"], *decoders):
+    for topic in (chosen["image"], *chosen["cameras"].values(), *decoders):
         if not raw[topic]:
-            kind = "image" if topic == chosen["image"] else "state" if topic in chosen["state"] else "action"
+            kind = ("image" if topic == chosen["image"] else "camera" if topic in chosen["cameras"].values()
+                    else "state" if topic in chosen["state"] else "action")
             raise DemoImportError(f"{where}: topic {topic} ({kind}) has no messages")
 
     def stream(topic: str) -> Stream:
         items = sorted(raw[topic], key=lambda x: x[0])
         return Stream(np.array([t for t, _ in items], np.int64), [v for _, v in items], topics[topic])
 
-    streams: dict = {"image": stream(chosen["image"])}
+    streams: dict = {"image": stream(chosen["image"]), "cameras": {key: stream(t) for key, t in chosen["cameras"].items()}}
     if "episode" in chosen:
         streams["episode"] = stream(chosen["episode"])
     for kind in ("state", "action"):
@@ -512,9 +552,10 @@ def read_bag(path: Path, cfg: RosbagImportConfig) -> tuple[dict[str, Stream | li
             dims = {len(v) for v in st.values}
             if len(dims) > 1:
                 raise DemoImportError(f"{where}: {t} messages have different lengths {sorted(dims)}")
-    shapes = {v.shape for v in streams["image"].values}
-    if len(shapes) > 1:
-        raise DemoImportError(f"{where}: {chosen['image']} frames have different sizes {sorted(shapes)}")
+    for topic, st in ((chosen["image"], streams["image"]), *((chosen["cameras"][k], st) for k, st in streams["cameras"].items())):
+        shapes = {v.shape for v in st.values}
+        if len(shapes) > 1:
+            raise DemoImportError(f"{where}: {topic} frames have different sizes {sorted(shapes)}")
     return streams, chosen, custom
 
 
@@ -578,8 +619,9 @@ def _align_command(st: Stream, tf: np.ndarray, nxt: np.ndarray, start_t: int, ho
 
 
 def align_episode(streams: dict, chosen: dict, lo: int, hi: int, start_t: int, end_t: int | None, period_ns: int,
-                  cfg: RosbagImportConfig, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
-    """Frames lo..hi-1 with their state and action (see module doc). Returns (image, state, action, dropped) or None if too short.
+                  cfg: RosbagImportConfig, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, dict] | None:
+    """Frames lo..hi-1 with their state and action (see module doc). Returns (image, state, action, dropped, {camera key:
+    frames of the other cameras}) or None if too short.
 
     Every state and action topic is aligned on its own; a frame is kept once all of them have a message for it."""
     tf = streams["image"].times[lo:hi]
@@ -594,14 +636,20 @@ def align_episode(streams: dict, chosen: dict, lo: int, hi: int, start_t: int, e
         if cfg.action_topics is not None:
             holds[-1] = gripper_hold  # [motion, gripper]: see _command_order
         actions = [(_align_command(st, tf, nxt, start_t, int(round(h * 1e9))), h) for st, h in zip(streams["action"], holds)]
+    views = {key: _nearest(st.times, tf) for key, st in streams["cameras"].items()}  # the other cameras: nearest stamp
+    views = {key: (np.where(gap <= tol, j, -1), gap) for key, (j, gap) in views.items()}
     ok = np.ones(n, bool)
-    for idx, _ in states:
+    for idx, _ in (*states, *views.values()):
         ok &= idx >= 0
     for idx, _ in actions:
         ok &= idx >= 0
     first = int(np.argmax(ok)) if ok.any() else n
     if not ok[first:].all():
         i = first + int(np.argmax(~ok[first:]))
+        for key, (idx, gap) in views.items():
+            if idx[i] < 0:
+                raise DemoImportError(f"{where}: unsynchronised cameras: frame {lo + i} at {tf[i] / 1e9:.3f} s has no frame on "
+                                      f"{chosen['cameras'][key]} within {cfg.tolerance_s} s (the nearest is {gap[i] / 1e9:.3f} s away)")
         for topic, (idx, gap) in zip(chosen["state"], states):
             if idx[i] < 0:
                 raise DemoImportError(f"{where}: unsynchronised stamps: camera frame {lo + i} at {tf[i] / 1e9:.3f} s has no state on "
@@ -620,13 +668,14 @@ def align_episode(streams: dict, chosen: dict, lo: int, hi: int, start_t: int, e
         return np.stack([np.concatenate([st.values[a[0][i]] for st, a in zip(streams_, aligned)]) for i in rows]).astype(np.float32)
 
     image = np.stack([streams["image"].values[lo + i] for i in keep])
+    cameras = {key: np.stack([streams["cameras"][key].values[idx[i]] for i in keep]) for key, (idx, _) in views.items()}
     state = gather(streams["state"], states, keep)
     if cfg.action_from == "topic":
         action = gather(streams["action"], actions, keep)
     else:
         nxt_state = gather(streams["state"], states, keep + 1)
         action = nxt_state - state if cfg.action_from == "next_state_delta" else nxt_state
-    return image, state, action, first
+    return image, state, action, first, cameras
 
 
 def bag_episodes(path: Path, cfg: RosbagImportConfig, info: dict) -> Iterator[Episode]:
@@ -635,7 +684,7 @@ def bag_episodes(path: Path, cfg: RosbagImportConfig, info: dict) -> Iterator[Ep
     period = int(np.median(np.diff(frames))) if len(frames) > 1 else int(1e9 / (cfg.fps or 10.0))
     info.setdefault("fps", cfg.fps or (round(1e9 / period, 3) if period > 0 else 10.0))
     listed = {"state": cfg.state_topics is not None, "action": cfg.action_topics is not None}
-    info.setdefault("topics", {k: v if isinstance(v, str) or listed[k] else v[0] for k, v in chosen.items()})  # one name for state_topic
+    info.setdefault("topics", {k: v if isinstance(v, (str, dict)) or listed.get(k) else v[0] for k, v in chosen.items() if v})  # one name for state_topic
     info.setdefault("custom", custom)
     if cfg.action_topics is not None:  # the demo recorder's names for what a twist or a joint trajectory policy outputs
         info.setdefault("command_space", "joint_delta" if streams["action"][0].msgtype == "trajectory_msgs/msg/JointTrajectory" else "ee_delta")
@@ -648,10 +697,10 @@ def bag_episodes(path: Path, cfg: RosbagImportConfig, info: dict) -> Iterator[Ep
         if got is None:
             log.info("%s: %d frames, fewer than min_frames=%d; skipped", where, hi - lo, cfg.min_frames)
             continue
-        image, state, action, dropped = got
+        image, state, action, dropped, cameras = got
         if dropped:
-            log.info("%s: dropped %d leading frames without a state or action yet", where, dropped)
-        yield Episode(image, state, action, None, success, seed=seeds[e] if e < len(seeds) else None)
+            log.info("%s: dropped %d leading frames without a state, action or other camera's frame yet", where, dropped)
+        yield Episode(image, state, action, None, success, seed=seeds[e] if e < len(seeds) else None, cameras=cameras or None)
 
 
 def import_rosbag2(cfg: RosbagImportConfig) -> dict:
@@ -687,7 +736,8 @@ def export_rosbag2(demos: str | Path, out: str | Path, storage: str = "mcap", im
                    start_time_s: float = 1.7e9, episode_gap_s: float = 1.0) -> Path:
     """A demo folder -> a rosbag2 at ``out`` (written under a hidden name, then renamed into place).
 
-    Step t of an episode starting at time T0 is state then image (stamped) at T0 + t/fps and the
+    Every other camera of the demos (``<name>_image``) goes to ``/camera/<name>/image_raw``, stamped as the image (import
+    them back with ``camera_topics``). Step t of an episode starting at time T0 is state then image (stamped) at T0 + t/fps and the
     action at T0 + (t + 1/2)/fps; the episode's end is ``episode_topic`` (Bool, data = success) a
     quarter frame after its last action, and the next episode starts ``episode_gap_s`` later."""
     import os
@@ -729,6 +779,8 @@ def export_rosbag2(demos: str | Path, out: str | Path, storage: str = "mcap", im
             c_state = w.add_connection(state_topic, F32.__msgtype__, typestore=ts)
             c_act = w.add_connection(action_topic, F32.__msgtype__, typestore=ts)
             c_done = w.add_connection(episode_topic, Bool.__msgtype__, typestore=ts)
+            extra = camera_keys(ds[0])[1:]
+            c_cams = {key: w.add_connection(f"/camera/{key[:-len('_image')]}/image_raw", Image.__msgtype__, typestore=ts) for key in extra}
             for i in tqdm(range(len(ds)), desc="export rosbag2", unit="ep"):
                 ep = ds[i]
                 seeds.append(int(ep[SEED]) if SEED in ep else None)
@@ -738,6 +790,11 @@ def export_rosbag2(demos: str | Path, out: str | Path, storage: str = "mcap", im
                     now = t0 + t * period
                     w.write(c_state, now, arr_msg(ep[OBS_STATE][t]))
                     stamp = Time(sec=(now + 1) // 1_000_000_000, nanosec=(now + 1) % 1_000_000_000)
+                    for key, conn in c_cams.items():  # the other views first, as the sim bridge publishes them
+                        h, wd = ep[key].shape[1:3]
+                        view = Image(header=Header(stamp=stamp, frame_id=key[:-len("_image")]), height=h, width=wd, encoding="rgb8",
+                                     is_bigendian=0, step=wd * 3, data=np.ascontiguousarray(ep[key][t]).reshape(-1))
+                        w.write(conn, now + 1, ts.serialize_cdr(view, Image.__msgtype__))
                     img = Image(header=Header(stamp=stamp, frame_id="camera"), height=H, width=W, encoding="rgb8", is_bigendian=0,
                                 step=W * 3, data=np.ascontiguousarray(ep[OBS_IMAGE][t]).reshape(-1))
                     w.write(c_img, now + 1, ts.serialize_cdr(img, Image.__msgtype__))

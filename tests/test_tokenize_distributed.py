@@ -205,9 +205,41 @@ def test_shard_stage_settings_are_checked_and_torchrun_runs_only_the_shards_stag
     assert paper.tokenizer.params.vocab_size == 8192 and (paper.shards.resolution, paper.shards.num_frames, paper.shards.stride) == (128, 16, 4)
     assert paper.stage == "shards" and paper.shards.device == "cuda" and [d.name for d in paper.data.datasets] == list(paper.data.mixture)
     assert dict(pre.mixture) == dict(paper.data.mixture) and pre.model.name == "toto_base" and pre.trainer.batch_tokens == 1_000_000
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ConfigError, match="only stage=shards"):
-        run(c)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(ConfigError, match="stage must be train, shards or all"):
+        run(compose_tokenize(["out_dir=unused", "stage=nope"]))
+
+
+def compose_tokenize(overrides):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="toto_robot.configs", version_base="1.3"):
+        return compose(config_name="tokenize", overrides=overrides)
+
+
+TINY_TOKENIZE = ["tokenizer=vq_1k", "tokenizer.params.vocab_size=32", "tokenizer.params.width=16", "train.steps=3", "train.batch_size=4",
+                 "data=synthetic", "data.datasets.0.count=2", "data.datasets.1.count=16", "shards.num_frames=2", "shards.resolution=32",
+                 "shards.workers=1"]
+
+
+def test_the_one_process_command_under_torchrun_makes_the_tokenizer_on_rank_zero_then_shards_on_every_rank(tmp_path):
+    """``torchrun -m toto_robot.train.tokenize`` with the default stage=all: rank 0 trains the tokenizer while rank 1 waits,
+    then both write shards; a user error is one ``error:`` line for the job (rank 0's), no traceback."""
+    out = tmp_path / "job"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", "-m", "toto_robot.train.tokenize",
+           *TINY_TOKENIZE, f"out_dir={out}", f"hydra.run.dir={tmp_path / 'hydra'}"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert (out / "tokenizer" / "metrics.json").is_file() and res.stdout.count("tokenizer: ") == 1  # made once, by rank 0
+    index = json.loads((out / "shards" / "index.json").read_text())
+    assert {s["rank"] for s in index["shards"]} == {0, 1}, index["shards"]
+    assert len(ShardDataset(out / "shards")) > 0
+    bad = subprocess.run([*cmd[:-2], "tokenizer=vq_1k", "train.steps=-1", f"out_dir={tmp_path / 'bad'}", f"hydra.run.dir={tmp_path / 'h2'}"],
+                         capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    errors = [line for line in bad.stderr.splitlines() if line.startswith("error: ")]
+    # one error line, rank 0's; no rank's traceback (torchrun's launcher adds its own summary of the failed ranks)
+    assert bad.returncode != 0 and errors == ["error: train.steps must be an integer >= 1, got -1"], bad.stderr[-3000:]
+    assert "toto_robot/train/tokenize.py" not in bad.stderr and bad.stderr.count("Traceback (most recent call last)") <= 1, bad.stderr[-3000:]
 
 
 def test_encoding_in_chunks_and_under_bf16_autocast_on_cpu(job):

@@ -219,6 +219,11 @@ def run_command(hydra_main) -> int:
         remove_empty_run_dir(logs_before, cwd)
         if full:
             raise
+        if int(os.environ.get("RANK", "0")) > 0:  # under torchrun every rank meets the same error: rank 0 reports it, and the
+            import time  # others leave a moment later (torchrun stops every rank as soon as one has exited)
+
+            time.sleep(5.0)
+            return 2
         print(error_line(exc), file=sys.stderr)
         return 2
     except BaseException:

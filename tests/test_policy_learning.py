@@ -253,3 +253,36 @@ def test_shifted_copies_move_each_frame_within_the_shift_and_training_reads_them
     again = augmented_tokens(enc, eps, cfg)  # from the cache, and the same shifts: seeded by the copy alone
     assert torch.equal(again[1][2], copies[1][2])
     load_policy(train_bc(cfg))  # trains on [3, F, N, C] tokens
+
+
+def velocity_demos(root, episodes: int = 12, T: int = 20, seed: int = 0):
+    """Joints moving at a steady speed set per episode (frames all alike: the picture says nothing); each joint target leads
+    its joint by 3 steps of that speed, as a position controller's target leads a moving arm."""
+    rng = np.random.default_rng(seed)
+    writer = DemoWriter(root, DemoMeta(source="ros", task="lead", image_size=(SIZE, SIZE), state_dim=2, action_dim=2, action_space="joint_position"))
+    for _ in range(episodes):
+        v = rng.uniform(-0.05, 0.05, 2)
+        q = rng.uniform(0, 1, 2) + v * np.arange(T)[:, None]
+        writer.write_episode(np.zeros((T, SIZE, SIZE, 3), np.uint8), q.astype(np.float32), (q + 3 * v).astype(np.float32))
+    return root
+
+
+def test_state_history_lets_the_head_read_the_joints_velocity_in_training_and_when_acting(tmp_path):
+    from toto_robot.policies.policy import with_motion
+
+    s = torch.tensor([[[0.0, 1.0], [0.5, 1.0], [2.0, 4.0]]])  # one row, 3 states oldest first
+    torch.testing.assert_close(with_motion(s), torch.tensor([[2.0, 4.0, 1.5, 3.0, 2.0, 3.0]]))  # s_t, s_t - s_t-1, s_t - s_t-2
+    demos = velocity_demos(tmp_path / "demos")
+    common = dict(demos=str(demos), encoder={"name": "random", "pooling": "average"}, epochs=150, lr=3e-3, val_fraction=0, ood=False,
+                  action_repr="relative")
+    one = load_policy(train_bc(BCConfig(out_dir=str(tmp_path / "one"), **common)))
+    two = load_policy(train_bc(BCConfig(out_dir=str(tmp_path / "two"), state_history=2, **common)))
+    assert two.state_history == 2 and two.state_mean.shape == (4,) and one.state_history == 1
+    v = np.array([0.04, -0.03], np.float32)  # an episode it never saw, stepped through act() as evaluate and the ROS node do
+    q = np.array([0.4, 0.6], np.float32) + v * np.arange(10, dtype=np.float32)[:, None]
+    err = {}
+    for name, pol in (("one", one), ("two", two)):
+        pol.reset()
+        acts = np.stack([pol.act({"image": np.zeros((SIZE, SIZE, 3), np.uint8), "state": q[t]}) for t in range(10)])
+        err[name] = np.abs(acts[1:] - (q[1:] + 3 * v)).mean()  # from the second step on, two states show the speed
+    assert err["two"] < 0.02 < err["one"], err

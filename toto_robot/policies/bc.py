@@ -31,7 +31,7 @@ from toto_robot.encoders.features import cached_encoder_tokens
 from toto_robot.policies.evaluate import close_envs, evaluate_policy
 from toto_robot.policies.heads import HEADS
 from toto_robot.policies.ood import OODReference, fit_reference
-from toto_robot.policies.policy import Policy, relative_base
+from toto_robot.policies.policy import Policy, relative_base, with_motion
 from toto_robot.utils.plots import pyplot, save_figure
 from toto_robot.utils.config import ConfigError, check_choice, check_int, check_number
 from toto_robot.utils.io import atomic_save_json, atomic_write_csv
@@ -49,10 +49,14 @@ class BCConfig:
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
+    grad_clip: float | None = 1.0  # the gradient's norm is clipped to this (None: not clipped); unclipped, a tanh head at lr 3e-3 could
+    # saturate for good in a few steps and stay there (the loss flat from then on)
     hidden: int = 256
     hidden_sizes: list[int] | None = None  # MLP layer widths (None: two layers of `hidden`); CortexBench: [256, 256, 256]
     activation: str = "gelu"  # gelu | relu (CortexBench)
     history: int = 1  # frames whose pooled features the head reads, oldest first (CortexBench: 3)
+    state_history: int = 1  # > 1: the head also reads how far the state moved over the last state_history - 1 steps (a joint's
+    # velocity, which one frame cannot show; Diffusion Policy reads two observation steps)
     use_state: bool = True
     chunk: int = 1  # action chunking: predict this many future actions from each frame
     action_steps: int = 1  # ... and execute this many of them before predicting again (1 = closed loop every step)
@@ -99,13 +103,15 @@ class BCConfig:
 
     def __post_init__(self):
         """Checked before any work; errors name the hydra key (policy.*) and the allowed range."""
-        for key, low in (("epochs", 1), ("batch_size", 1), ("hidden", 1), ("history", 1), ("chunk", 1), ("action_steps", 1), ("eval_every", 0),
+        for key, low in (("epochs", 1), ("batch_size", 1), ("hidden", 1), ("history", 1), ("state_history", 1), ("chunk", 1), ("action_steps", 1), ("eval_every", 0),
                          ("eval_episodes", 0), ("eval_batch", 1), ("patience", 0), ("seed", 0), ("offline_folds", 2), ("bootstrap", 100), ("frame_stride", 1)):
             check_int(getattr(self, key), f"policy.{key}" if key != "seed" else "seed", low=low)
         if self.action_steps > self.chunk:
             raise ConfigError(f"policy.action_steps must be <= policy.chunk ({self.chunk}), got {self.action_steps}")
         self.lr = check_number(self.lr, "policy.lr", low=0, low_open=True)
         self.weight_decay = check_number(self.weight_decay, "policy.weight_decay", low=0)
+        if self.grad_clip is not None:
+            self.grad_clip = check_number(self.grad_clip, "policy.grad_clip", low=0, low_open=True)
         self.val_fraction = check_number(self.val_fraction, "policy.val_fraction", low=0, high=0.9)
         self.ood_warn_rate = check_number(self.ood_warn_rate, "policy.ood_warn_rate", low=0, high=1, low_open=True)
         self.ood_error_rate = check_number(self.ood_error_rate, "policy.ood_error_rate", low=0, high=self.ood_warn_rate, low_open=True)
@@ -224,14 +230,18 @@ def every_kth_frame(ep: dict, k: int) -> dict:
 
 def split_tensors(per_episode: list[torch.Tensor], eps: list[dict], ids: list[int], cfg: BCConfig,
                   copies: list[list[torch.Tensor]] | None = None) -> tuple:
-    """Episodes ``ids`` laid end to end: (tokens [F, N, C], state [F, S], action chunks [F, chunk * A], history rows [F, history]);
+    """Episodes ``ids`` laid end to end: (tokens [F, N, C], state [F, S] (``with_motion``'s [F, S * k] with state_history k > 1),
+    action chunks [F, chunk * A], history rows [F, history]);
     with augmented ``copies`` (``augmented_tokens``) the tokens are [1 + copies, F, N, C], the clean frames first."""
     chunks = np.concatenate([chunk_actions(eps[i][ACTION], cfg.chunk) for i in ids])  # (F, chunk * A)
     tokens = torch.cat([per_episode[i] for i in ids])
     if copies:
         tokens = torch.stack([tokens, *(torch.cat([c[i] for i in ids]) for c in copies)])  # (1 + copies, F, N, C)
-    return (tokens, torch.from_numpy(np.concatenate([eps[i][OBS_STATE] for i in ids])).float(),
-            torch.from_numpy(chunks).float(), history_index([len(per_episode[i]) for i in ids], cfg.history))
+    lengths = [len(per_episode[i]) for i in ids]
+    state = torch.from_numpy(np.concatenate([eps[i][OBS_STATE] for i in ids])).float()  # (F, S)
+    if cfg.state_history > 1:
+        state = with_motion(state[history_index(lengths, cfg.state_history)])  # (F, S * k): the state and its last moves
+    return tokens, state, torch.from_numpy(chunks).float(), history_index(lengths, cfg.history)
 
 
 def make_policy(encoder, meta, cfg: BCConfig, train: tuple) -> Policy:
@@ -264,7 +274,7 @@ def make_policy(encoder, meta, cfg: BCConfig, train: tuple) -> Policy:
                   history=cfg.history, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation, action_mean=a_mean, action_std=a_std,
                   head=cfg.head, head_config={"d_model": cfg.d_model, "layers": cfg.layers, "heads": cfg.heads, "dropout": cfg.dropout} if cfg.head == "transformer" else None,
                   n_tokens=tokens.shape[-2] // len(cfg.cameras), temporal_ensemble=cfg.temporal_ensemble, relative=relative, state_clip=cfg.state_clip,
-                  cameras=cfg.cameras).to(cfg.device)
+                  cameras=cfg.cameras, state_history=cfg.state_history).to(cfg.device)
 
 
 def relative_dims(action_repr: str, meta, actions: torch.Tensor, state: torch.Tensor) -> list[int]:
@@ -283,7 +293,7 @@ def relative_dims(action_repr: str, meta, actions: torch.Tensor, state: torch.Te
         return list(range(meta.action_dim))
     if not shares or meta.action_space in SIM_ACTION_SPACES or len(actions) < 2:
         return []
-    a, s = actions.double(), state.double()
+    a, s = actions.double(), state[:, : meta.state_dim].double()  # the state itself, not its moves (state_history)
     return torch.nonzero(((a - s) ** 2).mean(0) < 0.5 * a.var(0)).flatten().tolist()
 
 
@@ -328,6 +338,8 @@ def fit_policy(policy: Policy, train: tuple, val: tuple | None, cfg: BCConfig, e
                                          + (f": {_extreme_values(eps, cfg.demos)}" if eps is not None else ""))
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             sched.step()
             total += loss.item() * len(idx)

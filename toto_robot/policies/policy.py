@@ -39,7 +39,8 @@ class Policy(nn.Module):
     ``head="mlp"``: the encoder's trainable pool squeezes each frame to a vector; ``history`` > 1 reads the
     pooled features of the last ``history`` frames, oldest first (CortexBench's frame history; at an
     episode's start the first frame stands in for the frames before it). ``head="transformer"``: ACT's
-    decoder reads every frozen token of the frame (``n_tokens`` per camera).
+    decoder reads every frozen token of the frame (``n_tokens`` per camera). ``state_history`` k > 1: the head also reads how far
+    the state moved over the last k - 1 steps (``with_motion``); an episode's first state stands in for the states before it.
 
     Actions: ``action_mean``/``action_std`` [A] given: the head predicts targets standardised by them
     (linear output) and ``act`` maps them back; None: tanh actions in [-1, 1]. ``relative``: the action dims
@@ -57,14 +58,15 @@ class Policy(nn.Module):
                  state_mean=None, state_std=None, meta: dict | None = None, chunk: int = 1, action_steps: int = 1,
                  history: int = 1, hidden_sizes: list[int] | None = None, activation: str = "gelu", action_mean=None, action_std=None,
                  head: str = "mlp", head_config: dict | None = None, n_tokens: int | None = None, temporal_ensemble: float | None = None,
-                 relative: list[int] | None = None, state_clip: float | None = None, cameras: list[str] | None = None):
+                 relative: list[int] | None = None, state_clip: float | None = None, cameras: list[str] | None = None,
+                 state_history: int = 1):
         super().__init__()
         if (action_mean is None) != (action_std is None):
             raise ConfigError("action_mean and action_std go together: give both (standardised actions) or neither (tanh actions)")
         if not 1 <= action_steps <= chunk:
             raise ConfigError(f"action_steps must be in 1..chunk ({chunk}), got {action_steps}")
-        if history < 1:
-            raise ConfigError(f"history must be >= 1, got {history}")
+        if history < 1 or state_history < 1:
+            raise ConfigError(f"history and state_history must be >= 1, got {history} and {state_history}")
         if head not in HEADS:
             raise ConfigError(f"unknown policy head {head!r}: expected one of {', '.join(HEADS)}")
         if head == "transformer" and (history != 1 or not n_tokens):
@@ -81,28 +83,33 @@ class Policy(nn.Module):
         self.chunk, self.action_steps = chunk, action_steps  # predict `chunk` actions, execute the first `action_steps`
         self.history, self.hidden_sizes, self.activation = history, list(hidden_sizes) if hidden_sizes else None, activation
         self.head_kind, self.head_config, self.n_tokens = head, dict(head_config or {}), n_tokens
-        self.temporal_ensemble, self.state_clip = temporal_ensemble, state_clip
+        self.temporal_ensemble, self.state_clip, self.state_history = temporal_ensemble, state_clip, state_history
+        state_in = state_dim * state_history  # the state, then its change over each of the last state_history - 1 steps
         self.cameras = list(cameras or [OBS_IMAGE])  # the observation keys of the views it reads, each through the same encoder
         if len(set(self.cameras)) != len(self.cameras):
             raise ConfigError(f"policy cameras must be distinct, got {self.cameras}")
         squash = action_mean is None
         if head == "mlp":
-            self.head = MLPHead(encoder.feature_dim * history * len(self.cameras), state_dim if use_state else 0, action_dim * chunk, hidden,
+            self.head = MLPHead(encoder.feature_dim * history * len(self.cameras), state_in if use_state else 0, action_dim * chunk, hidden,
                                 self.hidden_sizes, activation, squash=squash)
         else:
-            self.head = ChunkTransformerHead(encoder.token_dim, n_tokens, state_dim if use_state else 0, action_dim, chunk,
+            self.head = ChunkTransformerHead(encoder.token_dim, n_tokens, state_in if use_state else 0, action_dim, chunk,
                                              cameras=len(self.cameras), squash=squash, **self.head_config)
         self.action_norm = "none" if action_mean is None else "standard"
         self._episode = self.new_episode()  # what ``act`` remembers between calls
-        self.register_buffer("state_mean", torch.as_tensor(np.zeros(state_dim) if state_mean is None else state_mean, dtype=torch.float32))
-        self.register_buffer("state_std", torch.as_tensor(np.ones(state_dim) if state_std is None else state_std, dtype=torch.float32))
+        self.register_buffer("state_mean", torch.as_tensor(np.zeros(state_in) if state_mean is None else state_mean, dtype=torch.float32))
+        self.register_buffer("state_std", torch.as_tensor(np.ones(state_in) if state_std is None else state_std, dtype=torch.float32))
+        if self.state_mean.shape != (state_in,) or self.state_std.shape != (state_in,):
+            raise ConfigError(f"state_mean/state_std must have {state_in} values (state {state_dim} x state_history {state_history}), "
+                              f"got {tuple(self.state_mean.shape)} and {tuple(self.state_std.shape)}")
         self.meta = dict(meta or {})
         if action_mean is not None:
             self.register_buffer("action_mean", torch.as_tensor(action_mean, dtype=torch.float32).reshape(action_dim))
             self.register_buffer("action_std", torch.as_tensor(action_std, dtype=torch.float32).reshape(action_dim))
 
     def state_input(self, state: torch.Tensor) -> torch.Tensor | None:
-        """Raw state [B, S] -> what the head reads: standardised, clipped to +-``state_clip`` (None without ``use_state``)."""
+        """State [B, S * state_history] (``with_motion``; the raw state when state_history is 1) -> what the head reads:
+        standardised, clipped to +-``state_clip`` (None without ``use_state``)."""
         if not self.use_state:
             return None
         x = (state - self.state_mean) / self.state_std
@@ -159,7 +166,7 @@ class Policy(nn.Module):
 
     def new_episode(self) -> "EpisodeMemory":
         """Empty memory for one rollout (``act_batch`` keeps one per environment)."""
-        return EpisodeMemory(self.history, self.chunk)
+        return EpisodeMemory(self.history, self.chunk, self.state_history)
 
     def reset(self) -> None:
         """Forget the rest of the current action chunk and the frame history (call at the start of every episode)."""
@@ -185,9 +192,13 @@ class Policy(nn.Module):
             while len(ep.frames) < self.history - 1:  # an episode's first frame stands in for the frames before it
                 ep.frames.append(feats[i : i + 1])
             ep.frames.append(feats[i : i + 1])
+            state = torch.from_numpy(checked[i][1])
+            while len(ep.states) < self.state_history - 1:  # ... and its first state for the states before it (no motion yet)
+                ep.states.append(state)
+            ep.states.append(state)
         due = [i for i, ep in enumerate(episodes) if self.temporal_ensemble is not None or not ep.queue]
         if due:
-            states = torch.from_numpy(np.stack([checked[i][1] for i in due])).to(self.state_mean.device)  # (n, S)
+            states = with_motion(torch.stack([torch.stack(list(episodes[i].states)) for i in due])).to(self.state_mean.device)  # (n, S * k)
             if tokens is None:
                 stacked = torch.cat([torch.cat(list(episodes[i].frames), dim=-1) for i in due])  # (n, history * F), oldest first
                 outputs = self.act_from_features(stacked, states)
@@ -235,13 +246,22 @@ class Policy(nn.Module):
                           "history": self.history, "hidden_sizes": self.hidden_sizes, "activation": self.activation,
                           "action_norm": self.action_norm, "head": self.head_kind, "head_config": self.head_config, "n_tokens": self.n_tokens,
                           "temporal_ensemble": self.temporal_ensemble, "relative": self.relative, "state_clip": self.state_clip,
-                          "cameras": self.cameras, **self.meta},
+                          "cameras": self.cameras, "state_history": self.state_history, **self.meta},
                          d / POLICY_CONFIG)
         return d
 
 
+def with_motion(states: torch.Tensor) -> torch.Tensor:
+    """The last k states of each row, oldest first, [B, k, S] -> [B, S * k]: the current state, then how far it moved over
+    the last 1, ..., k - 1 steps, s_t - s_(t-j). A joint target leads its joint by about the joint's velocity times the
+    controller's lag; one frame cannot show a velocity, the states of two can (Diffusion Policy's two observation steps)."""
+    current = states[:, -1]
+    return torch.cat([current, *(current - states[:, -1 - j] for j in range(1, states.shape[1]))], dim=-1)
+
+
 def relative_base(state: torch.Tensor, relative: list[int], action_dim: int) -> torch.Tensor:
-    """[B, S] -> [B, 1, A]: what the ``relative`` action dims are measured from (the state's same-index dims; 0 elsewhere)."""
+    """[B, S] (or ``with_motion``'s [B, S * k], the state first) -> [B, 1, A]: what the ``relative`` action dims are measured
+    from (the state's same-index dims; 0 elsewhere)."""
     base = torch.zeros(state.shape[0], 1, action_dim, dtype=state.dtype, device=state.device)
     if relative:
         base[:, 0, relative] = state[:, relative]
@@ -249,11 +269,12 @@ def relative_base(state: torch.Tensor, relative: list[int], action_dim: int) -> 
 
 
 class EpisodeMemory:
-    """One rollout's memory: the pooled features of its last ``history`` frames, its unexecuted actions, and (temporal
+    """One rollout's memory: the pooled features of its last ``history`` frames, its last ``state_history`` states, its unexecuted actions, and (temporal
     ensembling) the chunks still covering the coming steps with the step each was predicted at."""
 
-    def __init__(self, history: int, chunk: int = 1):
+    def __init__(self, history: int, chunk: int = 1, state_history: int = 1):
         self.frames: deque[torch.Tensor] = deque(maxlen=history)  # (1, F) each, oldest first
+        self.states: deque[torch.Tensor] = deque(maxlen=state_history)  # (S,) each, oldest first
         self.queue: deque[np.ndarray] = deque()  # (A,) each
         self.plans: deque[tuple[int, np.ndarray]] = deque(maxlen=chunk)  # (step predicted at, [chunk, A]), oldest first
         self.step = 0  # steps acted so far
@@ -363,7 +384,7 @@ def load_policy(directory: str | Path, device: str = "cpu"):
     encoder = load_encoder(d / "encoder", map_location=device)
     sd = load_file(str(d / HEAD_WEIGHTS), device=device)
     own = ("kind", "state_dim", "action_dim", "hidden", "use_state", "encoder", "chunk", "action_steps", "history", "hidden_sizes", "activation",
-           "action_norm", "head", "head_config", "n_tokens", "temporal_ensemble", "relative", "state_clip", "cameras")
+           "action_norm", "head", "head_config", "n_tokens", "temporal_ensemble", "relative", "state_clip", "cameras", "state_history")
     if meta.get("action_norm", "none") == "standard" and not {"action_mean", "action_std"} <= set(sd):
         raise CheckpointError(f"{d}: policy.json says standardised actions but {HEAD_WEIGHTS} has no action_mean/action_std")
     extra = {k: v for k, v in meta.items() if k not in own}
@@ -372,6 +393,7 @@ def load_policy(directory: str | Path, device: str = "cpu"):
                     history=meta.get("history", 1), hidden_sizes=meta.get("hidden_sizes"), activation=meta.get("activation", "gelu"),
                     action_mean=sd.pop("action_mean", None), action_std=sd.pop("action_std", None), head=meta.get("head", "mlp"),
                     head_config=meta.get("head_config"), n_tokens=meta.get("n_tokens"), temporal_ensemble=meta.get("temporal_ensemble"),
-                    relative=meta.get("relative"), state_clip=meta.get("state_clip"), cameras=meta.get("cameras"))
+                    relative=meta.get("relative"), state_clip=meta.get("state_clip"), cameras=meta.get("cameras"),
+                    state_history=meta.get("state_history", 1))
     policy.head.load_state_dict(sd)
     return policy.to(device).eval()

@@ -1,4 +1,4 @@
-"""A probe on frozen tokens: pooling (attention, average, spatial_attention or keypoints) -> BatchNorm (no affine) -> linear classifier.
+"""A probe on frozen tokens: pooling (attention, average, spatial_attention, keypoints or grid) -> BatchNorm (no affine) -> linear classifier.
 
 The paper's protocol (Sec. 3.5): the backbone is frozen; the attention pool and the linear layer
 are trained together with AdamW and a cosine schedule. Tokens are extracted once per layer and
@@ -17,9 +17,9 @@ from toto_robot.encoders.base import build_pool
 
 
 class Probe(nn.Module):
-    def __init__(self, dim: int, num_classes: int, pooling: str = "attention"):
+    def __init__(self, dim: int, num_classes: int, pooling: str = "attention", grid: int | None = None):
         super().__init__()
-        self.pool = build_pool(pooling, dim)
+        self.pool = build_pool(pooling, dim, grid=grid)  # grid: the side of one frame's token raster (grid pooling needs it)
         self.norm = nn.BatchNorm1d(dim, affine=False)
         self.head = nn.Linear(dim, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.01)
@@ -59,7 +59,8 @@ def train_probe(train_tokens: torch.Tensor, y_train: torch.Tensor, val_tokens: t
         raise ValueError(f"labels outside 0..{num_classes - 1}")
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    probe = Probe(train_tokens.shape[-1], num_classes, pooling)
+    side = math.isqrt(train_tokens.shape[1])
+    probe = Probe(train_tokens.shape[-1], num_classes, pooling, grid=side if side * side == train_tokens.shape[1] else None)
     opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = math.ceil(len(y_train) / batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)

@@ -62,16 +62,11 @@ def on_rank_zero(job, device: str, folder: Path) -> None:
         return
     import torch.distributed as dist
 
-    from toto_robot.data.tokenize import COORDINATION_TIMEOUT
+    from toto_robot.data.tokenize import coordination_group
     from toto_robot.pretrain.distributed import init_distributed
 
     info = init_distributed(device)
-    group = dist.new_group(backend="gloo", timeout=COORDINATION_TIMEOUT)  # training a tokenizer takes longer than NCCL waits
-    folders: list = [None] * info.world_size
-    dist.all_gather_object(folders, str(folder.resolve()), group=group)
-    if len(set(folders)) > 1:
-        raise ConfigError(f"the ranks write to different folders ({', '.join(sorted(set(folders)))}): pass out_dir=<a folder every "
-                          "node sees> explicitly (hydra's default run folder is named by each rank's start time)")
+    group = coordination_group(info, folder)  # gloo, with a timeout longer than training a tokenizer takes
     outcome: list = [None]
     error = None
     if info.is_main:

@@ -266,6 +266,19 @@ def deal_units(units: list[_Unit], world_size: int) -> list[list[_Unit]]:
     return [ordered[r::world_size] for r in range(world_size)]
 
 
+def coordination_group(info, folder: Path):
+    """Under torchrun: the gloo group the ranks coordinate over (CPU objects, with a long timeout: a rank done early
+    waits at a barrier for the slowest, for longer than NCCL's default 10 minutes), once every rank is known to name
+    the same ``folder`` (``ConfigError`` otherwise)."""
+    group = dist.new_group(backend="gloo", timeout=COORDINATION_TIMEOUT)
+    folders: list = [None] * info.world_size
+    dist.all_gather_object(folders, str(folder.resolve()), group=group)
+    if len(set(folders)) > 1:  # every rank must write into one folder
+        raise ConfigError(f"the ranks write to different folders ({', '.join(sorted(set(folders)))}): pass out_dir=<a folder every "
+                          "node sees> explicitly (hydra's default run folder is named by each rank's start time)")
+    return group
+
+
 def write_shards(cfg: ShardJobConfig) -> Path:
     """Tokenize ``cfg.datasets`` into ``cfg.out_dir``: in this process (and its workers), or under torchrun
     on every rank (WORLD_SIZE > 1; gloo on CPU, nccl on CUDA), each writing its share of the units."""
@@ -273,16 +286,7 @@ def write_shards(cfg: ShardJobConfig) -> Path:
     from toto_robot.tokenizers import load_tokenizer
 
     info = init_distributed(cfg.device)
-    group = None
-    if info.world_size > 1:
-        # the ranks coordinate over gloo (CPU objects) with a long timeout: a rank done early waits at the
-        # last barrier for the slowest, for longer than NCCL's default 10 minutes
-        group = dist.new_group(backend="gloo", timeout=COORDINATION_TIMEOUT)
-        folders: list = [None] * info.world_size
-        dist.all_gather_object(folders, str(Path(cfg.out_dir).resolve()), group=group)
-        if len(set(folders)) > 1:  # every rank must write into one folder
-            raise ConfigError(f"the ranks write to different folders ({', '.join(sorted(set(folders)))}): pass out_dir=<a folder every "
-                              "node sees> explicitly (hydra's default run folder is named by each rank's start time)")
+    group = coordination_group(info, Path(cfg.out_dir)) if info.world_size > 1 else None
     tok = load_tokenizer(cfg.tokenizer_dir)
     if cfg.resolution % tok.downsample:
         raise ConfigError(f"resolution {cfg.resolution} is not divisible by the tokenizer's downsampling factor {tok.downsample}")

@@ -177,8 +177,9 @@ def job_log_files() -> set[str]:
 
 
 def is_run_record(path) -> bool:
-    """hydra's record of a run (``.hydra/``), the job's log, and the config a job saves before it starts work
-    (``config.yaml``, ``<job>_config.json``), an import's ledger of inputs it could not read: what a run folder holds when the job failed before doing anything."""
+    """hydra's record of a run (``.hydra/``), the job's log, the config a job saves before it starts work
+    (``config.yaml``, ``<job>_config.json``) and an import's ledger of inputs it could not read: what a run folder
+    holds when the job failed before doing anything."""
     if path.is_dir():
         return path.name == ".hydra"
     return path.suffix == ".log" or path.name == "config.yaml" or (path.suffix == ".json" and path.stem.endswith(("config", "ledger")))
@@ -191,6 +192,7 @@ def remove_empty_run_dir(logs_before: set[str], cwd: str) -> None:
     import shutil
     from pathlib import Path
 
+    home = Path(cwd).resolve()
     for log_file in job_log_files() - logs_before:
         run_dir = Path(log_file).parent
         if not run_dir.is_dir() or not all(is_run_record(p) for p in run_dir.iterdir()):
@@ -198,7 +200,7 @@ def remove_empty_run_dir(logs_before: set[str], cwd: str) -> None:
         os.chdir(cwd)  # a job run with hydra.job.chdir=true is still inside the folder
         shutil.rmtree(run_dir, ignore_errors=True)
         for parent in run_dir.resolve().parents:  # runs/<command>/..., up to runs/, when this left them empty
-            if parent == Path(cwd).resolve() or Path(cwd).resolve() not in parent.parents:
+            if home not in parent.parents:
                 break
             try:
                 parent.rmdir()

@@ -636,8 +636,10 @@ def align_episode(streams: dict, chosen: dict, lo: int, hi: int, start_t: int, e
         if cfg.action_topics is not None:
             holds[-1] = gripper_hold  # [motion, gripper]: see _command_order
         actions = [(_align_command(st, tf, nxt, start_t, int(round(h * 1e9))), h) for st, h in zip(streams["action"], holds)]
-    views = {key: _nearest(st.times, tf) for key, st in streams["cameras"].items()}  # the other cameras: nearest stamp
-    views = {key: (np.where(gap <= tol, j, -1), gap) for key, (j, gap) in views.items()}
+    views = {}  # the other cameras: the frame of the nearest stamp within tol (-1: none), and how far it is
+    for key, st in streams["cameras"].items():
+        j, gap = _nearest(st.times, tf)
+        views[key] = (np.where(gap <= tol, j, -1), gap)
     ok = np.ones(n, bool)
     for idx, _ in (*states, *views.values()):
         ok &= idx >= 0

@@ -167,3 +167,80 @@ def test_offline_eval_scores_the_chunk_at_each_horizon_against_holding_the_state
     with open(out / "offline_eval.csv") as f:
         assert {r["horizon"] for r in csv.DictReader(f)} == {"1", "4", "8"}
     assert (out / "offline_horizons.png").stat().st_size > 1000
+
+
+def test_fit_ridge_recovers_a_linear_map_and_drops_a_block_that_is_noise():
+    """Y follows the last 2 columns (the 'state'); 40 'image' columns are noise unique to each frame. Grouped cross-validation
+    keeps the state's weights, leaves the image out (weight 0) and predicts held-out frames about as well as the true map."""
+    import torch
+
+    from toto_robot.policies.heads import IMAGE_WEIGHTS, fit_ridge
+
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(6), 50)
+    X = np.concatenate([rng.normal(size=(300, 40)), rng.normal(size=(300, 2)) * [3.0, 0.1] + [5.0, -2.0]], axis=1)
+    true_w = np.array([[0.5, 0.0], [-2.0, 20.0]])  # (2 state cols, 2 outputs)
+    Y = X[:, 40:] @ true_w + [1.0, -1.0] + 0.05 * rng.normal(size=(300, 2))
+    weight, bias, info = fit_ridge(torch.tensor(X), torch.tensor(Y), groups, blocks=[(40, IMAGE_WEIGHTS)])
+    assert weight.shape == (2, 42) and bias.shape == (2,) and info["folds"] == 5
+    assert info["weights"] == [0.0] and torch.all(weight[:, :40] == 0)  # the noise block left out
+    assert np.allclose(weight[:, 40:].T.numpy(), true_w, rtol=0.05, atol=0.05)
+    X_new = np.concatenate([rng.normal(size=(100, 40)), rng.normal(size=(100, 2)) * [3.0, 0.1] + [5.0, -2.0]], axis=1)
+    pred = X_new @ weight.double().numpy().T + bias.double().numpy()
+    assert np.abs(pred - (X_new[:, 40:] @ true_w + [1.0, -1.0])).max() < 0.1
+
+    # nothing predicts Y: the largest penalty wins and the fit is the training mean
+    Y_noise = rng.normal(size=(300, 2)) + [3.0, 4.0]
+    weight, bias, info = fit_ridge(torch.tensor(X), torch.tensor(Y_noise), groups, blocks=[(40, IMAGE_WEIGHTS)])
+    assert info["lambda"] >= 100 and np.allclose(bias.numpy(), Y_noise.mean(0), atol=0.05) and float(weight.abs().max()) < 0.01
+
+
+def drifting_joint_demos(root: Path, episodes: int, T: int = 40, seed: int = 0) -> Path:
+    """A real arm's joint-position teleoperation in miniature: each episode's 3 joints start at their own offsets (far apart
+    between episodes) and move at a speed that changes slowly; the recorded target leads the joint by 3 steps of its motion.
+    The image is noise: only the state's motion says where the target is."""
+    rng = np.random.default_rng(seed)
+    writer = DemoWriter(root, DemoMeta(source="lerobot", task="lead", image_size=(SIZE, SIZE), state_dim=3, action_dim=3,
+                                       action_space="lerobot"))
+    for _ in range(episodes):
+        speed = np.cumsum(rng.normal(0, 0.01, (T, 3)), axis=0) + rng.normal(0, 0.05, (1, 3))
+        q = rng.uniform(-2, 2, (1, 3)) + np.cumsum(speed, axis=0)  # (T, 3)
+        frames = rng.integers(0, 256, (T, SIZE, SIZE, 3), dtype=np.uint8)
+        writer.write_episode(frames, q.astype(np.float32), (q + 3 * speed).astype(np.float32))
+    return root
+
+
+def test_ridge_head_is_chosen_for_joint_targets_and_beats_holding_still_on_few_episodes(tmp_path):
+    """policy.head=auto: joint targets of a real arm (relative dims) get the ridge head, fit in closed form; on 6 episodes its
+    relative action, read from the state's motion, beats holding the state on held-out episodes; saved and reloaded it acts alike."""
+    demos = drifting_joint_demos(tmp_path / "demos", episodes=6)
+    out = tmp_path / "bc"
+    policy_dir = train_bc(BCConfig(demos=str(demos), out_dir=str(out), encoder={"name": "random", "pooling": "average"}, epochs=5,
+                                   state_history=2, chunk=4, offline_eval=True, offline_folds=6, offline_horizons=[1, 4], bootstrap=300,
+                                   val_fraction=0, ood=False))
+    result = json.loads((out / "result.json").read_text())
+    assert result["head"] == "ridge" and result["relative_dims"] == [0, 1, 2]
+    with open(out / "metrics.csv") as f:
+        (row,) = list(csv.DictReader(f))  # one closed-form fit, not epochs
+    assert float(row["ridge_image_weight"]) == 0.0  # the image is noise: cross-validation leaves it out
+    report = json.loads((out / "offline_eval.json").read_text())
+    assert report["head"] == "ridge"
+    for h, rep in report["horizons"].items():
+        diff = {d["difference"]: d for d in rep["paired"]}[f"BC random - {STATE}"]
+        assert diff["nmse_ci"][1] < 0, (h, diff)  # ahead of holding still, paired over episodes
+    policy = load_policy(policy_dir)
+    assert policy.head_kind == "ridge" and len(policy.head.net) == 1  # one linear map
+    ep = bc_module.open_demos(demos)[0]
+    policy.reset()
+    first = [policy.act({"image": ep["image"][t], "state": ep["state"][t]}) for t in range(3)]
+    target = ep["action"][2]
+    assert np.abs(first[2] - target).mean() < np.abs(ep["state"][2] - target).mean()  # the third step knows the motion
+
+
+def test_head_auto_keeps_the_mlp_for_a_simulators_actions():
+    from toto_robot.policies.bc import choose_head
+
+    assert choose_head("auto", []) == "mlp" and choose_head("auto", [0, 1]) == "ridge"
+    assert choose_head("transformer", [0]) == "transformer" and choose_head("mlp", [0]) == "mlp"
+    with pytest.raises(ConfigError, match="policy.head"):
+        BCConfig(demos="x", out_dir="y", head="linear")

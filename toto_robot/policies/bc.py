@@ -29,7 +29,7 @@ from toto_robot.data.formats import open_demos
 from toto_robot.encoders import encoder_from_spec
 from toto_robot.encoders.features import cached_encoder_tokens
 from toto_robot.policies.evaluate import close_envs, evaluate_policy
-from toto_robot.policies.heads import HEADS
+from toto_robot.policies.heads import HEADS, IMAGE_WEIGHTS, STATE_WEIGHTS, fit_ridge
 from toto_robot.policies.ood import OODReference, fit_reference
 from toto_robot.policies.policy import Policy, relative_base, with_motion
 from toto_robot.utils.plots import pyplot, save_figure
@@ -82,7 +82,9 @@ class BCConfig:
     ood_warn_rate: float = 0.01  # ... its WARN threshold: this share of held-out training frames score above it
     ood_error_rate: float = 0.001  # ... its ERROR threshold
     cameras: list[str] = field(default_factory=lambda: [OBS_IMAGE])  # the demos' camera keys the policy reads (image, wrist_image, ...)
-    head: str = "mlp"  # mlp: the encoder's pool + an MLP; transformer: ACT's decoder over every frozen token with chunk queries (heads.py)
+    head: str = "auto"  # mlp: the encoder's pool + an MLP; transformer: ACT's decoder over every frozen token with chunk queries; ridge:
+    # the pool as built + one linear map in closed form, its penalties chosen on held-out training episodes (heads.py); auto: ridge when
+    # some action dims are learnt relative to the state (a real arm's joint targets: few episodes, docs/formats.md), else mlp
     d_model: int = 128  # transformer head: width ...
     layers: int = 2  # ... encoder and decoder layers each ...
     heads: int = 4  # ... attention heads ...
@@ -121,7 +123,7 @@ class BCConfig:
         check_choice(self.activation, "policy.activation", ("gelu", "relu"))
         check_choice(self.action_norm, "policy.action_norm", ("auto", "none", "standard"))
         check_choice(self.action_repr, "policy.action_repr", ("auto", "absolute", "relative"))
-        check_choice(self.head, "policy.head", HEADS)
+        check_choice(self.head, "policy.head", (*HEADS, "auto"))
         self.cameras = list(self.cameras or [])
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
             raise ConfigError(f"policy.cameras must list one or more distinct camera keys of the demos (image, wrist_image, ...), got {self.cameras}")
@@ -190,7 +192,8 @@ def train_bc(cfg: BCConfig) -> Path:
         return {}
 
     try:
-        history, best_epoch = fit_policy(policy, tokens["train"], tokens.get("val"), cfg, eps=eps, on_epoch=success)
+        history, best_epoch = fit_policy(policy, tokens["train"], tokens.get("val"), cfg, eps=eps, on_epoch=success,
+                                         lengths=[len(per_episode[i]) for i in train_ids])
     finally:
         close_envs(eval_envs)
     policy.save_pretrained(out / "policy")
@@ -204,7 +207,7 @@ def train_bc(cfg: BCConfig) -> Path:
         from toto_robot.policies.offline import offline_evaluation
 
         result["offline_eval"] = offline_evaluation(cfg, meta, eps, encoder, per_episode, pool_init, out, action_norm=policy.action_norm,
-                                                    copies=copies)
+                                                    copies=copies, head=policy.head_kind)
     atomic_save_json(result, out / "result.json")
     return out / "policy"
 
@@ -254,11 +257,14 @@ def make_policy(encoder, meta, cfg: BCConfig, train: tuple) -> Policy:
     actions = chunks[:, :A]  # (F, A): each frame's own action
     relative = relative_dims(cfg.action_repr, meta, actions, state)
     norm = cfg.action_norm
+    head = choose_head(cfg.head, relative)
+    if head == "ridge" and norm == "none":
+        raise ConfigError("policy.head=ridge is a linear map to standardised actions: set policy.action_norm=standard (or auto)")
     if relative and norm == "none":
         raise ConfigError(f"policy.action_repr learns action dims {relative} relative to the state, which needs standardised actions: "
                           "set policy.action_norm=standard (or auto)")
     if norm == "auto":  # a simulator's action spaces are [-1, 1] by definition: a value outside is an error the loss check names
-        norm = "standard" if relative or (meta.action_space not in SIM_ACTION_SPACES and float(actions.abs().max()) > 1) else "none"
+        norm = "standard" if relative or head == "ridge" or (meta.action_space not in SIM_ACTION_SPACES and float(actions.abs().max()) > 1) else "none"
         if norm == "standard":
             log.info("the head learns actions standardised by the training episodes' mean and std (policy.action_norm=standard): %s",
                      f"dims {relative} relative to the state" if relative else f"actions reach {float(actions.abs().max()):.4g}, outside [-1, 1]")
@@ -272,9 +278,18 @@ def make_policy(encoder, meta, cfg: BCConfig, train: tuple) -> Policy:
                         "camera": meta.extra.get("camera", "agentview"),
                         **({"max_steps": meta.extra["max_steps"]} if meta.extra.get("max_steps") else {})}, chunk=cfg.chunk, action_steps=cfg.action_steps,
                   history=cfg.history, hidden_sizes=cfg.hidden_sizes, activation=cfg.activation, action_mean=a_mean, action_std=a_std,
-                  head=cfg.head, head_config={"d_model": cfg.d_model, "layers": cfg.layers, "heads": cfg.heads, "dropout": cfg.dropout} if cfg.head == "transformer" else None,
+                  head=head, head_config={"d_model": cfg.d_model, "layers": cfg.layers, "heads": cfg.heads, "dropout": cfg.dropout} if head == "transformer" else None,
                   n_tokens=tokens.shape[-2] // len(cfg.cameras), temporal_ensemble=cfg.temporal_ensemble, relative=relative, state_clip=cfg.state_clip,
                   cameras=cfg.cameras, state_history=cfg.state_history).to(cfg.device)
+
+
+def choose_head(head: str, relative: list[int]) -> str:
+    """``policy.head`` -> the head built. ``auto``: ridge when some action dims are learnt relative to the state (joint-position
+    targets of a real arm, ``relative_dims``), mlp otherwise (a simulator's delta actions). Measured on the real sets
+    (docs/formats.md): with 8 episodes the MLP's (action - state) is worse than holding still, the ridge head's is better."""
+    if head != "auto":
+        return head
+    return "ridge" if relative else "mlp"
 
 
 def relative_dims(action_repr: str, meta, actions: torch.Tensor, state: torch.Tensor) -> list[int]:
@@ -307,12 +322,18 @@ def robust_scale(x: torch.Tensor, floor: float) -> torch.Tensor:
 
 
 def fit_policy(policy: Policy, train: tuple, val: tuple | None, cfg: BCConfig, eps: list[dict] | None = None, on_epoch=None,
-               progress: bool = True) -> tuple[list[dict], int]:
+               progress: bool = True, lengths: list[int] | None = None) -> tuple[list[dict], int]:
     """Train ``policy``'s pool and head on the cached tokens of ``train`` (``split_tensors``) for ``cfg.epochs``; ``val``, if given,
     is scored every epoch and (``keep_best``) the lowest-loss epoch's weights are kept, ``patience`` stops early.
-    ``on_epoch(epoch) -> dict`` adds columns to the epoch's row. Returns (one row per epoch, best epoch)."""
+    ``on_epoch(epoch) -> dict`` adds columns to the epoch's row. Returns (one row per epoch, best epoch).
+    The ridge head is fit in closed form instead (``fit_ridge_head``; ``lengths``: the training episodes' frame counts)."""
     tr_tok, tr_state, tr_act, tr_hist = train
     tr_target = policy.targets(tr_act, tr_state)  # what the head outputs: actions as they are, or relative and standardised
+    if policy.head_kind == "ridge":
+        row = fit_ridge_head(policy, train, tr_target, lengths or [len(tr_act)], cfg)
+        row["val_loss"] = _val_loss(policy, val, cfg.device)
+        row.update(on_epoch(cfg.epochs) if on_epoch else {})
+        return [row], 1
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * math.ceil(len(tr_act) / cfg.batch_size)
@@ -355,6 +376,36 @@ def fit_policy(policy: Policy, train: tuple, val: tuple | None, cfg: BCConfig, e
     if cfg.keep_best and best[2] is not None:
         policy.load_state_dict(best[2])
     return history, best[1]
+
+
+@torch.no_grad()
+def fit_ridge_head(policy: Policy, train: tuple, target: torch.Tensor, lengths: list[int], cfg: BCConfig) -> dict:
+    """The ridge head's linear map, in closed form: the frozen pool's features (and standardised state) of every training frame
+    (every shifted copy too, with ``policy.augment``) -> the head's targets, its penalty chosen over whole training episodes
+    (``heads.fit_ridge``). Returns the one row ``metrics.csv`` gets (the training MSE, the penalty chosen)."""
+    tok, state, _, hist = train
+    policy.eval()
+    copies = tok if tok.ndim == 4 else tok[None]  # (copies, F, N, C)
+    state_in = policy.state_input(state.to(cfg.device))
+
+    def inputs(t):
+        feats = torch.cat([policy.pool_tokens(t[hist[i:i + 256]].to(cfg.device)) for i in range(0, len(hist), 256)])  # (F, history * K * F')
+        return feats if state_in is None else torch.cat([feats, state_in], dim=-1)
+
+    X = torch.cat([inputs(t) for t in copies]).cpu()  # (copies * F, D)
+    Y = target.repeat(len(copies), 1)  # (copies * F, chunk * A)
+    groups = np.tile(np.repeat(np.arange(len(lengths)), lengths), len(copies))  # a frame's copies stay in its episode's fold
+    image_dims = X.shape[1] - (0 if state_in is None else state_in.shape[1])
+    blocks = [(image_dims, IMAGE_WEIGHTS)] + ([(policy.state_dim, STATE_WEIGHTS)] if state_in is not None and policy.state_history > 1 else [])
+    weight, bias, info = fit_ridge(X, Y, groups, blocks)  # the image, the state (when its motion follows), the motion
+    linear = policy.head.net[-1]
+    linear.weight.copy_(weight.to(linear.weight.device))
+    linear.bias.copy_(bias.to(linear.bias.device))
+    log.info("ridge head: penalty %.3g per frame, weights %s (image, state), chosen over %d folds of whole episodes",
+             info["lambda"], info["weights"], info["folds"])
+    train_loss = float(F.mse_loss(torch.cat([policy.head(X[i:i + 4096].to(cfg.device), None) for i in range(0, len(X), 4096)]).cpu(), Y))
+    return {"epoch": 1, "train_loss": train_loss, "ridge_lambda": info["lambda"], "ridge_image_weight": info["weights"][0],
+            **({"ridge_state_weight": info["weights"][1]} if len(info["weights"]) > 1 else {})}
 
 
 def _extreme_values(eps: list[dict], demos: str) -> str:
@@ -435,7 +486,8 @@ def _val_loss(policy: Policy, val, device) -> float:
 
 
 def _write_metrics(history: list[dict], out: Path) -> None:
-    keys = sorted({k for r in history for k in r}, key=["epoch", "train_loss", "val_loss", "success_rate"].index)
+    keys = sorted({k for r in history for k in r}, key=["epoch", "train_loss", "val_loss", "success_rate", "ridge_lambda", "ridge_image_weight",
+                                                         "ridge_state_weight"].index)
     atomic_write_csv(history, out / "metrics.csv", keys)
     plt = pyplot()
 

@@ -2,6 +2,7 @@
 
     head = MLPHead(feature_dim, state_dim, chunk * A)               # pooled features [B, F] + state -> [B, chunk * A]
     head = ChunkTransformerHead(token_dim, n_tokens, state_dim, A, chunk)  # tokens [B, N, C] + state -> [B, chunk * A]
+    W, b, info = fit_ridge(X, Y, groups)                             # ridge: closed form, its penalty chosen on held-out episodes
 
 ``mlp``: the encoder's trainable pool squeezes each frame to one vector, an MLP maps it (and the
 state) to the actions. ``transformer``: ACT's decoder (Zhao et al. 2023) on frozen tokens. Every
@@ -9,17 +10,30 @@ camera token (projected, with a learned code of its grid cell and of its camera)
 form the memory; a small transformer encoder mixes them, and ``chunk`` learned queries, one per
 future step, cross-attend to it and each read out that step's action. The head sees every token, so
 where the cube sits relative to the fingers is not squeezed away by a pool first. Built on PyTorch's
-own ``nn.TransformerEncoder`` / ``nn.TransformerDecoder`` (pre-norm).
+own ``nn.TransformerEncoder`` / ``nn.TransformerDecoder`` (pre-norm). ``ridge``: one linear map from the
+pooled features and the state, fit in closed form (``fit_ridge``); its penalty is chosen by grouped
+cross-validation over the training episodes, so with a handful of real episodes it shrinks towards the
+training mean of the (relative) action, i.e. towards holding still, instead of memorising them.
 """
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
 import torch
 import torch.nn as nn
 
 from toto_robot.utils.config import ConfigError
+from toto_robot.utils.stats import group_folds
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
-HEADS = ("mlp", "transformer")
+HEADS = ("mlp", "transformer", "ridge")
+POOLED_HEADS = ("mlp", "ridge")  # heads that read the encoder's pooled features (the transformer reads every token)
+RIDGE_PENALTIES = tuple(10.0 ** np.arange(-4, 4.5, 0.5))  # ridge penalty per training frame, on standardised features: the grid
+# searched (the largest shrinks every weight to about nothing: the training mean)
+IMAGE_WEIGHTS = (0.0, 0.25, 0.5, 1.0)  # ... each with the image features' columns scaled by one of these (0: the state alone)
+STATE_WEIGHTS = (0.0, 0.25, 1.0)  # ... and the state's own columns by one of these (its motion columns keep 1): where a state sits
+# differs between a few episodes, how it moves less
 
 
 class MLPHead(nn.Module):
@@ -32,7 +46,7 @@ class MLPHead(nn.Module):
         self.squash = squash
         if activation not in ACTIVATIONS:
             raise ConfigError(f"unknown activation {activation!r}: expected one of {', '.join(ACTIVATIONS)}")
-        sizes = [feature_dim + state_dim, *(hidden_sizes or [hidden, hidden])]
+        sizes = [feature_dim + state_dim, *([hidden, hidden] if hidden_sizes is None else hidden_sizes)]  # []: one linear map
         layers: list[nn.Module] = []
         for a, b in zip(sizes[:-1], sizes[1:]):
             layers += [nn.Linear(a, b), ACTIVATIONS[activation]()]
@@ -80,3 +94,70 @@ class ChunkTransformerHead(nn.Module):
         x = self.decoder(self.queries.expand(B, -1, -1), memory)  # (B, chunk, d): each query reads its step's action
         out = self.out(self.norm(x)).reshape(B, self.chunk * self.action_dim)  # (B, chunk * A)
         return torch.tanh(out) if self.squash else out
+
+
+def fit_ridge(X: torch.Tensor, Y: torch.Tensor, groups: np.ndarray, blocks: list[tuple[int, tuple[float, ...]]] = (),
+              penalties=RIDGE_PENALTIES, folds: int = 5) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Ridge regression of ``Y`` [F, O] on ``X`` [F, D], its penalties chosen by grouped cross-validation -> (weight [O, D],
+    bias [O], info), so that ``X @ weight.T + bias`` predicts Y (``nn.Linear``'s layout).
+
+    Each column of X is standardised by the fitting frames (a column that never moves gets no weight). The penalty is
+    ``lambda * frames`` for each lambda of ``penalties``. ``blocks``: consecutive column groups from the first column, each
+    (columns, weights): the group's columns are scaled by one of its weights, i.e. penalised lambda / weight^2 (0: left
+    out); columns after the last group keep weight 1. So hundreds of image features cannot force a few state columns
+    to be shrunk as hard as they are, and cross-validation can leave a group out altogether. The combination with the
+    lowest mean squared error on held-out groups of frames (``groups`` [F]: the episode of each frame;
+    ``min(folds, episodes)`` folds of whole episodes, ``group_folds``) is refit on every frame. Frames of one episode are
+    near copies of each other: frame-wise or leave-one-out cross-validation would pick almost no penalty. One SVD per
+    fold and weight combination gives the whole path (Hastie et al., ESL 3.4.1). ``info``: the chosen lambda and weights,
+    and the held-out MSE of every combination."""
+    X, Y = X.double(), Y.double()
+    lambdas = [float(x) for x in penalties]
+    combos = list(itertools.product(*[[float(w) for w in ws] for _, ws in blocks]))  # one weight per group
+    sizes = [int(n) for n, _ in blocks]
+    if len(np.unique(groups)) >= 2:
+        splits = group_folds(np.asarray(groups), folds)
+    else:  # one episode: contiguous blocks of it
+        parts = np.array_split(np.arange(len(X)), min(folds, len(X)))
+        splits = [(np.setdiff1d(np.arange(len(X)), b), b) for b in parts]
+    cv = np.zeros((len(combos), len(lambdas)))
+    for i, combo in enumerate(combos):
+        col_w = _column_weights(X.shape[1], sizes, combo)
+        for tr, te in splits:
+            for j, (w, b) in enumerate(_ridge_path(X[tr], Y[tr], lambdas, col_w)):
+                cv[i, j] += float(((X[te] @ w + b - Y[te]) ** 2).sum()) / Y.numel()
+    i, j = np.unravel_index(int(np.argmin(cv)), cv.shape)
+    (w, b), = _ridge_path(X, Y, [lambdas[j]], _column_weights(X.shape[1], sizes, combos[i]))
+    return w.T.float().contiguous(), b.float(), {"lambda": lambdas[j], "weights": list(combos[i]), "folds": len(splits),
+                                                 "cv_mse": {str(list(c)): dict(zip(lambdas, row.tolist())) for c, row in zip(combos, cv)}}
+
+
+def _column_weights(D: int, sizes: list[int], weights: tuple[float, ...]) -> torch.Tensor:
+    """[D]: each column's weight, ``weights[g]`` for the ``sizes[g]`` columns of group g (from the first), 1 after them."""
+    col = torch.ones(D, dtype=torch.float64)
+    start = 0
+    for n, w in zip(sizes, weights):
+        col[start:start + n] = w
+        start += n
+    return col
+
+
+def _ridge_path(X: torch.Tensor, Y: torch.Tensor, lambdas: list[float], col_weight: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Ridge fits of Y [F, O] on X [F, D] for each penalty lambda * F, standardised column d scaled by ``col_weight[d]``
+    (0: left out) -> [(w [D, O], b [O])] in X's own units."""
+    mx, my = X.mean(0), Y.mean(0)
+    sx = X.std(0) if len(X) > 1 else torch.ones_like(mx)
+    keep = (sx > 1e-8 * max(1.0, float(sx.max()))) & (col_weight > 0)  # a column that never moves gets no weight
+    if not keep.any():  # nothing to read: the mean
+        return [(torch.zeros(X.shape[1], Y.shape[1], dtype=X.dtype), my) for _ in lambdas]
+    scale = sx[keep] / col_weight[keep]
+    Z = (X[:, keep] - mx[keep]) / scale  # (F, D')
+    U, S, Vh = torch.linalg.svd(Z, full_matrices=False)  # Z = U diag(S) Vh
+    UtY = U.T @ (Y - my)  # (r, O)
+    out = []
+    for lam in lambdas:
+        d = S / (S ** 2 + lam * len(X))  # (r,)
+        w = torch.zeros(X.shape[1], Y.shape[1], dtype=X.dtype)
+        w[keep] = (Vh.T @ (d[:, None] * UtY)) / scale[:, None]  # (D, O) back in X's units
+        out.append((w, my - mx @ w))
+    return out

@@ -95,7 +95,7 @@ def _fold_predictions(cfg, meta, eps, encoder, per_episode, pool_init, train_ids
     torch.manual_seed(seed)  # the head's initial weights
     train = split_tensors(per_episode, eps, train_ids, cfg, copies)
     policy = make_policy(encoder, meta, replace(cfg, seed=seed), train)
-    fit_policy(policy, train, None, replace(cfg, seed=seed), eps=eps, progress=False)
+    fit_policy(policy, train, None, replace(cfg, seed=seed), eps=eps, progress=False, lengths=[len(per_episode[i]) for i in train_ids])
     return predict_actions(policy, split_tensors(per_episode, eps, test_ids, cfg), cfg.device)
 
 
@@ -105,16 +105,17 @@ def offline_horizons(cfg) -> list[int]:
 
 
 def offline_evaluation(cfg, meta, eps: list[dict], encoder, per_episode: list[torch.Tensor], pool_init: dict, out: Path,
-                       action_norm: str | None = None, copies: list | None = None) -> dict:
+                       action_norm: str | None = None, copies: list | None = None, head: str | None = None) -> dict:
     """Held-out-episode action error of BC (``cfg``, on ``encoder``'s cached tokens ``per_episode``) beside its baselines on the
     same folds, at each horizon; writes the report into ``out`` and returns its summary (see the module docstring).
-    ``action_norm``: the trained policy's (none | standard), used by every fold; None: ``cfg.action_norm``. ``copies``: the
+    ``action_norm``: the trained policy's (none | standard), used by every fold; None: ``cfg.action_norm``; ``head`` the same for
+    ``cfg.head``. ``copies``: the
     shifted copies of ``per_episode`` the policy trained on (``policy.augment``); every learner with images trains on its own."""
     from toto_robot.policies.bc import augmented_tokens, demo_tokens
 
     if len(eps) < 2:
         raise DataFormatError(f"offline evaluation holds whole episodes out: it needs at least 2 episodes, got {len(eps)}")
-    cfg = replace(cfg, action_norm=action_norm or cfg.action_norm)
+    cfg = replace(cfg, action_norm=action_norm or cfg.action_norm, head=head or cfg.head)
     lengths = [len(ep[ACTION]) for ep in eps]
     folds = episode_folds(lengths, cfg.offline_folds)
     method = f"BC {encoder.name}"

@@ -25,7 +25,7 @@ import torch.nn as nn
 from toto_robot.constants import OBS_IMAGE, OBS_STATE
 from toto_robot.encoders import Encoder, load_encoder
 from toto_robot.encoders.base import FrameFormatError
-from toto_robot.policies.heads import HEADS, ChunkTransformerHead, MLPHead
+from toto_robot.policies.heads import HEADS, POOLED_HEADS, ChunkTransformerHead, MLPHead
 from toto_robot.utils.config import ConfigError
 from toto_robot.utils.io import CheckpointError, atomic_save_json, atomic_save_tensors
 
@@ -39,7 +39,8 @@ class Policy(nn.Module):
     ``head="mlp"``: the encoder's trainable pool squeezes each frame to a vector; ``history`` > 1 reads the
     pooled features of the last ``history`` frames, oldest first (CortexBench's frame history; at an
     episode's start the first frame stands in for the frames before it). ``head="transformer"``: ACT's
-    decoder reads every frozen token of the frame (``n_tokens`` per camera). ``state_history`` k > 1: the head also reads how far
+    decoder reads every frozen token of the frame (``n_tokens`` per camera). ``head="ridge"``: the pool as built (not
+    trained) and one linear map, fit in closed form by ``bc.fit_policy`` (needs standardised actions). ``state_history`` k > 1: the head also reads how far
     the state moved over the last k - 1 steps (``with_motion``); an episode's first state stands in for the states before it.
 
     Actions: ``action_mean``/``action_std`` [A] given: the head predicts targets standardised by them
@@ -69,6 +70,8 @@ class Policy(nn.Module):
             raise ConfigError(f"history and state_history must be >= 1, got {history} and {state_history}")
         if head not in HEADS:
             raise ConfigError(f"unknown policy head {head!r}: expected one of {', '.join(HEADS)}")
+        if head == "ridge" and action_mean is None:
+            raise ConfigError("the ridge head learns standardised actions: it needs action_mean and action_std (policy.action_norm=standard)")
         if head == "transformer" and (history != 1 or not n_tokens):
             raise ConfigError(f"the transformer head reads one frame's tokens: it needs history=1 (got {history}) and n_tokens (got {n_tokens})")
         if temporal_ensemble is not None and (temporal_ensemble < 0 or action_steps != 1):
@@ -81,7 +84,7 @@ class Policy(nn.Module):
         self.encoder = encoder
         self.use_state, self.state_dim, self.action_dim, self.hidden = use_state, state_dim, action_dim, hidden
         self.chunk, self.action_steps = chunk, action_steps  # predict `chunk` actions, execute the first `action_steps`
-        self.history, self.hidden_sizes, self.activation = history, list(hidden_sizes) if hidden_sizes else None, activation
+        self.history, self.hidden_sizes, self.activation = history, None if hidden_sizes is None else list(hidden_sizes), activation
         self.head_kind, self.head_config, self.n_tokens = head, dict(head_config or {}), n_tokens
         self.temporal_ensemble, self.state_clip, self.state_history = temporal_ensemble, state_clip, state_history
         state_in = state_dim * state_history  # the state, then its change over each of the last state_history - 1 steps
@@ -89,9 +92,9 @@ class Policy(nn.Module):
         if len(set(self.cameras)) != len(self.cameras):
             raise ConfigError(f"policy cameras must be distinct, got {self.cameras}")
         squash = action_mean is None
-        if head == "mlp":
+        if head in POOLED_HEADS:
             self.head = MLPHead(encoder.feature_dim * history * len(self.cameras), state_in if use_state else 0, action_dim * chunk, hidden,
-                                self.hidden_sizes, activation, squash=squash)
+                                [] if head == "ridge" else self.hidden_sizes, activation, squash=squash)
         else:
             self.head = ChunkTransformerHead(encoder.token_dim, n_tokens, state_in if use_state else 0, action_dim, chunk,
                                              cameras=len(self.cameras), squash=squash, **self.head_config)
@@ -155,7 +158,7 @@ class Policy(nn.Module):
     def forward_tokens(self, tokens: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """Cached frozen tokens [B, N, C] or [B, history, N, C] + raw state [B, S] -> the head's outputs [B, chunk * A] (the BC
         training path; compare with ``targets(chunks, state)``)."""
-        if self.head_kind == "mlp":
+        if self.head_kind in POOLED_HEADS:
             return self.act_from_features(self.pool_tokens(tokens), state)
         if tokens.ndim == 4:
             tokens = tokens[:, -1]  # (B, N, C): the transformer head reads the current frame
@@ -186,7 +189,7 @@ class Policy(nn.Module):
         tokens = torch.cat([self.encoder.encode_tokens(np.stack([images[k] for images, _ in checked])).float()
                             for k in range(len(self.cameras))], dim=1)  # (B, K * N, C): one batched pass per camera
         feats = self.frame_features(tokens)  # (B, K * F): the MLP's input, and what the OOD monitor and the feature topic read
-        if self.head_kind == "mlp":
+        if self.head_kind in POOLED_HEADS:
             tokens = None
         for i, ep in enumerate(episodes):
             while len(ep.frames) < self.history - 1:  # an episode's first frame stands in for the frames before it

@@ -149,10 +149,82 @@ def test_run_writes_tables_with_baselines_intervals_and_paired_tests(tmp_path):
     assert head["constant"]["r2"] <= 0.05
     assert "action" in res["robot"]["demos"]["targets"]
     text = page.read_text()
-    assert "toto-robot real-frames (test)" in text and "Wilcoxon" in text and "## Robot set `demos`" in text
+    assert "toto-robot real-frames (test)" in text and "Wilcoxon" in text and "## Robot set demos" in text
     assert (tmp_path / "out" / "davis.png").is_file() and (tmp_path / "out" / "robot.png").is_file()
     with open(tmp_path / "out" / "davis.csv") as f:
         assert len(f.readlines()) == 1 + 3 * 4  # copy-first, vit, px and the pixel baseline, per sequence
+
+
+def test_study_frame_scores_are_the_suite_scorers_numbers(tmp_path, monkeypatch):
+    """``real_frame_scores`` (the recipe study's frame scores) runs the suite's own scorers and gives the numbers its
+    tables give for the same encoder on the same frames."""
+    from toto_robot.probes import real_frame_scores, real_suite
+    from toto_robot.probes.robot_frames import FrameTargets
+
+    calls = []
+    for name in ("davis_rows", "robot_predictions"):
+        monkeypatch.setattr(real_suite, name, lambda *a, _f=getattr(real_suite, name), _n=name, **k: calls.append(_n) or _f(*a, **k))
+    davis, _ = write_davis2016(tmp_path / "davis", {"a": square_clip(T=4), "b": square_clip(T=4, step=3), "c": square_clip(T=3)})
+    demos = square_demos(tmp_path / "demos", episodes=4, T=8)
+    videos = davis_videos(davis, size=32)
+    data = real_suite.read_robot_set(demos, 32, 1000, ["state"])
+    enc = build_encoder("random", img_size=32, layer=2)
+    scores = real_frame_scores(enc, davis=videos, robot=FrameTargets("demos", data.frames, data.targets["state"], data.groups, ["x", "y"]),
+                               poolings=("average",), folds=3)
+    assert calls == ["davis_rows", "davis_rows", "robot_predictions"]
+    rows = real_suite.davis_rows("random", enc, videos, ["a", "b", "c"], 2, {})
+    assert scores["davis_J"] == np.mean([r["J"] for r in rows]) and scores["davis_F"] == np.mean([r["F"] for r in rows])
+    cfg = RealFramesConfig(encoders={"random": {"name": "random"}}, robot_roots=[str(demos)], poolings=["average"], folds=3, bootstrap=10)
+    head = real_suite.robot_set_results(data, {"random": enc}, cfg, [])["targets"]["state"]["headline"]
+    assert scores["robot_r2_average"] == head["random"]["r2"] and scores["robot_raw_pixels_r2"] == head["raw 8x8 pixels"]["r2"]
+
+
+def suite_results() -> dict:
+    """A real-frame run's ``results.json`` by hand: DAVIS with a layer sweep and paired tests, one robot set, two targets."""
+    def robot_row(label, layer, r2):
+        return {"encoder": label, "layer": layer, "pooling": "average" if layer != "" else "", "own_layer": True, "dims": 2,
+                "r2": r2, "r2_low": r2 - 0.1, "r2_high": r2 + 0.1}
+
+    def target(r2s):
+        head = {label: robot_row(label, layer, r2) for (label, layer), r2 in zip((("vit", 2), ("raw 8x8 pixels", ""), ("constant", "")), r2s)}
+        tests = [{"a": "vit", "b": b, "diff": r2s[0] - head[b]["r2"], "diff_low": -0.2, "diff_high": 0.4, "p_le_0": 0.1} for b in ("raw 8x8 pixels", "constant")]
+        return {"table": list(head.values()), "headline": head, "pooling": "average", "tests": tests}
+
+    davis = [{"encoder": e, "layer": l, "own_layer": own, "sequences": 3, "J": j, "F": j + 0.05, "J&F": j + 0.025, "J&F_low": j - 0.1, "J&F_high": j + 0.1}
+             for e, l, own, j in (("vit", 2, True, 0.5), ("vit", 1, False, 0.4), ("copy first mask", "", True, 0.3))]
+    return {"command": "toto-robot real-frames (test)", "minutes": 0.5,
+            "davis": {"table": davis, "sequences": ["a", "b", "c"],
+                      "tests": [{"a": "vit", "b": "copy first mask", "n": 3, "mean_diff": 0.2, "wins": 3, "losses": 0, "p": 0.25}]},
+            "robot": {"demos": {"frames": 60, "episodes": 6, "stride": 1, "dropped": {"state": [1], "action": []},
+                                "targets": {"state": target([0.9, 0.95, -0.1]), "action": target([0.6, 0.5, -0.2])}}}}
+
+
+def test_demo_report_real_frame_sections_are_the_suite_page_sections(tmp_path):
+    """The demo report renders the suite's results through the suite's own ``page_sections``: the same tables, cell
+    for cell, and the same paragraphs as the suite's page, under titles that say they are real frames."""
+    from types import SimpleNamespace
+
+    from toto_robot.demo.pipeline import real_frames_section
+    from toto_robot.demo.report import Report
+    from toto_robot.probes.real_suite import write_page
+    from toto_robot.utils.io import atomic_save_json
+
+    results, run = suite_results(), tmp_path / "run"
+    run.mkdir()
+    write_page(results, SimpleNamespace(folds=3, bootstrap=100), run)
+    atomic_save_json({"folds": 3, "bootstrap": 100}, run / "real_frames_config.json")
+    report = Report("demo", tmp_path / "report")
+    real_frames_section(report, SimpleNamespace(dir=run, result=results), lambda path, name: tmp_path / "report" / "figures" / name)
+    page, md = (run / "real_frames.md").read_text(), report.to_markdown()
+    tables = [[l for l in text.splitlines() if l.startswith("|")] for text in (page, md)]
+    assert tables[0] == tables[1] and len(tables[0]) == 4 + 3 + 3 + 5 + 4 + 4  # DAVIS, its tests, its sweep; robot, state and action tests
+    robot = tables[0][10:15]  # read-outs sorted by the first target's R^2, one column per target
+    assert robot[0] == "| read-out | state R^2 [95% CI] | action R^2 [95% CI] |"
+    assert robot[2:4] == ["| raw 8x8 pixels | 0.950 [0.850, 1.050] | 0.500 [0.400, 0.600] |", "| vit (layer 2) | 0.900 [0.800, 1.000] | 0.600 [0.500, 0.700] |"]
+    paragraphs = [l for l in page.split("## ", 1)[1].splitlines() if l and not l.startswith(("|", "#", "!"))]
+    assert paragraphs and all(p in md for p in paragraphs)
+    assert [s.title for s in report.sections] == ["Real frames: DAVIS label propagation", "Real frames: Robot set demos"]
+    assert [f.name for s in report.sections for f, _ in s.figures] == ["real_davis.png", "real_robot.png"]
 
 
 def test_config_names_what_is_missing(tmp_path):
@@ -205,7 +277,7 @@ def test_real_footage_demo_pretrains_on_your_videos_only_and_ends_in_the_real_fr
     assert {"toto", "random-init", "untrained ViT", "mae", "copy first mask"} <= encoders
     assert set(res["real_frames"]["robot"]["demos"]["targets"]["state"]["headline"]) >= {"toto", "mae", "constant", "raw 8x8 pixels"}
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "## Real frames: DAVIS label propagation" in report and "## Real frames: robot set demos" in report
+    assert "## Real frames: DAVIS label propagation" in report and "## Real frames: Robot set demos" in report
     assert "5. Probing" not in report and "1. Simulated robot videos" not in report
     assert (tmp_path / "out" / "figures" / "real_davis.png").is_file()
 

@@ -380,34 +380,19 @@ def real_frames_stage(cfg: DemoConfig, cache: StageCache, st_pre, st_mae, final:
 
 
 def real_frames_section(r: Report, stage, keep) -> None:
-    """The report's "Real frames" sections from the real-frame suite's results (its own page stays in the stage folder)."""
-    res = stage.result
-    s = r.section("Real frames: DAVIS label propagation" if "davis" in res else "Real frames")
-    s.text.append(f"Frozen encoders on your real footage (`toto_robot/probes/real_suite.py`); the full page with paired tests is "
-                  f"`{stage.dir / 'real_frames.md'}`. Intervals: 95% bootstrap over sequences or episodes.")
-    if "davis" in res:
-        head = sorted((t for t in res["davis"]["table"] if t["own_layer"]), key=lambda t: -t["J&F"])
-        s.text.append(f"{len(res['davis']['sequences'])} sequences, every frame; below the table, the first encoder against each other row, "
-                      "paired over sequences.")
-        s.tables.append((["encoder", "layer", "J", "F", "J&F [95% CI]"],
-                         [[t["encoder"], str(t["layer"]), f"{t['J']:.3f}", f"{t['F']:.3f}", f"{t['J&F']:.3f} [{t['J&F_low']:.3f}, {t['J&F_high']:.3f}]"]
-                          for t in head]))
-        if res["davis"]["tests"]:
-            s.tables.append((["encoder", "vs", "mean J&F difference", "better / worse", "p (Wilcoxon)"],
-                             [[t["a"], t["b"], f"{t['mean_diff']:+.3f}", f"{t['wins']} / {t['losses']}", f"{t['p']:.3g}"]
-                              for t in res["davis"]["tests"]]))
-        s.figures.append((keep(stage.dir / "davis.png", "real_davis.png"), "DAVIS J&F (95% bootstrap CI)"))
-    for name, rob in res.get("robot", {}).items():
-        s = r.section(f"Real frames: robot set {name}")
-        s.text.append(f"{rob['episodes']} episodes, {rob['frames']} frames (1 in {rob['stride']}); ridge R^2 from one frame, folds by episode, "
-                      + ", ".join(f"{t['pooling']} pooling for the {target}" for target, t in rob["targets"].items()) + ".")
-        header = ["read-out", *[f"{target} R^2 [95% CI]" for target in rob["targets"]]]
-        first = next(iter(rob["targets"].values()))["headline"]
-        labels = sorted(first, key=lambda k: -first[k]["r2"])
-        s.tables.append((header, [[k, *[f"{t['headline'][k]['r2']:.3f} [{t['headline'][k]['r2_low']:.3f}, {t['headline'][k]['r2_high']:.3f}]"
-                                        for t in rob["targets"].values()]] for k in labels]))
-    if res.get("robot"):
-        s.figures.append((keep(stage.dir / "robot.png", "real_robot.png"), "robot sets: R^2 (95% bootstrap CI)"))
+    """The report's "Real frames" sections: the real-frame suite's own page sections (``real_suite.page_sections``) of the
+    stage's results, each title prefixed "Real frames: ", figures copied beside the report."""
+    from toto_robot.probes.real_suite import page_sections
+
+    cfg = json.loads((stage.dir / "real_frames_config.json").read_text())
+    for k, sec in enumerate(page_sections(stage.result, cfg["folds"], cfg["bootstrap"])):
+        s = r.section(f"Real frames: {sec.title}")
+        if k == 0:
+            s.text.append(f"Frozen encoders on your real footage (`toto_robot/probes/real_suite.py`); the suite's own page, with the "
+                          f"command that made it, is `{stage.dir / 'real_frames.md'}`.")
+        s.text += sec.text
+        s.tables += sec.tables
+        s.figures += [(keep(stage.dir / path, f"real_{path}"), caption) for path, caption in sec.figures]
 
 
 def pretraining_datasets(cfg: DemoConfig, videos_dir: Path | None) -> list[dict]:

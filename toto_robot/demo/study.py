@@ -92,11 +92,12 @@ def run_study(cfg: StudyConfig) -> Path:
 
 
 def frame_scores(cfg: StudyConfig, res: dict, out: Path) -> dict[str, dict]:
-    """``real_frame_scores`` of Toto, random-init and MAE at the layers BC read (kept in ``frame_scores.json``)."""
+    """Toto, random-init and MAE at the layers BC read, scored on real frames by the real-frame suite's
+    ``real_frame_scores`` (kept in ``frame_scores.json``)."""
     from toto_robot.encoders import build_encoder
     from toto_robot.encoders.vit import VIT_CONFIGS
     from toto_robot.probes.davis import davis_videos
-    from toto_robot.probes.real import real_frame_scores
+    from toto_robot.probes.real_suite import real_frame_scores
     from toto_robot.probes.robot_frames import robot_frames
 
     if "probe" not in res:  # a real-footage recipe (sim_eval=false): its own real-frame report is in results["real_frames"]

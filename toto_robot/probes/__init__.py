@@ -3,7 +3,7 @@ from toto_robot.probes.datasets import ProbeData, build_probe_data, image_folder
 from toto_robot.probes.davis import DavisFormatError, davis_videos
 from toto_robot.probes.label_propagation import copy_first_j, propagation_j
 from toto_robot.probes.probe import Probe, ProbeResult, train_probe
-from toto_robot.probes.real import real_frame_scores
+from toto_robot.probes.real_suite import real_frame_scores
 from toto_robot.probes.regression import group_folds, regression_sweep, ridge_cv
 from toto_robot.probes.robot_frames import SIM_EE_POS, FrameTargets, robot_frames
 from toto_robot.probes.sweep import best_row, layer_sweep

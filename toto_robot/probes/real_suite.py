@@ -20,6 +20,10 @@ compared with a baseline or control on the same sequences (Wilcoxon signed-rank,
 and the same episodes (paired bootstrap of the R^2 difference). Writes ``real_frames.md``,
 ``davis.csv`` (a row per encoder x layer x sequence), ``robot.csv`` (per encoder x layer x set x target),
 ``results.json`` and ``davis.png`` / ``robot.png``.
+
+The scoring and the page are plain functions that other reports call too: ``real_frame_scores`` is one encoder's
+means on frames already read (the recipe study's frame scores), ``page_sections`` the page's sections (the demo
+report's real-frame sections).
 """
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ from tqdm.auto import tqdm
 from toto_robot.encoders import Encoder, encoder_from_spec
 from toto_robot.encoders.features import pooled_features
 from toto_robot.probes.regression import r2_per_column, raw_pixels, ridge_cv
+from toto_robot.probes.robot_frames import FrameTargets, robot_frames
 from toto_robot.utils.stats import group_folds
 from toto_robot.utils.config import ConfigError, check_choice, check_int
 from toto_robot.utils.io import atomic_save_json, atomic_write, atomic_write_csv
@@ -161,7 +166,7 @@ def constant_predictions(y: np.ndarray, groups: np.ndarray, folds: int) -> np.nd
 
 # ---- DAVIS -------------------------------------------------------------------------------------------
 
-def davis_rows(label: str, encoder: Encoder | None, videos, names: list[str], layer: int | None, prop: dict) -> list[dict]:
+def davis_rows(label: str, encoder: Encoder | None, videos, names: list, layer: int | None, prop: dict) -> list[dict]:
     """One row per sequence: J, F and J&F of ``encoder`` at ``layer`` (``propagation_j``; None encoder: ``copy_first_j``)."""
     from toto_robot.probes.label_propagation import copy_first_j, propagation_j
 
@@ -218,8 +223,67 @@ def read_robot_set(root: str | Path, size: int, max_frames: int, targets) -> Rob
     return RobotSet(root.name, np.concatenate(frames), out, np.concatenate(groups), dropped, len(ds), stride)
 
 
-def robot_predictions(feats: np.ndarray, data: RobotSet, target: str, folds: int) -> np.ndarray:
-    return ridge_cv(feats, data.targets[target], data.groups, folds)["pred"]
+def robot_predictions(encoders: dict[str, Encoder], frames: np.ndarray, targets: dict[str, np.ndarray], groups: np.ndarray,
+                      layers: dict[str, list[int]], poolings, folds: int, pixels: bool = True) -> dict[str, list[tuple]]:
+    """Out-of-fold predictions of each target y [N, D] from one frame: the constant baseline, ridge on raw 8 x 8 pixels
+    (``pixels``) and ridge on every encoder's pooled features at each of its ``layers`` x ``poolings``, folds grouped by
+    ``groups`` [N] -> target -> [(label, layer, pooling, pred [N, D])] (baselines have layer and pooling "")."""
+    feats = {label: pooled_features(enc, frames, layers[label], poolings) for label, enc in encoders.items()}  # (layer, pooling) -> [N, F]
+    raw = raw_pixels(frames) if pixels else None  # (N, 192)
+    out = {}
+    for target, y in targets.items():
+        preds = [(CONSTANT, "", "", constant_predictions(y, groups, folds))]
+        if pixels:
+            preds.append((RAW8, "", "", ridge_cv(raw, y, groups, folds)["pred"]))
+        preds += [(label, layer, pooling, ridge_cv(x, y, groups, folds)["pred"])
+                  for label in encoders for (layer, pooling), x in feats[label].items()]
+        out[target] = preds
+    return out
+
+
+def mean_r2(y: np.ndarray, pred: np.ndarray) -> float:
+    """R^2 of predictions [N, D] of y [N, D], averaged over columns."""
+    return float(r2_per_column(y, pred).mean())
+
+
+# ---- one encoder ---------------------------------------------------------------------------------------
+
+def real_frame_scores(encoder: Encoder, davis_root: str | Path | None = None, robot_root: str | Path | None = None, *,
+                      davis: list[tuple[np.ndarray, np.ndarray]] | None = None, robot: FrameTargets | None = None,
+                      layer: int | None = None, poolings=("average", "spatial2"), folds: int = 5,
+                      davis_kwargs: dict | None = None, robot_kwargs: dict | None = None) -> dict:
+    """Means of ``encoder`` at ``layer`` (default: ``encoder.layer``) on whichever real sets are given, scored by
+    ``davis_rows`` and ``robot_predictions`` as the suite's tables are, each beside its baseline.
+
+    DAVIS clips come from ``davis_videos(davis_root, **davis_kwargs)`` or ready as ``davis``; robot frames from
+    ``robot_frames(robot_root, **robot_kwargs)`` (``probes/robot_frames.py``: one target array, e.g. end-effector xyz)
+    or ready as ``robot``, so several encoders can be scored without reading the files again.
+
+    Returns ``{"encoder", "layer"}`` plus, with DAVIS clips, ``davis_J``/``davis_F`` and ``davis_copy_first_J``/``_F``; with
+    robot frames, ``robot_r2_<pooling>`` for each pooling and ``robot_raw_pixels_r2``.
+    """
+    if davis_root is not None and davis is None:
+        from toto_robot.probes.davis import davis_videos
+
+        davis = davis_videos(davis_root, **(davis_kwargs or {}))
+    if robot_root is not None and robot is None:
+        robot = robot_frames(robot_root, **(robot_kwargs or {}))
+    if davis is None and robot is None:
+        raise ValueError("real_frame_scores needs DAVIS clips (davis_root or davis) and/or robot frames (robot_root or robot)")
+    layer = encoder.layer if layer is None else int(layer)
+    scores: dict = {"encoder": encoder.name, "layer": layer}
+    if davis is not None:
+        names = list(range(len(davis)))
+        ours, floor = davis_rows(encoder.name, encoder, davis, names, layer, {}), davis_rows(COPY_FIRST, None, davis, names, None, {})
+        scores |= {"davis_J": float(np.mean([r["J"] for r in ours])), "davis_F": float(np.mean([r["F"] for r in ours])),
+                   "davis_copy_first_J": float(np.mean([r["J"] for r in floor])), "davis_copy_first_F": float(np.mean([r["F"] for r in floor]))}
+    if robot is not None:
+        y = np.asarray(robot.targets, np.float64)  # (N, D)
+        preds = robot_predictions({"encoder": encoder}, robot.frames, {"y": y}, robot.groups, {"encoder": [layer]}, poolings, folds)["y"]
+        r2 = {(label, pooling): mean_r2(y, pred) for label, _, pooling, pred in preds}
+        scores |= {f"robot_r2_{p}": r2[("encoder", p)] for p in poolings}
+        scores["robot_raw_pixels_r2"] = r2[(RAW8, "")]
+    return scores
 
 
 # ---- the run -----------------------------------------------------------------------------------------
@@ -332,28 +396,16 @@ def robot_set_results(data: RobotSet, encoders: dict[str, Encoder], cfg: RealFra
     """R^2 of every encoder x layer x pooling and the baselines on one robot set, for each target, with intervals
     over episodes and paired differences of each encoder's headline read-out against every baseline and the first encoder."""
     res: dict = {"frames": len(data.frames), "episodes": data.episodes, "stride": data.stride, "dropped": data.dropped, "targets": {}}
-    feats: dict[str, dict[tuple[int, str], np.ndarray]] = {}
-    for label, enc in encoders.items():
-        feats[label] = pooled_features(enc, data.frames, encoder_layers(enc, cfg.layers), cfg.poolings)
-    raw = raw_pixels(data.frames)
+    layers = {label: encoder_layers(enc, cfg.layers) for label, enc in encoders.items()}
+    preds = robot_predictions(encoders, data.frames, data.targets, data.groups, layers, cfg.poolings, cfg.folds, cfg.pixel_baseline)
     for target, y in data.targets.items():
-        preds, labels, meta = [constant_predictions(y, data.groups, cfg.folds)], [CONSTANT], [("", "")]
-        if cfg.pixel_baseline:
-            preds.append(robot_predictions(raw, data, target, cfg.folds))
-            labels.append(RAW8)
-            meta.append(("", ""))
-        for label in encoders:
-            for (layer, pooling), x in feats[label].items():
-                preds.append(robot_predictions(x, data, target, cfg.folds))
-                labels.append(label)
-                meta.append((layer, pooling))
-        boot = r2_resampled(y, preds, data.groups, max(cfg.bootstrap, 1), cfg.seed)  # (n, P)
+        boot = r2_resampled(y, [p for *_, p in preds[target]], data.groups, max(cfg.bootstrap, 1), cfg.seed)  # (n, P)
         table = []
-        for k, (label, (layer, pooling)) in enumerate(zip(labels, meta)):
-            r2 = float(r2_per_column(y, preds[k]).mean())
+        for k, (label, layer, pooling, pred) in enumerate(preds[target]):
             own = label not in encoders or (layer == encoders[label].layer)
             row = {"dataset": data.name, "target": target, "dims": y.shape[1], "encoder": label, "layer": layer, "pooling": pooling,
-                   "own_layer": own, "r2": r2, "r2_low": float(np.percentile(boot[:, k], 2.5)), "r2_high": float(np.percentile(boot[:, k], 97.5))}
+                   "own_layer": own, "r2": mean_r2(y, pred), "r2_low": float(np.percentile(boot[:, k], 2.5)),
+                   "r2_high": float(np.percentile(boot[:, k], 97.5))}
             table.append(row)
             rows.append(row)
         # headline read-out of each encoder: its own layer, the pooling that the first encoder scores best with at its own layer
@@ -383,44 +435,78 @@ def fmt_ci(m: float, lo: float, hi: float) -> str:
     return f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
-def write_page(results: dict, cfg: RealFramesConfig, out: Path) -> None:
-    lines = ["# Frozen encoders on real frames", "", "Made by:", "", "```", results["command"], "```", "",
-             f"{results['minutes']:.1f} min on this machine. Intervals: 95% percentile bootstrap ({cfg.bootstrap} resamples) over "
-             "sequences (DAVIS) or episodes (robot sets).", ""]
+@dataclass
+class PageSection:
+    title: str
+    text: list[str]  # paragraphs (`code` allowed)
+    tables: list[tuple[list[str], list[list[str]]]]  # (header, rows of cells)
+    figures: list[tuple[str, str]]  # (file in the run folder, caption)
+
+
+def page_sections(results: dict, folds: int, bootstrap: int) -> list[PageSection]:
+    """The sections of the real-frame page from a run's ``results`` (``results.json``): a DAVIS section (headline table,
+    paired tests, other layers) and one section per robot set (R^2 of every read-out per target, paired differences)."""
+    sections = []
     if "davis" in results:
         d = results["davis"]
-        lines += ["## DAVIS label propagation", "",
-                  f"{len(d['sequences'])} sequences, every frame; J (region IoU), F (boundary), J&F their mean, over the frames after the first. "
-                  "Each encoder at its own layer; baselines need no training.", "",
-                  "| encoder | layer | J | F | J&F [95% CI] |", "|---|---|---|---|---|"]
-        for t in sorted((t for t in d["table"] if t["own_layer"]), key=lambda t: -t["J&F"]):
-            lines.append(f"| {t['encoder']} | {t['layer']} | {t['J']:.3f} | {t['F']:.3f} | {fmt_ci(t['J&F'], t['J&F_low'], t['J&F_high'])} |")
-        if d["tests"]:
-            lines += ["", "Paired over sequences (J&F, two-sided Wilcoxon signed-rank):", "",
-                      "| encoder | vs | mean difference | sequences better / worse | p |", "|---|---|---|---|---|"]
-            lines += [f"| {t['a']} | {t['b']} | {t['mean_diff']:+.3f} | {t['wins']} / {t['losses']} | {t['p']:.3g} |" for t in d["tests"]]
+        head = sorted((t for t in d["table"] if t["own_layer"]), key=lambda t: -t["J&F"])
         sweep = [t for t in d["table"] if not t["own_layer"]]
+        s = PageSection("DAVIS label propagation", [
+            f"{len(d['sequences'])} sequences, every frame; J (region IoU), F (boundary), J&F their mean, over the frames after the first. "
+            f"Each encoder at its own layer; baselines need no training. Intervals: 95% percentile bootstrap ({bootstrap} resamples) over sequences."],
+            [(["encoder", "layer", "J", "F", "J&F [95% CI]"],
+              [[t["encoder"], str(t["layer"]), f"{t['J']:.3f}", f"{t['F']:.3f}", fmt_ci(t["J&F"], t["J&F_low"], t["J&F_high"])] for t in head])],
+            [("davis.png", "DAVIS J&F (95% bootstrap CI)")])
+        if d["tests"]:
+            s.text.append("Below the table, pairs of rows compared over the same sequences (J&F, two-sided Wilcoxon signed-rank)"
+                          + ("; then every other layer (not the headline)." if sweep else "."))
+            s.tables.append((["encoder", "vs", "mean J&F difference", "sequences better / worse", "p (Wilcoxon)"],
+                             [[t["a"], t["b"], f"{t['mean_diff']:+.3f}", f"{t['wins']} / {t['losses']}", f"{t['p']:.3g}"] for t in d["tests"]]))
+        elif sweep:
+            s.text.append("Below the table, every other layer (not the headline).")
         if sweep:
-            lines += ["", "Other layers (not the headline):", "", "| encoder | layer | J&F [95% CI] |", "|---|---|---|"]
-            lines += [f"| {t['encoder']} | {t['layer']} | {fmt_ci(t['J&F'], t['J&F_low'], t['J&F_high'])} |" for t in sweep]
-        lines += ["", "![DAVIS](davis.png)", ""]
+            s.tables.append((["encoder", "other layer", "J&F [95% CI]"],
+                             [[t["encoder"], str(t["layer"]), fmt_ci(t["J&F"], t["J&F_low"], t["J&F_high"])] for t in sweep]))
+        sections.append(s)
     for name, r in results.get("robot", {}).items():
-        lines += [f"## Robot set `{name}`", "",
-                  f"{r['episodes']} episodes, {r['frames']} frames (1 in {r['stride']}), ridge from one frame, {cfg.folds} folds grouped by episode."]
-        for target, t in r["targets"].items():
-            dropped = r["dropped"].get(target)
-            lines += ["", f"**{target}** ({t['table'][0]['dims']} dims{f'; constant columns {dropped} left out' if dropped else ''}); "
-                      f"encoders at their own layer, {t['pooling']} pooling:", "",
-                      "| read-out | R^2 [95% CI] |", "|---|---|"]
-            for label, row in sorted(t["headline"].items(), key=lambda kv: -kv[1]["r2"]):
-                where = f" (layer {row['layer']})" if row["layer"] != "" else ""
-                lines.append(f"| {label}{where} | {fmt_ci(row['r2'], row['r2_low'], row['r2_high'])} |")
+        targets = r["targets"]
+        read = [f"{target}: {t['table'][0]['dims']} dims"
+                + (f", constant columns {r['dropped'][target]} left out" if r["dropped"].get(target) else "") + f", {t['pooling']} pooling"
+                for target, t in targets.items()]
+        s = PageSection(f"Robot set {name}", [
+            f"{r['episodes']} episodes, {r['frames']} frames (1 in {r['stride']}); ridge from one frame, {folds} folds grouped by episode, "
+            f"encoders at their own layer ({'; '.join(read)}). Intervals: 95% percentile bootstrap ({bootstrap} resamples) over episodes."],
+            [], [])
+        first = next(iter(targets.values()))["headline"]
+        labels = sorted(first, key=lambda k: -first[k]["r2"])
+        s.tables.append((["read-out", *[f"{target} R^2 [95% CI]" for target in targets]],
+                         [[k + (f" (layer {first[k]['layer']})" if first[k]["layer"] != "" else ""),
+                           *[fmt_ci(t["headline"][k]["r2"], t["headline"][k]["r2_low"], t["headline"][k]["r2_high"]) for t in targets.values()]]
+                          for k in labels]))
+        if any(t["tests"] for t in targets.values()):
+            s.text.append("Below the table, for each target, an encoder's R^2 minus another read-out's, the interval paired over the same episodes.")
+        for target, t in targets.items():
             if t["tests"]:
-                lines += ["", "| encoder | vs | R^2 difference [95% CI, paired over episodes] |", "|---|---|---|"]
-                lines += [f"| {x['a']} | {x['b']} | {fmt_ci(x['diff'], x['diff_low'], x['diff_high'])} |" for x in t["tests"]]
-        lines.append("")
-    if "robot" in results:
-        lines += ["![robot sets](robot.png)", ""]
+                s.tables.append((["encoder", "vs", f"{target} R^2 difference [95% CI]"],
+                                 [[x["a"], x["b"], fmt_ci(x["diff"], x["diff_low"], x["diff_high"])] for x in t["tests"]]))
+        sections.append(s)
+    if results.get("robot"):
+        sections[-1].figures.append(("robot.png", "robot sets: R^2 (95% bootstrap CI)"))
+    return sections
+
+
+def write_page(results: dict, cfg: RealFramesConfig, out: Path) -> None:
+    """``real_frames.md``: the command that made the run, its minutes and ``page_sections`` as Markdown."""
+    lines = ["# Frozen encoders on real frames", "", "Made by:", "", "```", results["command"], "```", "",
+             f"{results['minutes']:.1f} min on this machine.", ""]
+    for s in page_sections(results, cfg.folds, cfg.bootstrap):
+        lines += [f"## {s.title}", ""]
+        for paragraph in s.text:
+            lines += [paragraph, ""]
+        for header, rows in s.tables:
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(row) + " |" for row in rows), ""]
+        for path, caption in s.figures:
+            lines += [f"![{caption}]({path})", ""]
     with atomic_write(out / "real_frames.md", "w") as f:
         f.write("\n".join(lines))
 

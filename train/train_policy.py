@@ -21,11 +21,13 @@ def run(cfg: DictConfig) -> Path:
         f.write(OmegaConf.to_yaml(cfg, resolve=True))
     p = {k: v for k, v in OmegaConf.to_container(cfg.policy, resolve=True, throw_on_missing=True).items() if k != "kind"}
     if cfg.policy.kind == "bc":
-        from toto_robot.policies.bc import BCConfig, train_bc
+        from toto_robot.policies.bc import BCConfig
+        from toto_robot.policies.dagger import train_policy_bc
 
         if not cfg.demos:
             raise ConfigError("policy=bc needs demos=<demonstration folder> (toto-robot collect, or the ROS demo recorder)")
-        return train_bc(BCConfig(demos=str(cfg.demos), out_dir=str(out), encoder=OmegaConf.to_container(cfg.encoder, resolve=True, throw_on_missing=True), seed=cfg.seed, device=cfg.device, **p))
+        demos = OmegaConf.to_container(cfg.demos) if OmegaConf.is_list(cfg.demos) else str(cfg.demos)  # one folder or a list
+        return train_policy_bc(BCConfig(demos=demos, out_dir=str(out), encoder=OmegaConf.to_container(cfg.encoder, resolve=True, throw_on_missing=True), seed=cfg.seed, device=cfg.device, **p))
     if cfg.policy.kind == "ppo":
         from toto_robot.policies.ppo import PPOConfig, train_ppo
 

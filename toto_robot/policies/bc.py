@@ -42,7 +42,7 @@ SIM_ACTION_SPACES = ("ee_delta", "joint_delta")  # sim_envs' Box(-1, 1) controls
 
 @dataclass
 class BCConfig:
-    demos: str
+    demos: str | list[str]  # a demo folder (or LeRobot / RLDS dataset), or a list of them read as one set (same spaces)
     out_dir: str
     encoder: dict = field(default_factory=lambda: {"name": "random"})  # build_encoder kwargs, or {"dir": saved encoder}
     epochs: int = 40
@@ -99,6 +99,9 @@ class BCConfig:
     augment_shift: float = 0.06  # ... shifting each copy by up to this share of the frame side (edge pixels repeat)
     state_clip: float = 5.0  # standardised state inputs are clipped to +-this
     scale_floor: float = 0.01  # no state or action dim is standardised by less than this share of the median dim's std
+    dagger_rounds: int = 0  # > 0: DAgger on a simulated task (dagger.py): this many rounds of the policy's own rollouts labelled by
+    # the scripted expert, each followed by BC from scratch on the demos plus every round
+    dagger_episodes: int = 50  # ... rollouts per round
     token_cache: str | None = None  # folder of frozen demo tokens shared by runs with the same demos and backbone (any pooling or seed)
     seed: int = 0
     device: str = "cpu"
@@ -106,7 +109,8 @@ class BCConfig:
     def __post_init__(self):
         """Checked before any work; errors name the hydra key (policy.*) and the allowed range."""
         for key, low in (("epochs", 1), ("batch_size", 1), ("hidden", 1), ("history", 1), ("state_history", 1), ("chunk", 1), ("action_steps", 1), ("eval_every", 0),
-                         ("eval_episodes", 0), ("eval_batch", 1), ("patience", 0), ("seed", 0), ("offline_folds", 2), ("bootstrap", 100), ("frame_stride", 1)):
+                         ("eval_episodes", 0), ("eval_batch", 1), ("patience", 0), ("seed", 0), ("offline_folds", 2), ("bootstrap", 100), ("frame_stride", 1),
+                         ("dagger_rounds", 0), ("dagger_episodes", 1)):
             check_int(getattr(self, key), f"policy.{key}" if key != "seed" else "seed", low=low)
         if self.action_steps > self.chunk:
             raise ConfigError(f"policy.action_steps must be <= policy.chunk ({self.chunk}), got {self.action_steps}")
@@ -146,13 +150,38 @@ class BCConfig:
                 raise ConfigError("policy.hidden_sizes must list at least one layer width (or be null)")
 
 
-def load_demo_arrays(root: str | Path, max_episodes: int | None = None):
-    """A demo folder, or a LeRobot v3 / RLDS dataset folder (``toto_robot.data.formats.open_demos``)."""
-    ds = open_demos(root)
-    if len(ds) == 0:
+def demo_folders(demos: str | Path | list) -> list[str]:
+    """``policy.demos``: one folder or a list of them -> the list."""
+    return [str(d) for d in demos] if isinstance(demos, (list, tuple)) else [str(demos)]
+
+
+def folder_counts(demos: str | Path | list, max_episodes: int | None = None) -> list[int]:
+    """How many episodes ``load_demo_arrays`` takes from each folder of ``demos``, in order (the first ``max_episodes`` in all)."""
+    left, counts = max_episodes, []
+    for root in demo_folders(demos):
+        n = len(open_demos(root))
+        counts.append(n if left is None else min(n, left))
+        left = None if left is None else left - counts[-1]
+    return counts
+
+
+def load_demo_arrays(root: str | Path | list, max_episodes: int | None = None):
+    """A demo folder, or a LeRobot v3 / RLDS dataset folder (``toto_robot.data.formats.open_demos``), or a list of them read as
+    one set, episodes in folder order: the first folder's meta; every folder must share its state, action and action space."""
+    meta, eps = None, []
+    for folder, count in zip(demo_folders(root), folder_counts(root, max_episodes)):
+        ds = open_demos(folder)
+        if meta is None:
+            meta = ds.meta
+        else:
+            for key in ("state_dim", "action_dim", "action_space"):
+                if getattr(ds.meta, key) != getattr(meta, key):
+                    raise DemoFormatError(f"{folder} has {key}={getattr(ds.meta, key)!r}, the first demo folder "
+                                          f"{demo_folders(root)[0]} has {getattr(meta, key)!r}: policy.demos must share one space")
+        eps += [ds[i] for i in range(count)]
+    if not eps:
         raise DemoFormatError(f"{root}: no episodes to learn from")
-    eps = [ds[i] for i in range(min(len(ds), max_episodes or len(ds)))]
-    return ds.meta, eps
+    return meta, eps
 
 
 def train_bc(cfg: BCConfig) -> Path:
@@ -443,18 +472,25 @@ def demo_tokens(encoder, eps: list[dict], cfg: BCConfig, copy: int = 0) -> list[
     the encoder entirely). ``copy`` c > 0: every frame shifted at random first (``shift_frames`` by up to
     ``cfg.augment_shift`` of its side, seeded by c alone, so runs with other seeds share the cache)."""
     lengths = [len(ep[OBS_IMAGE]) for ep in eps]
-    identity = {"demos": str(Path(cfg.demos).resolve()), "lengths": lengths, "encoder": {k: v for k, v in cfg.encoder.items() if k != "pooling"},
-                **({"shift_copy": copy, "shift": cfg.augment_shift} if copy else {})}
+    folders = demo_folders(cfg.demos)
+    counts = folder_counts(cfg.demos, len(eps)) if len(folders) > 1 else [len(eps)]
+    starts = np.cumsum([0, *counts])
+    out: list[torch.Tensor] = []
+    for folder, a, b in zip(folders, starts[:-1], starts[1:]):  # each folder cached on its own: a DAgger round adds one, the rest stay cached
+        group = eps[a:b]
+        identity = {"demos": str(Path(folder).resolve()), "lengths": lengths[a:b], "encoder": {k: v for k, v in cfg.encoder.items() if k != "pooling"},
+                    **({"shift_copy": copy, "shift": cfg.augment_shift} if copy else {})}
 
-    def frames(key: str) -> np.ndarray:
-        if not copy:
-            return np.concatenate([ep[key] for ep in eps])
-        rng = np.random.default_rng(copy)
-        return np.concatenate([shift_frames(ep[key], max(1, round(cfg.augment_shift * min(ep[key].shape[1:3]))), rng) for ep in eps])
+        def frames(key: str, group=group) -> np.ndarray:
+            if not copy:
+                return np.concatenate([ep[key] for ep in group])
+            rng = np.random.default_rng(copy)
+            return np.concatenate([shift_frames(ep[key], max(1, round(cfg.augment_shift * min(ep[key].shape[1:3]))), rng) for ep in group])
 
-    views = [cached_encoder_tokens(encoder, lambda key=key: frames(key), cfg.token_cache, {**identity, **({"camera": key} if key != OBS_IMAGE else {})},
-                                   desc=f"{encoder.name} demo features ({key})") for key in cfg.cameras]  # (F, N, C), or (F, 1, C) read-outs
-    return list(torch.cat(views, dim=1).split(lengths))
+        views = [cached_encoder_tokens(encoder, lambda key=key: frames(key), cfg.token_cache, {**identity, **({"camera": key} if key != OBS_IMAGE else {})},
+                                       desc=f"{encoder.name} demo features ({key})") for key in cfg.cameras]  # (F, N, C), or (F, 1, C) read-outs
+        out += list(torch.cat(views, dim=1).split(lengths[a:b]))
+    return out
 
 
 def shift_frames(frames: np.ndarray, max_shift: int, rng: np.random.Generator) -> np.ndarray:

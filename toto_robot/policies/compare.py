@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from toto_robot.data.demos import DemoDataset
-from toto_robot.policies.bc import BCConfig, train_bc
+from toto_robot.policies.bc import BCConfig
+from toto_robot.policies.dagger import train_policy_bc
 from toto_robot.policies.evaluate import evaluate_policy, wilson_interval
 from toto_robot.policies.policy import load_policy
 from toto_robot.utils.config import ConfigError
@@ -66,7 +67,7 @@ def compare(cfg: CompareConfig) -> Path:
                         bc = {"token_cache": str(out / "token_cache"), **cfg.bc}  # frozen tokens shared across seeds and poolings
                         if count is not None:
                             bc["max_episodes"] = count
-                        policy_dir = train_bc(BCConfig(demos=cfg.demos[task], out_dir=str(run), encoder=dict(spec), seed=seed, **bc))
+                        policy_dir = train_policy_bc(BCConfig(demos=cfg.demos[task], out_dir=str(run), encoder=dict(spec), seed=seed, **bc))
                         ev = evaluate_policy(load_policy(policy_dir), task, cfg.eval_episodes, seed=seed, video_path=run / "rollouts.mp4")
                         atomic_save_json(ev, done)
                     ev = json.loads(done.read_text())

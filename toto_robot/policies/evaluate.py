@@ -35,13 +35,7 @@ def evaluate_policy(policy, task: str, episodes: int = 20, seed: int = 0, image_
     batched = batch > 1 and hasattr(policy, "act_batch")
     width = min(batch, episodes) if batched else 1
     act = policy.act if hasattr(policy, "act") else policy
-    if image_size is None:
-        image_size = int(getattr(policy, "meta", {}).get("image_size", 64))
-    camera = getattr(policy, "meta", {}).get("camera", "agentview")  # the view the policy was trained on
-    extra = [k[: -len("_image")] for k in getattr(policy, "cameras", []) if k != "image"]  # its other views: obs["<name>_image"]
-    length = getattr(policy, "meta", {}).get("max_steps")  # the episode length its demonstrations were collected with
-    spec = {"task": task, "image_size": image_size, "camera": camera, "randomization": randomization, **({"max_steps": length} if length else {}),
-            **({"extra_cameras": extra} if extra else {})}
+    spec = policy_env_spec(policy, task, image_size, randomization)
     envs = env_pool if env_pool is not None else []
     if envs and getattr(envs[0], "_toto_spec", None) != spec:
         raise ValueError(f"env_pool holds environments for {envs[0]._toto_spec}, not {spec}")
@@ -90,6 +84,18 @@ def evaluate_policy(policy, task: str, episodes: int = 20, seed: int = 0, image_
     return {"task": task, "episodes": episodes, "successes": int(successes), "success_rate": successes / max(1, episodes),
             "ci_low": lo, "ci_high": hi, "mean_return": float(np.mean(returns)), "mean_length": float(np.mean(lengths)),
             "per_episode": [int(s) for s in success]}  # success of each seeded episode (the same seeds for every policy: paired tests)
+
+
+def policy_env_spec(policy, task: str, image_size: int | None = None, randomization: dict | None = None) -> dict:
+    """``make_env`` kwargs that show ``policy`` what it was trained on: its image size, its view as ``image`` and its other
+    views (``policy.cameras``) as ``<name>_image``, and its demonstrations' episode length."""
+    meta = getattr(policy, "meta", {})
+    if image_size is None:
+        image_size = int(meta.get("image_size", 64))
+    extra = [k[: -len("_image")] for k in getattr(policy, "cameras", []) if k != "image"]  # its other views: obs["<name>_image"]
+    length = meta.get("max_steps")  # the episode length its demonstrations were collected with
+    return {"task": task, "image_size": image_size, "camera": meta.get("camera", "agentview"), "randomization": randomization,
+            **({"max_steps": length} if length else {}), **({"extra_cameras": extra} if extra else {})}
 
 
 def close_envs(envs: list) -> None:

@@ -76,20 +76,25 @@ class CollectConfig:
             check_bool(getattr(self, key), f"collect.{key}")
 
 
-def rollout(env, policy, seed: int) -> dict:
+def rollout(env, policy, seed: int, label=None, reset=None) -> dict:
     """One episode: ``policy(obs) -> action``. Returns arrays image/state/action/reward and success, and every other
-    camera of the observation (``<name>_image``) beside ``image``."""
+    camera of the observation (``<name>_image``) beside ``image``. ``label(obs) -> action``: the action stored is
+    ``label``'s for each state, asked before ``policy`` acts (DAgger's expert), not the one executed. ``reset()`` runs
+    after the environment's reset (a stateful policy or label starting its episode)."""
     obs, info = env.reset(seed=seed)
+    if reset is not None:
+        reset()
     images, states, actions, rewards = [], [], [], []
     views = {k: [] for k in obs if k.endswith("_image")}
     done, success = False, False
     while not done:
+        stored = None if label is None else np.asarray(label(obs), dtype=np.float32)
         action = np.asarray(policy(obs), dtype=np.float32)
         images.append(obs["image"])
         for k in views:
             views[k].append(obs[k])
         states.append(obs["state"])
-        actions.append(action)
+        actions.append(action if stored is None else stored)
         obs, reward, terminated, truncated, info = env.step(action)
         rewards.append(reward)
         success = success or bool(info.get("success", False))

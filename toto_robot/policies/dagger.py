@@ -24,10 +24,9 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
-from toto_robot.constants import OBS_IMAGE, OBS_STATE
+from toto_robot.constants import OBS_STATE
 from toto_robot.data.demos import DemoMeta, DemoWriter
 from toto_robot.data.formats import open_demos
 from toto_robot.policies.bc import BCConfig, demo_folders, train_bc
@@ -95,6 +94,7 @@ def expert_labelled_rollouts(policy, task: str, episodes: int, seed: int, out: s
     environment renders is kept). Resumes after the last whole episode in ``out``. Returns the episodes, frames and the
     driving policy's successes."""
     from toto_robot.sim_envs import make_env
+    from toto_robot.sim_envs.collect import rollout
     from toto_robot.sim_envs.experts import make_expert
 
     env = make_env(**policy_env_spec(policy, task))
@@ -102,22 +102,9 @@ def expert_labelled_rollouts(policy, task: str, episodes: int, seed: int, out: s
     start = writer.next_index()
     try:
         for i in tqdm(range(start, episodes), desc=f"dagger {task}", unit="ep", initial=start, total=episodes):
-            obs, _ = env.reset(seed=seed + i)
-            expert = make_expert(env, noise=0.0)
-            policy.reset()
-            views: dict[str, list] = {k: [] for k in obs if k.endswith("_image") or k == OBS_IMAGE}
-            states, labels = [], []
-            done = success = False
-            while not done:
-                labels.append(np.asarray(expert.act(obs), np.float32))  # what the expert does here, before anything moves
-                for k in views:
-                    views[k].append(obs[k])
-                states.append(obs[OBS_STATE])
-                obs, _, terminated, truncated, info = env.step(policy.act(obs))
-                success = success or bool(info.get("success"))
-                done = terminated or truncated
-            writer.write_episode(np.stack(views.pop(OBS_IMAGE)), np.stack(states), np.stack(labels), success=success, seed=seed + i,
-                                 cameras={k: np.stack(v) for k, v in views.items()})
+            expert = make_expert(env, noise=0.0)  # its phase starts over with the episode
+            ep = rollout(env, policy.act, seed + i, label=expert.act, reset=policy.reset)
+            writer.write_episode(ep["image"][:-1], ep["state"], ep["action"], ep["reward"], ep["success"], seed=seed + i, cameras=ep["cameras"])
     finally:
         env.close()
     ds = open_demos(out)

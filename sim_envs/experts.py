@@ -48,6 +48,39 @@ class PickExpert:
         return a
 
 
+class PickCorrector:
+    """A memoryless pick expert: the action from the current state alone, for labelling states another policy reached
+    (DAgger). ``PickExpert``'s phases remember what it did, so a state the policy reached by another path gets whatever
+    its phase happens to be; here the same state always gets the same action. Closed on the cube -> lift; at the cube,
+    aligned -> close; aligned above it -> descend, open; off target -> over the cube, open, rising first when low (the
+    fingers would sweep the cube aside)."""
+
+    def __init__(self, env, noise: float = 0.0, rng: np.random.Generator | None = None):
+        self.env, self.noise, self.rng = env, noise, rng or np.random.default_rng(0)
+
+    def reset(self):
+        pass
+
+    def act(self, obs=None) -> np.ndarray:
+        env, task = self.env, self.env.task
+        cube, grip = task.cube_pos(env), env.grip_pos()
+        side = 2 * float(env.model.geom_size[env.model.geom("cube_geom").id][0])  # the cube's width
+        xy, dz = float(np.linalg.norm((grip - cube)[:2])), float(grip[2] - cube[2])
+        width = env.gripper_width()
+        if xy < 0.02 and abs(dz) < 0.03 and side - 0.008 < width < side + 0.002:  # the fingers closed on the cube
+            a = _toward(env, np.array([cube[0], cube[1], 0.62]), 1)
+            a[:2] = 0
+        elif xy < 0.012 and dz < 0.008:
+            a = _toward(env, cube + [0, 0, -0.005], 1)
+        elif xy < 0.012:
+            a = _toward(env, cube + [0, 0, -0.005], -1)
+        elif dz < 0.05:
+            a = _toward(env, np.array([grip[0], grip[1], cube[2] + 0.08]), -1)
+        else:
+            a = _toward(env, cube + [0, 0, 0.08], -1)
+        return a
+
+
 class CabinetExpert:
     def __init__(self, env, noise: float = 0.0, rng: np.random.Generator | None = None):
         self.env, self.noise, self.rng = env, noise, rng or np.random.default_rng(0)
@@ -96,13 +129,14 @@ class ReachExpert:
         return a
 
 
-def make_expert(env, noise: float = 0.0, rng: np.random.Generator | None = None):
-    """The scripted expert of ``env``'s task (``env`` may be wrapped)."""
+def make_expert(env, noise: float = 0.0, rng: np.random.Generator | None = None, memoryless: bool = False):
+    """The scripted expert of ``env``'s task (``env`` may be wrapped). ``memoryless``: where the task has one, the expert
+    that reads the current state alone (``PickCorrector``), for labelling states another policy reached."""
     base = env.unwrapped
     if hasattr(base, "make_expert"):  # suites that bring their own scripted policies (MetaWorld)
         return base.make_expert(noise, rng)
     if isinstance(base.task, PickTask):
-        return PickExpert(base, noise, rng)
+        return (PickCorrector if memoryless else PickExpert)(base, noise, rng)
     if isinstance(base.task, CabinetTask):
         return CabinetExpert(base, noise, rng)
     if isinstance(base.task, ReachTask):

@@ -319,3 +319,29 @@ def test_distractors_are_visual_only_boxes_placed_anew_at_every_reset():
     assert min(step_together(plain, busy, 8)) > 0  # the boxes are in the picture
     plain.close()
     busy.close()
+
+
+def test_memoryless_pick_expert_recovers_where_the_phase_expert_is_stuck_in_its_phase():
+    """DAgger asks the expert every step while the policy drives. Here the driver follows the expert, then lets go of the
+    cube and wanders for 8 steps: the phase expert, its phase still "lift", keeps lifting an empty gripper; PickCorrector
+    reads the state alone, goes back and picks the cube again."""
+    from toto_robot.sim_envs import make_env
+    from toto_robot.sim_envs.collect import rollout
+    from toto_robot.sim_envs.experts import make_expert
+
+    env = make_env("franka_pick", image_size=16, camera="agentview", max_steps=90)
+    solved = {}
+    for memoryless in (False, True):
+        solved[memoryless] = 0
+        for seed in range(10):
+            expert, rng, steps = make_expert(env, memoryless=memoryless), np.random.default_rng(seed), [0]
+
+            def drop(obs):
+                steps[0] += 1
+                a = expert.act(obs)  # asked every step, as DAgger asks it
+                return np.concatenate([rng.uniform(-1, 1, 3), [-1.0]]).astype(np.float32) if 18 < steps[0] <= 26 else a
+
+            solved[memoryless] += rollout(env, drop, 31_000 + seed)["success"]
+    clean = sum(rollout(env, make_expert(env, memoryless=True).act, 30_000 + seed)["success"] for seed in range(5))
+    env.close()
+    assert clean == 5 and solved[True] >= 9 and solved[False] <= 3, solved

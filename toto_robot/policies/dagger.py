@@ -6,7 +6,8 @@ Behaviour cloning learns from the expert's states only. A policy that drifts a f
 state no demonstration shows, and nothing there tells it the way back. Each round here rolls the current policy out in
 the simulator, its own actions executed (beta = 0; Ross et al.'s first round, beta = 1, is the demonstrations
 themselves), and records every frame with the action the scripted expert (``sim_envs.experts``, which reads the
-object poses) would take in that state. The episodes go into a demo folder of their own, ``dagger/round_<r>/demos``,
+object poses) would take in that state: its memoryless form where the task has one (``PickCorrector``), since the
+phase expert labels a state by the phase its own history left it in, and the policy reached the state another way. The episodes go into a demo folder of their own, ``dagger/round_<r>/demos``,
 and a fresh policy trains on the demonstrations plus every round so far (``policy.demos`` as a list of folders, each
 folder's frozen tokens cached on its own, so a round encodes only its own frames).
 
@@ -102,7 +103,7 @@ def expert_labelled_rollouts(policy, task: str, episodes: int, seed: int, out: s
     start = writer.next_index()
     try:
         for i in tqdm(range(start, episodes), desc=f"dagger {task}", unit="ep", initial=start, total=episodes):
-            expert = make_expert(env, noise=0.0)  # its phase starts over with the episode
+            expert = make_expert(env, noise=0.0, memoryless=True)  # the same state always gets the same label
             ep = rollout(env, policy.act, seed + i, label=expert.act, reset=policy.reset)
             writer.write_episode(ep["image"][:-1], ep["state"], ep["action"], ep["reward"], ep["success"], seed=seed + i, cameras=ep["cameras"])
     finally:

@@ -59,8 +59,8 @@ def test_dagger_rounds_add_expert_labelled_rollouts_and_train_on_every_folder(tm
     # a second call resumes: nothing is rolled out or trained again for the finished rounds
     before = len(encoded)
     monkeypatch.setattr("toto_robot.policies.dagger.expert_labelled_rollouts",
-                        lambda policy, task, episodes, seed, out, meta: pytest.fail("round rolled out again") if len(open_demos(out)) < episodes
-                        else expert_labelled_rollouts(policy, task, episodes, seed, out, meta))
+                        lambda policy, task, episodes, seed, out, meta, memoryless: pytest.fail("round rolled out again")
+                        if len(open_demos(out)) < episodes else expert_labelled_rollouts(policy, task, episodes, seed, out, meta, memoryless))
     train_policy_bc(cfg)
     assert len(encoded) == before  # every folder's tokens came from the cache
 
@@ -79,3 +79,5 @@ def test_demos_as_a_list_of_folders_must_share_one_space(tmp_path):
         load_demo_arrays([str(a), str(tmp_path / "b")])
     with pytest.raises(ConfigError, match="policy.dagger_rounds"):
         BCConfig(demos="x", out_dir="y", dagger_rounds=-1)
+    with pytest.raises(ConfigError, match="policy.dagger_expert"):
+        BCConfig(demos="x", out_dir="y", dagger_expert="oracle")

@@ -102,6 +102,8 @@ class BCConfig:
     dagger_rounds: int = 0  # > 0: DAgger on a simulated task (dagger.py): this many rounds of the policy's own rollouts labelled by
     # the scripted expert, each followed by BC from scratch on the demos plus every round
     dagger_episodes: int = 50  # ... rollouts per round
+    dagger_expert: str = "memoryless"  # ... labelled by the task's memoryless expert (the same state, the same action), or "phases": the
+    # phase expert that recorded the demos (its phase follows its own history, not the state the policy reached)
     token_cache: str | None = None  # folder of frozen demo tokens shared by runs with the same demos and backbone (any pooling or seed)
     seed: int = 0
     device: str = "cpu"
@@ -128,6 +130,7 @@ class BCConfig:
         check_choice(self.action_norm, "policy.action_norm", ("auto", "none", "standard"))
         check_choice(self.action_repr, "policy.action_repr", ("auto", "absolute", "relative"))
         check_choice(self.head, "policy.head", (*HEADS, "auto"))
+        check_choice(self.dagger_expert, "policy.dagger_expert", ("memoryless", "phases"))
         self.cameras = list(self.cameras or [])
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
             raise ConfigError(f"policy.cameras must list one or more distinct camera keys of the demos (image, wrist_image, ...), got {self.cameras}")

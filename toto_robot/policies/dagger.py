@@ -66,7 +66,9 @@ def train_dagger(cfg: BCConfig) -> Path:
 
         seed = DAGGER_SEED_OFFSET + cfg.seed * 10_000 + r * 1000
         rollouts = expert_labelled_rollouts(load_policy(policy_dir, device=cfg.device), meta.task, cfg.dagger_episodes, seed, data,
-                                            replace(meta, extra={**meta.extra, "dagger_round": r, "driven_by": str(policy_dir)}))
+                                            replace(meta, extra={**meta.extra, "dagger_round": r, "driven_by": str(policy_dir),
+                                                                 "dagger_expert": cfg.dagger_expert}),
+                                            memoryless=cfg.dagger_expert == "memoryless")
         folders.append(str(data))
         last = r == cfg.dagger_rounds
         rows.append({"round": r, "episodes": rollouts["episodes"], "frames": rollouts["frames"],
@@ -89,11 +91,11 @@ def _round_bc(cfg: BCConfig) -> Path:
     return train_bc(cfg)
 
 
-def expert_labelled_rollouts(policy, task: str, episodes: int, seed: int, out: str | Path, meta: DemoMeta) -> dict:
+def expert_labelled_rollouts(policy, task: str, episodes: int, seed: int, out: str | Path, meta: DemoMeta, memoryless: bool = True) -> dict:
     """``episodes`` rollouts of ``policy`` in ``task`` (seeds ``seed``, ``seed + 1``, ...), the policy's actions executed, written
     to the demo folder ``out`` with the scripted expert's action for every recorded state as the action (every camera the
-    environment renders is kept). Resumes after the last whole episode in ``out``. Returns the episodes, frames and the
-    driving policy's successes."""
+    environment renders is kept; ``memoryless``: the task's memoryless expert where it has one). Resumes after the last
+    whole episode in ``out``. Returns the episodes, frames and the driving policy's successes."""
     from toto_robot.sim_envs import make_env
     from toto_robot.sim_envs.collect import rollout
     from toto_robot.sim_envs.experts import make_expert
@@ -103,7 +105,7 @@ def expert_labelled_rollouts(policy, task: str, episodes: int, seed: int, out: s
     start = writer.next_index()
     try:
         for i in tqdm(range(start, episodes), desc=f"dagger {task}", unit="ep", initial=start, total=episodes):
-            expert = make_expert(env, noise=0.0, memoryless=True)  # the same state always gets the same label
+            expert = make_expert(env, noise=0.0, memoryless=memoryless)  # memoryless: the same state always gets the same label
             ep = rollout(env, policy.act, seed + i, label=expert.act, reset=policy.reset)
             writer.write_episode(ep["image"][:-1], ep["state"], ep["action"], ep["reward"], ep["success"], seed=seed + i, cameras=ep["cameras"])
     finally:

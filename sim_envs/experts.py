@@ -67,17 +67,21 @@ class PickCorrector:
         side = 2 * float(env.model.geom_size[env.model.geom("cube_geom").id][0])  # the cube's width
         xy, dz = float(np.linalg.norm((grip - cube)[:2])), float(grip[2] - cube[2])
         width = env.gripper_width()
+        at_cube = xy < 0.012  # descending or closing: no noise there, as PickExpert
         if xy < 0.02 and abs(dz) < 0.03 and side - 0.008 < width < side + 0.002:  # the fingers closed on the cube
             a = _toward(env, np.array([cube[0], cube[1], 0.62]), 1)
             a[:2] = 0
-        elif xy < 0.012 and dz < 0.008:
+            at_cube = False  # lifting: noise as in PickExpert's lift phase
+        elif at_cube and dz < 0.008:
             a = _toward(env, cube + [0, 0, -0.005], 1)
-        elif xy < 0.012:
+        elif at_cube:
             a = _toward(env, cube + [0, 0, -0.005], -1)
         elif dz < 0.05:
             a = _toward(env, np.array([grip[0], grip[1], cube[2] + 0.08]), -1)
         else:
             a = _toward(env, cube + [0, 0, 0.08], -1)
+        if self.noise and not at_cube:
+            a[:3] = np.clip(a[:3] + self.rng.normal(0, self.noise, 3), -1, 1)
         return a
 
 

@@ -158,29 +158,31 @@ def demo_folders(demos: str | Path | list) -> list[str]:
     return [str(d) for d in demos] if isinstance(demos, (list, tuple)) else [str(demos)]
 
 
-def folder_counts(demos: str | Path | list, max_episodes: int | None = None) -> list[int]:
-    """How many episodes ``load_demo_arrays`` takes from each folder of ``demos``, in order (the first ``max_episodes`` in all)."""
+def capped_counts(sizes: list[int], max_episodes: int | None = None) -> list[int]:
+    """Episodes per folder [n_0, n_1, ...] -> how many of each are taken, in order, the first ``max_episodes`` in all."""
     left, counts = max_episodes, []
-    for root in demo_folders(demos):
-        n = len(open_demos(root))
+    for n in sizes:
         counts.append(n if left is None else min(n, left))
         left = None if left is None else left - counts[-1]
     return counts
 
 
+def folder_counts(demos: str | Path | list, max_episodes: int | None = None) -> list[int]:
+    """How many episodes ``load_demo_arrays`` takes from each folder of ``demos``, in order (the first ``max_episodes`` in all)."""
+    return capped_counts([len(open_demos(root)) for root in demo_folders(demos)], max_episodes)
+
+
 def load_demo_arrays(root: str | Path | list, max_episodes: int | None = None):
     """A demo folder, or a LeRobot v3 / RLDS dataset folder (``toto_robot.data.formats.open_demos``), or a list of them read as
     one set, episodes in folder order: the first folder's meta; every folder must share its state, action and action space."""
-    meta, eps = None, []
-    for folder, count in zip(demo_folders(root), folder_counts(root, max_episodes)):
-        ds = open_demos(folder)
-        if meta is None:
-            meta = ds.meta
-        else:
-            for key in ("state_dim", "action_dim", "action_space"):
-                if getattr(ds.meta, key) != getattr(meta, key):
-                    raise DemoFormatError(f"{folder} has {key}={getattr(ds.meta, key)!r}, the first demo folder "
-                                          f"{demo_folders(root)[0]} has {getattr(meta, key)!r}: policy.demos must share one space")
+    folders = demo_folders(root)
+    datasets = [open_demos(folder) for folder in folders]
+    meta, eps = datasets[0].meta, []
+    for folder, ds, count in zip(folders, datasets, capped_counts([len(ds) for ds in datasets], max_episodes)):
+        for key in ("state_dim", "action_dim", "action_space"):
+            if getattr(ds.meta, key) != getattr(meta, key):
+                raise DemoFormatError(f"{folder} has {key}={getattr(ds.meta, key)!r}, the first demo folder "
+                                      f"{folders[0]} has {getattr(meta, key)!r}: policy.demos must share one space")
         eps += [ds[i] for i in range(count)]
     if not eps:
         raise DemoFormatError(f"{root}: no episodes to learn from")

@@ -48,6 +48,7 @@ def train_policy_bc(cfg: BCConfig) -> Path:
 def train_dagger(cfg: BCConfig) -> Path:
     """BC on ``cfg.demos``, then ``cfg.dagger_rounds`` rounds of ``cfg.dagger_episodes`` expert-labelled rollouts of the latest
     policy, each followed by BC from scratch on everything so far -> the last policy's folder (``out_dir/policy``)."""
+    from toto_robot.policies import load_policy
     from toto_robot.sim_envs import TASK_IDS
 
     out = Path(cfg.out_dir)
@@ -62,8 +63,6 @@ def train_dagger(cfg: BCConfig) -> Path:
     rows = []
     for r in range(1, cfg.dagger_rounds + 1):
         data = out / "dagger" / f"round_{r}" / "demos"
-        from toto_robot.policies import load_policy
-
         seed = DAGGER_SEED_OFFSET + cfg.seed * 10_000 + r * 1000
         rollouts = expert_labelled_rollouts(load_policy(policy_dir, device=cfg.device), meta.task, cfg.dagger_episodes, seed, data,
                                             replace(meta, extra={**meta.extra, "dagger_round": r, "driven_by": str(policy_dir),
@@ -103,15 +102,16 @@ def expert_labelled_rollouts(policy, task: str, episodes: int, seed: int, out: s
     env = make_env(**policy_env_spec(policy, task))
     writer = DemoWriter(out, meta)
     start = writer.next_index()
+    earlier = open_demos(out)  # episodes a stopped run wrote: read for their counts only
+    outcomes = [(len(ep[OBS_STATE]), bool(ep["success"])) for ep in (earlier[i] for i in range(start))]  # (frames, success)
     try:
         for i in tqdm(range(start, episodes), desc=f"dagger {task}", unit="ep", initial=start, total=episodes):
             expert = make_expert(env, noise=0.0, memoryless=memoryless)  # memoryless: the same state always gets the same label
             ep = rollout(env, policy.act, seed + i, label=expert.act, reset=policy.reset)
             writer.write_episode(ep["image"][:-1], ep["state"], ep["action"], ep["reward"], ep["success"], seed=seed + i, cameras=ep["cameras"])
+            outcomes.append((len(ep["state"]), bool(ep["success"])))
     finally:
         env.close()
-    ds = open_demos(out)
-    eps = [ds[i] for i in range(len(ds))]
-    successes = sum(bool(ep.get("success", False)) for ep in eps)
-    return {"episodes": len(eps), "frames": int(sum(len(ep[OBS_STATE]) for ep in eps)), "successes": int(successes),
-            "success_rate": successes / max(1, len(eps))}
+    successes = sum(ok for _, ok in outcomes)
+    return {"episodes": len(outcomes), "frames": int(sum(n for n, _ in outcomes)), "successes": int(successes),
+            "success_rate": successes / max(1, len(outcomes))}

@@ -11,6 +11,8 @@ machine changes every one of these.
     python benchmarks/bench_ros.py --quick                  # 640x480 rgb8 + JPEG, 10 s each
     python benchmarks/bench_ros.py --encoder-dir runs/.../policy/encoder --seconds 60
     python benchmarks/bench_ros.py --quick --no-profile --depth 1   # Fast DDS defaults, depth-1 queue: the old losses
+    python benchmarks/bench_ros.py --encoder recipe --streams 640x480:rgb8 --seconds 30 --threads 2 --precision bfloat16
+                                  # the real-camera read-out (256 px, four scans, layer 1; benchmarks/bench_readout.py)
 """
 from __future__ import annotations
 
@@ -55,6 +57,7 @@ def run_stream(name: str, args, enc_dir: str, rclpy_mods) -> dict:
     w, h, jpeg = STREAMS[name]
     node = EncoderNode(parameter_overrides=[Parameter("encoder_dir", value=enc_dir), Parameter("report_every_s", value=1e6),
                                             Parameter("torch_threads", value=args.threads), Parameter("compressed", value=jpeg),
+                                            Parameter("precision", value=args.precision),
                                             Parameter("qos_depth", value=args.depth), Parameter("prescale", value=not args.no_prescale),
                                             Parameter("image_topic", value=f"bench/camera_{w}x{h}_{'jpeg' if jpeg else 'rgb8'}")])
     node.stats = node.worker.stats = StreamStats(window=10**6)  # every frame's latency, not a rolling window
@@ -102,7 +105,9 @@ def main() -> None:
     ap.add_argument("--hz", type=float, default=30)
     ap.add_argument("--streams", default=",".join(STREAMS), help=f"comma-separated, from {', '.join(STREAMS)}")
     ap.add_argument("--quick", action="store_true", help="10 s each, 640x480 rgb8 and JPEG")
-    ap.add_argument("--encoder", default="toto_tiny", choices=["toto_tiny", "random"], help="without --encoder-dir")
+    ap.add_argument("--encoder", default="toto_tiny", choices=["toto_tiny", "recipe", "random"],
+                    help="without --encoder-dir; recipe = the real-camera read-out, untrained")
+    ap.add_argument("--precision", default="", choices=["", "float32", "bfloat16"], help="the node's precision parameter")
     ap.add_argument("--encoder-dir", default="")
     ap.add_argument("--threads", type=int, default=1, help="the node's torch_threads parameter (0 = torch default)")
     ap.add_argument("--depth", type=int, default=10, help="the node's qos_depth")
@@ -132,8 +137,17 @@ def main() -> None:
     enc_dir = args.encoder_dir
     if not enc_dir:
         enc_dir = str(Path(tempfile.mkdtemp()) / "enc")
-        (toto_tiny_encoder() if args.encoder == "toto_tiny" else build_encoder("random", pooling="average")).save_pretrained(enc_dir)
+        if args.encoder == "recipe":
+            sys.path.insert(0, str(Path(__file__).parent))
+            from bench_readout import recipe_encoder
+
+            built = recipe_encoder()
+        else:
+            built = toto_tiny_encoder() if args.encoder == "toto_tiny" else build_encoder("random", pooling="average")
+        built.save_pretrained(enc_dir)
     enc = load_encoder(enc_dir)
+    if args.precision:
+        enc.set_precision(args.precision)
     frame = np.zeros((64, 64, 3), np.uint8)
     with torch.no_grad():
         enc(frame[None])
@@ -143,7 +157,7 @@ def main() -> None:
         direct_ms = (time.perf_counter() - t) / 20 * 1000
     rclpy.init()
     print(f"encoder {enc.name} ({sum(p.numel() for p in enc.parameters()) / 1e6:.2f}M params, input {enc.input_size} px, "
-          f"{enc.feature_dim}-d): {direct_ms:.1f} ms per 64 px frame called directly; torch_threads {args.threads}")
+          f"{enc.feature_dim}-d, {enc.precision}): {direct_ms:.1f} ms per 64 px frame called directly; torch_threads {args.threads}")
     print(f"Fast DDS profile: {profile or 'Fast DDS defaults'}; node queue depth {args.depth}; prescale {not args.no_prescale}; "
           f"{os.cpu_count()} CPUs; {args.hz:.0f} Hz for {args.seconds:.0f} s per stream")
     print(f"{'stream':14} {'sent':>5} {'lost':>5} {'(node)':>6} {'stale':>5} {'feat/s':>7} {'lat med':>8} {'p95':>7} {'max':>7} "

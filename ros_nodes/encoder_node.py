@@ -53,6 +53,7 @@ DEFAULTS = {
     "report_every_s": 10.0,
     "diagnostics_period_s": 1.0,
     "torch_threads": 1,  # intra-op threads for inference; 1 leaves cores to DDS and the executor (0 = torch default)
+    "precision": "",  # "" = the encoder's own (float32 unless saved otherwise); bfloat16: the backbone's matmuls in bfloat16
 }
 
 
@@ -65,13 +66,18 @@ def encoder_from_params(p: dict, log=None):
                                 pooling=p["pooling"] or "average")
             if not p["encoder_name"] and log:
                 log("no encoder_dir or encoder_name: an untrained 'random' encoder (a control, not a model)")
-            return enc
+            return enc.set_precision(p["precision"] or "float32")  # a ValueError: ConfigError below
         if p["checkpoint"] or p["encoder_name"]:
             raise ConfigError(f"encoder_dir ({p['encoder_dir']}) and encoder_name/checkpoint ({p['encoder_name']!r}, "
                               f"{p['checkpoint']!r}) are both set: give one (a saved encoder, or a name + checkpoint)")
         enc = load_encoder(p["encoder_dir"])
     except (KeyError, ValueError, CheckpointError, FileNotFoundError) as e:
         raise ConfigError(str(e)) from e
+    if p["precision"]:
+        try:
+            enc.set_precision(p["precision"])
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
     if p["pooling"] and p["pooling"] != enc.pooling:
         raise ConfigError(f"pooling:={p['pooling']} cannot apply to the saved encoder {p['encoder_dir']}: its {enc.pooling} pool "
                           f"was trained with the policy/probe that uses it. Leave pooling unset, or save an encoder with that pooling")
@@ -110,7 +116,7 @@ class EncoderNode(Node):
         self.diagnostics = Diagnostics(self, self.stats, p["diagnostics_period_s"], f"{self.get_name()}: camera features",
                                        hardware_id=self.resolve_topic_name(p["image_topic"]))
         self.create_timer(p["report_every_s"], self.report)
-        self.get_logger().info(f"{self.encoder.name} (layer {self.encoder.layer}, {self.encoder.pooling} pooling, "
+        self.get_logger().info(f"{self.encoder.name} (layer {self.encoder.layer}, {self.encoder.pooling} pooling, {self.encoder.precision}, "
                                f"{self.encoder.feature_dim}-d) {p['image_topic']} ({msg_type.__name__}, {p['qos_reliability']}, "
                                f"depth {p['qos_depth']}) -> {p['features_topic']}")
 

@@ -106,6 +106,7 @@ DEFAULTS = {
     "enabled": True,
     "device": "cpu",
     "torch_threads": 1,  # intra-op threads for inference; 1 leaves cores to DDS and the executor (0 = torch default)
+    "precision": "",  # "" = the policy's encoder as saved; bfloat16: its backbone's matmuls in bfloat16 (faster, not bit-exact)
     "diagnostics_period_s": 1.0,
 }
 
@@ -177,6 +178,11 @@ class PolicyNode(Node):
             self.policy = load_policy(p["policy_dir"], device=p["device"])
         except (CheckpointError, FileNotFoundError, ValueError) as e:
             raise ConfigError(str(e)) from e
+        if p["precision"] and getattr(self.policy, "encoder", None) is not None:
+            try:
+                self.policy.encoder.set_precision(p["precision"])
+            except ValueError as e:
+                raise ConfigError(str(e)) from e
         check_params(p, self.policy)
         self.cameras = list(getattr(self.policy, "cameras", ["image"]))  # observation keys: the first is image_topic's
         if len(p["camera_topics"]) != len(self.cameras) - 1:

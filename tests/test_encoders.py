@@ -339,3 +339,29 @@ def test_attention_pool_equals_projecting_every_token(positions):
             assert b.abs().max() < 1e-10
             continue
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9, msg=name)
+
+
+def test_bfloat16_backbone_gives_float32_tokens_close_to_float32_and_is_saved_with_the_encoder(tmp_path):
+    from toto_robot.encoders.features import token_cache_path
+    from toto_robot.utils.config import ConfigError
+
+    final = tiny_toto_run(tmp_path, tokenizer="patch")
+    exact = build_encoder("toto", checkpoint=str(final), pooling="average", layer=2)
+    fast = build_encoder("toto", checkpoint=str(final), pooling="average", layer=2, precision="bfloat16")
+    x = frames(4, 40, 40)
+    a, b = exact.encode_tokens(x), fast.encode_tokens(x)
+    assert b.dtype == torch.float32 and b.shape == a.shape
+    rel = ((a - b).norm() / a.norm()).item()
+    assert 0 < rel < 0.02  # bfloat16 matmuls: not bit-exact, within 2% of the float32 tokens
+    assert torch.equal(fast(x), fast.pool(b))
+    fast.save_pretrained(tmp_path / "enc")
+    again = load_encoder(tmp_path / "enc")
+    assert again.precision == "bfloat16" and torch.equal(again.encode_tokens(x), b)
+    exact.save_pretrained(tmp_path / "exact")
+    assert load_encoder(tmp_path / "exact").precision == "float32"
+    # a cache of bfloat16 tokens is never read back as the float32 encoder's
+    assert token_cache_path(exact, tmp_path, {"x": 1}) != token_cache_path(fast, tmp_path, {"x": 1})
+    vit = build_encoder("random", img_size=32, pooling="cls", precision="bfloat16")
+    assert vit.encode_tokens(x).dtype == torch.float32
+    with pytest.raises(ConfigError, match="precision must be one of float32, bfloat16, got 'fp8'"):
+        build_encoder("toto", checkpoint=str(final), precision="fp8")

@@ -152,11 +152,12 @@ class ShortContextColourEncoder(ColourEncoder):
 
     def __init__(self):
         super().__init__("short")
-        self.calls = []
+        self.calls, self.passes = [], 0
 
     def layer_tokens(self, frames, layers):
         assert frames.ndim == 5 and frames.shape[1] <= self.max_frames, f"a clip of {frames.shape[1]} frames exceeds the context"
-        self.calls.append(frames[0].clone())
+        self.calls.extend(clip[0].clone() for clip in frames)  # the first frame of every window in the batch
+        self.passes += 1
         return super().layer_tokens(frames, layers)
 
 
@@ -174,9 +175,10 @@ def test_clips_longer_than_the_context_are_read_in_windows_that_start_with_frame
     enc = ShortContextColourEncoder()
     long = propagation_j(enc, videos)
     assert len(enc.calls) == 5  # windows [0,1,2], [0,3,4], [0,5,6], [0,7,8], [0,9]
+    assert enc.passes == 2  # the four windows of 3 frames in one batch, the last window of 2 in another
     frames = torch.from_numpy(videos[0][0])
     for call in enc.calls:
-        assert torch.equal(call[0], frames[0])  # every window starts with the annotated frame
+        assert torch.equal(call, frames[0])  # every window starts with the annotated frame
     whole = propagation_j(ColourEncoder(), videos)  # per-frame features: windows change nothing
     assert long["J"] == pytest.approx(whole["J"]) and long["F"] == pytest.approx(whole["F"])
     floor = copy_first_j(videos)
@@ -350,3 +352,63 @@ def test_probe_command_on_demos(tmp_path):
                        "probe.kwargs.target=[16,17]", "probe.poolings=[average,spatial2]", f"out_dir={tmp_path / 'ee'}")
     assert "raw pixels" in stdout and "spatial2: best layer" in stdout
     assert (tmp_path / "ee" / "regression.png").is_file()
+
+
+def full_pair_propagation(tokens, first, topk=5, temperature=0.1, context=7, radius=0.2):
+    """Label propagation scoring every (token, key) pair and masking outside the neighbourhood: the reference."""
+    from toto_robot.probes.label_propagation import neighbourhood
+
+    feats = F.normalize(tokens, dim=-1)
+    T, N, _ = feats.shape
+    grid = int(round(N ** 0.5))
+    allowed = None if radius is None else neighbourhood(grid, max(1, round(radius * grid)))
+    labels = [first]
+    for t in range(1, T):
+        ctx = [0] + list(range(max(1, t - context), t))
+        keys, vals = torch.cat([feats[i] for i in ctx]), torch.cat([labels[i] for i in ctx], dim=1)
+        sim = feats[t] @ keys.T / temperature
+        if allowed is not None:
+            sim = sim.masked_fill(~allowed.repeat(1, len(ctx)), float("-inf"))
+        top, idx = sim.topk(min(topk, sim.shape[1]), dim=1)
+        labels.append((vals[:, idx] * top.softmax(dim=1)[None]).sum(-1))
+    return torch.stack(labels)
+
+
+@pytest.mark.parametrize("grid,radius", [(32, 0.2), (24, 0.1), (16, 0.3), (12, 0.2), (8, None)])
+def test_propagation_scores_only_the_neighbourhood_and_gives_the_labels_of_scoring_every_pair(grid, radius):
+    from toto_robot.probes.label_propagation import LocalKeys, propagate
+
+    torch.manual_seed(grid)
+    tokens, first = torch.randn(10, grid * grid, 24), torch.rand(3, grid * grid)
+    got = propagate(tokens, first, radius=radius)
+    assert got.shape == (10, 3, grid * grid)
+    assert torch.equal(got, full_pair_propagation(tokens, first, radius=radius))
+    if radius == 0.2 and grid == 32:  # tiles of 8 x 8 tokens, each scoring a 20 x 20 window: 400 of 1024 key cells
+        local = LocalKeys(32, 6)
+        assert local.tiled and local.queries.shape == (16, 64) and local.keys.shape == (16, 400)
+
+
+def test_several_layers_and_windows_come_from_one_batched_pass_with_each_windows_tokens(tmp_path):
+    """``clip_layer_tokens`` reads every layer from one pass and batches windows of the same length; each frame's
+    tokens are those of the window it was read in, read alone (frame 0 from the first window)."""
+    from helpers import tiny_toto_run
+    from toto_robot.probes.label_propagation import clip_layer_tokens, clip_tokens, clip_windows, propagation_layers
+
+    toto = build_encoder("toto", checkpoint=str(tiny_toto_run(tmp_path / "toto")), pooling="average")  # 4 frames of context
+    frames = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    for window in (1, 3, None):
+        got = clip_layer_tokens(toto, frames, [1, 3], window, batch_size=2)
+        want = {l: [None] * 8 for l in (1, 3)}
+        for w in clip_windows(8, min(window or 4, 4)):
+            for l, h in toto.hidden_states(frames[w][None], [1, 3]).items():
+                for j, t in enumerate(w):
+                    want[l][t] = h[0].reshape(len(w), 16, -1)[j] if want[l][t] is None else want[l][t]
+        for l in (1, 3):
+            assert got[l].shape == (8, 16, 32)
+            assert torch.allclose(got[l], torch.stack(want[l]), atol=1e-6), (window, l)
+        assert torch.equal(clip_tokens(toto, frames, 3, window), clip_layer_tokens(toto, frames, [3], window)[3])
+    write_davis(tmp_path / "d", {"square": square_clip(T=6, step=3)})
+    videos = davis_videos(tmp_path / "d", size=32)
+    both = propagation_layers(toto, videos, [1, 2], window=1)
+    for l in (1, 2):
+        assert both[l] == propagation_j(toto, videos, l, window=1)

@@ -385,3 +385,26 @@ def test_mirrored_scans_give_the_first_token_context_from_the_patches_after_it(t
     both.save_pretrained(tmp_path / "enc")
     saved = load_encoder(tmp_path / "enc")
     assert saved.scan == "both" and torch.allclose(saved.layer_tokens(moved, [1])[1], both.layer_tokens(moved, [1])[1], atol=1e-6)
+
+
+def test_four_scans_equal_the_mean_of_four_mirrored_raster_reads(tmp_path):
+    """Each frame's tokens (in a batch of frames, and of clips) are the mean of the four raster reads of its mirror
+    images, token grids flipped back."""
+    from helpers import tiny_toto_run
+
+    final = tiny_toto_run(tmp_path, resolution=32, tokenizer="patch")
+    raster, four = (build_encoder("toto", checkpoint=str(final), layer=2, scan=s) for s in ("raster", "four"))
+    rng = np.random.default_rng(1)
+    for shape in ((3, 32, 40, 3), (2, 3, 32, 32, 3)):  # three images; two clips of three frames
+        x = torch.from_numpy(rng.integers(0, 256, shape, dtype=np.uint8))
+        T = shape[1] if len(shape) == 5 else 1
+        reads = []
+        for flips in ((), (-2,), (-3,), (-3, -2)):
+            mirrored = x[..., 4:36, :] if len(shape) == 4 else x  # the centre square, then mirrored
+            t = raster.layer_tokens(mirrored.flip(flips) if flips else mirrored, [1, 2])
+            reads.append({l: h.reshape(len(x), T, 4, 4, -1).flip(flips).reshape(h.shape) if flips else h for l, h in t.items()})
+        got = four.layer_tokens(x, [1, 2])
+        for l in (1, 2):
+            want = sum(r[l] for r in reads) / 4
+            assert got[l].shape == (len(x), T * 16, 32)
+            assert torch.allclose(got[l], want, atol=1e-6)

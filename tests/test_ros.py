@@ -187,3 +187,29 @@ def test_a_params_file_configures_a_node_through_ros_args(tmp_path):
         node.destroy_node()
     finally:
         rclpy.shutdown(context=ctx)
+
+
+def test_encoder_node_runs_the_backbone_in_the_precision_it_is_given(ros, tmp_path):
+    from helpers import tiny_toto_run
+    from toto_robot.encoders import build_encoder
+    from toto_robot.ros_nodes.common import ConfigError
+    from toto_robot.ros_nodes.encoder_node import EncoderNode
+
+    ctx, add, spin_until = ros
+    enc = build_encoder("toto", checkpoint=str(tiny_toto_run(tmp_path, tokenizer="patch")), pooling="average", scan="four")
+    enc.save_pretrained(tmp_path / "enc")
+    node = add(EncoderNode(context=ctx, parameter_overrides=[Parameter("encoder_dir", value=str(tmp_path / "enc")),
+                                                             Parameter("precision", value="bfloat16"), Parameter("image_topic", value="cam4"),
+                                                             Parameter("features_topic", value="feats4")]))
+    assert node.encoder.precision == "bfloat16" and enc.precision == "float32"
+    peer = add(rclpy.create_node("peer4", context=ctx))
+    got = []
+    peer.create_subscription(Float32MultiArray, "feats4", lambda m: got.append(np.asarray(m.data, np.float32)), 10)
+    pub = peer.create_publisher(Image, "cam4", 10)
+    img = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    assert spin_until(lambda: (pub.publish(array_to_image_msg(img)), got)[-1], timeout=30)
+    exact = enc(img[None])[0].detach().numpy()
+    assert not np.array_equal(got[0], exact)  # bfloat16 matmuls, not the float32 features...
+    assert np.linalg.norm(got[0] - exact) < 0.02 * np.linalg.norm(exact)  # ...within 2% of them
+    with pytest.raises(ConfigError, match="precision must be one of float32, bfloat16, got 'half'"):
+        EncoderNode(context=ctx, parameter_overrides=[Parameter("encoder_dir", value=str(tmp_path / "enc")), Parameter("precision", value="half")])

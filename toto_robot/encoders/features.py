@@ -90,6 +90,7 @@ def token_cache_path(encoder: Encoder, cache_dir: str | Path, identity: dict) ->
     weights = hashlib.sha256(b"".join(p.detach().flatten()[:256].cpu().numpy().tobytes() for p in encoder.backbone_parameters()))
     key = config_hash({**identity, "layer": encoder.layer,
                        **({"readout": encoder.token_readout} if encoder.token_readout != "patch" else {}),
+                       **({"precision": encoder.precision} if encoder.precision != "float32" else {}),
                        "backbone": encoder.spec(), "weights": weights.hexdigest()})
     return Path(cache_dir) / f"tokens-{encoder.name}-{key}.safetensors"
 

@@ -7,6 +7,7 @@
     build_encoder("random")                                        # untrained mae_tiny-shaped ViT
     build_encoder("random", img_size=128)                          # the same at another input size
     build_encoder("pixels", input_size=128, patch=8)               # raw-pixel patches: the no-training baseline
+    build_encoder("toto", checkpoint=..., precision="bfloat16")    # the backbone's matmuls in bfloat16 (faster on CPU)
     enc.save_pretrained("out/encoder"); enc = load_encoder("out/encoder")
 """
 from __future__ import annotations
@@ -28,7 +29,12 @@ ENCODER_NAMES = ["toto", *TOTO_SIZES, "random", "pixels", *VIT_CONFIGS, *VIT_ALI
 
 
 def build_encoder(name: str, checkpoint: str | None = None, layer: int | None = None, pooling: str = "attention",
-                  like: str | None = None, seed: int = 0, **kwargs) -> Encoder:
+                  like: str | None = None, seed: int = 0, precision: str = "float32", **kwargs) -> Encoder:
+    return _build_encoder(name, checkpoint, layer, pooling, like, seed, **kwargs).set_precision(precision)
+
+
+def _build_encoder(name: str, checkpoint: str | None, layer: int | None, pooling: str, like: str | None, seed: int,
+                   **kwargs) -> Encoder:
     if name == "toto" or name in TOTO_SIZES:
         return build_toto_encoder(name, checkpoint, layer=layer, pooling=pooling, **kwargs)
     if name in VIT_CONFIGS or name in VIT_ALIASES:
@@ -58,7 +64,7 @@ def load_encoder(directory: str | Path, map_location: str = "cpu") -> Encoder:
         raise CheckpointError(f"{directory}: unknown encoder kind {kind!r} (known: {', '.join(ENCODER_KINDS)})")
     enc = ENCODER_KINDS[kind].from_spec(cfg["name"], cfg["spec"], cfg["pooling"], layer=cfg["layer"])
     enc.load_state(sd, cfg.get("tied", {}), str(directory))
-    return enc.to(map_location)
+    return enc.set_precision(cfg.get("precision", "float32")).to(map_location)
 
 
 def encoder_from_spec(spec: dict) -> Encoder:

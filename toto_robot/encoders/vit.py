@@ -317,8 +317,8 @@ class ViTEncoder(Encoder):
         if self.token_readout == "patch":
             return super().encode_tokens(frames)
         frames = as_frames(frames)
-        with torch.no_grad():
-            feats = self.backbone.readout(self._model_input(frames), self.token_readout, self.layer)  # (B*T, C)
+        with torch.no_grad(), self.backbone_autocast():
+            feats = self.backbone.readout(self._model_input(frames), self.token_readout, self.layer).float()  # (B*T, C)
         return feats.reshape(frames.shape[0], -1, feats.shape[-1])
 
     def spec(self):

@@ -49,17 +49,34 @@ def clip_tokens(encoder: Encoder, frames: np.ndarray, layer: int | None = None, 
     ``window`` caps the frames of one pass below the context (how much of the clip's past a frame's
     tokens have seen; 1 = each frame alone)."""
     layer = encoder.layer if layer is None else layer
-    out: list[torch.Tensor | None] = [None] * len(frames)
+    return clip_layer_tokens(encoder, frames, [layer], window)[layer]
+
+
+@torch.no_grad()
+def clip_layer_tokens(encoder: Encoder, frames: np.ndarray, layers: list[int], window: int | None = None,
+                      batch_size: int = 16) -> dict[int, torch.Tensor]:
+    """``clip_tokens`` of several layers from one pass: {layer: [T, N, C]}. Windows of the same length go through
+    the encoder together, ``batch_size`` at a time (each window is its own sequence, so the tokens are those of
+    one window per pass)."""
+    out: dict[int, list] = {l: [None] * len(frames) for l in layers}
     limit = getattr(encoder, "max_frames", None)
     if window is not None:
         limit = window if limit is None else min(limit, window)
-    for window_frames in clip_windows(len(frames), limit):
-        tokens = encoder.hidden_states(frames[window_frames][None], [layer])[layer][0]  # (W*N, C)
-        tokens = tokens.reshape(len(window_frames), -1, tokens.shape[-1])  # (W, N, C)
-        for j, t in enumerate(window_frames):
-            if out[t] is None:  # frame 0 keeps its tokens from the first window
-                out[t] = tokens[j]
-    return torch.stack(out).float()  # (T, N, C)
+    windows = clip_windows(len(frames), limit)
+    by_length: dict[int, list[list[int]]] = {}
+    for w in windows:
+        by_length.setdefault(len(w), []).append(w)
+    for length, group in by_length.items():
+        for i in range(0, len(group), batch_size):
+            batch = group[i:i + batch_size]
+            hidden = encoder.hidden_states(np.stack([frames[w] for w in batch]), layers)  # {layer: (b, W*N, C)}
+            for l, h in hidden.items():
+                h = h.reshape(len(batch), length, -1, h.shape[-1])  # (b, W, N, C)
+                for b, w in enumerate(batch):
+                    for j, t in enumerate(w):
+                        if out[l][t] is None:  # frame 0 keeps its tokens from the first window (processed first)
+                            out[l][t] = h[b, j]
+    return {l: torch.stack(v).float() for l, v in out.items()}  # (T, N, C)
 
 
 def soft_labels(mask: np.ndarray, num_labels: int, grid: int) -> torch.Tensor:
@@ -82,24 +99,71 @@ def propagate(tokens: torch.Tensor, first: torch.Tensor, topk: int = 5, temperat
     Frame t's token takes the softmax-weighted labels of its ``topk`` most similar tokens (cosine /
     ``temperature``) among frame 0 and the previous ``context`` frames, searched only within a square
     window of ``radius`` x the grid side around its own cell (DINO's ``size_mask_neighborhood``: 12 of
-    a 60-row grid; None searches the whole frame)."""
+    a 60-row grid; None searches the whole frame). With a window, the similarities are computed only where
+    they can be chosen (``LocalKeys``): the same labels as scoring every pair, at a fraction of the work."""
     feats = F.normalize(tokens, dim=-1)
     T, N, _ = feats.shape
     grid = int(round(N ** 0.5))
-    allowed = None if radius is None else neighbourhood(grid, max(1, round(radius * grid)))  # (N, N)
+    local = None if radius is None else LocalKeys(grid, max(1, round(radius * grid)))
     labels = [first]
     for t in range(1, T):
         ctx = [0] + list(range(max(1, t - context), t))
-        keys = torch.cat([feats[i] for i in ctx])  # (M, C), M = len(ctx)*N
-        vals = torch.cat([labels[i] for i in ctx], dim=1)  # (L, M)
-        sim = feats[t] @ keys.T / temperature  # (N, M)
-        if allowed is not None:
-            sim = sim.masked_fill(~allowed.repeat(1, len(ctx)), float("-inf"))
-        k = min(topk, sim.shape[1])
-        top, idx = sim.topk(k, dim=1)  # (N, k)
+        keys = torch.stack([feats[i] for i in ctx])  # (F, N, C), F = len(ctx)
+        vals = torch.stack([labels[i] for i in ctx])  # (F, L, N)
+        if local is None:
+            sim = feats[t] @ keys.reshape(-1, keys.shape[-1]).T / temperature  # (N, F*N)
+            top, idx = sim.topk(min(topk, sim.shape[1]), dim=1)  # (N, k)
+        else:
+            top, idx = local.topk(feats[t], keys, temperature, topk)  # (N, k): scores, indices into the F*N keys
         w = top.softmax(dim=1)  # (N, k)
-        labels.append((vals[:, idx] * w[None]).sum(-1))  # (L, N)
+        flat = vals.permute(1, 0, 2).reshape(vals.shape[1], -1)  # (L, F*N): frame-major, as the keys
+        labels.append((flat[:, idx] * w[None]).sum(-1))  # (L, N)
     return torch.stack(labels)
+
+
+class LocalKeys:
+    """The keys a token may take labels from under ``neighbourhood(grid, radius)``, scored tile by tile: the grid is cut
+    into ``tile`` x ``tile`` query cells, and each tile scores only the (tile + 2 radius)^2 key cells around it (the
+    window shifted inward at the borders, so every tile has the same number), the cells outside a token's own
+    neighbourhood masked. On a 32 x 32 grid with radius 6 a tile of 8 x 8 tokens scores 400 of the 1024 cells of each
+    frame. A grid the tiles do not fit (window larger than the grid, or a side not a multiple of the tile) scores
+    every cell and masks, which gives the same labels."""
+
+    def __init__(self, grid: int, radius: int, tile: int = 8):
+        self.grid, self.radius = grid, radius
+        span = tile + 2 * radius
+        self.tiled = grid % tile == 0 and span < grid
+        allowed = neighbourhood(grid, radius)  # (N, N)
+        if not self.tiled:
+            self.queries = torch.arange(grid * grid)[None]  # one "tile": every cell
+            self.keys = torch.arange(grid * grid)[None]
+            self.blocked = ~allowed[None]  # (1, N, N)
+            return
+        starts = range(0, grid, tile)
+        queries, keys = [], []
+        for y0 in starts:
+            for x0 in starts:
+                ky, kx = min(max(y0 - radius, 0), grid - span), min(max(x0 - radius, 0), grid - span)
+                queries.append((torch.arange(y0, y0 + tile)[:, None] * grid + torch.arange(x0, x0 + tile)[None]).flatten())
+                keys.append((torch.arange(ky, ky + span)[:, None] * grid + torch.arange(kx, kx + span)[None]).flatten())
+        self.queries, self.keys = torch.stack(queries), torch.stack(keys)  # (P, Q), (P, K): P tiles
+        self.blocked = ~allowed[self.queries[:, :, None], self.keys[:, None, :]]  # (P, Q, K)
+        self._order = torch.argsort(self.queries.flatten())  # tile-major rows -> cell order
+
+    def topk(self, query: torch.Tensor, keys: torch.Tensor, temperature: float, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """query [N, C], keys [F, N, C] of F frames -> the ``k`` best cosine / ``temperature`` scores of each query cell
+        within its neighbourhood [N, k], and their indices into the F*N keys (frame-major) [N, k]."""
+        Fr, N, C = keys.shape
+        P, Q = self.queries.shape
+        K = self.keys.shape[1]
+        q = query[self.queries]  # (P, Q, C)
+        kv = keys[:, self.keys].permute(1, 0, 2, 3).reshape(P, Fr * K, C)  # (P, F*K, C): each tile's window in every frame
+        sim = torch.bmm(q, kv.transpose(1, 2)).div_(temperature)  # (P, Q, F*K)
+        sim = sim.view(P, Q, Fr, K).masked_fill_(self.blocked[:, :, None], float("-inf")).view(P, Q, Fr * K)
+        top, col = sim.topk(min(k, Fr * K), dim=2)  # (P, Q, k)
+        idx = (col // K) * N + self.keys.gather(1, (col % K).reshape(P, -1)).reshape(col.shape)  # frame * N + key cell
+        top, idx = top.reshape(P * Q, -1), idx.reshape(P * Q, -1)
+        return (top[self._order], idx[self._order]) if self.tiled else (top, idx)  # rows in cell order
 
 
 def norm_labels(maps: torch.Tensor) -> torch.Tensor:
@@ -184,11 +248,19 @@ def propagation_j(encoder: Encoder, videos: list[tuple[np.ndarray, np.ndarray]],
                   **kw) -> dict:
     """J (mean region IoU) and F (boundary F-measure) over the frames after the first, per clip and averaged,
     of label propagation with ``encoder``'s tokens (``window``: ``clip_tokens``; ``kw``: ``segment``/``propagate``)."""
-    scores = []
+    layer = encoder.layer if layer is None else layer
+    return propagation_layers(encoder, videos, [layer], window, **kw)[layer]
+
+
+def propagation_layers(encoder: Encoder, videos: list[tuple[np.ndarray, np.ndarray]], layers: list[int], window: int | None = None,
+                       **kw) -> dict[int, dict]:
+    """``propagation_j`` at each of ``layers`` from one encoder pass per clip: {layer: scores}."""
+    scores: dict[int, list] = {l: [] for l in layers}
     for frames, masks in videos:
-        pred = segment(clip_tokens(encoder, frames, layer, window), masks[0], int(masks.max()), masks.shape[-1], **kw)
-        scores.append(clip_scores(pred, masks))
-    return summarize_clips(scores)
+        tokens = clip_layer_tokens(encoder, frames, layers, window)
+        for l in layers:
+            scores[l].append(clip_scores(segment(tokens.pop(l), masks[0], int(masks.max()), masks.shape[-1], **kw), masks))
+    return {l: summarize_clips(s) for l, s in scores.items()}
 
 
 def copy_first_j(videos: list[tuple[np.ndarray, np.ndarray]]) -> dict:
@@ -208,8 +280,7 @@ def propagation_sweep(encoder: Encoder, videos, layers: list[int] | None = None,
     layers = list(range(1, encoder.num_layers + 1)) if layers is None else list(layers)
     floor = copy_first_j(videos)
     rows = []
-    for l in layers:
-        s = propagation_j(encoder, videos, l, **kw)
+    for l, s in propagation_layers(encoder, videos, layers, **kw).items():
         rows.append({"encoder": encoder.name, "layer": l, "depth": l / encoder.num_layers, "J": s["J"], "F": s["F"], "J&F": s["J&F"],
                      "copy_first_J": floor["J"], "copy_first_F": floor["F"], "per_video": s["per_video"], "per_video_F": s["per_video_F"]})
     if out_dir is not None:

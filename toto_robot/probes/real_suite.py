@@ -168,9 +168,24 @@ def constant_predictions(y: np.ndarray, groups: np.ndarray, folds: int) -> np.nd
 
 def davis_rows(label: str, encoder: Encoder | None, videos, names: list, layer: int | None, prop: dict) -> list[dict]:
     """One row per sequence: J, F and J&F of ``encoder`` at ``layer`` (``propagation_j``; None encoder: ``copy_first_j``)."""
-    from toto_robot.probes.label_propagation import copy_first_j, propagation_j
+    from toto_robot.probes.label_propagation import copy_first_j
 
-    score = copy_first_j(videos) if encoder is None else propagation_j(encoder, videos, layer, **prop)
+    if encoder is None:
+        return score_rows(label, copy_first_j(videos), videos, names, None)
+    layer = encoder.layer if layer is None else layer
+    return davis_layer_rows(label, encoder, videos, names, [layer], prop)[layer]
+
+
+def davis_layer_rows(label: str, encoder: Encoder, videos, names: list, layers: list[int], prop: dict) -> dict[int, list[dict]]:
+    """``davis_rows`` at each of ``layers``, every clip through the encoder once: {layer: rows}."""
+    from toto_robot.probes.label_propagation import propagation_layers
+
+    prop = dict(prop)
+    window = prop.pop("window", None)
+    return {l: score_rows(label, score, videos, names, l) for l, score in propagation_layers(encoder, videos, layers, window, **prop).items()}
+
+
+def score_rows(label: str, score: dict, videos, names: list, layer: int | None) -> list[dict]:
     return [{"encoder": label, "layer": "" if layer is None else layer, "own_layer": True, "sequence": name, "frames": len(frames),
              "J": j, "F": f, "J&F": (j + f) / 2}
             for name, (frames, _), j, f in zip(names, videos, score["per_video"], score["per_video_F"])]
@@ -335,8 +350,7 @@ def run_real_frames(cfg: RealFramesConfig) -> Path:
         videos = davis_videos(cfg.davis_root, **kw)
         davis_all += davis_rows(COPY_FIRST, None, videos, names, None, cfg.propagation)
         for label, enc in tqdm({**encoders, **baselines}.items(), desc="DAVIS label propagation", unit="encoder"):
-            for layer in encoder_layers(enc, cfg.layers):
-                rows = davis_rows(label, enc, videos, names, layer, cfg.propagation)
+            for layer, rows in davis_layer_rows(label, enc, videos, names, encoder_layers(enc, cfg.layers), cfg.propagation).items():
                 for r in rows:
                     r["own_layer"] = layer == enc.layer
                 davis_all += rows

@@ -53,7 +53,7 @@ class DemoConfig:
     mae_match: str = "flops"  # flops: the MAE baseline trains until it has spent Toto's measured pre-training FLOPs; steps: Toto's step count
     bc_task: str = "franka_pick"
     bc_episodes: int = 150
-    bc_epochs: int = 30
+    bc_epochs: int = 60
     extra_videos: list[str] = field(default_factory=list)  # folders of your own videos (real robot cameras, ...) added to pre-training
     real_videos: str | list[str] | None = None  # the real-camera recipe's footage (configs/demo_real.yaml): joins extra_videos
     clips_per_video: int = 4  # random clips (and crops) drawn from each of your videos; simulated videos keep 4
@@ -66,8 +66,10 @@ class DemoConfig:
     real_resolution: int | None = None  # the frame size it reads them at (None: image_size); one frame must fit Toto's context
     real_scan: str = "raster"  # Toto's read-out scans (toto_robot.encoders.toto.SCANS): raster | both | four mirrored reads averaged
     real_frames: dict = field(default_factory=dict)  # more real-frame suite options (davis, propagation, bootstrap, robot_max_frames, ...)
-    poolings: list[str] = field(default_factory=lambda: ["spatial_attention"])  # BC compares every encoder with each (and the probe adds them)
+    poolings: list[str] = field(default_factory=lambda: ["spatial_attention"])  # the probe adds them; BC compares each unless bc_pooling is set
     bc_layer: int | None = None  # the Toto layer BC reads; None = the layer the probe scored best with the first of `poolings`
+    bc_pooling: str | None = "grid"  # the pool BC reads (every encoder at its probe-best layer); None = each of `poolings`
+    bc: dict = field(default_factory=lambda: {"lr": 5e-4})  # BC options over compare's defaults (toto_robot.policies.bc.BCConfig)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     eval_episodes: int = 30
     device: str = "cpu"
@@ -87,6 +89,13 @@ class DemoConfig:
             raise ConfigError(f"poolings, seeds and video_tasks need at least one entry each, got {self.poolings}, {self.seeds}, {self.video_tasks}")
         for p in self.poolings:
             check_choice(p, "poolings", POOLINGS)
+        if self.bc_pooling is not None:
+            check_choice(self.bc_pooling, "bc_pooling", POOLINGS)
+        from toto_robot.policies.bc import BCConfig
+
+        unknown = sorted(set(self.bc) - set(BCConfig.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(f"bc: unknown BC option(s) {unknown}; see toto_robot.policies.bc.BCConfig")
         check_choice(self.mae_match, "mae_match", ("flops", "steps"))
         from toto_robot.encoders.toto import SCANS
 
@@ -142,7 +151,13 @@ class DemoConfig:
                           real_resolution=64 if self.real_resolution else None, real_scan=self.real_scan,
                           real_frames={**self.real_frames, "davis": {**self.real_frames.get("davis", {}), "max_frames": 6, "size": 64},
                                        "robot_max_frames": 200, "bootstrap": 100},
-                          bc_layer=min(self.bc_layer, FAST_MODEL["n_layer"]) if self.bc_layer else None, bc_episodes=4, bc_epochs=2, seeds=[0], eval_episodes=1, device=self.device)
+                          bc_layer=min(self.bc_layer, FAST_MODEL["n_layer"]) if self.bc_layer else None, bc_pooling=self.bc_pooling, bc=self.bc,
+                          bc_episodes=4, bc_epochs=2, seeds=[0], eval_episodes=1, device=self.device)
+
+    @property
+    def bc_poolings(self) -> list[str]:
+        """The pools BC compares the encoders with."""
+        return [self.bc_pooling] if self.bc_pooling else list(self.poolings)
 
 
 def run_demo(cfg: DemoConfig) -> Path:
@@ -329,22 +344,20 @@ def sim_eval_stages(cfg: DemoConfig, cache: StageCache, stages: list, st_pre, st
     best_layer = cfg.bc_layer or st_probe.result["best"][f"toto/{bc_pool}"]["layer"]
     mae_layer = st_probe.result["best"][f"mae/{bc_pool}"]["layer"]
     encoders = {}
-    for pooling in cfg.poolings:  # the paper's attention pooling keeps the plain labels
+    for pooling in cfg.bc_poolings:  # the paper's attention pooling keeps the plain labels
         tag = "" if pooling == "attention" else f"+{pooling}"
         encoders |= {f"toto{tag}": {"name": "toto", "checkpoint": str(final), "layer": best_layer, "pooling": pooling},
                      f"mae{tag}": {"name": "mae_tiny", "checkpoint": mae_ckpt, "layer": mae_layer, "pooling": pooling, **mae_kw},
                      f"random-init{tag}": {"name": "random", "like": str(final), "layer": best_layer, "pooling": pooling}}
     cmp_cfg = {"upstream": [str(st_pre.dir), str(st_mae.dir), str(st_demos.dir)], "encoders": encoders, "seeds": cfg.seeds, "episodes": cfg.eval_episodes,
-               "epochs": cfg.bc_epochs}
+               "epochs": cfg.bc_epochs, "bc": dict(cfg.bc)}
 
     def compare_stage(d: Path) -> dict:
         from toto_robot.policies.compare import CompareConfig, compare
 
         compare(CompareConfig(tasks=[cfg.bc_task], encoders=encoders, demos={cfg.bc_task: str(st_demos.dir / "demos")}, out_dir=str(d),
-                              seeds=cfg.seeds, eval_episodes=cfg.eval_episodes, bc={"epochs": cfg.bc_epochs, "lr": 3e-3, "keep_best": True, "grad_clip": None,
-                                                                                  "device": cfg.device}))
-        # the demo's BC is the recipe its README figures were measured with (the best held-out epoch, no clipping); the
-        # grid recipe that compare now defaults to is measured in docs/policies.md
+                              seeds=cfg.seeds, eval_episodes=cfg.eval_episodes, bc={"epochs": cfg.bc_epochs, **cfg.bc, "device": cfg.device}))
+        # the demo's BC is the measured recipe (docs/policies.md): the grid pool, 60 epochs at lr 5e-4, the last epoch
         import csv
 
         with open(d / "summary.csv") as f:
@@ -456,7 +469,7 @@ def paired_tests(cfg: DemoConfig, probe: dict, compare: dict) -> list[dict]:
                 rows.append({"what": "probe", "pooling": pooling, "toto": "toto", "control": other,
                              **mcnemar_exact(a["val_correct"], b["val_correct"])})
     episodes = compare.get("per_episode", {})
-    for pooling in cfg.poolings:
+    for pooling in cfg.bc_poolings:
         tag = "" if pooling == "attention" else f"+{pooling}"
         for other in ("random-init", "mae"):
             if f"toto{tag}" in episodes and f"{other}{tag}" in episodes:
@@ -600,7 +613,8 @@ def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float, paire
 
         s = r.section("6-7. Behaviour cloning on frozen encoders")
         s.text.append(f"{by['demos'].result['episodes']} expert demonstrations of {cfg.bc_task}; every encoder gets the same demos, "
-                      f"seeds {cfg.seeds}, {cfg.bc_epochs} epochs and {cfg.eval_episodes} evaluation episodes per seed on held-out seeds.")
+                      f"seeds {cfg.seeds}, {cfg.bc_epochs} epochs and {cfg.eval_episodes} evaluation episodes per seed on held-out seeds; "
+                      f"BC reads each encoder through the {' / '.join(cfg.bc_poolings)} pool, options {cfg.bc or 'compare defaults'}.")
         layers = {spec["name"]: spec["layer"] for spec in json.loads((by["compare"].dir / "compare_config.json").read_text())["encoders"].values()}
         source = "set by `bc_layer`" if cfg.bc_layer else f"the layer Toto's {cfg.poolings[0]} probe scored best"
         s.text.append(f"Toto and random-init features come from layer {layers['toto']} ({source}), "

@@ -18,11 +18,13 @@ def test_fast_demo_runs_end_to_end_then_reuses_its_cache(tmp_path):
     assert {"tokenizer_recon.png", "pretrain_loss.png", "probe_layer_sweep.png", "mae_loss.png", "bc_success.png", "bc_learning_curves.png"} <= set(figures)
     assert html.read_text().count("data:image/png;base64") >= 5  # self-contained page
     # the default: Franka pick from the wrist camera, probed on where the cube sits relative to the gripper
-    assert "relative to the gripper" in md and "| toto+spatial_attention | franka_pick |" in md
+    assert "relative to the gripper" in md and "| toto+grid | franka_pick |" in md  # BC reads the grid pool (bc_pooling)
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["probe"]["target"] == "offset"
     paired = {(t["what"], t["pooling"], t["control"]) for t in results["paired"]}
-    assert ("bc", "spatial_attention", "random-init+spatial_attention") in paired and ("probe", "average", "mae") in paired
+    assert ("bc", "grid", "random-init+grid") in paired and ("probe", "spatial_attention", "mae") in paired
+    cmp = json.loads(next((tmp_path / "cache").glob("compare-*/compare_config.json")).read_text())
+    assert cmp["bc"]["lr"] == 5e-4 and {spec["pooling"] for spec in cmp["encoders"].values()} == {"grid"}
     assert "Toto against its controls, item by item" in md
     pre = next((tmp_path / "cache").glob("pretrain-*"))
     metrics = json.loads((pre / "result.json").read_text())["result"]
@@ -37,7 +39,8 @@ def test_fast_demo_runs_end_to_end_then_reuses_its_cache(tmp_path):
 @pytest.mark.slow
 def test_fast_demo_with_patch_tokens_on_the_wrist_camera_compares_every_pooling_at_a_fixed_layer(tmp_path):
     cfg = DemoConfig(out_dir=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"), bc_task="franka_pick", camera="wrist", bc_layer=3,
-                     poolings=["attention", "spatial_attention"], tokenizer={"kind": "patch", "params": {"patch_size": 8}}).shrink()
+                     poolings=["attention", "spatial_attention"], bc_pooling=None,
+                     tokenizer={"kind": "patch", "params": {"patch_size": 8}}).shrink()
     assert cfg.bc_layer == 2  # clamped to the fast model's depth
     run_demo(cfg)
     md = (tmp_path / "out" / "report.md").read_text()
@@ -52,3 +55,14 @@ def test_fast_demo_with_patch_tokens_on_the_wrist_camera_compares_every_pooling_
     specs = json.loads(next((tmp_path / "cache").glob("compare-*/compare_config.json")).read_text())["encoders"]
     assert {spec["layer"] for label, spec in specs.items() if not label.startswith("mae")} == {2}
     assert "Toto and random-init features come from layer 2 (set by `bc_layer`)" in md
+
+
+def test_demo_bc_options_are_checked_before_any_stage_runs(tmp_path):
+    from toto_robot.utils.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"bc: unknown BC option\(s\) \['lrr'\]"):
+        DemoConfig(out_dir=str(tmp_path), bc={"lrr": 1e-3})
+    with pytest.raises(ConfigError, match="bc_pooling"):
+        DemoConfig(out_dir=str(tmp_path), bc_pooling="mean")
+    assert DemoConfig(out_dir=str(tmp_path)).bc_poolings == ["grid"]
+    assert DemoConfig(out_dir=str(tmp_path), bc_pooling=None, poolings=["attention", "average"]).bc_poolings == ["attention", "average"]

@@ -47,7 +47,8 @@ def test_recipes_must_name_demo_fields():
 
 @pytest.mark.slow
 def test_fast_study_runs_two_recipes_on_shared_stages_and_publishes_its_page(tmp_path):
-    cfg = StudyConfig(base={}, recipes={"attn": {"poolings": ["attention"]}, "spatial": {"poolings": ["attention", "spatial_attention"]}}, out_dir=str(tmp_path / "study"),
+    cfg = StudyConfig(base={"bc_pooling": None}, recipes={"attn": {"poolings": ["attention"]}, "spatial": {"poolings": ["attention", "spatial_attention"]}},
+                      out_dir=str(tmp_path / "study"),
                       cache_dir=str(tmp_path / "cache"), fast=True, publish=str(tmp_path / "docs"))
     page = run_study(cfg)
     with open(tmp_path / "study" / "study.csv") as f:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).parent))
+from common import call_times  # noqa: E402
 
 from toto_robot.encoders.base import resize_frames_u8  # noqa: E402
 from toto_robot.encoders.toto import SCANS, TotoEncoder  # noqa: E402
@@ -57,13 +57,7 @@ def one_batch(enc: TotoEncoder, frames: torch.Tensor) -> torch.Tensor:
 
 
 def median_ms(fn, repeat: int) -> tuple[float, float]:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
+    times = call_times(fn, repeat, warmup=3)
     return 1000 * statistics.median(times), 1000 * float(np.percentile(times, 95))
 
 

@@ -1,12 +1,12 @@
-"""Timing helper for the benchmark scripts: median of repeated runs after warm-up."""
+"""Timing helpers for the benchmark scripts: repeated runs after warm-up."""
 from __future__ import annotations
 
 import statistics
 import time
 
 
-def timeit(fn, repeat: int = 5, warmup: int = 1) -> float:
-    """Median seconds per call."""
+def call_times(fn, repeat: int = 5, warmup: int = 1) -> list[float]:
+    """Seconds of each of ``repeat`` calls, after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -14,4 +14,9 @@ def timeit(fn, repeat: int = 5, warmup: int = 1) -> float:
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def timeit(fn, repeat: int = 5, warmup: int = 1) -> float:
+    """Median seconds per call."""
+    return statistics.median(call_times(fn, repeat, warmup))

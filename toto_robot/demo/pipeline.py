@@ -29,6 +29,7 @@ from toto_robot.data.video import VIDEO_SUFFIXES, list_media
 from toto_robot.utils.io import config_hash
 
 log = logging.getLogger(__name__)
+PIPELINE_SEED_STRIDE = 100_000  # pipeline seed s collects from seeds s * stride + ...: never the evaluation (10_000+) or DAgger (50_000+) seeds
 FAST_MODEL = {"n_layer": 2, "n_embd": 32, "n_head": 2, "mlp_hidden": 64}  # toto_tiny shrunk for fast=true
 
 
@@ -72,6 +73,8 @@ class DemoConfig:
     bc: dict = field(default_factory=lambda: {"lr": 5e-4})  # BC options over compare's defaults (toto_robot.policies.bc.BCConfig)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     eval_episodes: int = 30
+    pipeline_seed: int = 0  # seeds every training stage (videos, tokenizer, shards, Toto, MAE, demonstrations); the probe images
+    # and the evaluation episodes stay the same, so runs with different pipeline seeds are scored on the same items
     device: str = "cpu"
 
     def __post_init__(self):
@@ -83,6 +86,7 @@ class DemoConfig:
                     "probe_val", "bc_episodes", "bc_epochs", "eval_episodes"):
             check_int(getattr(self, key), key, low=1)
         check_int(self.random_episodes, "random_episodes", low=0)
+        check_int(self.pipeline_seed, "pipeline_seed", low=0)
         if self.bc_layer is not None:
             check_int(self.bc_layer, "bc_layer", low=1)
         if not self.poolings or not self.seeds or not self.video_tasks:
@@ -152,7 +156,7 @@ class DemoConfig:
                           real_frames={**self.real_frames, "davis": {**self.real_frames.get("davis", {}), "max_frames": 6, "size": 64},
                                        "robot_max_frames": 200, "bootstrap": 100},
                           bc_layer=min(self.bc_layer, FAST_MODEL["n_layer"]) if self.bc_layer else None, bc_pooling=self.bc_pooling, bc=self.bc,
-                          bc_episodes=4, bc_epochs=2, seeds=[0], eval_episodes=1, device=self.device)
+                          bc_episodes=4, bc_epochs=2, seeds=[0], eval_episodes=1, device=self.device, pipeline_seed=self.pipeline_seed)
 
     @property
     def bc_poolings(self) -> list[str]:
@@ -174,20 +178,22 @@ def run_demo(cfg: DemoConfig) -> Path:
 
     # 1. videos ---------------------------------------------------------------------------
     view = {} if cfg.camera == "agentview" else {"camera": cfg.camera}  # (keeps cache keys of agentview runs)
+    ps = cfg.pipeline_seed
+    seeded = {"pipeline_seed": ps} if ps else {}  # (keeps cache keys of pipeline seed 0)
     vid_cfg = {"tasks": cfg.video_tasks, "episodes": cfg.video_episodes, "random_episodes": cfg.random_episodes, "image_size": cfg.image_size,
-               "noise": 0.2, **view}
+               "noise": 0.2, **view, **seeded}
 
     def videos(d: Path) -> dict:
         from toto_robot.sim_envs.collect import CollectConfig, collect
 
         rates = {}
         for task in cfg.video_tasks:  # scripted experts with exploration noise, domain-randomized
-            ds = collect(CollectConfig(task=task, episodes=cfg.video_episodes, out_dir=str(d / task), image_size=cfg.image_size, noise=0.2, seed=1000,
-                                       camera=cfg.camera))
+            ds = collect(CollectConfig(task=task, episodes=cfg.video_episodes, out_dir=str(d / task), image_size=cfg.image_size, noise=0.2,
+                                       seed=1000 + PIPELINE_SEED_STRIDE * ps, camera=cfg.camera))
             rates[task] = json.loads((ds / "summary.json").read_text())["success_rate"]
             if cfg.random_episodes:  # plus random exploration: the arm wandering, nothing solved
                 collect(CollectConfig(task=task, episodes=cfg.random_episodes, out_dir=str(d / "random" / task), image_size=cfg.image_size,
-                                      mode="random", seed=5000, preview_episodes=0, camera=cfg.camera))
+                                      mode="random", seed=5000 + PIPELINE_SEED_STRIDE * ps, preview_episodes=0, camera=cfg.camera))
         return {"expert_success": rates, "videos": len(list(d.glob("**/videos/*.mp4")))}
 
     st_videos = None
@@ -199,8 +205,8 @@ def run_demo(cfg: DemoConfig) -> Path:
     user = {"extra_videos": user_video_fingerprints(cfg)} if cfg.extra_videos else {}  # (keeps cache keys of runs without them)
 
     # 2. tokenizer ------------------------------------------------------------------------
-    shard_kw = {"resolution": cfg.image_size, "num_frames": cfg.num_frames, "stride": 4, "workers": 1 if cfg.fast else 2, "seed": 0}
-    tok_cfg = {"upstream": str(videos_dir), "tokenizer": cfg.tokenizer, "steps": cfg.tokenizer_steps, "datasets": datasets, **user}
+    shard_kw = {"resolution": cfg.image_size, "num_frames": cfg.num_frames, "stride": 4, "workers": 1 if cfg.fast else 2, "seed": ps}
+    tok_cfg = {"upstream": str(videos_dir), "tokenizer": cfg.tokenizer, "steps": cfg.tokenizer_steps, "datasets": datasets, **user, **seeded}
 
     def shard_job(tokenizer_dir: str = "", out_dir: str = ""):
         from toto_robot.data.tokenize import DatasetSpec, ShardJobConfig
@@ -213,7 +219,8 @@ def run_demo(cfg: DemoConfig) -> Path:
 
         frames = training_frames(shard_job(), max_frames=4096)
         tdir = train_tokenizer(TokenizerTrainConfig(kind=cfg.tokenizer["kind"], params=cfg.tokenizer["params"], steps=cfg.tokenizer_steps,
-                                                    batch_size=8 if cfg.fast else 32, lr=2e-3, out_dir=str(d / "tokenizer"), device=cfg.device), frames)
+                                                    batch_size=8 if cfg.fast else 32, lr=2e-3, out_dir=str(d / "tokenizer"), device=cfg.device,
+                                                    seed=ps), frames)
         return json.loads((Path(tdir) / "metrics.json").read_text())
 
     st_tok = cache.run("tokenizer", tok_cfg, tokenizer)
@@ -242,7 +249,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     if cfg.fast:
         overrides.update(FAST_MODEL)
     pre_cfg = {"upstream": str(st_shards.dir), "model": cfg.model, "overrides": overrides, "steps": cfg.pretrain_steps,
-               "batch_tokens": cfg.batch_tokens}
+               "batch_tokens": cfg.batch_tokens, **seeded}
 
     def pretrain_stage(d: Path) -> dict:
         from toto_robot.pretrain.trainer import PretrainConfig, pretrain
@@ -251,7 +258,7 @@ def run_demo(cfg: DemoConfig) -> Path:
                                       lr=3e-3 if not cfg.fast else 1e-3, min_lr=3e-4, warmup_steps=max(1, cfg.pretrain_steps // 10),
                                       max_steps=cfg.pretrain_steps, batch_tokens=cfg.batch_tokens, micro_batch=4 if cfg.fast else 8,
                                       weight_decay=0.05, log_every=max(1, cfg.pretrain_steps // 50), checkpoint_every=100, eval_sequences=4 if cfg.fast else 32,
-                                      resume=(d / "run" / "checkpoint").exists(), device=cfg.device))
+                                      resume=(d / "run" / "checkpoint").exists(), device=cfg.device, seed=ps))
         return json.loads((Path(run) / "metrics.json").read_text())
 
     st_pre = cache.run("pretrain", pre_cfg, pretrain_stage)
@@ -266,7 +273,7 @@ def run_demo(cfg: DemoConfig) -> Path:
     if cfg.mae_match == "flops":  # as many steps as Toto's measured FLOPs buy at MAE's measured cost per step
         toto_flops = st_pre.result.get("train_flops") or _step_flops_of_run(st_pre.dir / "run")["train_flops"]
         mae_steps = max(1, round(toto_flops / mae_step_flops("mae_tiny", cfg.image_size, mae_batch)))
-    mae_cfg = {"upstream": str(videos_dir), "steps": mae_steps, "batch_size": mae_batch, "image_size": cfg.image_size, **user}
+    mae_cfg = {"upstream": str(videos_dir), "steps": mae_steps, "batch_size": mae_batch, "image_size": cfg.image_size, **user, **seeded}
     mae_kw = {} if VIT_CONFIGS["mae_tiny"]["img_size"] == cfg.image_size else {"img_size": cfg.image_size}  # ViT input = frame size
 
     def mae_stage(d: Path) -> dict:
@@ -274,7 +281,7 @@ def run_demo(cfg: DemoConfig) -> Path:
         from toto_robot.mae import MAEPretrainConfig, pretrain_mae
 
         out = pretrain_mae(MAEPretrainConfig(out_dir=str(d), vit="mae_tiny", steps=mae_steps, batch_size=mae_batch,
-                                             holdout=16 if cfg.fast else 128, device=cfg.device),
+                                             holdout=16 if cfg.fast else 128, device=cfg.device, seed=ps),
                            training_frames(shard_job(), max_frames=8192), **mae_kw)
         return json.loads((out / "metrics.json").read_text())
 
@@ -314,7 +321,7 @@ def sim_eval_stages(cfg: DemoConfig, cache: StageCache, stages: list, st_pre, st
 
         data = sim_probe_data(cfg.bc_task, cfg.probe_kind, cfg.probe_train, cfg.probe_val, cfg.image_size, seed=7, camera=cfg.camera)
         rows = []
-        encoders = {"toto": build_encoder("toto", checkpoint=str(final)), "random-init": build_encoder("random", like=str(final)),
+        encoders = {"toto": build_encoder("toto", checkpoint=str(final)), "random-init": build_encoder("random", like=str(final), seed=cfg.pipeline_seed),
                     "mae": build_encoder("mae_tiny", checkpoint=mae_ckpt, **mae_kw)}
         for label, enc in encoders.items():
             enc.name = label
@@ -327,13 +334,15 @@ def sim_eval_stages(cfg: DemoConfig, cache: StageCache, stages: list, st_pre, st
     stages.append(st_probe)
 
     # 6. demonstrations -------------------------------------------------------------------
-    demo_cfg = {"task": cfg.bc_task, "episodes": cfg.bc_episodes, "image_size": cfg.image_size, **view}
+    ps = cfg.pipeline_seed
+    seeded = {"pipeline_seed": ps} if ps else {}
+    demo_cfg = {"task": cfg.bc_task, "episodes": cfg.bc_episodes, "image_size": cfg.image_size, **view, **seeded}
 
     def demos(d: Path) -> dict:
         from toto_robot.sim_envs.collect import CollectConfig, collect
 
         collect(CollectConfig(task=cfg.bc_task, episodes=cfg.bc_episodes, out_dir=str(d / "demos"), image_size=cfg.image_size, noise=0.1, videos=False,
-                              camera=cfg.camera))
+                              camera=cfg.camera, seed=PIPELINE_SEED_STRIDE * ps))
         return json.loads((d / "demos" / "summary.json").read_text())
 
     st_demos = cache.run("demos", demo_cfg, demos)
@@ -348,7 +357,8 @@ def sim_eval_stages(cfg: DemoConfig, cache: StageCache, stages: list, st_pre, st
         tag = "" if pooling == "attention" else f"+{pooling}"
         encoders |= {f"toto{tag}": {"name": "toto", "checkpoint": str(final), "layer": best_layer, "pooling": pooling},
                      f"mae{tag}": {"name": "mae_tiny", "checkpoint": mae_ckpt, "layer": mae_layer, "pooling": pooling, **mae_kw},
-                     f"random-init{tag}": {"name": "random", "like": str(final), "layer": best_layer, "pooling": pooling}}
+                     f"random-init{tag}": {"name": "random", "like": str(final), "layer": best_layer, "pooling": pooling,
+                                                **({"seed": cfg.pipeline_seed} if cfg.pipeline_seed else {})}}
     cmp_cfg = {"upstream": [str(st_pre.dir), str(st_mae.dir), str(st_demos.dir)], "encoders": encoders, "seeds": cfg.seeds, "episodes": cfg.eval_episodes,
                "epochs": cfg.bc_epochs, "bc": dict(cfg.bc)}
 

@@ -66,3 +66,21 @@ def test_demo_bc_options_are_checked_before_any_stage_runs(tmp_path):
         DemoConfig(out_dir=str(tmp_path), bc_pooling="mean")
     assert DemoConfig(out_dir=str(tmp_path)).bc_poolings == ["grid"]
     assert DemoConfig(out_dir=str(tmp_path), bc_pooling=None, poolings=["attention", "average"]).bc_poolings == ["attention", "average"]
+
+
+@pytest.mark.slow
+def test_a_pipeline_seed_reruns_every_training_stage_and_scores_the_same_items(tmp_path):
+    """pipeline_seed=1 trains everything afresh (new cache entries, another model), on the probe images and evaluation
+    episodes of seed 0, so two runs compare item by item."""
+    runs = {}
+    for seed in (0, 1):
+        run_demo(DemoConfig(out_dir=str(tmp_path / f"out{seed}"), cache_dir=str(tmp_path / "cache"), fast=True, pipeline_seed=seed))
+        runs[seed] = json.loads((tmp_path / f"out{seed}" / "results.json").read_text())
+    for stage in ("videos", "tokenizer", "shards", "pretrain", "mae", "probe", "demos", "compare"):
+        assert len(list((tmp_path / "cache").glob(f"{stage}-*"))) == 2, stage
+    losses = [json.loads(p.read_text())["result"]["eval_loss"] for p in sorted((tmp_path / "cache").glob("pretrain-*/result.json"))]
+    assert losses[0] != losses[1]
+    n_val = [len(r["probe"]["best"]["toto/attention"]["val_correct"]) for r in runs.values()]
+    assert n_val[0] == n_val[1] > 0  # the same validation images
+    with pytest.raises(Exception, match="pipeline_seed"):
+        DemoConfig(out_dir=str(tmp_path), pipeline_seed=-1)

@@ -4,7 +4,7 @@ and evaluation episodes, so the runs show how far one run's figures move. Prints
 and probe accuracy, their mean and range over runs, and the pooled success with its Wilson interval; with ``--plot``
 a PNG of each run's success.
 
-    for s in 0 1 2 3 4; do toto-robot demo pipeline_seed=$s; done
+    toto-robot demo pipeline_seed=1      # then 2, 3, 4; seed 0 is `make demo`
     python benchmarks/demo_spread.py runs/demo-*/results.json --plot docs/figures/demo_spread.png
 """
 from __future__ import annotations

@@ -20,16 +20,17 @@ from scipy.stats import binomtest
 from toto_robot.utils.stats import wilson_interval
 
 
-def read_runs(paths: list[str]) -> dict[int, dict]:
-    """{pipeline_seed: results.json} of the newest run of each seed (later files replace earlier ones)."""
-    runs = {}
+def read_runs(paths: list[str]) -> tuple[dict[int, dict], list[str]]:
+    """{pipeline_seed: results.json} of the newest run of each seed (later files replace earlier ones), and the BC encoders
+    of the newest run of all."""
+    runs, newest = {}, []
     for p in sorted(paths, key=lambda p: Path(p).stat().st_mtime):
         r = json.loads(Path(p).read_text())
         if "bc" not in r:
             continue
-        r["_mtime"] = Path(p).stat().st_mtime
         runs[int(r["config"].get("pipeline_seed", 0))] = r
-    return dict(sorted(runs.items()))
+        newest = [row["encoder"] for row in r["bc"]]
+    return dict(sorted(runs.items())), newest
 
 
 def main() -> None:
@@ -37,11 +38,9 @@ def main() -> None:
     ap.add_argument("results", nargs="+", help="results.json of demo runs")
     ap.add_argument("--plot", default="")
     args = ap.parse_args()
-    runs = read_runs(args.results)
+    runs, want = read_runs(args.results)
     if not runs:
         sys.exit("no demo results with a BC comparison among the files given")
-    newest = max(runs.values(), key=lambda r: r.get("_mtime", 0))
-    want = [row["encoder"] for row in newest["bc"]]
     skipped = [s for s, r in runs.items() if [row["encoder"] for row in r["bc"]] != want]
     if skipped:
         print(f"left out pipeline seeds {skipped}: their BC compared other encoders than {want} (another demo config)")

@@ -42,6 +42,16 @@ def declare(node: Node, defaults: dict) -> dict:
 RELIABILITY = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 
 
+def apply_precision(encoder, precision: str) -> None:
+    """The nodes' ``precision`` parameter: "" keeps the encoder's own, otherwise ``encoder.set_precision`` (a bad value is a
+    ConfigError naming the choices)."""
+    if precision:
+        try:
+            encoder.set_precision(precision)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
+
+
 def camera_qos(depth: int = 10, reliability: str = "best_effort") -> QoSProfile:
     """Camera streams. ``best_effort`` matches both best-effort (sensor-data) and reliable publishers;
     ``reliable`` asks a reliable publisher to resend lost fragments (and matches only reliable ones).

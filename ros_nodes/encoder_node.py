@@ -34,7 +34,7 @@ from toto_robot.encoders import build_encoder, load_encoder
 from toto_robot.encoders.base import FrameFormatError
 from toto_robot.ros.control import stamp_ns
 from toto_robot.ros.convert import ImageEncodingError, array_to_multiarray, compressed_msg_to_array, image_msg_to_array
-from toto_robot.ros_nodes.common import ConfigError, Diagnostics, LatestWorker, StreamStats, camera_qos, declare, spin
+from toto_robot.ros_nodes.common import ConfigError, Diagnostics, LatestWorker, StreamStats, apply_precision, camera_qos, declare, spin
 from toto_robot.utils.io import CheckpointError
 
 DEFAULTS = {
@@ -66,18 +66,15 @@ def encoder_from_params(p: dict, log=None):
                                 pooling=p["pooling"] or "average")
             if not p["encoder_name"] and log:
                 log("no encoder_dir or encoder_name: an untrained 'random' encoder (a control, not a model)")
-            return enc.set_precision(p["precision"] or "float32")  # a ValueError: ConfigError below
+            apply_precision(enc, p["precision"])
+            return enc
         if p["checkpoint"] or p["encoder_name"]:
             raise ConfigError(f"encoder_dir ({p['encoder_dir']}) and encoder_name/checkpoint ({p['encoder_name']!r}, "
                               f"{p['checkpoint']!r}) are both set: give one (a saved encoder, or a name + checkpoint)")
         enc = load_encoder(p["encoder_dir"])
     except (KeyError, ValueError, CheckpointError, FileNotFoundError) as e:
         raise ConfigError(str(e)) from e
-    if p["precision"]:
-        try:
-            enc.set_precision(p["precision"])
-        except ValueError as e:
-            raise ConfigError(str(e)) from e
+    apply_precision(enc, p["precision"])
     if p["pooling"] and p["pooling"] != enc.pooling:
         raise ConfigError(f"pooling:={p['pooling']} cannot apply to the saved encoder {p['encoder_dir']}: its {enc.pooling} pool "
                           f"was trained with the policy/probe that uses it. Leave pooling unset, or save an encoder with that pooling")

@@ -65,7 +65,7 @@ from toto_robot.policies.ood import OODMonitor, load_reference
 from toto_robot.ros import control
 from toto_robot.ros.ood import ood_status, score_msg
 from toto_robot.ros.convert import ImageEncodingError, array_to_multiarray, compressed_msg_to_array, image_msg_to_array
-from toto_robot.ros_nodes.common import ConfigError, Diagnostics, Proprioception, StreamStats, camera_qos, declare, spin
+from toto_robot.ros_nodes.common import ConfigError, Diagnostics, Proprioception, StreamStats, apply_precision, camera_qos, declare, spin
 from toto_robot.utils.io import CheckpointError
 
 OUTPUTS = ("twist", "joint_trajectory", "array")
@@ -178,11 +178,8 @@ class PolicyNode(Node):
             self.policy = load_policy(p["policy_dir"], device=p["device"])
         except (CheckpointError, FileNotFoundError, ValueError) as e:
             raise ConfigError(str(e)) from e
-        if p["precision"] and getattr(self.policy, "encoder", None) is not None:
-            try:
-                self.policy.encoder.set_precision(p["precision"])
-            except ValueError as e:
-                raise ConfigError(str(e)) from e
+        if getattr(self.policy, "encoder", None) is not None:
+            apply_precision(self.policy.encoder, p["precision"])
         check_params(p, self.policy)
         self.cameras = list(getattr(self.policy, "cameras", ["image"]))  # observation keys: the first is image_topic's
         if len(p["camera_topics"]) != len(self.cameras) - 1:

@@ -159,6 +159,11 @@ class DemoConfig:
                           bc_episodes=4, bc_epochs=2, seeds=[0], eval_episodes=1, device=self.device, pipeline_seed=self.pipeline_seed)
 
     @property
+    def seed_key(self) -> dict:
+        """The pipeline seed's entry in the training stages' cache keys (none for seed 0, so its caches keep their keys)."""
+        return {"pipeline_seed": self.pipeline_seed} if self.pipeline_seed else {}
+
+    @property
     def bc_poolings(self) -> list[str]:
         """The pools BC compares the encoders with."""
         return [self.bc_pooling] if self.bc_pooling else list(self.poolings)
@@ -178,8 +183,7 @@ def run_demo(cfg: DemoConfig) -> Path:
 
     # 1. videos ---------------------------------------------------------------------------
     view = {} if cfg.camera == "agentview" else {"camera": cfg.camera}  # (keeps cache keys of agentview runs)
-    ps = cfg.pipeline_seed
-    seeded = {"pipeline_seed": ps} if ps else {}  # (keeps cache keys of pipeline seed 0)
+    ps, seeded = cfg.pipeline_seed, cfg.seed_key
     vid_cfg = {"tasks": cfg.video_tasks, "episodes": cfg.video_episodes, "random_episodes": cfg.random_episodes, "image_size": cfg.image_size,
                "noise": 0.2, **view, **seeded}
 
@@ -334,15 +338,13 @@ def sim_eval_stages(cfg: DemoConfig, cache: StageCache, stages: list, st_pre, st
     stages.append(st_probe)
 
     # 6. demonstrations -------------------------------------------------------------------
-    ps = cfg.pipeline_seed
-    seeded = {"pipeline_seed": ps} if ps else {}
-    demo_cfg = {"task": cfg.bc_task, "episodes": cfg.bc_episodes, "image_size": cfg.image_size, **view, **seeded}
+    demo_cfg = {"task": cfg.bc_task, "episodes": cfg.bc_episodes, "image_size": cfg.image_size, **view, **cfg.seed_key}
 
     def demos(d: Path) -> dict:
         from toto_robot.sim_envs.collect import CollectConfig, collect
 
         collect(CollectConfig(task=cfg.bc_task, episodes=cfg.bc_episodes, out_dir=str(d / "demos"), image_size=cfg.image_size, noise=0.1, videos=False,
-                              camera=cfg.camera, seed=PIPELINE_SEED_STRIDE * ps))
+                              camera=cfg.camera, seed=PIPELINE_SEED_STRIDE * cfg.pipeline_seed))
         return json.loads((d / "demos" / "summary.json").read_text())
 
     st_demos = cache.run("demos", demo_cfg, demos)

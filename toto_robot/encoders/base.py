@@ -272,7 +272,7 @@ class ReadoutPool(nn.Module):
 
 # The arithmetic of the frozen backbone: float32 (exact), or bfloat16 matmuls under torch.autocast (tokens still come
 # out float32). On a CPU with AVX-512 BF16 a linear layer runs about 5x faster in bfloat16; the tokens move by about
-# 0.3% of their norm (benchmarks/bench_encoders.py measures both on the real-camera read-out).
+# 0.3% of their norm (benchmarks/bench_readout.py measures both on the real-camera read-out).
 PRECISIONS = ("float32", "bfloat16")
 
 

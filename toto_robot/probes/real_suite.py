@@ -180,9 +180,7 @@ def davis_layer_rows(label: str, encoder: Encoder, videos, names: list, layers: 
     """``davis_rows`` at each of ``layers``, every clip through the encoder once: {layer: rows}."""
     from toto_robot.probes.label_propagation import propagation_layers
 
-    prop = dict(prop)
-    window = prop.pop("window", None)
-    return {l: score_rows(label, score, videos, names, l) for l, score in propagation_layers(encoder, videos, layers, window, **prop).items()}
+    return {l: score_rows(label, score, videos, names, l) for l, score in propagation_layers(encoder, videos, layers, **prop).items()}
 
 
 def score_rows(label: str, score: dict, videos, names: list, layer: int | None) -> list[dict]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from toto_robot.data.demos import DemoFormatError, DemoMeta, DemoWriter
 from toto_robot.policies import load_policy
@@ -244,3 +245,44 @@ def test_head_auto_keeps_the_mlp_for_a_simulators_actions():
     assert choose_head("transformer", [0]) == "transformer" and choose_head("mlp", [0]) == "mlp"
     with pytest.raises(ConfigError, match="policy.head"):
         BCConfig(demos="x", out_dir="y", head="linear")
+
+
+def test_own_footage_pretrains_one_toto_per_fold_on_its_training_episodes_only(tmp_path):
+    """policy.offline_own_footage: each fold's Toto is pre-trained like the run's checkpoint on the videos of that fold's training
+    episodes, every camera the policy reads, and never on a held-out one; its BC row joins the report, paired like the others."""
+    from tests.helpers import tiny_toto_run
+    from toto_robot.data.video import read_video
+    from toto_robot.policies.offline import OWN_FOOTAGE
+    from toto_robot.utils.io import load_pretrained
+
+    demos = colour_demos(tmp_path / "demos", episodes=4, T=16)  # one stride-4 clip of 4 frames spans 13
+    final = tiny_toto_run(tmp_path / "natural", resolution=SIZE, n_layer=2, tokenizer="patch")
+    out = tmp_path / "bc"
+    cfg = BCConfig(demos=str(demos), out_dir=str(out), encoder={"name": "toto", "checkpoint": str(final), "layer": 1, "pooling": "average"},
+                   epochs=2, offline_eval=True, offline_folds=2, offline_own_footage=True, own_footage_steps=2, bootstrap=100, val_fraction=0,
+                   ood=False)
+    train_bc(cfg)
+    report = json.loads((out / "offline_eval.json").read_text())
+    by = {r["method"]: r for r in report["methods"]}
+    assert OWN_FOOTAGE in by and np.isfinite(by[OWN_FOOTAGE]["nmse"])
+    pairs = {d["difference"] for d in report["paired"]}
+    assert {f"BC toto - {OWN_FOOTAGE}", f"{OWN_FOOTAGE} - {CONSTANT}", f"{OWN_FOOTAGE} - {STATE_ONLY}", f"{OWN_FOOTAGE} - {PIXELS}"} <= pairs
+    assert f"{OWN_FOOTAGE} - BC toto" not in pairs  # each pair once
+    saved = json.loads((final / "config.json").read_text())
+    for k, fold in enumerate(report["folds"]):
+        run = out / "own_footage" / f"fold{k}"
+        names = sorted(p.name for p in (run / "videos").glob("*.mp4"))
+        assert names == [f"episode_{i:06d}_image.mp4" for i in sorted(fold["train"])]  # the held-out episodes never reach it
+        assert read_video(run / "videos" / names[0]).shape == (16, SIZE, SIZE, 3)
+        own = json.loads((run / "run" / "final" / "config.json").read_text())
+        assert {k: own[k] for k in ("n_layer", "n_embd", "tokens_per_frame", "block_size", "input_dim")} == \
+            {k: saved[k] for k in ("n_layer", "n_embd", "tokens_per_frame", "block_size", "input_dim")}
+        trained, base = load_pretrained(run / "run" / "final")[0], load_pretrained(final)[0]
+        assert trained.keys() == base.keys() and any(not torch.equal(trained[k], base[k]) for k in base)  # trained, not copied
+        shards = json.loads((run / "shards" / "index.json").read_text())["shards"]
+        assert sum(s["num_sequences"] for s in shards if s["source"] == "footage_0") > 0  # clips of its own footage ...
+        assert {s["source"] for s in shards} == {"footage_0", "images"}  # ... and the recipe's bundled images
+
+    with pytest.raises(ConfigError, match="offline_own_footage"):
+        train_bc(BCConfig(demos=str(demos), out_dir=str(tmp_path / "x"), encoder={"name": "random", "pooling": "average"}, epochs=1,
+                          offline_eval=True, offline_folds=2, offline_own_footage=True, ood=False))

@@ -256,13 +256,11 @@ def run_demo(cfg: DemoConfig) -> Path:
                "batch_tokens": cfg.batch_tokens, **seeded}
 
     def pretrain_stage(d: Path) -> dict:
-        from toto_robot.pretrain.trainer import PretrainConfig, pretrain
+        from toto_robot.pretrain.footage import demo_schedule
+        from toto_robot.pretrain.trainer import pretrain
 
-        run = pretrain(PretrainConfig(shards=str(st_shards.dir / "shards"), out_dir=str(d / "run"), model=cfg.model, model_overrides=overrides,
-                                      lr=3e-3 if not cfg.fast else 1e-3, min_lr=3e-4, warmup_steps=max(1, cfg.pretrain_steps // 10),
-                                      max_steps=cfg.pretrain_steps, batch_tokens=cfg.batch_tokens, micro_batch=4 if cfg.fast else 8,
-                                      weight_decay=0.05, log_every=max(1, cfg.pretrain_steps // 50), checkpoint_every=100, eval_sequences=4 if cfg.fast else 32,
-                                      resume=(d / "run" / "checkpoint").exists(), device=cfg.device, seed=ps))
+        run = pretrain(demo_schedule(str(st_shards.dir / "shards"), str(d / "run"), cfg.model, overrides, cfg.pretrain_steps, cfg.batch_tokens,
+                                     ps, cfg.device, fast=cfg.fast, resume=(d / "run" / "checkpoint").exists()))
         return json.loads((Path(run) / "metrics.json").read_text())
 
     st_pre = cache.run("pretrain", pre_cfg, pretrain_stage)

@@ -77,6 +77,8 @@ class BCConfig:
     offline_horizons: list[int] = field(default_factory=lambda: [1, 10, 30])  # ... scoring the chunk's h-th action h - 1 frames ahead
     # (capped at policy.chunk)
     offline_random_init: bool = False  # ... also beside the random-init control of an encoder built from a pre-training checkpoint
+    offline_own_footage: bool = False  # ... and beside a Toto like it pre-trained per fold on that fold's training episodes only
+    own_footage_steps: int = 1000  # ... for this many steps (the real-camera recipe's schedule, pretrain/footage.py)
     bootstrap: int = 2000  # resamples of the held-out episodes behind each interval
     ood: bool = True  # store an out-of-distribution reference of the training frames' features with the policy (policies/ood.py)
     ood_warn_rate: float = 0.01  # ... its WARN threshold: this share of held-out training frames score above it
@@ -112,7 +114,7 @@ class BCConfig:
         """Checked before any work; errors name the hydra key (policy.*) and the allowed range."""
         for key, low in (("epochs", 1), ("batch_size", 1), ("hidden", 1), ("history", 1), ("state_history", 1), ("chunk", 1), ("action_steps", 1), ("eval_every", 0),
                          ("eval_episodes", 0), ("eval_batch", 1), ("patience", 0), ("seed", 0), ("offline_folds", 2), ("bootstrap", 100), ("frame_stride", 1),
-                         ("dagger_rounds", 0), ("dagger_episodes", 1)):
+                         ("dagger_rounds", 0), ("dagger_episodes", 1), ("own_footage_steps", 1)):
             check_int(getattr(self, key), f"policy.{key}" if key != "seed" else "seed", low=low)
         if self.action_steps > self.chunk:
             raise ConfigError(f"policy.action_steps must be <= policy.chunk ({self.chunk}), got {self.action_steps}")
@@ -190,6 +192,9 @@ def load_demo_arrays(root: str | Path | list, max_episodes: int | None = None):
 
 
 def train_bc(cfg: BCConfig) -> Path:
+    if cfg.offline_eval and cfg.offline_own_footage and (cfg.encoder.get("name") != "toto" or not cfg.encoder.get("checkpoint")):
+        raise ConfigError(f"policy.offline_own_footage pre-trains a Toto like the run's encoder on each fold's training episodes: it needs "
+                          f"encoder=toto with encoder.checkpoint=<pre-training final/ dir>, got encoder {cfg.encoder}")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_save_json(asdict(cfg), out / "bc_config.json")

@@ -20,6 +20,11 @@ learn from the other folds' episodes only:
   image token set to zero: what the image adds over the state.
 * **BC random-init** (``offline_random_init``, encoders built from a pre-training checkpoint): the
   same architecture untrained (``build_encoder("random", like=<checkpoint>)``), read the same way.
+* **BC own footage** (``offline_own_footage``, encoders built from a pre-training checkpoint): for each
+  fold, a fresh Toto of the checkpoint's architecture, tokenizer and clip layout pre-trained on that fold's
+  training episodes only, every camera the policy reads (``pretrain/footage.py``, ``own_footage_steps``
+  steps of the demo's schedule), read the same way. The held-out episodes' frames never reach it; the
+  runs are kept in ``<out>/own_footage/fold<k>/`` and reused when the command runs again.
 
 Horizons: the policy predicts a chunk of ``chunk`` actions per frame; each horizon h of
 ``offline_horizons`` (capped at ``chunk``) scores the chunk's h-th action against the action
@@ -67,6 +72,7 @@ log = logging.getLogger(__name__)
 
 PIXEL_BASELINE = {"name": "pixels", "input_size": 8, "patch": 8, "pooling": "average"}  # one token: the 8 x 8 x 3 frame
 CONSTANT, PIXELS, STATE, STATE_ONLY, RANDOM_INIT = "constant", "raw pixels 8x8x3", "state as action", "BC state only", "BC random-init"
+OWN_FOOTAGE = "BC own footage"
 MOVES = 0.1  # a dim is scored when its std over each fold's training frames is at least this fraction of its std over all frames
 
 
@@ -129,8 +135,11 @@ def offline_evaluation(cfg, meta, eps: list[dict], encoder, per_episode: list[to
         other = encoder_from_spec(spec).to(cfg.device)
         learners.append((name, other_cfg, other, demo_tokens(other, eps, other_cfg), augmented_tokens(other, eps, other_cfg),
                          {k: v.clone() for k, v in other.pool.state_dict().items()}))
+    own_spec = own_footage_spec(cfg.encoder) if cfg.offline_own_footage else None
     A = meta.action_dim
     chunks = {learner[0]: [None] * len(eps) for learner in learners}  # per episode [T, chunk, A]
+    if own_spec:
+        chunks[OWN_FOOTAGE] = [None] * len(eps)
     train_mean = np.zeros((len(folds), A))
     train_std = np.zeros((len(folds), A))
     fold_of = np.zeros(len(eps), np.int64)
@@ -139,7 +148,8 @@ def offline_evaluation(cfg, meta, eps: list[dict], encoder, per_episode: list[to
         y_train = np.concatenate([eps[i][ACTION] for i in train_ids]).astype(np.float64)  # (F_train, A)
         train_mean[f], train_std[f] = y_train.mean(0), y_train.std(0)
         bounds = np.cumsum([0] + [lengths[i] for i in test_ids])
-        for name, lcfg, lenc, ltok, lcopies, linit in learners:
+        fold_learners = learners + ([own_footage_learner(cfg, meta, eps, own_spec, train_ids, out / "own_footage" / f"fold{f}")] if own_spec else [])
+        for name, lcfg, lenc, ltok, lcopies, linit in fold_learners:
             pred = _fold_predictions(lcfg, meta, eps, lenc, ltok, linit, train_ids, test_ids, cfg.seed + f, lcopies)  # (F_test, chunk, A)
             for j, i in enumerate(test_ids):
                 chunks[name][i] = pred[bounds[j]:bounds[j + 1]]
@@ -163,7 +173,7 @@ def offline_evaluation(cfg, meta, eps: list[dict], encoder, per_episode: list[to
             preds[STATE] = [eps[i][OBS_STATE].astype(np.float64)[: lengths[i] - h + 1, dims] for i in keep]
         scale = [train_std[fold_of[i]][dims] for i in keep]
         scores = {m: episode_stats(ys, preds[m], scale) for m in preds}
-        rep = summarise(scores, n_boot=cfg.bootstrap, seed=cfg.seed, baseline_of=method)
+        rep = summarise(scores, n_boot=cfg.bootstrap, seed=cfg.seed, baseline_of=method, also=(RANDOM_INIT, OWN_FOOTAGE))
         rep["episodes"] = keep
         by_horizon[h], scores_of[h] = rep, scores
     first = by_horizon[horizons[0]]
@@ -188,6 +198,27 @@ def random_init_spec(spec: dict) -> dict:
                               f"got {spec}")
     keep = {k: v for k, v in spec.items() if k not in ("name", "checkpoint", "like") and v is not None}
     return {"name": "random", "like": like, **keep}
+
+
+def own_footage_spec(spec: dict) -> dict:
+    """The encoder spec ``offline_own_footage`` pre-trains like (``BCConfig`` checked it is a Toto built from a checkpoint)."""
+    return {k: v for k, v in spec.items() if v is not None}
+
+
+def own_footage_learner(cfg, meta, eps: list[dict], spec: dict, train_ids: list[int], out: Path) -> tuple:
+    """The ``OWN_FOOTAGE`` learner of one fold: Toto pre-trained like ``spec``'s checkpoint on the videos of episodes ``train_ids``
+    (every camera of ``cfg.cameras``), read as ``spec`` reads, with its tokens of every episode."""
+    from toto_robot.policies.bc import augmented_tokens, demo_tokens
+    from toto_robot.pretrain.footage import FootageRecipe, episode_videos, pretrain_like
+
+    log.info("own footage: pre-training Toto on training episodes %s (%d steps) in %s", train_ids, cfg.own_footage_steps, out)
+    videos = episode_videos(eps, train_ids, list(cfg.cameras), out / "videos", fps=max(1, round(meta.fps)))
+    final = pretrain_like(spec["checkpoint"], [videos], out, FootageRecipe(steps=cfg.own_footage_steps, seed=cfg.seed, device=cfg.device))
+    own = {**spec, "checkpoint": str(final)}
+    own_cfg = replace(cfg, encoder=own, token_cache=None)  # a fold's encoder is never reused
+    enc = encoder_from_spec(own).to(cfg.device)
+    return (OWN_FOOTAGE, own_cfg, enc, demo_tokens(enc, eps, own_cfg), augmented_tokens(enc, eps, own_cfg),
+            {k: v.clone() for k, v in enc.pool.state_dict().items()})
 
 
 def episode_stats(ys: list[np.ndarray], preds: list[np.ndarray], scales: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -216,9 +247,10 @@ def scores_from(stats: dict[str, np.ndarray], weights: np.ndarray) -> tuple[np.n
     return nmse, r2, per_dim
 
 
-def summarise(scores: dict[str, dict], n_boot: int, seed: int, baseline_of: str) -> dict:
+def summarise(scores: dict[str, dict], n_boot: int, seed: int, baseline_of: str, also: tuple[str, ...] = ()) -> dict:
     """Point scores on all held-out episodes and 95% bootstrap intervals over episodes (the same resamples for every predictor), and
-    the paired nMSE / R^2 differences of ``baseline_of`` minus each baseline."""
+    the paired nMSE / R^2 differences of ``baseline_of`` minus each baseline, then of each learner in ``also`` minus each predictor
+    that is not a learner (holding still, the constant, BC on the state alone, raw pixels)."""
     E = len(next(iter(scores.values()))["n"])
     rng = np.random.default_rng(seed)
     counts = np.stack([np.bincount(rng.integers(0, E, E), minlength=E) for _ in range(n_boot)]).astype(np.float64)  # (B, E)
@@ -236,9 +268,10 @@ def summarise(scores: dict[str, dict], n_boot: int, seed: int, baseline_of: str)
     methods = [{"method": m, "nmse": float(point[m][0]), "nmse_ci": interval(boot[m][0]), "r2": float(point[m][1]), "r2_ci": interval(boot[m][1]),
                 "r2_mean_over_dims": float(np.mean(point[m][2])), "r2_per_dim": point[m][2].tolist(),
                 "nmse_per_episode": (st["nse"] / (st["n"] * st["sse"].shape[1])).tolist()} for m, st in scores.items()]
-    paired = [{"difference": f"{baseline_of} - {m}", "nmse": float(point[baseline_of][0] - point[m][0]),
-               "nmse_ci": interval(boot[baseline_of][0] - boot[m][0]), "r2": float(point[baseline_of][1] - point[m][1]),
-               "r2_ci": interval(boot[baseline_of][1] - boot[m][1])} for m in scores if m != baseline_of]
+    pairs = [(baseline_of, m) for m in scores if m != baseline_of]
+    pairs += [(a, m) for a in also if a in scores for m in scores if m not in (baseline_of, *also)]
+    paired = [{"difference": f"{a} - {m}", "nmse": float(point[a][0] - point[m][0]), "nmse_ci": interval(boot[a][0] - boot[m][0]),
+               "r2": float(point[a][1] - point[m][1]), "r2_ci": interval(boot[a][1] - boot[m][1])} for a, m in pairs]
     return {"methods": methods, "paired": paired, "held_out_episodes": E,
             "interval": f"95% percentile bootstrap over {E} held-out episodes, {n_boot} resamples"}
 

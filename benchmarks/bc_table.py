@@ -3,10 +3,13 @@ scored on the same seeded evaluation episodes, so rows are compared pairwise (ex
 
     python benchmarks/bc_table.py toto=runs/four/two_cameras:toto random=runs/four/two_cameras:random \\
         mae=runs/four/two_cameras:mae "one camera=runs/four/one_camera:toto" --reference toto
+    python benchmarks/bc_table.py toto=runs/four/grid_lr5e4:toto,runs/four_ps1/grid_lr5e4:toto \\
+        random=runs/four/grid_lr5e4:random,runs/four_ps1/grid_lr5e4:random     # one row over several runs (pipeline seeds)
 
 For each task, and pooled over the tasks: successes / episodes over every seed, the 95% Wilson interval, the spread of the
 per-seed rates, and the reference minus the row with the episodes only one of them solved and the exact two-sided McNemar
-p-value. Rows missing a task are left blank there; the pooled column uses the tasks every row has. ``--markdown`` prints
+p-value. A row may join several runs (``FOLDER:ENCODER,FOLDER:ENCODER``, e.g. one per pipeline seed): their episodes
+are pooled in the order given, so rows joining runs of the same evaluation episodes in the same order pair up. Rows missing a task are left blank there; the pooled column uses the tasks every row has. ``--markdown`` prints
 a markdown table instead; ``--json`` writes everything.
 """
 from __future__ import annotations
@@ -31,7 +34,17 @@ def outcomes(folder: Path, encoder: str) -> dict[str, dict[int, list[int]]]:
     return out
 
 
-def cell(per_seed: dict[int, list[int]]) -> dict:
+def joined_outcomes(sources: str) -> dict[str, dict[tuple[int, int], list[int]]]:
+    """``FOLDER:ENCODER[,FOLDER:ENCODER...]`` -> {task: {(run, seed): per-episode success}}, the runs in the order given."""
+    out: dict[str, dict] = {}
+    for k, where in enumerate(sources.split(",")):
+        folder, _, encoder = where.rpartition(":")
+        for task, per_seed in outcomes(Path(folder), encoder).items():
+            out.setdefault(task, {}).update({(k, seed): v for seed, v in per_seed.items()})
+    return out
+
+
+def cell(per_seed: dict) -> dict:
     flat = [x for s in sorted(per_seed) for x in per_seed[s]]
     k, n = int(sum(flat)), len(flat)
     lo, hi = wilson_interval(k, n)
@@ -41,7 +54,7 @@ def cell(per_seed: dict[int, list[int]]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("rows", nargs="+", help="LABEL=FOLDER:ENCODER")
+    ap.add_argument("rows", nargs="+", help="LABEL=FOLDER:ENCODER[,FOLDER:ENCODER...]")
     ap.add_argument("--reference", help="the row every other is tested against (default: the first)")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--json", default="")
@@ -49,8 +62,7 @@ def main() -> None:
     rows = {}
     for spec in args.rows:
         label, _, where = spec.partition("=")
-        folder, _, encoder = where.rpartition(":")
-        rows[label] = {t: cell(v) for t, v in outcomes(Path(folder), encoder).items()}
+        rows[label] = {t: cell(v) for t, v in joined_outcomes(where).items()}
     ref = args.reference or next(iter(rows))
     if ref not in rows:
         raise SystemExit(f"--reference {ref!r} is not a row ({', '.join(rows)})")
@@ -59,7 +71,7 @@ def main() -> None:
     common = common if len(common) > 1 else []  # one task: nothing to pool
     for r in rows.values():
         if common:
-            r["pooled"] = cell({i: r[t]["flat"] for i, t in enumerate(common)})
+            r["pooled"] = cell({(i, 0): r[t]["flat"] for i, t in enumerate(common)})
     cols = tasks + (["pooled"] if common else [])
     for label, r in rows.items():  # paired against the reference on the same episodes
         for c in cols:

@@ -270,7 +270,7 @@ def test_own_footage_pretrains_one_toto_per_fold_on_its_training_episodes_only(t
     assert f"{OWN_FOOTAGE} - BC toto" not in pairs  # each pair once
     saved = json.loads((final / "config.json").read_text())
     for k, fold in enumerate(report["folds"]):
-        run = out / "own_footage" / f"fold{k}"
+        run, = (out / "own_footage").glob(f"fold{k}-*")
         names = sorted(p.name for p in (run / "videos").glob("*.mp4"))
         assert names == [f"episode_{i:06d}_image.mp4" for i in sorted(fold["train"])]  # the held-out episodes never reach it
         assert read_video(run / "videos" / names[0]).shape == (16, SIZE, SIZE, 3)
@@ -282,6 +282,12 @@ def test_own_footage_pretrains_one_toto_per_fold_on_its_training_episodes_only(t
         shards = json.loads((run / "shards" / "index.json").read_text())["shards"]
         assert sum(s["num_sequences"] for s in shards if s["source"] == "footage_0") > 0  # clips of its own footage ...
         assert {s["source"] for s in shards} == {"footage_0", "images"}  # ... and the recipe's bundled images
+
+    finals = sorted((out / "own_footage").glob("fold*-*/run/final/model.safetensors"))
+    stamps = [f.stat().st_mtime_ns for f in finals]
+    train_bc(cfg)  # the same folds, cameras and steps again: every fold's run is reused, none trained anew
+    assert sorted((out / "own_footage").glob("fold*-*/run/final/model.safetensors")) == finals and [f.stat().st_mtime_ns for f in finals] == stamps
+    assert json.loads((out / "offline_eval.json").read_text())["horizons"] == report["horizons"]
 
     with pytest.raises(ConfigError, match="offline_own_footage"):
         train_bc(BCConfig(demos=str(demos), out_dir=str(tmp_path / "x"), encoder={"name": "random", "pooling": "average"}, epochs=1,

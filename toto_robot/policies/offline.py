@@ -24,7 +24,8 @@ learn from the other folds' episodes only:
   fold, a fresh Toto of the checkpoint's architecture, tokenizer and clip layout pre-trained on that fold's
   training episodes only, every camera the policy reads (``pretrain/footage.py``, ``own_footage_steps``
   steps of the demo's schedule), read the same way. The held-out episodes' frames never reach it; the
-  runs are kept in ``<out>/own_footage/fold<k>/`` and reused when the command runs again.
+  runs are kept in ``<out>/own_footage/fold<k>-<hash>/`` and reused when the command runs again with the same
+  episodes, cameras and steps.
 
 Horizons: the policy predicts a chunk of ``chunk`` actions per frame; each horizon h of
 ``offline_horizons`` (capped at ``chunk``) scores the chunk's h-th action against the action
@@ -148,7 +149,7 @@ def offline_evaluation(cfg, meta, eps: list[dict], encoder, per_episode: list[to
         y_train = np.concatenate([eps[i][ACTION] for i in train_ids]).astype(np.float64)  # (F_train, A)
         train_mean[f], train_std[f] = y_train.mean(0), y_train.std(0)
         bounds = np.cumsum([0] + [lengths[i] for i in test_ids])
-        fold_learners = learners + ([own_footage_learner(cfg, meta, eps, own_spec, train_ids, out / "own_footage" / f"fold{f}")] if own_spec else [])
+        fold_learners = learners + ([own_footage_learner(cfg, meta, eps, own_spec, train_ids, out / "own_footage", f)] if own_spec else [])
         for name, lcfg, lenc, ltok, lcopies, linit in fold_learners:
             pred = _fold_predictions(lcfg, meta, eps, lenc, ltok, linit, train_ids, test_ids, cfg.seed + f, lcopies)  # (F_test, chunk, A)
             for j, i in enumerate(test_ids):
@@ -205,15 +206,21 @@ def own_footage_spec(spec: dict) -> dict:
     return {k: v for k, v in spec.items() if v is not None}
 
 
-def own_footage_learner(cfg, meta, eps: list[dict], spec: dict, train_ids: list[int], out: Path) -> tuple:
-    """The ``OWN_FOOTAGE`` learner of one fold: Toto pre-trained like ``spec``'s checkpoint on the videos of episodes ``train_ids``
-    (every camera of ``cfg.cameras``), read as ``spec`` reads, with its tokens of every episode."""
+def own_footage_learner(cfg, meta, eps: list[dict], spec: dict, train_ids: list[int], root: Path, fold: int) -> tuple:
+    """The ``OWN_FOOTAGE`` learner of fold ``fold``: Toto pre-trained like ``spec``'s checkpoint on the videos of episodes ``train_ids``
+    (every camera of ``cfg.cameras``), read as ``spec`` reads, with its tokens of every episode. Its run lives in
+    ``root/fold<k>-<hash>``, the hash of what it trains on and how (a rerun with other episodes, cameras or steps trains anew)."""
     from toto_robot.policies.bc import augmented_tokens, demo_tokens
     from toto_robot.pretrain.footage import FootageRecipe, episode_videos, pretrain_like
+    from toto_robot.utils.io import config_hash
 
+    recipe = FootageRecipe(steps=cfg.own_footage_steps, seed=cfg.seed, device=cfg.device)
+    key = {"demos": str(cfg.demos), "train": list(map(int, train_ids)), "cameras": list(cfg.cameras), "frame_stride": cfg.frame_stride,
+           "like": str(Path(spec["checkpoint"]).resolve()), "steps": recipe.steps, "batch_tokens": recipe.batch_tokens, "seed": recipe.seed}
+    out = root / f"fold{fold}-{config_hash(key)}"
     log.info("own footage: pre-training Toto on training episodes %s (%d steps) in %s", train_ids, cfg.own_footage_steps, out)
     videos = episode_videos(eps, train_ids, list(cfg.cameras), out / "videos", fps=max(1, round(meta.fps)))
-    final = pretrain_like(spec["checkpoint"], [videos], out, FootageRecipe(steps=cfg.own_footage_steps, seed=cfg.seed, device=cfg.device))
+    final = pretrain_like(spec["checkpoint"], [videos], out, recipe)
     own = {**spec, "checkpoint": str(final)}
     own_cfg = replace(cfg, encoder=own, token_cache=None)  # a fold's encoder is never reused
     enc = encoder_from_spec(own).to(cfg.device)

@@ -65,6 +65,7 @@ def pretrain_like(checkpoint: str | Path, video_folders: list[str | Path], out: 
     """Pre-train a fresh Toto of ``checkpoint``'s architecture, tokenizer and clip layout on the videos of ``video_folders`` (with
     the recipe's bundled images) -> its ``final/`` dir under ``out``. A finished run is reused; an interrupted one resumes."""
     from toto_robot.data.tokenize import DatasetSpec, ShardJobConfig, write_shards
+    from toto_robot.model.toto import CONFIGS
     from toto_robot.pretrain.trainer import pretrain
 
     out = Path(out)
@@ -82,10 +83,9 @@ def pretrain_like(checkpoint: str | Path, video_folders: list[str | Path], out: 
     overrides = {k: model[k] for k in ARCH_FIELDS if k in model}
     if model.get("vocab_size") and not model.get("input_dim"):  # a codebook model; a patch model's input size comes from the shards
         overrides["vocab_size"] = model["vocab_size"]
-    from toto_robot.model.toto import CONFIGS
-
-    run = out / "run"  # every architecture field is overridden, so a size the registry lacks is built from toto_tiny's entry
-    pretrain(demo_schedule(str(shards), str(run), model["name"] if model.get("name") in CONFIGS else "toto_tiny", overrides, recipe.steps, recipe.batch_tokens, recipe.seed, recipe.device,
+    name = model["name"] if model.get("name") in CONFIGS else "toto_tiny"  # every architecture field is overridden anyway
+    run = out / "run"
+    pretrain(demo_schedule(str(shards), str(run), name, overrides, recipe.steps, recipe.batch_tokens, recipe.seed, recipe.device,
                            resume=(run / "checkpoint").exists()))
     return final
 

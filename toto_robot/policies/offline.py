@@ -118,7 +118,7 @@ def offline_evaluation(cfg, meta, eps: list[dict], encoder, per_episode: list[to
     ``action_norm``: the trained policy's (none | standard), used by every fold; None: ``cfg.action_norm``; ``head`` the same for
     ``cfg.head``. ``copies``: the
     shifted copies of ``per_episode`` the policy trained on (``policy.augment``); every learner with images trains on its own."""
-    from toto_robot.policies.bc import augmented_tokens, demo_tokens
+    from toto_robot.policies.bc import augmented_tokens
 
     if len(eps) < 2:
         raise DataFormatError(f"offline evaluation holds whole episodes out: it needs at least 2 episodes, got {len(eps)}")
@@ -132,15 +132,9 @@ def offline_evaluation(cfg, meta, eps: list[dict], encoder, per_episode: list[to
     if cfg.use_state:  # the same head on the same frames with blank images: what the image adds over the state
         learners.append((STATE_ONLY, cfg, encoder, [torch.zeros_like(t) for t in per_episode], None, pool_init))
     for name, spec in ((PIXELS, dict(PIXEL_BASELINE)), *([(RANDOM_INIT, random_init_spec(cfg.encoder))] if cfg.offline_random_init else [])):
-        other_cfg = replace(cfg, encoder=spec)
-        other = encoder_from_spec(spec).to(cfg.device)
-        learners.append((name, other_cfg, other, demo_tokens(other, eps, other_cfg), augmented_tokens(other, eps, other_cfg),
-                         {k: v.clone() for k, v in other.pool.state_dict().items()}))
-    own_spec = own_footage_spec(cfg.encoder) if cfg.offline_own_footage else None
+        learners.append(encoder_learner(name, cfg, spec, eps))
     A = meta.action_dim
-    chunks = {learner[0]: [None] * len(eps) for learner in learners}  # per episode [T, chunk, A]
-    if own_spec:
-        chunks[OWN_FOOTAGE] = [None] * len(eps)
+    chunks: dict[str, list] = {}  # learner -> per episode [T, chunk, A]
     train_mean = np.zeros((len(folds), A))
     train_std = np.zeros((len(folds), A))
     fold_of = np.zeros(len(eps), np.int64)
@@ -149,11 +143,11 @@ def offline_evaluation(cfg, meta, eps: list[dict], encoder, per_episode: list[to
         y_train = np.concatenate([eps[i][ACTION] for i in train_ids]).astype(np.float64)  # (F_train, A)
         train_mean[f], train_std[f] = y_train.mean(0), y_train.std(0)
         bounds = np.cumsum([0] + [lengths[i] for i in test_ids])
-        fold_learners = learners + ([own_footage_learner(cfg, meta, eps, own_spec, train_ids, out / "own_footage", f)] if own_spec else [])
+        fold_learners = learners + ([own_footage_learner(cfg, meta, eps, train_ids, out / "own_footage", f)] if cfg.offline_own_footage else [])
         for name, lcfg, lenc, ltok, lcopies, linit in fold_learners:
             pred = _fold_predictions(lcfg, meta, eps, lenc, ltok, linit, train_ids, test_ids, cfg.seed + f, lcopies)  # (F_test, chunk, A)
             for j, i in enumerate(test_ids):
-                chunks[name][i] = pred[bounds[j]:bounds[j + 1]]
+                chunks.setdefault(name, [None] * len(eps))[i] = pred[bounds[j]:bounds[j + 1]]
         fold_of[test_ids] = f
     all_std = np.concatenate([ep[ACTION] for ep in eps]).astype(np.float64).std(0)
     dims = np.flatnonzero((all_std > 0) & (train_std >= MOVES * all_std).all(0))  # dims that move in every fold's training frames
@@ -201,19 +195,25 @@ def random_init_spec(spec: dict) -> dict:
     return {"name": "random", "like": like, **keep}
 
 
-def own_footage_spec(spec: dict) -> dict:
-    """The encoder spec ``offline_own_footage`` pre-trains like (``BCConfig`` checked it is a Toto built from a checkpoint)."""
-    return {k: v for k, v in spec.items() if v is not None}
-
-
-def own_footage_learner(cfg, meta, eps: list[dict], spec: dict, train_ids: list[int], root: Path, fold: int) -> tuple:
-    """The ``OWN_FOOTAGE`` learner of fold ``fold``: Toto pre-trained like ``spec``'s checkpoint on the videos of episodes ``train_ids``
-    (every camera of ``cfg.cameras``), read as ``spec`` reads, with its tokens of every episode. Its run lives in
-    ``root/fold<k>-<hash>``, the hash of what it trains on and how (a rerun with other episodes, cameras or steps trains anew)."""
+def encoder_learner(name: str, cfg, spec: dict, eps: list[dict]) -> tuple:
+    """A learner on its own encoder, built from ``spec``: (name, config, encoder, its tokens of every episode, their shifted
+    copies, its pool's initial weights), the tuple ``offline_evaluation`` trains per fold."""
     from toto_robot.policies.bc import augmented_tokens, demo_tokens
+
+    lcfg = replace(cfg, encoder=spec)
+    enc = encoder_from_spec(spec).to(cfg.device)
+    return (name, lcfg, enc, demo_tokens(enc, eps, lcfg), augmented_tokens(enc, eps, lcfg), {k: v.clone() for k, v in enc.pool.state_dict().items()})
+
+
+def own_footage_learner(cfg, meta, eps: list[dict], train_ids: list[int], root: Path, fold: int) -> tuple:
+    """The ``OWN_FOOTAGE`` learner of fold ``fold``: Toto pre-trained like the run's encoder checkpoint (``train_bc`` checked it is a
+    Toto built from one) on the videos of episodes ``train_ids`` (every camera of ``cfg.cameras``), read as the run's encoder
+    reads. Its run lives in ``root/fold<k>-<hash>``, the hash of what it trains on and how (a rerun with other episodes, cameras
+    or steps trains anew)."""
     from toto_robot.pretrain.footage import FootageRecipe, episode_videos, pretrain_like
     from toto_robot.utils.io import config_hash
 
+    spec = {k: v for k, v in cfg.encoder.items() if v is not None}
     recipe = FootageRecipe(steps=cfg.own_footage_steps, seed=cfg.seed, device=cfg.device)
     key = {"demos": str(cfg.demos), "train": list(map(int, train_ids)), "cameras": list(cfg.cameras), "frame_stride": cfg.frame_stride,
            "like": str(Path(spec["checkpoint"]).resolve()), "steps": recipe.steps, "batch_tokens": recipe.batch_tokens, "seed": recipe.seed}
@@ -221,11 +221,8 @@ def own_footage_learner(cfg, meta, eps: list[dict], spec: dict, train_ids: list[
     log.info("own footage: pre-training Toto on training episodes %s (%d steps) in %s", train_ids, cfg.own_footage_steps, out)
     videos = episode_videos(eps, train_ids, list(cfg.cameras), out / "videos", fps=max(1, round(meta.fps)))
     final = pretrain_like(spec["checkpoint"], [videos], out, recipe)
-    own = {**spec, "checkpoint": str(final)}
-    own_cfg = replace(cfg, encoder=own, token_cache=None)  # a fold's encoder is never reused
-    enc = encoder_from_spec(own).to(cfg.device)
-    return (OWN_FOOTAGE, own_cfg, enc, demo_tokens(enc, eps, own_cfg), augmented_tokens(enc, eps, own_cfg),
-            {k: v.clone() for k, v in enc.pool.state_dict().items()})
+    # a fold's encoder is never reused: its tokens skip the shared cache
+    return encoder_learner(OWN_FOOTAGE, replace(cfg, token_cache=None), {**spec, "checkpoint": str(final)}, eps)
 
 
 def episode_stats(ys: list[np.ndarray], preds: list[np.ndarray], scales: list[np.ndarray]) -> dict[str, np.ndarray]:

@@ -15,9 +15,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import binomtest
 
-from toto_robot.utils.stats import wilson_interval
+from toto_robot.utils.stats import mcnemar_p, wilson_interval
 
 
 def read_runs(paths: list[str]) -> tuple[dict[int, dict], list[str]]:
@@ -72,7 +71,7 @@ def main() -> None:
             ahead = int((rates[toto] > rates[enc]).sum())
             pairs = [next(x for x in run["paired"] if x["what"] == "bc" and x["toto"] == toto and x["control"] == enc) for run in runs.values()]
             a, b = sum(x["a_only"] for x in pairs), sum(x["b_only"] for x in pairs)
-            p = float(binomtest(a, a + b).pvalue) if a + b else 1.0
+            p = mcnemar_p(a, b)
             print(f"{toto} ahead of {enc} in {ahead} of {len(seeds)} runs (mean difference {100 * (rates[toto] - rates[enc]).mean():+.0f} points; "
                   f"episodes only {toto} / only {enc} solved, summed over runs, {a} : {b}, exact McNemar p = {p:.2g})")
     if args.plot:

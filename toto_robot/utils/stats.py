@@ -35,10 +35,16 @@ def mcnemar_exact(a: Sequence[int], b: Sequence[int]) -> dict:
         raise ValueError(f"paired outcomes need the same items: {len(a)} vs {len(b)}")
     a_only = sum(1 for x, y in zip(a, b) if x and not y)
     b_only = sum(1 for x, y in zip(a, b) if y and not x)
+    return {"n": len(a), "a": int(sum(map(bool, a))), "b": int(sum(map(bool, b))), "a_only": a_only, "b_only": b_only,
+            "p": mcnemar_p(a_only, b_only)}
+
+
+def mcnemar_p(a_only: int, b_only: int) -> float:
+    """The exact two-sided McNemar p-value of ``a_only`` items only A got right against ``b_only`` only B got right (discordant
+    counts, e.g. summed over runs on the same items)."""
     n = a_only + b_only
     tail = sum(math.comb(n, k) for k in range(min(a_only, b_only) + 1)) / 2 ** n if n else 1.0
-    return {"n": len(a), "a": int(sum(map(bool, a))), "b": int(sum(map(bool, b))), "a_only": a_only, "b_only": b_only,
-            "p": min(1.0, 2 * tail)}
+    return min(1.0, 2 * tail)
 
 
 def group_folds(groups: np.ndarray, folds: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -47,6 +47,8 @@ class CollectConfig:
     cameras: list[str] = field(default_factory=list)  # more views stored beside it, each as `<name>_image` (e.g. [wrist])
     mode: str = "expert"  # expert | random
     noise: float = 0.1  # expert exploration noise (in action units), more diverse videos
+    noise_all: bool = False  # noise on every step (default: only while the expert travels, not at the object)
+    label: str = "executed"  # executed: store the (noisy) action run | expert: DART, store the clean memoryless expert's action
     seed: int = 0
     randomization: dict = field(default_factory=lambda: {"lighting": True, "colors": True, "camera_jitter": 0.01})
     only_success: bool = False  # keep retrying seeds until `episodes` successful episodes are stored
@@ -61,6 +63,9 @@ class CollectConfig:
         check_int(self.episodes, "collect.episodes", low=1)
         check_int(self.image_size, "task.image_size", low=8, high=1024)
         check_choice(self.mode, "collect.mode", ("expert", "random"))
+        check_choice(self.label, "collect.label", ("executed", "expert"))
+        if self.label == "expert" and self.mode != "expert":
+            raise ConfigError("collect.label=expert labels an expert's noisy rollout with its clean action: it needs collect.mode=expert")
         self.cameras = list(self.cameras or [])
         if self.camera in self.cameras:
             raise ConfigError(f"collect.cameras lists {self.camera!r}, the view already stored as `image` (task.camera)")
@@ -72,7 +77,7 @@ class CollectConfig:
         check_int(self.max_attempts_factor, "collect.max_attempts_factor", low=1)
         if self.max_steps is not None:
             check_int(self.max_steps, "collect.max_steps", low=1)
-        for key in ("only_success", "videos"):
+        for key in ("only_success", "videos", "noise_all"):
             check_bool(getattr(self, key), f"collect.{key}")
 
 
@@ -104,6 +109,12 @@ def rollout(env, policy, seed: int, label=None, reset=None) -> dict:
             "reward": np.asarray(rewards, np.float32), "success": success, "cameras": {k: np.stack(v) for k, v in views.items()}}
 
 
+def _dart_extra(cfg: CollectConfig) -> dict:
+    """meta.json's record of how actions were labelled; the default (the executed action, noise while travelling) adds
+    nothing, so earlier datasets' metadata is unchanged."""
+    return {**({"label": cfg.label} if cfg.label != "executed" else {}), **({"noise_all": True} if cfg.noise_all else {})}
+
+
 def _tile(clips: list[np.ndarray]) -> np.ndarray:
     """Up to 4 clips [T_i,H,W,3] -> one [T,2H,2W,3] grid (shorter clips hold their last frame)."""
     clips = clips[:4] + [np.zeros_like(clips[0][:1])] * (4 - len(clips[:4]))
@@ -124,7 +135,7 @@ def collect(cfg: CollectConfig) -> Path:
     meta = DemoMeta(source="sim", task=cfg.task, image_size=(cfg.image_size, cfg.image_size),
                     state_dim=env.observation_space["state"].shape[0], action_dim=env.action_space.shape[0],
                     fps=float(env.metadata.get("render_fps", 1.0 / CONTROL_DT)), action_space=base.control,
-                    extra={"mode": cfg.mode, "noise": cfg.noise, **length, **({"cameras": cfg.cameras} if cfg.cameras else {}),
+                    extra={"mode": cfg.mode, "noise": cfg.noise, **_dart_extra(cfg), **length, **({"cameras": cfg.cameras} if cfg.cameras else {}),
                                                                "camera": base.camera if cfg.task in METAWORLD_TASK_IDS else cfg.camera})
     writer = DemoWriter(out, meta)  # deletes partial episodes
     done = writer.next_index()
@@ -142,8 +153,11 @@ def collect(cfg: CollectConfig) -> Path:
         if attempt >= max_attempts:
             raise RuntimeError(f"{cfg.task}: only {done}/{cfg.episodes} successful episodes after {attempt} attempts")
         seed = cfg.seed + attempt
-        if cfg.mode == "expert":
-            expert = make_expert(env, noise=cfg.noise, rng=np.random.default_rng(seed))
+        if cfg.mode == "expert" and cfg.label == "expert":  # DART: the noisy expert drives, the clean one labels each state
+            driver = make_expert(env, noise=cfg.noise, rng=np.random.default_rng(seed), memoryless=True, noise_all=cfg.noise_all)
+            ep = rollout(env, driver.act, seed, label=make_expert(env, memoryless=True).act)
+        elif cfg.mode == "expert":
+            expert = make_expert(env, noise=cfg.noise, rng=np.random.default_rng(seed), noise_all=cfg.noise_all)
             ep = rollout(env, expert.act, seed)
         else:
             rng = np.random.default_rng(seed)

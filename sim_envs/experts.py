@@ -1,7 +1,9 @@
 """Scripted experts with privileged state (object poses): demonstrations and pre-training videos.
 
 Each expert is a small phase machine over end-effector targets; ``act`` returns an action in the
-env's ``ee_delta`` space. ``noise`` adds exploration noise (diverse videos, DART-style demos).
+env's ``ee_delta`` space. ``noise`` adds Gaussian noise to the motion (diverse videos, DART's demos), by default in
+the phases where the expert travels (not while it descends onto, grasps or pulls an object); ``noise_all=True`` adds it
+on every step, so the demonstrations also show the way back from a grasp gone off target.
 """
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ def _toward(env, target: np.ndarray, gripper: float, gain: float = 1.0) -> np.nd
 
 
 class PickExpert:
-    def __init__(self, env, noise: float = 0.0, rng: np.random.Generator | None = None):
-        self.env, self.noise, self.rng = env, noise, rng or np.random.default_rng(0)
+    def __init__(self, env, noise: float = 0.0, rng: np.random.Generator | None = None, noise_all: bool = False):
+        self.env, self.noise, self.rng, self.noise_all = env, noise, rng or np.random.default_rng(0), noise_all
         self.reset()
 
     def reset(self):
@@ -43,7 +45,7 @@ class PickExpert:
         else:
             a = _toward(env, np.array([cube[0], cube[1], 0.62]), 1)
             a[:2] = 0
-        if self.noise and self.phase in ("above", "lift"):
+        if self.noise and (self.noise_all or self.phase in ("above", "lift")):
             a[:3] = np.clip(a[:3] + self.rng.normal(0, self.noise, 3), -1, 1)
         return a
 
@@ -55,8 +57,8 @@ class PickCorrector:
     aligned -> close; aligned above it -> descend, open; off target -> over the cube, open, rising first when low (the
     fingers would sweep the cube aside)."""
 
-    def __init__(self, env, noise: float = 0.0, rng: np.random.Generator | None = None):
-        self.env, self.noise, self.rng = env, noise, rng or np.random.default_rng(0)
+    def __init__(self, env, noise: float = 0.0, rng: np.random.Generator | None = None, noise_all: bool = False):
+        self.env, self.noise, self.rng, self.noise_all = env, noise, rng or np.random.default_rng(0), noise_all
 
     def reset(self):
         pass
@@ -80,14 +82,14 @@ class PickCorrector:
             a = _toward(env, np.array([grip[0], grip[1], cube[2] + 0.08]), -1)
         else:
             a = _toward(env, cube + [0, 0, 0.08], -1)
-        if self.noise and not at_cube:
+        if self.noise and (self.noise_all or not at_cube):
             a[:3] = np.clip(a[:3] + self.rng.normal(0, self.noise, 3), -1, 1)
         return a
 
 
 class CabinetExpert:
-    def __init__(self, env, noise: float = 0.0, rng: np.random.Generator | None = None):
-        self.env, self.noise, self.rng = env, noise, rng or np.random.default_rng(0)
+    def __init__(self, env, noise: float = 0.0, rng: np.random.Generator | None = None, noise_all: bool = False):
+        self.env, self.noise, self.rng, self.noise_all = env, noise, rng or np.random.default_rng(0), noise_all
         self.reset()
 
     def reset(self):
@@ -112,7 +114,7 @@ class CabinetExpert:
         else:
             a = _toward(env, hook + [-0.1, 0, -0.02], 1)
             a[0] = min(a[0], -0.5)
-        if self.noise and self.phase in ("rise", "above"):
+        if self.noise and (self.noise_all or self.phase in ("rise", "above")):
             a[:3] = np.clip(a[:3] + self.rng.normal(0, self.noise, 3), -1, 1)
         return a
 
@@ -120,8 +122,8 @@ class CabinetExpert:
 class ReachExpert:
     """Straight to the target with the gripper open (``noise`` perturbs every step)."""
 
-    def __init__(self, env, noise: float = 0.0, rng: np.random.Generator | None = None):
-        self.env, self.noise, self.rng = env, noise, rng or np.random.default_rng(0)
+    def __init__(self, env, noise: float = 0.0, rng: np.random.Generator | None = None, noise_all: bool = False):
+        self.env, self.noise, self.rng, self.noise_all = env, noise, rng or np.random.default_rng(0), noise_all
 
     def reset(self):
         pass
@@ -133,16 +135,18 @@ class ReachExpert:
         return a
 
 
-def make_expert(env, noise: float = 0.0, rng: np.random.Generator | None = None, memoryless: bool = False):
+def make_expert(env, noise: float = 0.0, rng: np.random.Generator | None = None, memoryless: bool = False,
+                noise_all: bool = False):
     """The scripted expert of ``env``'s task (``env`` may be wrapped). ``memoryless``: where the task has one, the expert
-    that reads the current state alone (``PickCorrector``), for labelling states another policy reached."""
+    that reads the current state alone (``PickCorrector``), for labelling states another policy reached. ``noise_all``:
+    noise on every step, not only while travelling (MetaWorld's experts perturb every step anyway)."""
     base = env.unwrapped
     if hasattr(base, "make_expert"):  # suites that bring their own scripted policies (MetaWorld)
         return base.make_expert(noise, rng)
     if isinstance(base.task, PickTask):
-        return (PickCorrector if memoryless else PickExpert)(base, noise, rng)
+        return (PickCorrector if memoryless else PickExpert)(base, noise, rng, noise_all)
     if isinstance(base.task, CabinetTask):
-        return CabinetExpert(base, noise, rng)
+        return CabinetExpert(base, noise, rng, noise_all)
     if isinstance(base.task, ReachTask):
-        return ReachExpert(base, noise, rng)
+        return ReachExpert(base, noise, rng, noise_all)
     raise ValueError(f"no scripted expert for task {type(base.task).__name__}")

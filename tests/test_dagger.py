@@ -81,3 +81,39 @@ def test_demos_as_a_list_of_folders_must_share_one_space(tmp_path):
         BCConfig(demos="x", out_dir="y", dagger_rounds=-1)
     with pytest.raises(ConfigError, match="policy.dagger_expert"):
         BCConfig(demos="x", out_dir="y", dagger_expert="oracle")
+
+
+@pytest.mark.parametrize("task", ["franka_pick", "kuka_cabinet"])
+def test_dart_collection_stores_the_clean_expert_action_at_every_state_the_noisy_expert_reached(tmp_path, task):
+    """collect.label=expert (DART, Laskey et al. 2017): the noisy expert drives, and each stored action is the clean memoryless
+    expert's in that state. Replaying an episode's seed with the noise it was driven by passes through every stored state, and
+    at each one the stored action is the clean expert's, which the executed (noisy) action is not; with collect.noise_all the
+    noise also reaches the steps at the object."""
+    cfg = dict(task=task, episodes=2, image_size=32, randomization={}, videos=False, preview_episodes=0, max_steps=40, noise=0.3)
+    dart = open_demos(collect(CollectConfig(**cfg, out_dir=str(tmp_path / "dart"), label="expert", noise_all=True)))
+    assert dart.meta.extra["label"] == "expert" and dart.meta.extra["noise_all"] is True
+    env = make_env(task, image_size=32, camera="agentview", randomization={}, max_steps=40)
+    differs = 0
+    for i in range(len(dart)):
+        ep = dart[i]
+        seed = int(ep["seed"])
+        obs, _ = env.reset(seed=seed)
+        driver = make_expert(env, noise=0.3, rng=np.random.default_rng(seed), memoryless=True, noise_all=True)
+        clean = make_expert(env, memoryless=True)
+        for t in range(len(ep["action"])):
+            assert np.allclose(obs["state"], ep["state"][t]) and np.array_equal(obs["image"], ep["image"][t])
+            label = clean.act(obs)
+            assert np.allclose(label, ep["action"][t])
+            executed = driver.act(obs)
+            differs += not np.allclose(executed, label)
+            obs, *_ = env.step(executed)
+    env.close()
+    assert differs > 0.8 * sum(len(dart[i]["action"]) for i in range(len(dart)))  # noise on (nearly) every step
+    # the default stores what was executed: the noisy actions themselves
+    plain = open_demos(collect(CollectConfig(**cfg, out_dir=str(tmp_path / "plain"))))
+    n = min(len(plain[0]["action"]), len(dart[0]["action"]))
+    assert "label" not in plain.meta.extra and not np.allclose(plain[0]["action"][:n], dart[0]["action"][:n])
+    with pytest.raises(ConfigError, match="collect.label"):
+        CollectConfig(label="oracle")
+    with pytest.raises(ConfigError, match="collect.mode=expert"):
+        CollectConfig(label="expert", mode="random")

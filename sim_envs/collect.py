@@ -153,12 +153,10 @@ def collect(cfg: CollectConfig) -> Path:
         if attempt >= max_attempts:
             raise RuntimeError(f"{cfg.task}: only {done}/{cfg.episodes} successful episodes after {attempt} attempts")
         seed = cfg.seed + attempt
-        if cfg.mode == "expert" and cfg.label == "expert":  # DART: the noisy expert drives, the clean one labels each state
-            driver = make_expert(env, noise=cfg.noise, rng=np.random.default_rng(seed), memoryless=True, noise_all=cfg.noise_all)
-            ep = rollout(env, driver.act, seed, label=make_expert(env, memoryless=True).act)
-        elif cfg.mode == "expert":
-            expert = make_expert(env, noise=cfg.noise, rng=np.random.default_rng(seed), noise_all=cfg.noise_all)
-            ep = rollout(env, expert.act, seed)
+        if cfg.mode == "expert":
+            dart = cfg.label == "expert"  # DART: the noisy memoryless expert drives, the clean one labels each state it reaches
+            expert = make_expert(env, noise=cfg.noise, rng=np.random.default_rng(seed), memoryless=dart, noise_all=cfg.noise_all)
+            ep = rollout(env, expert.act, seed, label=make_expert(env, memoryless=True).act if dart else None)
         else:
             rng = np.random.default_rng(seed)
             ep = rollout(env, lambda obs: rng.uniform(-1, 1, env.action_space.shape), seed)

@@ -17,11 +17,24 @@ def _toward(env, target: np.ndarray, gripper: float, gain: float = 1.0) -> np.nd
     return np.concatenate([np.clip(delta, -1, 1), [gripper]]).astype(np.float32)
 
 
-class PickExpert:
+class _Expert:
+    """What every scripted expert shares: its env, and Gaussian noise on the motion (``perturb``)."""
+
     def __init__(self, env, noise: float = 0.0, rng: np.random.Generator | None = None, noise_all: bool = False):
         self.env, self.noise, self.rng, self.noise_all = env, noise, rng or np.random.default_rng(0), noise_all
         self.reset()
 
+    def reset(self):
+        pass
+
+    def perturb(self, a: np.ndarray, travelling: bool) -> np.ndarray:
+        """``a`` with noise on its motion (xyz) where the expert travels, or on every step with ``noise_all``."""
+        if self.noise and (self.noise_all or travelling):
+            a[:3] = np.clip(a[:3] + self.rng.normal(0, self.noise, 3), -1, 1)
+        return a
+
+
+class PickExpert(_Expert):
     def reset(self):
         self.phase, self.count = "above", 0
 
@@ -45,23 +58,15 @@ class PickExpert:
         else:
             a = _toward(env, np.array([cube[0], cube[1], 0.62]), 1)
             a[:2] = 0
-        if self.noise and (self.noise_all or self.phase in ("above", "lift")):
-            a[:3] = np.clip(a[:3] + self.rng.normal(0, self.noise, 3), -1, 1)
-        return a
+        return self.perturb(a, self.phase in ("above", "lift"))
 
 
-class PickCorrector:
+class PickCorrector(_Expert):
     """A memoryless pick expert: the action from the current state alone, for labelling states another policy reached
     (DAgger). ``PickExpert``'s phases remember what it did, so a state the policy reached by another path gets whatever
     its phase happens to be; here the same state always gets the same action. Closed on the cube -> lift; at the cube,
     aligned -> close; aligned above it -> descend, open; off target -> over the cube, open, rising first when low (the
     fingers would sweep the cube aside)."""
-
-    def __init__(self, env, noise: float = 0.0, rng: np.random.Generator | None = None, noise_all: bool = False):
-        self.env, self.noise, self.rng, self.noise_all = env, noise, rng or np.random.default_rng(0), noise_all
-
-    def reset(self):
-        pass
 
     def act(self, obs=None) -> np.ndarray:
         env, task = self.env, self.env.task
@@ -82,16 +87,10 @@ class PickCorrector:
             a = _toward(env, np.array([grip[0], grip[1], cube[2] + 0.08]), -1)
         else:
             a = _toward(env, cube + [0, 0, 0.08], -1)
-        if self.noise and (self.noise_all or not at_cube):
-            a[:3] = np.clip(a[:3] + self.rng.normal(0, self.noise, 3), -1, 1)
-        return a
+        return self.perturb(a, not at_cube)
 
 
-class CabinetExpert:
-    def __init__(self, env, noise: float = 0.0, rng: np.random.Generator | None = None, noise_all: bool = False):
-        self.env, self.noise, self.rng, self.noise_all = env, noise, rng or np.random.default_rng(0), noise_all
-        self.reset()
-
+class CabinetExpert(_Expert):
     def reset(self):
         self.phase = "rise"
 
@@ -114,25 +113,15 @@ class CabinetExpert:
         else:
             a = _toward(env, hook + [-0.1, 0, -0.02], 1)
             a[0] = min(a[0], -0.5)
-        if self.noise and (self.noise_all or self.phase in ("rise", "above")):
-            a[:3] = np.clip(a[:3] + self.rng.normal(0, self.noise, 3), -1, 1)
-        return a
+        return self.perturb(a, self.phase in ("rise", "above"))
 
 
-class ReachExpert:
+class ReachExpert(_Expert):
     """Straight to the target with the gripper open (``noise`` perturbs every step)."""
-
-    def __init__(self, env, noise: float = 0.0, rng: np.random.Generator | None = None, noise_all: bool = False):
-        self.env, self.noise, self.rng, self.noise_all = env, noise, rng or np.random.default_rng(0), noise_all
-
-    def reset(self):
-        pass
 
     def act(self, obs=None) -> np.ndarray:
         a = _toward(self.env, self.env.task.target_pos(self.env), -1)
-        if self.noise:
-            a[:3] = np.clip(a[:3] + self.rng.normal(0, self.noise, 3), -1, 1)
-        return a
+        return self.perturb(a, True)
 
 
 def make_expert(env, noise: float = 0.0, rng: np.random.Generator | None = None, memoryless: bool = False,

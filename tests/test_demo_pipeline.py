@@ -52,6 +52,8 @@ def test_fast_demo_with_patch_tokens_on_the_wrist_camera_compares_every_pooling_
     assert "toto/spatial_attention" in md  # the probe sweeps the extra pooling too
     meta = json.loads(next((tmp_path / "cache").glob("demos-*/demos/meta.json")).read_text())
     assert meta["extra"]["camera"] == "wrist" and meta["task"] == "franka_pick"
+    # DART by default: the noisy expert drove, every state is labelled with the clean expert's action
+    assert (meta["extra"]["label"], meta["extra"]["noise"], meta["extra"]["noise_all"]) == ("expert", 0.3, True)
     specs = json.loads(next((tmp_path / "cache").glob("compare-*/compare_config.json")).read_text())["encoders"]
     assert {spec["layer"] for label, spec in specs.items() if not label.startswith("mae")} == {2}
     assert "Toto and random-init features come from layer 2 (set by `bc_layer`)" in md
@@ -65,6 +67,11 @@ def test_demo_bc_options_are_checked_before_any_stage_runs(tmp_path):
     with pytest.raises(ConfigError, match="bc_pooling"):
         DemoConfig(out_dir=str(tmp_path), bc_pooling="mean")
     assert DemoConfig(out_dir=str(tmp_path)).bc_poolings == ["grid"]
+    with pytest.raises(ConfigError, match=r"bc_demos: unknown key\(s\) \['nosie'\]"):
+        DemoConfig(out_dir=str(tmp_path), bc_demos={"nosie": 0.2})
+    with pytest.raises(ConfigError, match="bc_demos.label"):
+        DemoConfig(out_dir=str(tmp_path), bc_demos={"label": "clean"})
+    assert DemoConfig(out_dir=str(tmp_path), bc_demos={"label": "executed"}).bc_demos == {"label": "executed", "noise": 0.1, "noise_all": False}
     assert DemoConfig(out_dir=str(tmp_path), bc_pooling=None, poolings=["attention", "average"]).bc_poolings == ["attention", "average"]
 
 

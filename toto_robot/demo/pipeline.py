@@ -9,7 +9,7 @@ and an interrupted run continues):
 4. ``pretrain``   Toto-tiny trained by next-token prediction on the shards
    ``mae``        the baseline: a tiny MAE trained on the same frames for Toto's measured FLOPs (or steps: ``mae_match``)
 5. ``probe``      layer sweep (attention vs average pooling) of Toto, MAE and Toto's random-init control
-6. ``demos``      scripted-expert demonstrations for behaviour cloning
+6. ``demos``      scripted-expert demonstrations for behaviour cloning (DART labels by default: ``bc_demos``)
 7. ``compare``    BC on each frozen encoder (same demos, seeds, budget), evaluated in simulation
 
 then a report (``report.md`` + self-contained ``report.html``) gathers tables and figures.
@@ -31,6 +31,10 @@ from toto_robot.utils.io import config_hash
 log = logging.getLogger(__name__)
 PIPELINE_SEED_STRIDE = 100_000  # pipeline seed s collects from seeds s * stride + ...: never the evaluation (10_000+) or DAgger (50_000+) seeds
 FAST_MODEL = {"n_layer": 2, "n_embd": 32, "n_head": 2, "mlp_hidden": 64}  # toto_tiny shrunk for fast=true
+
+
+PLAIN_DEMOS = {"label": "executed", "noise": 0.1, "noise_all": False}  # the expert's own noisy actions, noise while travelling
+DART_DEMOS = {"label": "expert", "noise": 0.3, "noise_all": True}
 
 
 @dataclass
@@ -55,6 +59,10 @@ class DemoConfig:
     bc_task: str = "franka_pick"
     bc_episodes: int = 150
     bc_epochs: int = 60
+    # how the demonstrations are recorded (toto_robot.sim_envs.collect.CollectConfig): DART, the noisy expert drives and each
+    # state keeps the clean expert's action (docs/policies.md#dart-noisy-demonstrations-clean-labels); the demo before it:
+    # {label: executed, noise: 0.1, noise_all: false}
+    bc_demos: dict = field(default_factory=lambda: dict(DART_DEMOS))
     extra_videos: list[str] = field(default_factory=list)  # folders of your own videos (real robot cameras, ...) added to pre-training
     real_videos: str | list[str] | None = None  # the real-camera recipe's footage (configs/demo_real.yaml): joins extra_videos
     clips_per_video: int = 4  # random clips (and crops) drawn from each of your videos; simulated videos keep 4
@@ -111,6 +119,11 @@ class DemoConfig:
             if self.probe_target == "offset" and "pick" not in self.bc_task:
                 raise ConfigError(f"probe_target=offset asks where the cube is relative to the gripper: it needs a pick bc_task, got {self.bc_task!r}")
         check_int(self.clips_per_video, "clips_per_video", low=1)
+        unknown = sorted(set(self.bc_demos) - set(PLAIN_DEMOS))
+        if unknown:
+            raise ConfigError(f"bc_demos: unknown key(s) {unknown}; the demo's demonstrations take {sorted(PLAIN_DEMOS)}")
+        self.bc_demos = {**PLAIN_DEMOS, **self.bc_demos}
+        check_choice(self.bc_demos["label"], "bc_demos.label", ("executed", "expert"))
         if self.real_videos:
             extra = [self.real_videos] if isinstance(self.real_videos, str) else list(self.real_videos)
             self.extra_videos = list(dict.fromkeys([*self.extra_videos, *extra]))
@@ -336,13 +349,15 @@ def sim_eval_stages(cfg: DemoConfig, cache: StageCache, stages: list, st_pre, st
     stages.append(st_probe)
 
     # 6. demonstrations -------------------------------------------------------------------
-    demo_cfg = {"task": cfg.bc_task, "episodes": cfg.bc_episodes, "image_size": cfg.image_size, **view, **cfg.seed_key}
+    demo_cfg = {"task": cfg.bc_task, "episodes": cfg.bc_episodes, "image_size": cfg.image_size, **view, **cfg.seed_key,
+                # the recording enters the key only when it is not the plain one, so earlier caches keep theirs
+                **({"recording": cfg.bc_demos} if cfg.bc_demos != PLAIN_DEMOS else {})}
 
     def demos(d: Path) -> dict:
         from toto_robot.sim_envs.collect import CollectConfig, collect
 
-        collect(CollectConfig(task=cfg.bc_task, episodes=cfg.bc_episodes, out_dir=str(d / "demos"), image_size=cfg.image_size, noise=0.1, videos=False,
-                              camera=cfg.camera, seed=PIPELINE_SEED_STRIDE * cfg.pipeline_seed))
+        collect(CollectConfig(task=cfg.bc_task, episodes=cfg.bc_episodes, out_dir=str(d / "demos"), image_size=cfg.image_size, videos=False,
+                              camera=cfg.camera, seed=PIPELINE_SEED_STRIDE * cfg.pipeline_seed, **cfg.bc_demos))
         return json.loads((d / "demos" / "summary.json").read_text())
 
     st_demos = cache.run("demos", demo_cfg, demos)
@@ -622,7 +637,11 @@ def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float, paire
         s.figures.append((keep(by["probe"].dir / "layer_sweep.png", "probe_layer_sweep.png"), "probe accuracy by layer"))
 
         s = r.section("6-7. Behaviour cloning on frozen encoders")
-        s.text.append(f"{by['demos'].result['episodes']} expert demonstrations of {cfg.bc_task}; every encoder gets the same demos, "
+        rec = cfg.bc_demos
+        how = (f"recorded by DART (the expert drove with noise {rec['noise']} {'on every step' if rec['noise_all'] else 'while travelling'}, "
+               f"each state labelled with the clean expert's action)" if rec["label"] == "expert" else
+               f"recorded with the expert's own actions (noise {rec['noise']} {'on every step' if rec['noise_all'] else 'while travelling'})")
+        s.text.append(f"{by['demos'].result['episodes']} expert demonstrations of {cfg.bc_task}, {how}; every encoder gets the same demos, "
                       f"seeds {cfg.seeds}, {cfg.bc_epochs} epochs and {cfg.eval_episodes} evaluation episodes per seed on held-out seeds; "
                       f"BC reads each encoder through the {' / '.join(cfg.bc_poolings)} pool, options {cfg.bc or 'compare defaults'}.")
         layers = {spec["name"]: spec["layer"] for spec in json.loads((by["compare"].dir / "compare_config.json").read_text())["encoders"].values()}

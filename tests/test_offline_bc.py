@@ -196,6 +196,25 @@ def test_fit_ridge_recovers_a_linear_map_and_drops_a_block_that_is_noise():
     assert info["lambda"] >= 100 and np.allclose(bias.numpy(), Y_noise.mean(0), atol=0.05) and float(weight.abs().max()) < 0.01
 
 
+def test_fit_ridge_output_weight_decides_whose_held_out_error_picks_the_penalty():
+    """Output 0 follows X exactly (a light penalty serves it); output 1 is loud noise X cannot predict (the heaviest penalty
+    serves it). Counted equally, the noise decides the shared penalty; weighted to the clean output, the clean fit does."""
+    import torch
+
+    from toto_robot.policies.heads import fit_ridge
+
+    rng = np.random.default_rng(1)
+    groups = np.repeat(np.arange(6), 40)
+    X = rng.normal(size=(240, 30))
+    Y = np.stack([X[:, :5].sum(1), 10 * rng.normal(size=240)], axis=1)
+    _, _, equal = fit_ridge(torch.tensor(X), torch.tensor(Y), groups)
+    w, _, clean = fit_ridge(torch.tensor(X), torch.tensor(Y), groups, output_weight=torch.tensor([1.0, 1e-4]))
+    assert clean["lambda"] < 0.01 <= 1 <= equal["lambda"]
+    assert np.allclose(w[0, :5].numpy(), 1.0, atol=0.02)  # the clean output's map, hardly shrunk
+    # the weights only rescale the choice: doubling both changes nothing
+    assert fit_ridge(torch.tensor(X), torch.tensor(Y), groups, output_weight=torch.tensor([2.0, 2.0]))[2]["lambda"] == equal["lambda"]
+
+
 def drifting_joint_demos(root: Path, episodes: int, T: int = 40, seed: int = 0) -> Path:
     """A real arm's joint-position teleoperation in miniature: each episode's 3 joints start at their own offsets (far apart
     between episodes) and move at a speed that changes slowly; the recorded target leads the joint by 3 steps of its motion.
@@ -245,6 +264,8 @@ def test_head_auto_keeps_the_mlp_for_a_simulators_actions():
     assert choose_head("transformer", [0]) == "transformer" and choose_head("mlp", [0]) == "mlp"
     with pytest.raises(ConfigError, match="policy.head"):
         BCConfig(demos="x", out_dir="y", head="linear")
+    with pytest.raises(ConfigError, match="policy.ridge_cv_units"):
+        BCConfig(demos="x", out_dir="y", ridge_cv_units="joints")
 
 
 def test_own_footage_pretrains_one_toto_per_fold_on_its_training_episodes_only(tmp_path):

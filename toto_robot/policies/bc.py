@@ -101,6 +101,8 @@ class BCConfig:
     augment_shift: float = 0.06  # ... shifting each copy by up to this share of the frame side (edge pixels repeat)
     state_clip: float = 5.0  # standardised state inputs are clipped to +-this
     scale_floor: float = 0.01  # no state or action dim is standardised by less than this share of the median dim's std
+    ridge_cv_units: str = "action"  # the ridge head's penalty is chosen on held-out error counted in units of each action dim's spread
+    # (action: as offline_eval's nMSE) or of the standardised target the head outputs (target: relative dims by their motion's spread)
     dagger_rounds: int = 0  # > 0: DAgger on a simulated task (dagger.py): this many rounds of the policy's own rollouts labelled by
     # the scripted expert, each followed by BC from scratch on the demos plus every round
     dagger_episodes: int = 50  # ... rollouts per round
@@ -143,6 +145,7 @@ class BCConfig:
         self.dropout = check_number(self.dropout, "policy.dropout", low=0, high=0.9)
         self.state_clip = check_number(self.state_clip, "policy.state_clip", low=0, low_open=True)
         self.scale_floor = check_number(self.scale_floor, "policy.scale_floor", low=0)
+        check_choice(self.ridge_cv_units, "policy.ridge_cv_units", ("action", "target"))
         if self.temporal_ensemble is not None:
             self.temporal_ensemble = check_number(self.temporal_ensemble, "policy.temporal_ensemble", low=0)
             if self.action_steps != 1:
@@ -422,7 +425,7 @@ def fit_ridge_head(policy: Policy, train: tuple, target: torch.Tensor, lengths: 
     """The ridge head's linear map, in closed form: the frozen pool's features (and standardised state) of every training frame
     (every shifted copy too, with ``policy.augment``) -> the head's targets, its penalty chosen over whole training episodes
     (``heads.fit_ridge``). Returns the one row ``metrics.csv`` gets (the training MSE, the penalty chosen)."""
-    tok, state, _, hist = train
+    tok, state, act, hist = train
     policy.eval()
     copies = tok if tok.ndim == 4 else tok[None]  # (copies, F, N, C)
     state_in = policy.state_input(state.to(cfg.device))
@@ -436,7 +439,13 @@ def fit_ridge_head(policy: Policy, train: tuple, target: torch.Tensor, lengths: 
     groups = np.tile(np.repeat(np.arange(len(lengths)), lengths), len(copies))  # a frame's copies stay in its episode's fold
     image_dims = X.shape[1] - (0 if state_in is None else state_in.shape[1])
     blocks = [(image_dims, IMAGE_WEIGHTS)] + ([(policy.state_dim, STATE_WEIGHTS)] if state_in is not None and policy.state_history > 1 else [])
-    weight, bias, info = fit_ridge(X, Y, groups, blocks)  # the image, the state (when its motion follows), the motion
+    out_w = None
+    if cfg.ridge_cv_units == "action" and policy.action_norm != "none":
+        # count each output's held-out error in units of its action dim's spread in the training frames (as offline_eval's nMSE
+        # does), not of the standardised relative target's: a joint that barely moves within a chunk would otherwise decide the penalty
+        spread = robust_scale(act.reshape(len(act), -1, policy.action_dim)[:, 0].to(policy.action_std), cfg.scale_floor)  # (A,)
+        out_w = ((policy.action_std / spread) ** 2).repeat(Y.shape[1] // policy.action_dim).cpu()  # (chunk * A,)
+    weight, bias, info = fit_ridge(X, Y, groups, blocks, output_weight=out_w)  # the image, the state (when its motion follows), the motion
     linear = policy.head.net[-1]
     linear.weight.copy_(weight.to(linear.weight.device))
     linear.bias.copy_(bias.to(linear.bias.device))

@@ -97,7 +97,7 @@ class ChunkTransformerHead(nn.Module):
 
 
 def fit_ridge(X: torch.Tensor, Y: torch.Tensor, groups: np.ndarray, blocks: list[tuple[int, tuple[float, ...]]] = (),
-              penalties=RIDGE_PENALTIES, folds: int = 5) -> tuple[torch.Tensor, torch.Tensor, dict]:
+              penalties=RIDGE_PENALTIES, folds: int = 5, output_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """Ridge regression of ``Y`` [F, O] on ``X`` [F, D], its penalties chosen by grouped cross-validation -> (weight [O, D],
     bias [O], info), so that ``X @ weight.T + bias`` predicts Y (``nn.Linear``'s layout).
 
@@ -109,9 +109,11 @@ def fit_ridge(X: torch.Tensor, Y: torch.Tensor, groups: np.ndarray, blocks: list
     lowest mean squared error on held-out groups of frames (``groups`` [F]: the episode of each frame;
     ``min(folds, episodes)`` folds of whole episodes, ``group_folds``) is refit on every frame. Frames of one episode are
     near copies of each other: frame-wise or leave-one-out cross-validation would pick almost no penalty. One SVD per
-    fold and weight combination gives the whole path (Hastie et al., ESL 3.4.1). ``info``: the chosen lambda and weights,
-    and the held-out MSE of every combination."""
+    fold and weight combination gives the whole path (Hastie et al., ESL 3.4.1). ``output_weight`` [O]: how much each
+    output's held-out error counts in that choice (default: equally). ``info``: the chosen lambda and weights, and the
+    held-out (weighted) MSE of every combination."""
     X, Y = X.double(), Y.double()
+    ow = torch.ones(Y.shape[1], dtype=torch.float64) if output_weight is None else output_weight.double() * Y.shape[1] / output_weight.double().sum()
     lambdas = [float(x) for x in penalties]
     combos = list(itertools.product(*[[float(w) for w in ws] for _, ws in blocks]))  # one weight per group
     sizes = [int(n) for n, _ in blocks]
@@ -125,7 +127,7 @@ def fit_ridge(X: torch.Tensor, Y: torch.Tensor, groups: np.ndarray, blocks: list
         col_w = _column_weights(X.shape[1], sizes, combo)
         for tr, te in splits:
             for j, (w, b) in enumerate(_ridge_path(X[tr], Y[tr], lambdas, col_w)):
-                cv[i, j] += float(((X[te] @ w + b - Y[te]) ** 2).sum()) / Y.numel()
+                cv[i, j] += float((((X[te] @ w + b - Y[te]) ** 2) * ow).sum()) / Y.numel()
     i, j = np.unravel_index(int(np.argmin(cv)), cv.shape)
     (w, b), = _ridge_path(X, Y, [lambdas[j]], _column_weights(X.shape[1], sizes, combos[i]))
     return w.T.float().contiguous(), b.float(), {"lambda": lambdas[j], "weights": list(combos[i]), "folds": len(splits),

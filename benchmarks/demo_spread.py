@@ -4,8 +4,8 @@ and evaluation episodes, so the runs show how far one run's figures move. Prints
 and probe accuracy, their mean and range over runs, and the pooled success with its Wilson interval; with ``--plot``
 a PNG of each run's success.
 
-    toto-robot demo pipeline_seed=1      # then 2, 3, 4; seed 0 is `make demo`
-    python benchmarks/demo_spread.py runs/demo-*/results.json --plot docs/figures/demo_spread.png
+    for s in 0 1 2 3 4; do toto-robot demo pipeline_seed=$s out_dir=runs/demo-dart-ps$s; done   # seed 0 is `make demo`'s, cached
+    python benchmarks/demo_spread.py runs/demo-dart-ps*/results.json --plot docs/figures/demo_spread.png
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toto_robot.demo.pipeline import PLAIN_DEMOS
 from toto_robot.utils.stats import mcnemar_p, wilson_interval
 
 
@@ -43,6 +44,10 @@ def main() -> None:
     skipped = [s for s, r in runs.items() if [row["encoder"] for row in r["bc"]] != want]
     if skipped:
         print(f"left out pipeline seeds {skipped}: their BC compared other encoders than {want} (another demo config)")
+    recordings = {p: json.dumps(json.loads(Path(p).read_text())["config"].get("bc_demos") or PLAIN_DEMOS, sort_keys=True) for p in args.results}
+    if len(set(recordings.values())) > 1:
+        sys.exit(f"the runs recorded their demonstrations differently (bc_demos: {recordings}): "
+                 "give the results of one recording, e.g. one out_dir pattern per recording")
     runs = {s: r for s, r in runs.items() if s not in skipped}
     seeds = list(runs)
     first = next(iter(runs.values()))

@@ -91,3 +91,32 @@ def test_a_pipeline_seed_reruns_every_training_stage_and_scores_the_same_items(t
     assert n_val[0] == n_val[1] > 0  # the same validation images
     with pytest.raises(Exception, match="pipeline_seed"):
         DemoConfig(out_dir=str(tmp_path), pipeline_seed=-1)
+
+
+def _demo_results(path, seed, bc_demos, toto_rate):
+    rows = [{"encoder": e, "seeds": "3", "success_rate": str(r)} for e, r in (("toto+grid", toto_rate), ("random-init+grid", 0.5))]
+    config = {"pipeline_seed": seed, "eval_episodes": 30, "poolings": ["spatial_attention"], **({"bc_demos": bc_demos} if bc_demos else {})}
+    probe = {"best": {f"{e}/spatial_attention": {"val_acc": 0.5} for e in ("toto", "random-init")}}
+    path.mkdir(parents=True)
+    paired = [{"what": "bc", "toto": "toto+grid", "control": "random-init+grid", "a_only": 10, "b_only": 2, "n": 90}]
+    (path / "results.json").write_text(json.dumps({"config": config, "bc": rows, "probe": probe, "paired": paired}))
+    return str(path / "results.json")
+
+
+def test_demo_spread_refuses_runs_that_recorded_their_demonstrations_differently(tmp_path):
+    """benchmarks/demo_spread.py pools runs over pipeline seeds: a DART run and a plain run (no bc_demos in older results:
+    plain) are different experiments, and it says so instead of pooling them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from toto_robot.demo.pipeline import DART_DEMOS
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_spread.py"
+    dart = [_demo_results(tmp_path / f"dart{s}", s, DART_DEMOS, 0.8) for s in (0, 1)]
+    plain = _demo_results(tmp_path / "plain2", 2, None, 0.5)
+    run = subprocess.run([sys.executable, str(script), *dart, plain], capture_output=True, text=True)
+    assert run.returncode != 0 and "recorded their demonstrations differently" in run.stderr and "plain2" in run.stderr
+    ok = subprocess.run([sys.executable, str(script), *dart], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "| toto+grid | 80% | 80% | 80% (80-80) | 144/180 = 80%" in ok.stdout

@@ -22,14 +22,19 @@ from toto_robot.utils.stats import mcnemar_p, wilson_interval
 
 def read_runs(paths: list[str]) -> tuple[dict[int, dict], list[str]]:
     """{pipeline_seed: results.json} of the newest run of each seed (later files replace earlier ones), and the BC encoders
-    of the newest run of all."""
-    runs, newest = {}, []
+    of the newest run of all. Runs that recorded their demonstrations differently (``bc_demos``; older results without it
+    recorded plain ones) are different experiments: refused."""
+    runs, newest, recordings = {}, [], {}
     for p in sorted(paths, key=lambda p: Path(p).stat().st_mtime):
         r = json.loads(Path(p).read_text())
+        recordings[p] = json.dumps(r["config"].get("bc_demos") or PLAIN_DEMOS, sort_keys=True)
         if "bc" not in r:
             continue
         runs[int(r["config"].get("pipeline_seed", 0))] = r
         newest = [row["encoder"] for row in r["bc"]]
+    if len(set(recordings.values())) > 1:
+        sys.exit(f"the runs recorded their demonstrations differently (bc_demos: {recordings}): "
+                 "give the results of one recording, e.g. one out_dir pattern per recording")
     return dict(sorted(runs.items())), newest
 
 
@@ -44,10 +49,6 @@ def main() -> None:
     skipped = [s for s, r in runs.items() if [row["encoder"] for row in r["bc"]] != want]
     if skipped:
         print(f"left out pipeline seeds {skipped}: their BC compared other encoders than {want} (another demo config)")
-    recordings = {p: json.dumps(json.loads(Path(p).read_text())["config"].get("bc_demos") or PLAIN_DEMOS, sort_keys=True) for p in args.results}
-    if len(set(recordings.values())) > 1:
-        sys.exit(f"the runs recorded their demonstrations differently (bc_demos: {recordings}): "
-                 "give the results of one recording, e.g. one out_dir pattern per recording")
     runs = {s: r for s, r in runs.items() if s not in skipped}
     seeds = list(runs)
     first = next(iter(runs.values()))

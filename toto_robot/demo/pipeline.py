@@ -638,9 +638,9 @@ def write_report(cfg: DemoConfig, out: Path, stages, total_seconds: float, paire
 
         s = r.section("6-7. Behaviour cloning on frozen encoders")
         rec = cfg.bc_demos
-        how = (f"recorded by DART (the expert drove with noise {rec['noise']} {'on every step' if rec['noise_all'] else 'while travelling'}, "
-               f"each state labelled with the clean expert's action)" if rec["label"] == "expert" else
-               f"recorded with the expert's own actions (noise {rec['noise']} {'on every step' if rec['noise_all'] else 'while travelling'})")
+        noise = f"noise {rec['noise']} {'on every step' if rec['noise_all'] else 'while travelling'}"
+        how = (f"recorded by DART (the expert drove with {noise}, each state labelled with the clean expert's action)"
+               if rec["label"] == "expert" else f"recorded with the expert's own actions ({noise})")
         s.text.append(f"{by['demos'].result['episodes']} expert demonstrations of {cfg.bc_task}, {how}; every encoder gets the same demos, "
                       f"seeds {cfg.seeds}, {cfg.bc_epochs} epochs and {cfg.eval_episodes} evaluation episodes per seed on held-out seeds; "
                       f"BC reads each encoder through the {' / '.join(cfg.bc_poolings)} pool, options {cfg.bc or 'compare defaults'}.")

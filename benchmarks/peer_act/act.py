@@ -11,8 +11,8 @@ demos' task, the demos' camera rendered as ``image`` at the demos' image size; `
 episode start (evaluate_policy calls ``reset``); the raw ACT action is sent to the env (``--snap-gripper``
 snaps the gripper dim to +-1 as the project's BC policy does; off by default).
 
-Measured (docs/policies.md): on the demo's 150 DART demos, 1,348 steps in 30 minutes, ACT solved 1 of the 30
-episodes of evaluation seed 0 (its l1 on the training frames still falling). The earlier ACT run on the plain demos
+Measured (docs/policies.md): on the demo's 150 DART demos, 1,348 steps in 30 minutes, ACT solved 1 of the 90
+episodes (its loss still falling). The earlier ACT run on the plain demos
 (51/90) was made before this script existed, with settings that were not kept; this script has not reproduced it.
 
 Runs in its own venv (Python 3.11, torch 2.13.0+cpu, lerobot 0.6.1 patched for 3.11), after `make demo`:

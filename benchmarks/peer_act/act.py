@@ -35,6 +35,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 
+from toto_robot.utils.io import atomic_save_json
+
 
 def train(args) -> None:
     from tqdm.auto import tqdm
@@ -66,6 +68,7 @@ def train(args) -> None:
     cam_key = next(iter(cfg.image_features))
     env_meta = {"task": toto["task"], "image_size": int(toto["image_size"][0]), "camera": toto["extra"].get("camera", cam_key.split(".")[-1]),
                 "image_key": cam_key, **({"max_steps": toto["extra"]["max_steps"]} if toto["extra"].get("max_steps") else {})}
+    atomic_save_json(env_meta, out / "toto_env.json")
     print(f"{dataset.num_episodes} episodes, {dataset.num_frames} frames; inputs {list(cfg.input_features)}; "
           f"{sum(p.numel() for p in policy.parameters()) / 1e6:.1f}M params; torch threads {torch.get_num_threads()}")
 
@@ -73,10 +76,9 @@ def train(args) -> None:
         policy.save_pretrained(out)
         pre.save_pretrained(out)
         post.save_pretrained(out)
-        (out / "toto_env.json").write_text(json.dumps(env_meta, indent=2))
-        (out / "train_log.json").write_text(json.dumps({"steps": step, "seconds": elapsed, "seed": args.seed, "batch_size": args.batch_size,
-                                                        "minutes": args.minutes, "loss_last100": float(np.mean(losses[-100:])) if losses else None,
-                                                        "data": str(args.data)}, indent=2))
+        atomic_save_json({"steps": step, "seconds": elapsed, "seed": args.seed, "batch_size": args.batch_size, "minutes": args.minutes,
+                          "loss_last100": float(np.mean(losses[-100:])) if losses else None, "data": str(args.data)},
+                         out / "train_log.json")
 
     budget, start, last_save, step, losses = args.minutes * 60, time.time(), time.time(), 0, []
     batches = cycle(loader)
@@ -137,21 +139,15 @@ def evaluate(args) -> None:
     out = Path(args.out)
     agent = ACTAgent(out, args.snap_gripper)
     task = args.task or agent.meta["task"]
-    results, per_episode = {}, {}
-    for seed in args.seeds:
+    total = 0
+    for seed in args.seeds:  # one eval.json per seed in compare's layout: benchmarks/bc_table.py pools and pairs them by episode
         r = evaluate_policy(agent, task, episodes=args.episodes, seed=seed, image_size=agent.meta["image_size"])
-        results[seed], per_episode[seed] = r["successes"], r["per_episode"]
-        seed_dir = out / "runs" / task / "act" / f"seed{seed}"  # compare's layout: benchmarks/bc_table.py pairs it by episode
+        seed_dir = out / "runs" / task / "act" / f"seed{seed}"
         seed_dir.mkdir(parents=True, exist_ok=True)
-        (seed_dir / "eval.json").write_text(json.dumps(r, indent=2))
+        atomic_save_json({**r, "snap_gripper": args.snap_gripper}, seed_dir / "eval.json")
+        total += r["successes"]
         print(f"seed {seed}: {r['successes']}/{args.episodes}  (mean length {r['mean_length']:.1f})", flush=True)
-    total, n = sum(results.values()), args.episodes * len(args.seeds)
-    print(f"total: {total}/{n}")
-    (out / "eval.json").write_text(json.dumps({"task": task, "camera": agent.meta["camera"], "image_size": agent.meta["image_size"],
-                                               "episodes_per_seed": args.episodes, "snap_gripper": args.snap_gripper,
-                                               "successes": {str(k): v for k, v in results.items()}, "total": total, "n": n,
-                                               "per_episode": {str(k): v for k, v in per_episode.items()}}, indent=2))
-    print(f"wrote {out / 'eval.json'}")
+    print(f"total: {total}/{args.episodes * len(args.seeds)}  (pooled with earlier seeds: benchmarks/bc_table.py act={out}:act)")
 
 
 def main() -> None:

@@ -1,10 +1,12 @@
 """The arena: floor, table, lights and cameras, plus visual domain randomization."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import mujoco
 import numpy as np
+
+from toto_robot.utils.config import ConfigError, check_int, check_number
 
 TABLE_HEIGHT = 0.4
 TABLE_CENTER = (0.55, 0.0)
@@ -19,6 +21,25 @@ class Randomization:
     colors: bool = False
     camera_jitter: float = 0.0  # metres of camera position noise
     distractors: int = 0  # this many visual-only boxes (no collisions) of random colour, placed anywhere on the table at every reset
+
+    @classmethod
+    def from_config(cls, value: "Randomization | dict | None", key: str = "randomization") -> "Randomization":
+        """A ``Randomization`` from a config mapping (None or {} = none), naming ``key`` and the field on a bad value."""
+        if isinstance(value, cls):
+            return value
+        value = dict(value or {})
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise ConfigError(f"{key} has no field {unknown[0]!r}; its fields are {names}")
+        for flag in ("lighting", "colors"):
+            if flag in value and not isinstance(value[flag], bool):
+                raise ConfigError(f"{key}.{flag} must be true or false, got {value[flag]!r}")
+        if "camera_jitter" in value:
+            value["camera_jitter"] = check_number(value["camera_jitter"], f"{key}.camera_jitter", low=0, high=0.5)
+        if "distractors" in value:
+            value["distractors"] = check_int(value["distractors"], f"{key}.distractors", low=0, high=16)
+        return cls(**value)
 
 
 def add_distractors(spec: mujoco.MjSpec, n: int) -> None:

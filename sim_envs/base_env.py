@@ -59,7 +59,7 @@ class ManipulationEnv(gym.Env):
         self.extra_cameras = list(dict.fromkeys([*extra_cameras, *(["wrist"] if wrist_camera else [])]))
         self.wrist_camera = "wrist" in self.extra_cameras
         self.max_steps = max_steps or self.task.max_steps
-        self.randomization = Randomization(**randomization) if isinstance(randomization, dict) else (randomization or Randomization())
+        self.randomization = Randomization.from_config(randomization)
         self.render_mode, self.max_delta, self.max_joint_delta = render_mode, max_delta, max_joint_delta
 
         spec = build_arena()

@@ -36,7 +36,14 @@ def test_collect_train_policy_evaluate_from_the_command_line(tmp_path):
     cli("evaluate", f"policy_dir={tmp_path / 'bc' / 'policy'}", "episodes=1", f"out_dir={tmp_path / 'eval'}")
     result = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert result["task"] == "kuka_cabinet" and result["episodes"] == 1
-    assert (tmp_path / "eval" / "rollouts.mp4").is_file()
+    assert (tmp_path / "eval" / "rollouts.mp4").is_file() and result["randomization"]["distractors"] == 0
+    cli("evaluate", f"policy_dir={tmp_path / 'bc' / 'policy'}", "episodes=1", "video=false", "randomization.lighting=true",
+        "randomization.distractors=2", f"out_dir={tmp_path / 'shifted'}")
+    shifted = json.loads((tmp_path / "shifted" / "eval.json").read_text())
+    assert shifted["randomization"]["lighting"] is True and shifted["randomization"]["distractors"] == 2
+    bad = subprocess.run([str(TOTO_ROBOT), "evaluate", f"policy_dir={tmp_path / 'bc' / 'policy'}", "randomization.camera_jitter=-0.1",
+                          f"out_dir={tmp_path / 'bad'}"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "randomization.camera_jitter must be" in bad.stderr + bad.stdout
 
 
 def test_train_policy_without_demos_names_the_missing_parameter(tmp_path):

@@ -13,6 +13,7 @@ from toto_robot.policies.compare import CompareConfig, compare
 from toto_robot.policies.evaluate import close_envs, evaluate_policy
 from toto_robot.policies.policy import Policy
 from toto_robot.sim_envs.collect import CollectConfig, collect
+from toto_robot.utils.config import ConfigError
 
 pytestmark = pytest.mark.xdist_group("policies")  # one worker collects the shared demonstrations once
 
@@ -135,6 +136,27 @@ def test_compare_gives_every_encoder_the_same_budget_and_resumes(cabinet_demos, 
     stamp = (out / "runs/franka_cabinet/avg/seed0/eval.json").stat().st_mtime_ns
     compare(cfg)
     assert (out / "runs/franka_cabinet/avg/seed0/eval.json").stat().st_mtime_ns == stamp
+    # finished runs were scored in the plain scene: a shifted evaluation must not be mixed into this folder
+    with pytest.raises(ConfigError, match=r"eval_randomization=\{\}.*eval_shift.py"):
+        compare(CompareConfig(**{**cfg.__dict__, "eval_randomization": {"distractors": 3}}))
+    with pytest.raises(ConfigError, match="eval_randomization has no field 'colours'"):
+        compare(CompareConfig(**{**cfg.__dict__, "eval_randomization": {"colours": True}}))
+    assert (out / "runs/franka_cabinet/avg/seed0/eval.json").stat().st_mtime_ns == stamp
+
+
+def test_evaluate_shows_the_policy_the_randomized_scene_it_is_asked_for():
+    seen = {}
+
+    def looker(name):
+        def act(obs):
+            seen.setdefault(name, obs["image"].copy())
+            return np.zeros(4, np.float32)
+        return act
+
+    for name, rnd in (("plain", None), ("again", {}), ("colours", {"colors": True}), ("boxes", {"distractors": 3})):
+        evaluate_policy(looker(name), "franka_reach", episodes=1, seed=0, image_size=32, randomization=rnd, progress=False)
+    assert np.array_equal(seen["plain"], seen["again"])  # the same seeded episode, the same frame
+    assert not np.array_equal(seen["plain"], seen["colours"]) and not np.array_equal(seen["plain"], seen["boxes"])
 
 
 def test_compare_with_demo_counts_trains_on_the_first_n_demos_and_plots_success_against_them(cabinet_demos, tmp_path):

@@ -11,7 +11,8 @@ from toto_robot.policies.compare import CompareConfig, compare
 def main(cfg: DictConfig) -> None:
     c = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     out = compare(CompareConfig(tasks=c["tasks"], encoders=c["encoders"], demos=c["demos"], out_dir=str(cfg.out_dir), seeds=c["seeds"],
-                                eval_episodes=c["eval_episodes"], bc=c["bc"], demo_counts=c["demo_counts"]))
+                                eval_episodes=c["eval_episodes"], bc=c["bc"], demo_counts=c["demo_counts"],
+                                eval_randomization=c.get("eval_randomization") or {}))
     print((out / "summary.md").read_text())
 
 

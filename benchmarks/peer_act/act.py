@@ -4,21 +4,22 @@
 Protocol: ACT with a ResNet-18 backbone and no pretrained weights, chunk_size 20, n_action_steps 1, temporal
 ensembling (coeff 0.01), every other ACTConfig field at its lerobot default (VAE on, dim_model 512, ...), mean/std
 normalisation from the dataset's stats (lerobot's own pre/post-processors); AdamW from ACT's training preset
-(lr 1e-5, weight decay 1e-4, grad-clip norm 10) on ``get_optim_params()``; batch 32 drawn by lerobot's
-EpisodeAwareSampler from a LeRobotDataset (v3.0, exported by ``toto-robot export-demos format=lerobot``);
-trained for a wall-clock budget (30 minutes on the 2-core CPU). Evaluation: seeds 0, 1, 2 x 30 episodes of the
+(lr 1e-5, weight decay 1e-4, grad-clip norm 10; ``--lr`` sets both parameter groups) on ``get_optim_params()``;
+batch 32 drawn by lerobot's EpisodeAwareSampler from a LeRobotDataset (v3.0, exported by ``toto-robot export-demos
+format=lerobot``); trained for a wall-clock budget (30 minutes on the 2-core CPU) or ``--max-steps``, whichever ends
+first: 1,348 steps is what 30 minutes gave on a quiet machine, and a step count is the same budget on a busy one. Evaluation: seeds 0, 1, 2 x 30 episodes of the
 demos' task, the demos' camera rendered as ``image`` at the demos' image size; ``policy.reset()`` at every
 episode start (evaluate_policy calls ``reset``); the raw ACT action is sent to the env (``--snap-gripper``
 snaps the gripper dim to +-1 as the project's BC policy does; off by default).
 
-Measured (docs/policies.md): on the demo's 150 DART demos, 1,348 steps in 30 minutes, ACT solved 1 of the 90
-episodes (its loss still falling). The earlier ACT run on the plain demos
-(51/90) was made before this script existed, with settings that were not kept; this script has not reproduced it.
+Measured (docs/policies.md): on the demo's 150 DART demos, 1,348 steps, ACT solved 1 of the 90 episodes at its
+preset lr 1e-5 and 6 of 90 at ``--lr 1e-4`` (training loss 1.10 and 0.51). The earlier ACT run on the plain demos
+(51/90) was made before this script existed, with settings that were not kept.
 
 Runs in its own venv (Python 3.11, torch 2.13.0+cpu, lerobot 0.6.1 patched for 3.11), after `make demo`:
     bash benchmarks/peer_act/make_venv.sh                       # .venv-act
     toto-robot export-demos format=lerobot demos=<the demo's demos folder> out_dir=runs/act/demos format.write.use_videos=false
-    .venv-act/bin/python benchmarks/peer_act/act.py train --data runs/act/demos --out runs/act/run --minutes 30
+    .venv-act/bin/python benchmarks/peer_act/act.py train --data runs/act/demos --out runs/act/run --minutes 30 [--max-steps 1348 --lr 1e-4]
     .venv-act/bin/python benchmarks/peer_act/act.py eval --out runs/act/run
     python benchmarks/bc_table.py toto=<the demo's compare folder>:toto act=runs/act/run:act --markdown
 """
@@ -50,7 +51,8 @@ def train(args) -> None:
 
     set_seed(args.seed)
     cfg = ACTConfig(vision_backbone="resnet18", pretrained_backbone_weights=None, chunk_size=args.chunk_size,
-                    n_action_steps=1, temporal_ensemble_coeff=args.temporal_ensemble_coeff, device="cpu")
+                    n_action_steps=1, temporal_ensemble_coeff=args.temporal_ensemble_coeff, device="cpu",
+                    optimizer_lr=args.lr, optimizer_lr_backbone=args.lr)
     meta = LeRobotDatasetMetadata("local/demos", root=args.data)
     dataset = LeRobotDataset("local/demos", root=args.data, delta_timestamps=resolve_delta_timestamps(cfg, meta))
     policy = make_policy(cfg, ds_meta=dataset.meta)  # input/output features from the dataset
@@ -76,7 +78,7 @@ def train(args) -> None:
         policy.save_pretrained(out)
         pre.save_pretrained(out)
         post.save_pretrained(out)
-        atomic_save_json({"steps": step, "seconds": elapsed, "seed": args.seed, "batch_size": args.batch_size, "minutes": args.minutes,
+        atomic_save_json({"steps": step, "seconds": elapsed, "seed": args.seed, "batch_size": args.batch_size, "minutes": args.minutes, "max_steps": args.max_steps, "lr": args.lr,
                           "loss_last100": float(np.mean(losses[-100:])) if losses else None, "data": str(args.data)},
                          out / "train_log.json")
 
@@ -84,7 +86,7 @@ def train(args) -> None:
     batches = cycle(loader)
     policy.train()
     bar = tqdm(total=int(budget), unit="s", desc="train ACT", bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}s {postfix}")
-    while time.time() - start < budget:
+    while time.time() - start < budget and (args.max_steps is None or step < args.max_steps):
         batch = pre(next(batches))
         loss, info = policy.forward(batch)
         loss.backward()
@@ -157,9 +159,12 @@ def main() -> None:
     t.add_argument("--data", required=True, help="LeRobot v3.0 dataset root (export-demos format=lerobot)")
     t.add_argument("--out", required=True)
     t.add_argument("--minutes", type=float, default=30.0)
+    t.add_argument("--max-steps", type=int, default=None,
+                   help="stop here if the time budget has not run out (a fixed step count is the same budget on a busy machine)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--batch-size", type=int, default=32)
     t.add_argument("--chunk-size", type=int, default=20)
+    t.add_argument("--lr", type=float, default=1e-5, help="AdamW lr of every parameter group (ACT's preset: 1e-5)")
     t.add_argument("--temporal-ensemble-coeff", type=float, default=0.01)
     t.add_argument("--workers", type=int, default=1, help="DataLoader workers (lerobot's default is 4; the machine has 2 cores)")
     t.add_argument("--save-every", type=float, default=5.0, help="minutes between saves")

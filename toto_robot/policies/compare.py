@@ -41,6 +41,7 @@ class CompareConfig:
     eval_episodes: int = 20
     bc: dict = field(default_factory=dict)  # BCConfig fields shared by every run (the budget)
     demo_counts: list[int] | None = None  # data efficiency: train on the first n demos for each n (None = all of them)
+    eval_randomization: dict = field(default_factory=dict)  # the scene's visual randomization at evaluation ({} = the plain scene)
 
 
 def compare(cfg: CompareConfig) -> Path:
@@ -53,8 +54,16 @@ def compare(cfg: CompareConfig) -> Path:
         for task in cfg.tasks:
             if max(cfg.demo_counts) > (have := len(DemoDataset(cfg.demos[task]))):
                 raise ConfigError(f"demo_counts asks for {max(cfg.demo_counts)} demos of {task}, but {cfg.demos[task]} holds {have}")
+    from toto_robot.sim_envs.arena import Randomization  # here, not at the top: importing compare loads no simulator
+
+    shift = Randomization.from_config(cfg.eval_randomization, "eval_randomization")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if (old := out / "compare_config.json").is_file() and any((out / "runs").glob("**/eval.json")):
+        before = json.loads(old.read_text()).get("eval_randomization") or {}
+        if Randomization.from_config(before) != shift:
+            raise ConfigError(f"{out} holds runs evaluated with eval_randomization={before}, not {cfg.eval_randomization}: "
+                              f"give another out_dir, or re-score the saved policies with benchmarks/eval_shift.py")
     atomic_save_json(asdict(cfg), out / "compare_config.json")
     rows = []
     for task in cfg.tasks:
@@ -68,7 +77,8 @@ def compare(cfg: CompareConfig) -> Path:
                         if count is not None:
                             bc["max_episodes"] = count
                         policy_dir = train_policy_bc(BCConfig(demos=cfg.demos[task], out_dir=str(run), encoder=dict(spec), seed=seed, **bc))
-                        ev = evaluate_policy(load_policy(policy_dir), task, cfg.eval_episodes, seed=seed, video_path=run / "rollouts.mp4")
+                        ev = evaluate_policy(load_policy(policy_dir), task, cfg.eval_episodes, seed=seed, video_path=run / "rollouts.mp4",
+                                             randomization=cfg.eval_randomization)
                         atomic_save_json(ev, done)
                     ev = json.loads(done.read_text())
                     bc = json.loads((run / "result.json").read_text())

@@ -24,6 +24,8 @@ from toto_robot.utils.io import atomic_save_json
 SHIFTS = {
     "none": {},
     "train_variation": {"lighting": True, "colors": True, "camera_jitter": 0.01},
+    "lighting": {"lighting": True},
+    "colours": {"colors": True},
     "distractors": {"distractors": 3},
     "distractors_variation": {"lighting": True, "colors": True, "camera_jitter": 0.01, "distractors": 3},
     "camera_5cm": {"camera_jitter": 0.05},

@@ -19,15 +19,16 @@ from pathlib import Path
 
 from toto_robot.policies.evaluate import evaluate_policy
 from toto_robot.policies.policy import load_policy
+from toto_robot.sim_envs.collect import DEMO_RANDOMIZATION
 from toto_robot.utils.io import atomic_save_json
 
 SHIFTS = {
     "none": {},
-    "train_variation": {"lighting": True, "colors": True, "camera_jitter": 0.01},
+    "train_variation": DEMO_RANDOMIZATION,
     "lighting": {"lighting": True},
     "colours": {"colors": True},
     "distractors": {"distractors": 3},
-    "distractors_variation": {"lighting": True, "colors": True, "camera_jitter": 0.01, "distractors": 3},
+    "distractors_variation": {**DEMO_RANDOMIZATION, "distractors": 3},
     "camera_5cm": {"camera_jitter": 0.05},
 }
 

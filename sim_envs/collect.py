@@ -37,6 +37,9 @@ from toto_robot.utils.io import atomic_save_json, remove_partial
 log = logging.getLogger(__name__)
 
 
+DEMO_RANDOMIZATION = {"lighting": True, "colors": True, "camera_jitter": 0.01}  # every demo's scene (configs/collect.yaml says the same)
+
+
 @dataclass
 class CollectConfig:
     task: str = "franka_pick"  # one of ALL_TASKS (the project's tasks and the MetaWorld mw_* tasks)
@@ -50,7 +53,7 @@ class CollectConfig:
     noise_all: bool = False  # noise on every step (default: only while the expert travels, not at the object)
     label: str = "executed"  # executed: store the (noisy) action run | expert: DART, store the clean memoryless expert's action
     seed: int = 0
-    randomization: dict = field(default_factory=lambda: {"lighting": True, "colors": True, "camera_jitter": 0.01})
+    randomization: dict = field(default_factory=lambda: dict(DEMO_RANDOMIZATION))
     only_success: bool = False  # keep retrying seeds until `episodes` successful episodes are stored
     videos: bool = True
     preview_episodes: int = 4

@@ -1,0 +1,82 @@
+"""Pre-train a Toto like the demo's on more simulated footage: every task BC is scored on, every camera it reads.
+
+The demo's Toto-tiny sees 300 steps of wrist-camera pick videos (two tasks, 40 + 8 episodes each). The four-task
+compare reads the front *and* the wrist camera on picks *and* cabinets, so most of what BC encodes is footage
+the encoder never saw. This script collects the scripted experts' videos (plus random-action ones) of each
+task from each camera, under the demos' visual randomization, and pre-trains a fresh Toto of the demo's
+architecture, tokenizer and clip layout on them (``pretrain_like``), for as many steps as you give. The
+random-init control of the new checkpoint is the same network as the old one's (same architecture, same
+seed), so compare rows of ``random`` pair with it unchanged.
+
+    python benchmarks/pretrain_sim.py --like runs/demo-cache/pretrain-452da43132/run/final --steps 3000 \
+        --out runs/pre4/ps0 --pipeline-seed 0
+    # then: toto-robot compare ... encoders.toto.checkpoint=runs/pre4/ps0/run/final
+
+Interrupted runs resume (collection skips finished episodes, pre-training restarts from its checkpoint).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from toto_robot.demo.pipeline import PIPELINE_SEED_STRIDE
+from toto_robot.pretrain.footage import FootageRecipe, pretrain_like
+from toto_robot.sim_envs.collect import CollectConfig, collect
+
+TASKS = ["franka_pick", "kuka_pick", "franka_cabinet", "kuka_cabinet"]
+CAMERAS = ["wrist", "agentview"]
+
+
+def collect_footage(out: Path, tasks: list[str], cameras: list[str], episodes: int, random_episodes: int, image_size: int,
+                    pipeline_seed: int) -> list[Path]:
+    """Expert (noise 0.2, as the demo's videos) and random-action videos of every task from every camera -> their folders."""
+    folders = []
+    base = PIPELINE_SEED_STRIDE * pipeline_seed
+    for task in tasks:
+        for cam in cameras:
+            d = out / "videos" / f"{task}_{cam}"
+            collect(CollectConfig(task=task, camera=cam, episodes=episodes, out_dir=str(d), image_size=image_size, noise=0.2,
+                                  seed=1000 + base, preview_episodes=0))
+            folders.append(d / "videos")
+            if random_episodes:
+                r = out / "videos" / f"random_{task}_{cam}"
+                collect(CollectConfig(task=task, camera=cam, episodes=random_episodes, out_dir=str(r), image_size=image_size, mode="random",
+                                      seed=5000 + base, preview_episodes=0))
+                folders.append(r / "videos")
+    return folders
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--like", required=True, help="a Toto pre-training final/ dir: its architecture, tokenizer and clip layout")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--tasks", nargs="+", default=TASKS)
+    ap.add_argument("--cameras", nargs="+", default=CAMERAS)
+    ap.add_argument("--episodes", type=int, default=60, help="expert episodes per task and camera")
+    ap.add_argument("--random-episodes", type=int, default=12, help="random-action episodes per task and camera")
+    ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch-tokens", type=int, default=4096)
+    ap.add_argument("--clips-per-video", type=int, default=4)
+    ap.add_argument("--pipeline-seed", type=int, default=0, help="seeds the footage and the pre-training")
+    args = ap.parse_args()
+
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    folders = collect_footage(out, args.tasks, args.cameras, args.episodes, args.random_episodes, args.image_size, args.pipeline_seed)
+    t1 = time.perf_counter()
+    recipe = FootageRecipe(steps=args.steps, batch_tokens=args.batch_tokens, clips_per_video=args.clips_per_video, bundled_images=64,
+                           seed=args.pipeline_seed)
+    final = pretrain_like(args.like, folders, out, recipe)
+    metrics = json.loads((final.parent / "metrics.json").read_text())
+    summary = {"args": vars(args), "videos": sum(len(list(f.glob("*.mp4"))) for f in folders), "collect_s": round(t1 - t0, 1),
+               "pretrain_s": round(time.perf_counter() - t1, 1), "final": str(final),
+               **{k: metrics.get(k) for k in ("final_loss", "eval_loss", "train_flops", "steps")}}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,9 @@ scored on the same seeded evaluation episodes, so rows are compared pairwise (ex
 For each task, and pooled over the tasks: successes / episodes over every seed, the 95% Wilson interval, the spread of the
 per-seed rates, and the reference minus the row with the episodes only one of them solved and the exact two-sided McNemar
 p-value. A row may join several runs (``FOLDER:ENCODER,FOLDER:ENCODER``, e.g. one per pipeline seed): their episodes
-are pooled in the order given, so rows joining runs of the same evaluation episodes in the same order pair up. Rows missing a task are left blank there; the pooled column uses the tasks every row has. ``--markdown`` prints
+are pooled in the order given, so rows joining runs of the same evaluation episodes in the same order pair up.
+``FOLDER:ENCODER@TASK+TASK`` takes only those tasks of a run (e.g. the cabinets of a four-task compare whose picks another
+run of the row holds). Rows missing a task are left blank there; the pooled column uses the tasks every row has. ``--markdown`` prints
 a markdown table instead; ``--json`` writes everything.
 """
 from __future__ import annotations
@@ -35,12 +37,17 @@ def outcomes(folder: Path, encoder: str) -> dict[str, dict[int, list[int]]]:
 
 
 def joined_outcomes(sources: str) -> dict[str, dict[tuple[int, int], list[int]]]:
-    """``FOLDER:ENCODER[,FOLDER:ENCODER...]`` -> {task: {(run, seed): per-episode success}}, the runs in the order given."""
+    """``FOLDER:ENCODER[@TASK+TASK][,...]`` -> {task: {(run, seed): per-episode success}}, the runs in the order given."""
     out: dict[str, dict] = {}
     for k, where in enumerate(sources.split(",")):
         folder, _, encoder = where.rpartition(":")
-        for task, per_seed in outcomes(Path(folder), encoder).items():
-            out.setdefault(task, {}).update({(k, seed): v for seed, v in per_seed.items()})
+        encoder, _, only = encoder.partition("@")
+        found = outcomes(Path(folder), encoder)
+        tasks = only.split("+") if only else sorted(found)
+        if missing := [t for t in tasks if t not in found]:
+            raise SystemExit(f"{folder}: encoder {encoder!r} has no finished runs of {', '.join(missing)} (it has {', '.join(sorted(found))})")
+        for task in tasks:
+            out.setdefault(task, {}).update({(k, seed): v for seed, v in found[task].items()})
     return out
 
 

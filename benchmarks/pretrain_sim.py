@@ -21,9 +21,8 @@ import json
 import time
 from pathlib import Path
 
-from toto_robot.demo.pipeline import PIPELINE_SEED_STRIDE
+from toto_robot.demo.pipeline import collect_pretraining_videos
 from toto_robot.pretrain.footage import FootageRecipe, pretrain_like
-from toto_robot.sim_envs.collect import CollectConfig, collect
 
 TASKS = ["franka_pick", "kuka_pick", "franka_cabinet", "kuka_cabinet"]
 CAMERAS = ["wrist", "agentview"]
@@ -31,20 +30,13 @@ CAMERAS = ["wrist", "agentview"]
 
 def collect_footage(out: Path, tasks: list[str], cameras: list[str], episodes: int, random_episodes: int, image_size: int,
                     pipeline_seed: int) -> list[Path]:
-    """Expert (noise 0.2, as the demo's videos) and random-action videos of every task from every camera -> their folders."""
+    """The demo's pre-training footage (``collect_pretraining_videos``) of every task from every camera -> its video folders."""
     folders = []
-    base = PIPELINE_SEED_STRIDE * pipeline_seed
     for task in tasks:
         for cam in cameras:
-            d = out / "videos" / f"{task}_{cam}"
-            collect(CollectConfig(task=task, camera=cam, episodes=episodes, out_dir=str(d), image_size=image_size, noise=0.2,
-                                  seed=1000 + base, preview_episodes=0))
-            folders.append(d / "videos")
-            if random_episodes:
-                r = out / "videos" / f"random_{task}_{cam}"
-                collect(CollectConfig(task=task, camera=cam, episodes=random_episodes, out_dir=str(r), image_size=image_size, mode="random",
-                                      seed=5000 + base, preview_episodes=0))
-                folders.append(r / "videos")
+            expert, rand = out / "videos" / f"{task}_{cam}", out / "videos" / f"random_{task}_{cam}"
+            collect_pretraining_videos(task, cam, expert, rand, episodes, random_episodes, image_size, pipeline_seed, expert_preview=0)
+            folders += [expert / "videos", *([rand / "videos"] if random_episodes else [])]
     return folders
 
 

@@ -30,6 +30,7 @@ from toto_robot.utils.io import config_hash
 
 log = logging.getLogger(__name__)
 PIPELINE_SEED_STRIDE = 100_000  # pipeline seed s collects from seeds s * stride + ...: never the evaluation (10_000+) or DAgger (50_000+) seeds
+VIDEO_NOISE = 0.2  # the scripted experts' exploration noise in pre-training footage: more varied videos than the demos'
 FAST_MODEL = {"n_layer": 2, "n_embd": 32, "n_head": 2, "mlp_hidden": 64}  # toto_tiny shrunk for fast=true
 
 
@@ -182,6 +183,22 @@ class DemoConfig:
         return [self.bc_pooling] if self.bc_pooling else list(self.poolings)
 
 
+def collect_pretraining_videos(task: str, camera: str, expert_dir: Path, random_dir: Path, episodes: int, random_episodes: int,
+                               image_size: int, pipeline_seed: int, expert_preview: int = 4) -> float:
+    """One task's pre-training footage from one camera, seeded by the pipeline seed: scripted-expert episodes with exploration
+    noise in ``expert_dir``, plus random-action ones (the arm wandering, nothing solved) in ``random_dir``, both under the
+    demos' scene randomization -> the experts' success rate. The demo's videos stage and ``benchmarks/pretrain_sim.py``."""
+    from toto_robot.sim_envs.collect import CollectConfig, collect
+
+    base = PIPELINE_SEED_STRIDE * pipeline_seed
+    ds = collect(CollectConfig(task=task, episodes=episodes, out_dir=str(expert_dir), image_size=image_size, noise=VIDEO_NOISE,
+                               seed=1000 + base, camera=camera, preview_episodes=expert_preview))
+    if random_episodes:
+        collect(CollectConfig(task=task, episodes=random_episodes, out_dir=str(random_dir), image_size=image_size, mode="random",
+                              seed=5000 + base, preview_episodes=0, camera=camera))
+    return json.loads((ds / "summary.json").read_text())["success_rate"]
+
+
 def run_demo(cfg: DemoConfig) -> Path:
     if cfg.fast:
         cfg = cfg.shrink()
@@ -198,19 +215,11 @@ def run_demo(cfg: DemoConfig) -> Path:
     view = {} if cfg.camera == "agentview" else {"camera": cfg.camera}  # (keeps cache keys of agentview runs)
     ps, seeded = cfg.pipeline_seed, cfg.seed_key
     vid_cfg = {"tasks": cfg.video_tasks, "episodes": cfg.video_episodes, "random_episodes": cfg.random_episodes, "image_size": cfg.image_size,
-               "noise": 0.2, **view, **seeded}
+               "noise": VIDEO_NOISE, **view, **seeded}
 
     def videos(d: Path) -> dict:
-        from toto_robot.sim_envs.collect import CollectConfig, collect
-
-        rates = {}
-        for task in cfg.video_tasks:  # scripted experts with exploration noise, domain-randomized
-            ds = collect(CollectConfig(task=task, episodes=cfg.video_episodes, out_dir=str(d / task), image_size=cfg.image_size, noise=0.2,
-                                       seed=1000 + PIPELINE_SEED_STRIDE * ps, camera=cfg.camera))
-            rates[task] = json.loads((ds / "summary.json").read_text())["success_rate"]
-            if cfg.random_episodes:  # plus random exploration: the arm wandering, nothing solved
-                collect(CollectConfig(task=task, episodes=cfg.random_episodes, out_dir=str(d / "random" / task), image_size=cfg.image_size,
-                                      mode="random", seed=5000 + PIPELINE_SEED_STRIDE * ps, preview_episodes=0, camera=cfg.camera))
+        rates = {task: collect_pretraining_videos(task, cfg.camera, d / task, d / "random" / task, cfg.video_episodes, cfg.random_episodes,
+                                                  cfg.image_size, ps) for task in cfg.video_tasks}
         return {"expert_success": rates, "videos": len(list(d.glob("**/videos/*.mp4")))}
 
     st_videos = None

@@ -6,13 +6,17 @@ the encoder never saw. This script collects the scripted experts' videos (plus r
 task from each camera, under the demos' visual randomization, and pre-trains a fresh Toto of the demo's
 architecture, tokenizer and clip layout on them (``pretrain_like``), for as many steps as you give. The
 random-init control of the new checkpoint is the same network as the old one's (same architecture, same
-seed), so compare rows of ``random`` pair with it unchanged.
+seed), so compare rows of ``random`` pair with it unchanged. With ``--mae`` it also trains the demo's MAE-tiny
+baseline on frames of the same clips for the FLOPs this Toto measured (the demo's ``mae_match=flops``), so
+MAE-tiny compares with it at matched compute.
 
     python benchmarks/pretrain_sim.py --like runs/demo-cache/pretrain-452da43132/run/final --steps 3000 \
         --out runs/pre4/ps0 --pipeline-seed 0
     # then: toto-robot compare ... encoders.toto.checkpoint=runs/pre4/ps0/run/final
+    #   and with --mae: "+encoders.mae={name:mae_tiny,checkpoint:runs/pre4/ps0/mae/mae_vit.safetensors,layer:4,pooling:grid}"
 
-Interrupted runs resume (collection skips finished episodes, pre-training restarts from its checkpoint).
+Interrupted runs resume (collection skips finished episodes, pre-training restarts from its checkpoint, a finished
+MAE is reused).
 """
 from __future__ import annotations
 
@@ -21,8 +25,8 @@ import json
 import time
 from pathlib import Path
 
-from toto_robot.demo.pipeline import collect_pretraining_videos
-from toto_robot.pretrain.footage import FootageRecipe, pretrain_like
+from toto_robot.demo.pipeline import collect_pretraining_videos, mae_step_flops
+from toto_robot.pretrain.footage import FootageRecipe, checkpoint_layout, footage_job, pretrain_like
 
 TASKS = ["franka_pick", "kuka_pick", "franka_cabinet", "kuka_cabinet"]
 CAMERAS = ["wrist", "agentview"]
@@ -40,6 +44,27 @@ def collect_footage(out: Path, tasks: list[str], cameras: list[str], episodes: i
     return folders
 
 
+def mae_matched(like: str, folders: list[Path], out: Path, recipe: FootageRecipe, toto_flops: float, batch_size: int = 64,
+                max_frames: int = 32768) -> Path:
+    """The demo's MAE-tiny baseline (``mae_tiny``, batch 64, its lr schedule) trained on frames of the clips the Toto run
+    tokenized, for as many steps as ``toto_flops`` buy at MAE's measured cost per step -> its dir (reused once finished)."""
+    from toto_robot.data.tokenize import training_frames
+    from toto_robot.encoders.vit import VIT_CONFIGS
+    from toto_robot.mae import MAEPretrainConfig, pretrain_mae
+    from toto_robot.utils.io import find_checkpoint
+
+    d = out / "mae"
+    if (d / "metrics.json").exists():
+        return d
+    size = checkpoint_layout(like)[1]["resolution"]
+    steps = max(1, round(toto_flops / mae_step_flops("mae_tiny", size, batch_size)))
+    frames = training_frames(footage_job(like, folders, out, recipe), max_frames=max_frames)  # uint8 [N, size, size, 3]
+    kw = {} if VIT_CONFIGS["mae_tiny"]["img_size"] == size else {"img_size": size}  # ViT input = frame size
+    pretrain_mae(MAEPretrainConfig(out_dir=str(d), vit="mae_tiny", steps=steps, batch_size=batch_size, holdout=min(128, len(frames) // 4),
+                                   seed=recipe.seed, device=recipe.device, resume=find_checkpoint(d / "checkpoint") is not None), frames, **kw)
+    return d
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--like", required=True, help="a Toto pre-training final/ dir: its architecture, tokenizer and clip layout")
@@ -53,6 +78,9 @@ def main() -> None:
     ap.add_argument("--batch-tokens", type=int, default=4096)
     ap.add_argument("--clips-per-video", type=int, default=4)
     ap.add_argument("--pipeline-seed", type=int, default=0, help="seeds the footage and the pre-training")
+    ap.add_argument("--mae", action="store_true", help="also train MAE-tiny on the same clips for this Toto's measured FLOPs")
+    ap.add_argument("--mae-frames", type=int, default=32768, help="frames MAE-tiny trains on, drawn from the same clips")
+    ap.add_argument("--mae-batch", type=int, default=64, help="MAE-tiny's batch (the demo's: 64)")
     args = ap.parse_args()
 
     out = Path(args.out)
@@ -66,6 +94,11 @@ def main() -> None:
     summary = {"args": vars(args), "videos": sum(len(list(f.glob("*.mp4"))) for f in folders), "collect_s": round(t1 - t0, 1),
                "pretrain_s": round(time.perf_counter() - t1, 1), "final": str(final),
                **{k: metrics.get(k) for k in ("final_loss", "eval_loss", "train_flops", "steps")}}
+    if args.mae:
+        t2 = time.perf_counter()
+        mae = json.loads((mae_matched(args.like, folders, out, recipe, metrics["train_flops"], args.mae_batch, args.mae_frames) / "metrics.json").read_text())
+        summary["mae"] = {"dir": str(out / "mae"), "mae_s": round(time.perf_counter() - t2, 1),
+                          **{k: mae.get(k) for k in ("steps", "batch_size", "train_flops", "final_loss", "heldout_loss")}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
 

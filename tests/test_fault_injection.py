@@ -26,6 +26,10 @@ COLLECT = ("import json, sys; from toto_robot.sim_envs.collect import CollectCon
            "collect(CollectConfig(**json.loads(sys.argv[1])))")
 TOKENIZE = ("import json, sys; from toto_robot.data.tokenize import DatasetSpec, ShardJobConfig, write_shards; c = json.loads(sys.argv[1]); "
             "write_shards(ShardJobConfig(**{**c, 'datasets': [DatasetSpec(**d) for d in c['datasets']]}))")
+MAE = ("import json, sys; import numpy as np; from toto_robot.data.synthetic import moving_shapes; "
+       "from toto_robot.mae import MAEPretrainConfig, pretrain_mae; "
+       "frames = np.concatenate([moving_shapes(16, 32, 2, np.random.default_rng(i))[0] for i in range(4)]); "
+       "pretrain_mae(MAEPretrainConfig(**json.loads(sys.argv[1])), frames, img_size=32)")
 PRETRAIN = ("import json, sys; from toto_robot.pretrain.trainer import PretrainConfig, pretrain; "
             "pretrain(PretrainConfig(**json.loads(sys.argv[1])))")
 
@@ -148,3 +152,43 @@ def test_pretrain_killed_inside_checkpoint_writes_and_swaps_resumes_bit_exact(tm
     assert m[0]["eval_loss"] == m[1]["eval_loss"] and m[0]["steps"] == 6
     assert find_checkpoint(out / "checkpoint") == out / "checkpoint"
     assert leftovers(out) == []
+
+
+def test_mae_killed_inside_checkpoint_writes_and_swaps_resumes_bit_exact(tmp_path):
+    cfg = dict(steps=8, batch_size=4, warmup_steps=2, holdout=8, checkpoint_every=2, seed=0)
+    ref = reference(MAE, {**cfg, "out_dir": str(tmp_path / "ref")}, tmp_path)
+    kills = ["write trainer_state.pt",  # inside the first checkpoint: the rerun starts from scratch
+             "moved checkpoint.new to checkpoint",  # first checkpoint complete
+             "moved checkpoint to checkpoint.old",  # between the two renames of the next swap
+             "removed checkpoint.old",
+             "write mae_vit.safetensors"]  # inside the final weights' write: the rerun resumes from step 6
+    assert set(kills) <= set(ref), sorted(set(ref))
+    out = tmp_path / "killed"
+
+    def rerun_cfg(c):  # what a user does: resume when a checkpoint exists, else start again
+        return {**c, "resume": find_checkpoint(out / "checkpoint") is not None}
+
+    kill_and_rerun(MAE, {**cfg, "out_dir": str(out)}, kills, rerun_cfg)
+    ref_out = tmp_path / "ref"
+    assert (out / "mae_vit.safetensors").read_bytes() == (ref_out / "mae_vit.safetensors").read_bytes()
+    rows = [(d / "metrics.csv").read_text() for d in (out, ref_out)]
+    assert rows[0] == rows[1] and len(rows[0].splitlines()) == 9
+    m = [json.loads((d / "metrics.json").read_text()) for d in (out, ref_out)]
+    assert m[0] == m[1]
+    assert leftovers(out) == []
+
+
+def test_mae_resume_refuses_another_config_or_other_frames(tmp_path):
+    from toto_robot.data.synthetic import moving_shapes
+    from toto_robot.mae import MAEPretrainConfig, pretrain_mae
+    from toto_robot.utils.io import CheckpointError
+
+    frames = np.concatenate([moving_shapes(16, 32, 2, np.random.default_rng(i))[0] for i in range(4)])
+    cfg = dict(out_dir=str(tmp_path), steps=4, batch_size=4, warmup_steps=1, holdout=8, checkpoint_every=2)
+    pretrain_mae(MAEPretrainConfig(**cfg), frames, img_size=32)  # leaves checkpoint/ at step 2
+    with pytest.raises(CheckpointError, match="resume=True to continue"):
+        pretrain_mae(MAEPretrainConfig(**cfg), frames, img_size=32)
+    with pytest.raises(CheckpointError, match="lr=0.0015 there, lr=0.001 now"):
+        pretrain_mae(MAEPretrainConfig(**cfg, lr=1e-3, resume=True), frames, img_size=32)
+    with pytest.raises(CheckpointError, match="other frames"):
+        pretrain_mae(MAEPretrainConfig(**cfg, resume=True), frames[::-1].copy(), img_size=32)

@@ -26,7 +26,7 @@ from pathlib import Path
 from toto_robot.demo.cache import StageCache
 from toto_robot.demo.report import Report
 from toto_robot.data.video import VIDEO_SUFFIXES, list_media
-from toto_robot.utils.io import config_hash
+from toto_robot.utils.io import config_hash, find_checkpoint
 
 log = logging.getLogger(__name__)
 PIPELINE_SEED_STRIDE = 100_000  # pipeline seed s collects from seeds s * stride + ...: never the evaluation (10_000+) or DAgger (50_000+) seeds
@@ -305,7 +305,8 @@ def run_demo(cfg: DemoConfig) -> Path:
         from toto_robot.mae import MAEPretrainConfig, pretrain_mae
 
         out = pretrain_mae(MAEPretrainConfig(out_dir=str(d), vit="mae_tiny", steps=mae_steps, batch_size=mae_batch,
-                                             holdout=16 if cfg.fast else 128, device=cfg.device, seed=ps),
+                                             holdout=16 if cfg.fast else 128, device=cfg.device, seed=ps,
+                                             resume=find_checkpoint(d / "checkpoint") is not None),
                            training_frames(shard_job(), max_frames=8192), **mae_kw)
         return json.loads((out / "metrics.json").read_text())
 

@@ -4,10 +4,13 @@
     enc = build_encoder("mae_tiny", checkpoint=str(out / "mae_vit.safetensors"))
 
 Writes ``mae_vit.safetensors`` (MAE checkpoint layout), ``metrics.csv``, ``loss_curve.png`` and
-``metrics.json`` (final masked-patch loss on held-out frames).
+``metrics.json`` (final masked-patch loss on held-out frames). Every ``checkpoint_every`` steps ``checkpoint/``
+(weights, optimizer, both RNGs, the loss rows) is replaced by ``utils.io.save_checkpoint``; ``resume=True``
+continues from it, and the resumed run ends with the same weights as an uninterrupted one.
 """
 from __future__ import annotations
 
+import zlib
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +24,8 @@ from toto_robot.mae.model import MAE, MAEConfig
 from toto_robot.pretrain.schedule import lr_at
 from toto_robot.utils.config import ConfigError
 from toto_robot.utils.flops import train_flops
-from toto_robot.utils.io import atomic_save_json, atomic_save_tensors, atomic_write_csv
+from toto_robot.utils.io import (CheckpointError, atomic_save_json, atomic_save_tensors, atomic_write, atomic_write_csv, find_checkpoint,
+                                 remove_partial, save_checkpoint)
 from toto_robot.utils.plots import pyplot, save_figure
 
 
@@ -39,6 +43,20 @@ class MAEPretrainConfig:
     holdout: int = 128
     seed: int = 0
     device: str = "cpu"
+    checkpoint_every: int = 200
+    resume: bool = False
+
+    def run_key(self) -> dict:
+        """What a resumed run must share with the checkpoint it continues."""
+        return {k: v for k, v in asdict(self).items() if k not in ("out_dir", "checkpoint_every", "resume", "device")}
+
+
+CHECKPOINT_FILES = ("trainer_state.pt", "trainer_state.json")
+
+
+def frames_signature(frames: np.ndarray) -> list:
+    """Shape and a CRC of every 64th frame: a resumed run refuses other frames than it started on."""
+    return [*frames.shape, zlib.crc32(np.ascontiguousarray(frames[::64]).tobytes())]
 
 
 def pretrain_mae(cfg: MAEPretrainConfig, frames: np.ndarray, **vit_overrides) -> Path:
@@ -46,6 +64,13 @@ def pretrain_mae(cfg: MAEPretrainConfig, frames: np.ndarray, **vit_overrides) ->
         raise ValueError(f"MAE training frames must be uint8 [N, S, S, 3], got {frames.dtype} {frames.shape}")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_partial(out)  # what an interrupted write of the final files left
+    ckpt, signature = out / "checkpoint", frames_signature(frames)
+    found = find_checkpoint(ckpt, CHECKPOINT_FILES)
+    if found and not cfg.resume:
+        raise CheckpointError(f"{found} already holds an MAE checkpoint; pass resume=True to continue it or choose a new out_dir")
+    if cfg.resume and not found:
+        raise CheckpointError(f"resume=True but {out} holds no complete MAE checkpoint (looked in checkpoint/ and checkpoint.old/)")
     atomic_save_json(asdict(cfg), out / "mae_config.json")
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -64,8 +89,10 @@ def pretrain_mae(cfg: MAEPretrainConfig, frames: np.ndarray, **vit_overrides) ->
         t = torch.from_numpy(x).to(cfg.device).permute(0, 3, 1, 2).float() / 255.0
         return t
 
-    rows, step_flops = [], 0
-    bar = tqdm(range(cfg.steps), desc="mae pretrain", unit="step")
+    rows, step_flops, start = [], 0, 0
+    if found:
+        start, rows, step_flops = _load_checkpoint(found, cfg, signature, model, opt, rng)
+    bar = tqdm(range(start, cfg.steps), desc="mae pretrain", unit="step", initial=start, total=cfg.steps)
     for step in bar:
         lr = lr_at(step, cfg.lr, cfg.warmup_steps, cfg.steps, cfg.min_lr)
         for g in opt.param_groups:
@@ -82,6 +109,8 @@ def pretrain_mae(cfg: MAEPretrainConfig, frames: np.ndarray, **vit_overrides) ->
         opt.step()
         rows.append({"step": step, "loss": loss.item(), "lr": lr})
         bar.set_postfix(loss=f"{loss.item():.4f}")
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            _save_checkpoint(ckpt, cfg, signature, model, opt, rng, step + 1, rows, step_flops)
     model.eval()
     with torch.no_grad():
         torch.manual_seed(cfg.seed + 1)
@@ -100,3 +129,41 @@ def pretrain_mae(cfg: MAEPretrainConfig, frames: np.ndarray, **vit_overrides) ->
                "params": sum(p.numel() for p in model.vit.parameters()), "flops_per_step": step_flops, "train_flops": step_flops * cfg.steps}
     atomic_save_json(metrics, out / "metrics.json")
     return out
+
+
+def _save_checkpoint(ckpt: Path, cfg: MAEPretrainConfig, signature: list, model, opt, rng: np.random.Generator, step: int, rows: list,
+                     step_flops: int) -> None:
+    state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state()}
+    meta = {"step": step, "rows": rows, "flops_per_step": step_flops, "numpy_rng": rng.bit_generator.state, "config": cfg.run_key(),
+            "frames": signature}
+
+    def write(folder: Path) -> None:
+        with atomic_write(folder / "trainer_state.pt") as f:
+            torch.save(state, f)
+        atomic_save_json(meta, folder / "trainer_state.json")
+
+    save_checkpoint(ckpt, write, CHECKPOINT_FILES)  # at every instant checkpoint/ or checkpoint.old/ is complete
+
+
+def _load_checkpoint(found: Path, cfg: MAEPretrainConfig, signature: list, model, opt, rng: np.random.Generator) -> tuple[int, list, int]:
+    import json
+
+    meta = json.loads((found / "trainer_state.json").read_text())
+    key = cfg.run_key()
+    if meta["config"] != key:
+        diff = sorted(k for k in key if meta["config"].get(k) != key[k])
+        there = ", ".join(f"{k}={meta['config'].get(k)!r}" for k in diff)
+        now = ", ".join(f"{k}={key[k]!r}" for k in diff)
+        raise CheckpointError(f"{found} was written by another MAE run: {there} there, {now} now")
+    if meta["frames"] != signature:
+        raise CheckpointError(f"{found} was trained on other frames ({meta['frames'][:4]} and another checksum) than these "
+                              f"({signature[:4]}); resume with the same frames or choose a new out_dir")
+    try:  # weights_only: tensors and plain Python only, so a crafted file cannot run code
+        state = torch.load(found / "trainer_state.pt", map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"refusing to load {found / 'trainer_state.pt'}: not a trainer state of tensors and plain values ({e})") from e
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    rng.bit_generator.state = meta["numpy_rng"]
+    return int(meta["step"]), list(meta["rows"]), int(meta["flops_per_step"])

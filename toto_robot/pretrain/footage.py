@@ -61,10 +61,25 @@ def checkpoint_layout(checkpoint: str | Path) -> tuple[dict, dict, Path]:
     return model, data, files[2]
 
 
+def footage_job(checkpoint: str | Path, video_folders: list[str | Path], out: str | Path, recipe: FootageRecipe):
+    """The shard job ``pretrain_like`` tokenizes: ``video_folders`` (plus the recipe's bundled images) cut into
+    ``checkpoint``'s clip layout with its tokenizer, written to ``out/shards`` -> ``ShardJobConfig``. A baseline trained on
+    the same footage draws its frames from this job (``training_frames``), so both see the same clips."""
+    from toto_robot.data.tokenize import DatasetSpec, ShardJobConfig
+
+    _, data, tokenizer = checkpoint_layout(checkpoint)
+    datasets = [DatasetSpec(name=f"footage_{k}", kind="video", path=str(Path(f).resolve()), clips_per_video=recipe.clips_per_video)
+                for k, f in enumerate(video_folders)]
+    if recipe.bundled_images:
+        datasets.append(DatasetSpec(name="images", kind="bundled_images", count=recipe.bundled_images))
+    return ShardJobConfig(tokenizer_dir=str(tokenizer), datasets=datasets, out_dir=str(Path(out) / "shards"), resolution=data["resolution"],
+                          num_frames=data["num_frames"], stride=recipe.stride, workers=2, seed=recipe.seed, device=recipe.device)
+
+
 def pretrain_like(checkpoint: str | Path, video_folders: list[str | Path], out: str | Path, recipe: FootageRecipe) -> Path:
     """Pre-train a fresh Toto of ``checkpoint``'s architecture, tokenizer and clip layout on the videos of ``video_folders`` (with
     the recipe's bundled images) -> its ``final/`` dir under ``out``. A finished run is reused; an interrupted one resumes."""
-    from toto_robot.data.tokenize import DatasetSpec, ShardJobConfig, write_shards
+    from toto_robot.data.tokenize import write_shards
     from toto_robot.model.toto import CONFIGS
     from toto_robot.pretrain.trainer import pretrain
 
@@ -72,14 +87,10 @@ def pretrain_like(checkpoint: str | Path, video_folders: list[str | Path], out: 
     final = out / "run" / "final"
     if (final / CONFIG_NAME).exists():
         return final
-    model, data, tokenizer = checkpoint_layout(checkpoint)
-    datasets = [DatasetSpec(name=f"footage_{k}", kind="video", path=str(Path(f).resolve()), clips_per_video=recipe.clips_per_video)
-                for k, f in enumerate(video_folders)]
-    if recipe.bundled_images:
-        datasets.append(DatasetSpec(name="images", kind="bundled_images", count=recipe.bundled_images))
-    shards = out / "shards"  # write_shards skips the units an interrupted call already wrote
-    write_shards(ShardJobConfig(tokenizer_dir=str(tokenizer), datasets=datasets, out_dir=str(shards), resolution=data["resolution"],
-                                num_frames=data["num_frames"], stride=recipe.stride, workers=2, seed=recipe.seed, device=recipe.device))
+    model, _, _ = checkpoint_layout(checkpoint)
+    job = footage_job(checkpoint, video_folders, out, recipe)
+    write_shards(job)  # skips the units an interrupted call already wrote
+    shards = Path(job.out_dir)
     overrides = {k: model[k] for k in ARCH_FIELDS if k in model}
     if model.get("vocab_size") and not model.get("input_dim"):  # a codebook model; a patch model's input size comes from the shards
         overrides["vocab_size"] = model["vocab_size"]

@@ -59,6 +59,11 @@ def kill_and_rerun(code: str, cfg: dict, labels: list[str], rerun_cfg=lambda cfg
     assert run_job(code, rerun_cfg(cfg)) == 0
 
 
+def resume_if_checkpointed(out: Path):
+    """What a user does before a rerun: resume when ``out`` holds a complete checkpoint, else start again."""
+    return lambda cfg: {**cfg, "resume": find_checkpoint(out / "checkpoint") is not None}
+
+
 def leftovers(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if is_partial(p) or p.name.endswith((".old", ".new")))
 
@@ -140,10 +145,7 @@ def test_pretrain_killed_inside_checkpoint_writes_and_swaps_resumes_bit_exact(tm
     assert set(kills) <= set(ref), sorted(set(ref))
     out = tmp_path / "killed"
 
-    def rerun_cfg(c):  # what a user does: resume when a checkpoint exists, else start again
-        return {**c, "resume": find_checkpoint(out / "checkpoint") is not None}
-
-    kill_and_rerun(PRETRAIN, {**cfg, "out_dir": str(out)}, kills, rerun_cfg)
+    kill_and_rerun(PRETRAIN, {**cfg, "out_dir": str(out)}, kills, resume_if_checkpointed(out))
     ref_out = tmp_path / "ref"
     assert (out / "final" / "model.safetensors").read_bytes() == (ref_out / "final" / "model.safetensors").read_bytes()
     losses = [[r.split(",")[1] for r in (d / "metrics.csv").read_text().splitlines()[1:]] for d in (out, ref_out)]
@@ -165,10 +167,7 @@ def test_mae_killed_inside_checkpoint_writes_and_swaps_resumes_bit_exact(tmp_pat
     assert set(kills) <= set(ref), sorted(set(ref))
     out = tmp_path / "killed"
 
-    def rerun_cfg(c):  # what a user does: resume when a checkpoint exists, else start again
-        return {**c, "resume": find_checkpoint(out / "checkpoint") is not None}
-
-    kill_and_rerun(MAE, {**cfg, "out_dir": str(out)}, kills, rerun_cfg)
+    kill_and_rerun(MAE, {**cfg, "out_dir": str(out)}, kills, resume_if_checkpointed(out))
     ref_out = tmp_path / "ref"
     assert (out / "mae_vit.safetensors").read_bytes() == (ref_out / "mae_vit.safetensors").read_bytes()
     rows = [(d / "metrics.csv").read_text() for d in (out, ref_out)]

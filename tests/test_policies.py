@@ -29,6 +29,7 @@ def test_wilson_interval_matches_reference_values():
     assert wilson_interval(0, 10) == pytest.approx((0.0, 0.27754), abs=1e-4)
     assert wilson_interval(5, 10) == pytest.approx((0.23659, 0.76341), abs=1e-4)
     assert wilson_interval(20, 20) == pytest.approx((0.83887, 1.0), abs=1e-4)
+    assert wilson_interval(90, 90)[1] == 1.0 and wilson_interval(0, 90)[0] == 0.0  # exact: 1 - 1e-16 broke the success plot
 
 
 def test_bc_on_frozen_encoder_opens_the_drawer_and_reloads(cabinet_demos, tmp_path):
@@ -383,3 +384,12 @@ def test_compare_ppo_pairs_encoders_on_the_same_held_out_episodes(tmp_path):
     assert rows[0] == {"task": "franka_reach", "encoder": "toto", "versus": "random", "n": 6, "a": 5, "b": 2, "a_only": 3, "b_only": 0, "p": 0.25}
     assert rows[1]["a_only"] == rows[1]["b_only"] == 0 and rows[1]["p"] == 1.0
     assert "| franka_reach | toto vs random | 5 vs 2 of 6 | 3 / 0 | 0.25 |" in paired_table(rows)
+
+
+def test_success_plot_draws_a_perfect_row_whose_interval_rounds_below_it(tmp_path):
+    from toto_robot.policies.compare import plot_success
+
+    rows = [{"task": "franka_pick", "label": "toto", "success_rate": 1.0, "ci_low": 0.959, "ci_high": 0.9999999999999999},
+            {"task": "franka_pick", "label": "mae", "success_rate": 0.5, "ci_low": 0.4, "ci_high": 0.6}]
+    plot_success(rows, tmp_path / "success.png")
+    assert (tmp_path / "success.png").stat().st_size > 1000

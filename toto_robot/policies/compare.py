@@ -151,8 +151,8 @@ def plot_success(summary: list[dict], path: Path, title: str = "BC on frozen enc
             if r:
                 xs.append(i + (j - (len(encs) - 1) / 2) * width)
                 ys.append(r["success_rate"])
-                err[0].append(r["success_rate"] - r["ci_low"])
-                err[1].append(r["ci_high"] - r["success_rate"])
+                err[0].append(max(0.0, r["success_rate"] - r["ci_low"]))  # rounding must not give matplotlib a negative bar
+                err[1].append(max(0.0, r["ci_high"] - r["success_rate"]))
         ax.bar(xs, ys, width, yerr=err, capsize=3, label=e)
     ax.set_xticks(range(len(tasks)), tasks, fontsize=8)
     ax.set_ylim(0, 1.05)

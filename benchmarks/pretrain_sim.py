@@ -96,7 +96,8 @@ def main() -> None:
                **{k: metrics.get(k) for k in ("final_loss", "eval_loss", "train_flops", "steps")}}
     if args.mae:
         t2 = time.perf_counter()
-        mae = json.loads((mae_matched(args.like, folders, out, recipe, metrics["train_flops"], args.mae_batch, args.mae_frames) / "metrics.json").read_text())
+        d = mae_matched(args.like, folders, out, recipe, metrics["train_flops"], args.mae_batch, args.mae_frames)
+        mae = {**json.loads((d / "mae_config.json").read_text()), **json.loads((d / "metrics.json").read_text())}
         summary["mae"] = {"dir": str(out / "mae"), "mae_s": round(time.perf_counter() - t2, 1),
                           **{k: mae.get(k) for k in ("steps", "batch_size", "train_flops", "final_loss", "heldout_loss")}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -48,7 +48,7 @@ def test_pretrain_sim_collects_every_task_and_camera_keeps_the_random_init_contr
     # --mae: MAE-tiny on frames of the same clips, for the FLOPs this Toto measured (to within one MAE step)
     mae, toto_flops = summary["mae"], summary["train_flops"]
     per_step = mae["train_flops"] / mae["steps"]
-    assert mae["steps"] >= 2 and abs(mae["train_flops"] - toto_flops) <= per_step / 2
+    assert mae["batch_size"] == 1 and mae["steps"] >= 2 and abs(mae["train_flops"] - toto_flops) <= per_step / 2
     enc = build_encoder("mae_tiny", checkpoint=str(Path(mae["dir"]) / "mae_vit.safetensors"), layer=2, pooling="average", img_size=32)
     feats = enc(np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8))
     assert feats.shape[0] == 2 and torch.isfinite(feats).all()

@@ -25,8 +25,8 @@ import json
 import time
 from pathlib import Path
 
-from toto_robot.demo.pipeline import collect_pretraining_videos, mae_step_flops
-from toto_robot.pretrain.footage import FootageRecipe, checkpoint_layout, footage_job, pretrain_like
+from toto_robot.demo.pipeline import collect_pretraining_videos, mae_steps_for_flops, train_mae_baseline
+from toto_robot.pretrain.footage import FootageRecipe, footage_job, pretrain_like
 
 TASKS = ["franka_pick", "kuka_pick", "franka_cabinet", "kuka_cabinet"]
 CAMERAS = ["wrist", "agentview"]
@@ -49,20 +49,14 @@ def mae_matched(like: str, folders: list[Path], out: Path, recipe: FootageRecipe
     """The demo's MAE-tiny baseline (``mae_tiny``, batch 64, its lr schedule) trained on frames of the clips the Toto run
     tokenized, for as many steps as ``toto_flops`` buy at MAE's measured cost per step -> its dir (reused once finished)."""
     from toto_robot.data.tokenize import training_frames
-    from toto_robot.encoders.vit import VIT_CONFIGS
-    from toto_robot.mae import MAEPretrainConfig, pretrain_mae
-    from toto_robot.utils.io import find_checkpoint
 
     d = out / "mae"
     if (d / "metrics.json").exists():
         return d
-    size = checkpoint_layout(like)[1]["resolution"]
-    steps = max(1, round(toto_flops / mae_step_flops("mae_tiny", size, batch_size)))
-    frames = training_frames(footage_job(like, folders, out, recipe), max_frames=max_frames)  # uint8 [N, size, size, 3]
-    kw = {} if VIT_CONFIGS["mae_tiny"]["img_size"] == size else {"img_size": size}  # ViT input = frame size
-    pretrain_mae(MAEPretrainConfig(out_dir=str(d), vit="mae_tiny", steps=steps, batch_size=batch_size, holdout=min(128, len(frames) // 4),
-                                   seed=recipe.seed, device=recipe.device, resume=find_checkpoint(d / "checkpoint") is not None), frames, **kw)
-    return d
+    job = footage_job(like, folders, out, recipe)
+    frames = training_frames(job, max_frames=max_frames)  # uint8 [N, R, R, 3]
+    return train_mae_baseline(d, frames, mae_steps_for_flops(toto_flops, job.resolution, batch_size), batch_size,
+                              holdout=min(128, len(frames) // 4), seed=recipe.seed, device=recipe.device)
 
 
 def main() -> None:
@@ -98,7 +92,7 @@ def main() -> None:
         t2 = time.perf_counter()
         d = mae_matched(args.like, folders, out, recipe, metrics["train_flops"], args.mae_batch, args.mae_frames)
         mae = {**json.loads((d / "mae_config.json").read_text()), **json.loads((d / "metrics.json").read_text())}
-        summary["mae"] = {"dir": str(out / "mae"), "mae_s": round(time.perf_counter() - t2, 1),
+        summary["mae"] = {"dir": str(d), "mae_s": round(time.perf_counter() - t2, 1),
                           **{k: mae.get(k) for k in ("steps", "batch_size", "train_flops", "final_loss", "heldout_loss")}}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))

@@ -290,24 +290,19 @@ def run_demo(cfg: DemoConfig) -> Path:
     final = st_pre.dir / "run" / "final"
 
     # 4b. MAE baseline: same frames, the same training FLOPs (or steps) -------------------
-    from toto_robot.encoders.vit import VIT_CONFIGS
-
     mae_batch = 8 if cfg.fast else 64
     mae_steps = cfg.pretrain_steps
     if cfg.mae_match == "flops":  # as many steps as Toto's measured FLOPs buy at MAE's measured cost per step
         toto_flops = st_pre.result.get("train_flops") or _step_flops_of_run(st_pre.dir / "run")["train_flops"]
-        mae_steps = max(1, round(toto_flops / mae_step_flops("mae_tiny", cfg.image_size, mae_batch)))
+        mae_steps = mae_steps_for_flops(toto_flops, cfg.image_size, mae_batch)
     mae_cfg = {"upstream": str(videos_dir), "steps": mae_steps, "batch_size": mae_batch, "image_size": cfg.image_size, **user, **seeded}
-    mae_kw = {} if VIT_CONFIGS["mae_tiny"]["img_size"] == cfg.image_size else {"img_size": cfg.image_size}  # ViT input = frame size
+    mae_kw = mae_vit_size(cfg.image_size)
 
     def mae_stage(d: Path) -> dict:
         from toto_robot.data.tokenize import training_frames
-        from toto_robot.mae import MAEPretrainConfig, pretrain_mae
 
-        out = pretrain_mae(MAEPretrainConfig(out_dir=str(d), vit="mae_tiny", steps=mae_steps, batch_size=mae_batch,
-                                             holdout=16 if cfg.fast else 128, device=cfg.device, seed=ps,
-                                             resume=find_checkpoint(d / "checkpoint") is not None),
-                           training_frames(shard_job(), max_frames=8192), **mae_kw)
+        out = train_mae_baseline(d, training_frames(shard_job(), max_frames=8192), mae_steps, mae_batch, holdout=16 if cfg.fast else 128,
+                                 seed=ps, device=cfg.device)
         return json.loads((out / "metrics.json").read_text())
 
     st_mae = cache.run("mae", mae_cfg, mae_stage)
@@ -546,6 +541,27 @@ def mae_step_flops(vit: str, image_size: int, batch_size: int, mask_ratio: float
     with train_flops() as counter:
         model(torch.rand(batch_size, 3, image_size, image_size))[0].backward()
     return counter.total
+
+
+def mae_steps_for_flops(flops: float, image_size: int, batch_size: int) -> int:
+    """MAE-tiny steps of ``batch_size`` frames that spend ``flops`` (at least one), at its measured cost per step."""
+    return max(1, round(flops / mae_step_flops("mae_tiny", image_size, batch_size)))
+
+
+def mae_vit_size(image_size: int) -> dict:
+    """MAE-tiny's ViT takes frames of the pre-training's size: the override its builders need ({} at its default size)."""
+    from toto_robot.encoders.vit import VIT_CONFIGS
+
+    return {} if VIT_CONFIGS["mae_tiny"]["img_size"] == image_size else {"img_size": image_size}
+
+
+def train_mae_baseline(d: Path, frames, steps: int, batch_size: int, holdout: int, seed: int, device: str) -> Path:
+    """The demo's MAE-tiny baseline trained on ``frames`` (uint8 [N, S, S, 3]) in ``d`` -> ``d``; an interrupted run resumes
+    from its checkpoint."""
+    from toto_robot.mae import MAEPretrainConfig, pretrain_mae
+
+    return pretrain_mae(MAEPretrainConfig(out_dir=str(d), vit="mae_tiny", steps=steps, batch_size=batch_size, holdout=holdout, device=device,
+                                          seed=seed, resume=find_checkpoint(d / "checkpoint") is not None), frames, **mae_vit_size(frames.shape[1]))
 
 
 def _step_flops_of_mae(d: Path, image_size: int) -> dict:

@@ -10,6 +10,7 @@ continues from it, and the resumed run ends with the same weights as an uninterr
 """
 from __future__ import annotations
 
+import json
 import zlib
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -146,8 +147,6 @@ def _save_checkpoint(ckpt: Path, cfg: MAEPretrainConfig, signature: list, model,
 
 
 def _load_checkpoint(found: Path, cfg: MAEPretrainConfig, signature: list, model, opt, rng: np.random.Generator) -> tuple[int, list, int]:
-    import json
-
     meta = json.loads((found / "trainer_state.json").read_text())
     key = cfg.run_key()
     if meta["config"] != key:
